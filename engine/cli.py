@@ -1,0 +1,157 @@
+"""The ``dirtylog`` command: the engine from the shell.
+
+Every subcommand refuses bad input with one sentence on stderr and exit status 2, as the
+selftests' option parsing does, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.errors import DirtylogError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that prints one line (not the whole usage) and exits 2 on a bad option."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def _map_arg(text: str) -> tuple[int, int]:
+    from engine.units import parse_size
+
+    base, sep, size = text.partition(":")
+    if not sep:
+        raise DirtylogError(f"--map {text!r}: expected BASE:SIZE, e.g. 0x40000000:1GiB")
+    return parse_size(base, "--map base"), parse_size(size, "--map size")
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    """Build the tables for some mapped ranges and print the geometry and a summary."""
+    from engine.geometry import Geometry, parse_granule
+    from engine.pgtable import PageTable
+    from engine.units import parse_size
+
+    geom = Geometry(parse_granule(args.granule, "--granule"), args.ipa_bits)
+    backing = parse_size(args.backing, "--backing")
+    geom.leaf_level_for(backing)
+    pgt = PageTable(geom)
+    for text in args.map or []:
+        base, size = _map_arg(text)
+        _check_map(geom, base, size, text)
+        pgt.map_range(base, size, backing)
+    info = geom.describe()
+    info.update(pgt.summary())
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        f"granule {info['granule']}, IPA {geom.ipa_bits} bits: {geom.levels} levels from "
+        f"L{geom.start_level}, {geom.entry_tables} concatenated entry table(s), "
+        f"T0SZ={geom.t0sz} SL0={geom.sl0}, {geom.entries_per_table} entries per table"
+    )
+    for level in geom.level_range:
+        tables = info["tables_per_level"].get(f"L{level}", 0)  # type: ignore[union-attr]
+        kind = "page" if level == 3 else "block"
+        leaves = info["leaves"].get(f"L{level}_{kind}", 0)  # type: ignore[union-attr]
+        print(f"  L{level}: {tables:>9,} tables  {leaves:>12,} {kind} leaves")
+    return 0
+
+
+def _check_map(geom: object, base: int, size: int, text: str) -> None:
+    from engine.geometry import Geometry
+
+    assert isinstance(geom, Geometry)
+    if base % geom.granule or size % geom.granule:
+        raise DirtylogError(f"--map {text}: base and size must be multiples of the {geom.granule}-byte page")
+    if size == 0:
+        raise DirtylogError(f"--map {text}: the size must not be zero")
+    if base + size > geom.ipa_limit:
+        raise DirtylogError(
+            f"--map {text}: ends at {base + size:#x}, beyond the {geom.ipa_bits}-bit IPA space"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dirtylog",
+        description="DirtyLog Inspector engine: KVM arm64 stage-2 dirty logging and pre-copy "
+        "live migration, simulated.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for register in _REGISTRY:
+        register(sub)
+    return parser
+
+
+def _register_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tables",
+        help="build stage-2 tables for mapped ranges and summarise them",
+        description="Compute KVM's translation regime for a granule and IPA size (levels, start "
+        "level, concatenated entry tables, VTCR_EL2 T0SZ/SL0), map ranges with blocks where "
+        "the backing allows, and count tables per level and leaves by kind.",
+    )
+    p.add_argument("--granule", default="4K", help="4K, 16K or 64K (default 4K)")
+    p.add_argument("--ipa-bits", type=int, default=40, help="IPA size, 32..48 (default 40)")
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="BASE:SIZE",
+        help="map a range, e.g. 0x40000000:1GiB (sizes: decimal, hex, KiB/MiB/GiB/TiB); repeatable",
+    )
+    p.add_argument(
+        "--backing",
+        default="4K",
+        help="backing page size: the page size, or a block size (2M/1G with 4K, 32M with 16K, "
+        "512M with 64K); blocks are used where the range is aligned (default 4K)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_tables)
+
+
+_REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_register_tables]
+
+
+def register(fn: Callable[[argparse._SubParsersAction], None]) -> None:
+    """Subcommands defined in other modules add themselves here."""
+    _REGISTRY.append(fn)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_subcommands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DirtylogError as exc:
+        print(f"dirtylog {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"dirtylog {args.command}: not enough memory for this run", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"dirtylog {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_subcommands() -> None:
+    """Import the modules that register further subcommands (run, perftest, export, bench)."""
+    import importlib
+
+    for name in ("engine.cli_run",):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

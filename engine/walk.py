@@ -22,7 +22,7 @@ from enum import IntFlag
 import numpy as np
 
 from engine import descriptor as D
-from engine.pgtable import PageTable
+from engine.pgtable import PageTable, unique_fast
 
 U64 = np.uint64
 _CHUNK_ROWS = 1024  # rows per numpy pass: keeps temporaries in cache-sized pieces
@@ -173,10 +173,12 @@ def _apply(
 
 @dataclass
 class LeafBatch:
-    """The entries of one level inside a walk's range, as runs of table rows.
+    """The entries of one level inside a walk's range(s), as runs of table rows.
 
-    Entry ``lo[i] .. hi[i]-1`` of table ``tables[i]``; tables are in address order.  At levels
-    above the last, some entries are tables: ``apply`` never touches those.
+    Item i is entries ``lo[i] .. hi[i]-1`` of table ``tables[i]``, visited for the span
+    ``[span_start[i], span_end[i])``.  Items are in walk order; with several spans the same
+    entry can appear once per span, as it would be read once per walk.  At levels above the
+    last, some entries are tables: ``apply`` never touches those.
     """
 
     pgt: PageTable
@@ -184,25 +186,26 @@ class LeafBatch:
     tables: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    span_start: np.ndarray
+    span_end: np.ndarray
     counters: WalkCounters
 
     def __len__(self) -> int:
         return int((self.hi - self.lo).sum())
 
-    def positions(self) -> np.ndarray:
-        """Flat positions of every entry in the batch (expands; fine for upper levels)."""
-        counts = self.hi - self.lo
-        starts = self.tables * self.pgt.E + self.lo
-        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        return np.repeat(starts, counts) + offsets
+    def positions(self, items: np.ndarray | None = None) -> np.ndarray:
+        """Flat positions of the entries of ``items`` (all by default), in walk order."""
+        tables, lo, hi = self.tables, self.lo, self.hi
+        if items is not None:
+            tables, lo, hi = tables[items], lo[items], hi[items]
+        return expand_runs(tables * self.pgt.E + lo, hi - lo)
 
-    def rows(self) -> Iterator[tuple[slice | np.ndarray, slice]]:
-        """(row selector, column slice) pieces covering the batch; contiguous rows as slices."""
-        E = self.pgt.E
-        full = (self.lo == 0) & (self.hi == E)
-        for i in np.flatnonzero(~full):
-            t = int(self.tables[i])
-            yield slice(t, t + 1), slice(int(self.lo[i]), int(self.hi[i]))
+    def item_of_positions(self) -> np.ndarray:
+        """For each entry of ``positions()``, the item it belongs to."""
+        return np.repeat(np.arange(self.tables.size), self.hi - self.lo)
+
+    def _full_runs(self, full: np.ndarray) -> Iterator[slice]:
+        """Row slices over items that cover whole tables, consecutive tables merged."""
         ids = self.tables[full]
         if not ids.size:
             return
@@ -210,24 +213,58 @@ class LeafBatch:
         for run in np.split(ids, breaks):
             a, b = int(run[0]), int(run[-1]) + 1
             for c in range(a, b, _CHUNK_ROWS):
-                yield slice(c, min(b, c + _CHUNK_ROWS)), slice(0, E)
+                yield slice(c, min(b, c + _CHUNK_ROWS))
 
     def apply(self, set_bits: int, clr_bits: int) -> int:
-        """``(d & ~clr) | set`` on valid leaves; returns (and counts) the entries changed."""
+        """``(d & ~clr) | set`` on valid leaves; returns (and counts) the entries changed.
+
+        Whole tables are changed in place through row slices (enabling logging on a memslot
+        streams through memory); partial runs go through their flat positions.  An entry
+        that several spans visit is changed, and counted as written, once.
+        """
+        E = self.pgt.E
+        full = (self.lo == 0) & (self.hi == E)
+        whole = self.tables[full]
+        if whole.size > 1 and not bool(np.all(whole[1:] > whole[:-1])):
+            full = np.zeros_like(full)  # repeated whole tables: take the deduplicating path
+        changed = sum(self._apply_rows(rows, set_bits, clr_bits) for rows in self._full_runs(full))
+        partial = np.flatnonzero(~full)
+        if partial.size:
+            pos = unique_fast(self.positions(partial))
+            changed += self._apply_positions(pos, set_bits, clr_bits)
+        self.counters.writes[self.level] += changed
+        return changed
+
+    def _leaf_mask(self, d: np.ndarray) -> np.ndarray:
         want = U64(D.VALID | D.TYPE) if self.level == 3 else U64(D.VALID)
+        return (d & U64(D.VALID | D.TYPE)) == want
+
+    def _changes(self, d: np.ndarray, set_bits: int, clr_bits: int) -> np.ndarray:
         clr, setb = U64(clr_bits), U64(set_bits)
-        changed_total = 0
-        for rsel, csel in self.rows():
-            view = self.pgt.pool[rsel, csel]
-            leaf = (view & U64(D.VALID | D.TYPE)) == want
-            changed = leaf & (((view & clr) != 0) | ((view & setb) != setb))
-            n = int(np.count_nonzero(changed))
-            if n:
-                new = (view & ~clr) | setb
-                np.copyto(view, new, where=changed)
-                changed_total += n
-        self.counters.writes[self.level] += changed_total
-        return changed_total
+        return self._leaf_mask(d) & (((d & clr) != 0) | ((d & setb) != setb))
+
+    def _apply_rows(self, rows: slice, set_bits: int, clr_bits: int) -> int:
+        view = self.pgt.pool[rows]
+        changed = self._changes(view, set_bits, clr_bits)
+        n = int(np.count_nonzero(changed))
+        if n:
+            np.copyto(view, (view & ~U64(clr_bits)) | U64(set_bits), where=changed)
+        return n
+
+    def _apply_positions(self, pos: np.ndarray, set_bits: int, clr_bits: int) -> int:
+        flat = self.pgt.flat
+        d = flat[pos]
+        changed = self._changes(d, set_bits, clr_bits)
+        flat[pos[changed]] = (d[changed] & ~U64(clr_bits)) | U64(set_bits)
+        return int(np.count_nonzero(changed))
+
+
+def expand_runs(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(s, s + c)`` for each (s, c), vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + offsets
 
 
 BulkVisitor = Callable[[LeafBatch], None]
@@ -236,42 +273,62 @@ BulkVisitor = Callable[[LeafBatch], None]
 def leaf_batches(
     pgt: PageTable, start: int, end: int, counters: WalkCounters | None = None
 ) -> Iterator[LeafBatch]:
-    """Yield one batch per level, top down; entries that are tables after the caller has seen
-    the batch are descended (so a split made while handling a batch is walked)."""
-    counters = counters if counters is not None else WalkCounters()
+    """One walk over [start, end): see ``span_batches``."""
     start, end = _check_range(pgt, start, end)
-    if start >= end:
+    yield from span_batches(pgt, np.array([start]), np.array([end]), counters)
+
+
+def span_batches(
+    pgt: PageTable, starts: np.ndarray, ends: np.ndarray, counters: WalkCounters | None = None
+) -> Iterator[LeafBatch]:
+    """Walk many page-aligned spans at once, one batch per level, top down.
+
+    Each span is walked as if on its own (what a per-word harvest does); entries that are
+    tables after the caller has handled a batch are descended, so a split made while handling
+    a batch is walked too.
+    """
+    counters = counters if counters is not None else WalkCounters()
+    keep = ends > starts
+    starts, ends = np.asarray(starts, np.int64)[keep], np.asarray(ends, np.int64)[keep]
+    if not starts.size:
         return
     g, E = pgt.geom, pgt.E
     shift = g.level_shift(g.start_level)
-    first, last = start >> shift, (end - 1) >> shift
-    roots = np.arange(first // E, last // E + 1, dtype=np.int64)
-    lo = np.maximum(first - roots * E, 0)
-    hi = np.minimum(last - roots * E + 1, E)
+    first, last = starts >> shift, (ends - 1) >> shift
+    # items per root table touched by each span (a span rarely crosses a root table)
+    r_first, r_last = first // E, last // E
+    span = np.repeat(np.arange(starts.size), r_last - r_first + 1)
+    roots = expand_runs(r_first, r_last - r_first + 1)
+    lo = np.maximum(first[span] - roots * E, 0)
+    hi = np.minimum(last[span] - roots * E + 1, E)
+    s0, s1 = starts[span], ends[span]
     for level in g.level_range:
         counters.tables_visited += int(roots.size)
-        batch = LeafBatch(pgt, level, roots, lo, hi, counters)
+        batch = LeafBatch(pgt, level, roots, lo, hi, s0, s1, counters)
         counters.reads[level] += len(batch)
         yield batch
         if level == 3:
             return
-        roots, lo, hi = _descend(batch, start, end)
+        roots, lo, hi, s0, s1 = _descend(batch)
         if not roots.size:
             return
 
 
-def _descend(batch: LeafBatch, start: int, end: int) -> tuple[np.ndarray, ...]:
-    """Child tables of the batch's table entries, with the index range inside [start, end)."""
+def _descend(batch: LeafBatch) -> tuple[np.ndarray, ...]:
+    """Child tables of the batch's table entries, with the index range inside each span."""
     pgt, level = batch.pgt, batch.level
     pos = batch.positions()
+    item = batch.item_of_positions()
     desc = pgt.flat[pos]
     tab = D.is_table(desc, level)
+    pos, item = pos[tab], item[tab]
     child = pgt.table_of(desc[tab])
     child_size = pgt.geom.level_size(level + 1)
-    base = pgt.entry_ipa(pos[tab])
-    lo = np.clip((start - base) // child_size, 0, pgt.E).astype(np.int64)
-    hi = np.clip(-(-(end - base) // child_size), 0, pgt.E).astype(np.int64)
-    return child, lo, hi
+    base = pgt.entry_ipa(pos)
+    s0, s1 = batch.span_start[item], batch.span_end[item]
+    lo = np.clip((s0 - base) // child_size, 0, pgt.E).astype(np.int64)
+    hi = np.clip(-(-(s1 - base) // child_size), 0, pgt.E).astype(np.int64)
+    return child, lo, hi, s0, s1
 
 
 def walk_bulk(
@@ -284,6 +341,20 @@ def walk_bulk(
     """LEAF visits a level at a time: ``visitor(batch)`` for each level's batch."""
     counters = counters if counters is not None else WalkCounters()
     for batch in leaf_batches(pgt, start, end, counters):
+        visitor(batch)
+    return counters
+
+
+def walk_bulk_spans(
+    pgt: PageTable,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    visitor: BulkVisitor,
+    counters: WalkCounters | None = None,
+) -> WalkCounters:
+    """``walk_bulk`` over many spans at once (one walk per span, batched per level)."""
+    counters = counters if counters is not None else WalkCounters()
+    for batch in span_batches(pgt, starts, ends, counters):
         visitor(batch)
     return counters
 

@@ -1,0 +1,308 @@
+"""Dirty bitmaps with KVM's GET/CLEAR semantics, the ring harvest, and DBM's scan.
+
+The bitmap layout is KVM's: bit i of little-endian 64-bit words is page ``base_gfn + i``
+(``set_bit_le``).  KVM_GET_DIRTY_LOG swaps each non-zero word with zero and re-protects what
+it held with the VM's write-protect strategy, then flushes once
+(``kvm_get_dirty_log_protect``).  With manual protect, GET only copies and
+KVM_CLEAR_DIRTY_LOG re-protects the bits it really cleared, 64 pages at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import descriptor as D
+from engine.dirtyring import merge_masks
+from engine.errors import KvmError
+from engine.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
+from engine.wrprotect import PROTECT, STRATEGIES, ProtectStats, run_strategy
+
+U64 = np.uint64
+_, _WRPROTECT = set_clear_visitor(0, D.S2AP_W)
+_MAKE_CLEAN = set_clear_visitor(D.DBM, D.S2AP_W)[1]
+
+
+@dataclass
+class OpStats:
+    """One tracking operation (enable, GET, CLEAR, ring reset, DBM scan): what it cost."""
+
+    name: str
+    counters: WalkCounters = field(default_factory=WalkCounters)
+    tlbi: Counter[str] = field(default_factory=Counter)
+    words: int = 0
+    pages: int = 0
+    splits: int = 0
+    wall_ns: int = 0
+    strategies: dict[str, ProtectStats] = field(default_factory=dict)
+
+    def model_ns(self, costs) -> float:
+        return costs.walk_ns(
+            self.counters.total_reads(), self.counters.total_writes(), self.tlbi, self.words
+        ) + self.splits * costs.split_block
+
+    def add(self, other: OpStats) -> None:
+        self.counters.add(other.counters)
+        self.tlbi.update(other.tlbi)
+        self.words += other.words
+        self.pages += other.pages
+        self.splits += other.splits
+        self.wall_ns += other.wall_ns
+        for name, st in other.strategies.items():
+            mine = self.strategies.setdefault(name, ProtectStats(name))
+            mine.counters.add(st.counters)
+            mine.words += st.words
+            mine.pages += st.pages
+            mine.wall_ns += st.wall_ns
+            mine.rmap_bytes = max(mine.rmap_bytes, st.rmap_bytes)
+
+
+class _Measure:
+    """Collects the TLBIs and splits the page table records during an operation."""
+
+    def __init__(self, vm, op: OpStats) -> None:
+        self.vm, self.op = vm, op
+
+    def __enter__(self) -> OpStats:
+        self.tlbi0 = Counter(self.vm.pgt.tlbi)
+        self.splits0 = self.vm.pgt.splits
+        self.t0 = time.perf_counter_ns()
+        return self.op
+
+    def __exit__(self, *exc) -> None:
+        self.op.wall_ns += time.perf_counter_ns() - self.t0
+        self.op.tlbi.update(self.vm.pgt.tlbi - self.tlbi0)
+        self.op.splits += self.vm.pgt.splits - self.splits0
+        self.vm.op_log.append(self.op)
+
+
+def set_all(words: np.ndarray, npages: int) -> None:
+    """Every page of a KVM-layout bitmap dirty (and no bit past the last page)."""
+    words[:] = ~U64(0)
+    if npages % 64:
+        words[-1] = U64((1 << (npages % 64)) - 1)
+
+
+def _flush_slot(vm, op: OpStats) -> None:
+    """kvm_flush_remote_tlbs_memslot: one range invalidation over the slot."""
+    vm.pgt.tlbi["range"] += 1
+
+
+# -- enable / disable -----------------------------------------------------------------------
+
+
+def enable_logging(vm, st) -> OpStats:
+    """KVM_MEM_LOG_DIRTY_PAGES on: allocate the bitmap, then protect (or set every bit)."""
+    s = st.slot
+    st.bitmap = np.zeros(st.nwords, dtype=U64)
+    st.logging = True
+    with _Measure(vm, OpStats("enable")) as op:
+        if vm.tracking.manual and vm.tracking.initially_set:
+            set_all(st.bitmap, st.slot.npages)  # nothing protected: CLEAR protects (and splits) as it goes
+            return op
+        if vm.tracking.mode == "dbm":
+            _split_slot(vm, s)  # DBM tracks at leaf granularity: no blocks while logging
+            walk_bulk(vm.pgt, s.base, s.end, _MAKE_CLEAN, op.counters)
+        else:
+            walk_bulk(vm.pgt, s.base, s.end, _WRPROTECT, op.counters)  # kvm_mmu_wp_memory_region
+            if vm.tracking.eager_split:
+                _split_slot(vm, s)  # kvm_mmu_split_memory_region
+        _flush_slot(vm, op)
+    return op
+
+
+def _split_slot(vm, s, start: int | None = None, end: int | None = None) -> None:
+    """Split every block leaf in [start, end) of a slot down to pages (eager split)."""
+    start = s.base if start is None else start
+    end = s.end if end is None else end
+    for _ in range(3):
+        found = False
+        for batch in leaf_batches(vm.pgt, start, end):
+            if batch.level == 3:
+                break
+            pos = batch.positions()
+            blocks = pos[D.is_leaf(vm.pgt.flat[pos], batch.level)]
+            if blocks.size:
+                vm.pgt.split_blocks(np.unique(blocks), batch.level, populate=True)
+                found = True
+        if not found:
+            return
+
+
+def disable_logging(vm, st) -> None:
+    """Logging off: the bitmap goes; blocks come back lazily through later faults."""
+    st.logging = False
+    st.bitmap = None
+    if vm.tracking.mode == "dbm":
+        s = st.slot
+        walk_bulk(vm.pgt, s.base, s.end, set_clear_visitor(0, D.DBM)[1])
+
+
+# -- GET / CLEAR -----------------------------------------------------------------------------
+
+
+def _require_bitmap(vm, st, ioctl: str):
+    if st.bitmap is None:
+        raise KvmError("ENOENT", "slot", f"{ioctl} on slot {st.slot.id}: dirty logging is not enabled")
+    return st.bitmap
+
+
+def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
+    """KVM_GET_DIRTY_LOG: the slot's dirty words (a copy) and what producing them cost."""
+    st = vm.slots[slot_id]
+    bitmap = _require_bitmap(vm, st, "KVM_GET_DIRTY_LOG")
+    if vm.tracking.mode == "dbm":
+        scan_dbm(vm, st)
+    with _Measure(vm, OpStats("get")) as op:
+        op.words = st.nwords
+        if vm.tracking.manual:
+            return bitmap.copy(), op
+        nz = np.flatnonzero(bitmap)
+        masks = bitmap[nz].copy()
+        bitmap[nz] = 0  # xchg(&bitmap[i], 0)
+        snapshot = np.zeros_like(bitmap)
+        snapshot[nz] = masks
+        op.pages = _popcount(masks)
+        if vm.tracking.mode != "dbm" and nz.size:
+            protect(vm, st, nz * 64, masks, op)
+            _flush_slot(vm, op)
+    return snapshot, op
+
+
+def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.ndarray) -> OpStats:
+    """KVM_CLEAR_DIRTY_LOG: clear ``mask`` bits from ``first_page``; re-protect what was set."""
+    st = vm.slots[slot_id]
+    bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
+    npages = st.slot.npages
+    if not vm.tracking.manual:
+        raise KvmError("EINVAL", "mode", "KVM_CLEAR_DIRTY_LOG needs manual protect (mode manual-clear)")
+    if first_page % 64:
+        raise KvmError("EINVAL", "first_page", f"must be a multiple of 64, got {first_page}")
+    if num_pages % 64 and first_page + num_pages != npages:
+        raise KvmError(
+            "EINVAL", "num_pages", "must be a multiple of 64 unless the range reaches the slot's end"
+        )
+    if first_page > npages or num_pages > npages - first_page:
+        raise KvmError("EINVAL", "num_pages", f"range goes beyond the slot's {npages} pages")
+    w0, nw = first_page // 64, (num_pages + 63) // 64
+    mask = np.asarray(mask, dtype=U64)[:nw]
+    with _Measure(vm, OpStats("clear")) as op:
+        op.words = nw
+        cleared = bitmap[w0 : w0 + nw] & mask  # atomic_long_fetch_andnot
+        bitmap[w0 : w0 + nw] &= ~mask
+        nz = np.flatnonzero(cleared)
+        op.pages = _popcount(cleared[nz])
+        if nz.size:
+            protect(vm, st, (w0 + nz) * 64, cleared[nz], op)
+            if vm.tracking.initially_set and vm.tracking.eager_split:
+                for off, m in zip((w0 + nz) * 64, cleared[nz], strict=True):
+                    lo = st.slot.base_gfn + int(off) + (int(m) & -int(m)).bit_length() - 1
+                    hi = st.slot.base_gfn + int(off) + int(m).bit_length()
+                    _split_slot(vm, st.slot, lo << vm.page_shift, hi << vm.page_shift)
+            _flush_slot(vm, op)
+    return op
+
+
+def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None:
+    """kvm_arch_mmu_enable_log_dirty_pt_masked for many words, with the VM's strategy.
+
+    In compare mode every other strategy runs first on its own scratch copy of the tables,
+    so all of them see the same input; only the chosen one changes the VM.
+    """
+    base = st.slot.base_gfn
+    if vm.tracking.compare:
+        for name in STRATEGIES:
+            if name != vm.tracking.strategy:
+                op.strategies[name] = run_strategy(name, vm.pgt.copy(), base, offsets, masks)
+    chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks)
+    op.strategies[vm.tracking.strategy] = chosen
+    op.counters.add(chosen.counters)
+
+
+def _popcount(words: np.ndarray) -> int:
+    return int(np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8)).sum())
+
+
+def bitmap_pages(words: np.ndarray) -> np.ndarray:
+    """Slot page offsets of the set bits of a KVM-layout bitmap."""
+    bits = np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits)
+
+
+# -- hardware dirty state (DBM) ----------------------------------------------------------------
+
+
+def scan_dbm(vm, st) -> OpStats:
+    """Harvest hardware dirty state: read every leaf of the slot, log and clean dirty ones."""
+    s = st.slot
+    with _Measure(vm, OpStats("dbm-scan")) as op:
+        dirty_pages: list[np.ndarray] = []
+        for batch in leaf_batches(vm.pgt, s.base, s.end, op.counters):
+            pos = batch.positions()
+            d = vm.pgt.flat[pos]
+            want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
+            dirty = ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
+            if dirty.any():
+                p = pos[dirty]
+                vm.pgt.flat[p] = d[dirty] & ~U64(D.S2AP_W)
+                op.counters.writes[batch.level] += int(p.size)
+                first = vm.pgt.entry_ipa(p) >> vm.page_shift
+                per = vm.geom.level_size(batch.level) >> vm.page_shift
+                gfn = (first[:, None] + np.arange(per)[None, :]).reshape(-1)
+                dirty_pages.append(gfn[(gfn >= s.base_gfn) & (gfn < s.end_gfn)] - s.base_gfn)
+        if dirty_pages:
+            rel = np.concatenate(dirty_pages)
+            np.bitwise_or.at(st.bitmap, rel >> 6, U64(1) << (rel & 63).astype(U64))
+            op.pages = int(rel.size)
+            _flush_slot(vm, op)
+    return op
+
+
+# -- dirty ring ---------------------------------------------------------------------------------
+
+
+def collect_rings(vm) -> tuple[np.ndarray, np.ndarray]:
+    """Harvest every vCPU's ring in order: (slot ids, slot page offsets)."""
+    parts = [ring.collect() for ring in vm.rings]
+    if not parts:
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def reset_rings(vm) -> OpStats:
+    """KVM_RESET_DIRTY_RINGS: merge harvested entries into masks, re-protect, flush once."""
+    with _Measure(vm, OpStats("ring-reset")) as op:
+        by_slot: dict[int, list[tuple[int, int]]] = {}
+        for ring in vm.rings:
+            slots, offsets = ring.reset_entries()
+            op.pages += int(offsets.size)
+            for slot, off, mask in merge_masks(slots, offsets):
+                by_slot.setdefault(slot, []).append((off, mask))
+        for slot_id, pairs in by_slot.items():
+            st = vm.slots.get(slot_id)
+            if st is None or not st.logging:
+                continue  # the slot went away or stopped logging meanwhile
+            offs = np.array([p[0] for p in pairs], dtype=np.int64)
+            masks = np.array([p[1] for p in pairs], dtype=U64)
+            op.words += int(masks.size)
+            protect(vm, st, offs, masks, op)
+        if by_slot:
+            vm.pgt.tlbi["vmid"] += 1  # kvm_flush_remote_tlbs
+    return op
+
+
+__all__ = [
+    "OpStats",
+    "PROTECT",
+    "bitmap_pages",
+    "clear_dirty_log",
+    "collect_rings",
+    "disable_logging",
+    "enable_logging",
+    "get_dirty_log",
+    "reset_rings",
+    "scan_dbm",
+]

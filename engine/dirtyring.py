@@ -1,0 +1,105 @@
+"""Per-vCPU dirty rings (KVM_CAP_DIRTY_LOG_RING), as ``virt/kvm/dirty_ring.c`` keeps them.
+
+A ring is a power-of-two array of ``kvm_dirty_gfn {flags, slot, offset}`` with free-running
+``dirty_index`` (KVM pushes) and ``reset_index`` (KVM_RESET_DIRTY_RINGS frees); user space
+collects entries in order from its own ``fetch_index``.  The soft limit is ``size - 64`` on
+arm64 (no PML-style hardware log to leave room for): a vCPU that reaches it exits with
+KVM_EXIT_DIRTY_RING_FULL and does not run until the rings are harvested and reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import ConfigError
+
+RING_SLACK = 64  # KVM_DIRTY_RING_RSVD_ENTRIES; kvm_cpu_dirty_log_size() is 0 on arm64
+BITS_PER_LONG = 64
+
+
+def check_ring_size(entries: int, field: str = "tracking.ring_entries") -> int:
+    """KVM_CAP_DIRTY_LOG_RING takes a power-of-two byte size; we take entries (16 B each)."""
+    if entries < 2 * RING_SLACK or entries & (entries - 1):
+        raise ConfigError(field, f"must be a power of two of at least {2 * RING_SLACK}, got {entries}")
+    return entries
+
+
+@dataclass
+class DirtyRing:
+    size: int
+    dirty_index: int = 0
+    fetch_index: int = 0
+    reset_index: int = 0
+
+    def __post_init__(self) -> None:
+        check_ring_size(self.size)
+        self.slot = np.zeros(self.size, dtype=np.uint32)
+        self.offset = np.zeros(self.size, dtype=np.uint64)
+
+    @property
+    def soft_limit(self) -> int:
+        return self.size - RING_SLACK
+
+    @property
+    def used(self) -> int:
+        """Entries pushed and not yet reset (what counts against the soft limit)."""
+        return self.dirty_index - self.reset_index
+
+    @property
+    def soft_full(self) -> bool:
+        return self.used >= self.soft_limit
+
+    def room(self) -> int:
+        """Pushes left before the vCPU must exit."""
+        return max(0, self.soft_limit - self.used)
+
+    def push(self, slot: np.ndarray, offset: np.ndarray) -> None:
+        """kvm_dirty_ring_push for a batch, in order; a hard-full ring would be a KVM bug."""
+        n = int(offset.size)
+        if self.used + n > self.size:
+            raise RuntimeError("dirty ring overflow: the soft limit was not honoured")
+        idx = (np.arange(self.dirty_index, self.dirty_index + n) & (self.size - 1)).astype(np.int64)
+        self.slot[idx] = slot
+        self.offset[idx] = offset
+        self.dirty_index += n
+
+    def collect(self) -> tuple[np.ndarray, np.ndarray]:
+        """User space harvests DIRTY entries in order and flags them RESET."""
+        idx = np.arange(self.fetch_index, self.dirty_index) & (self.size - 1)
+        self.fetch_index = self.dirty_index
+        return self.slot[idx].copy(), self.offset[idx].copy()
+
+    def reset_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """KVM_RESET_DIRTY_RINGS: the harvested entries to re-protect, freeing their room."""
+        idx = np.arange(self.reset_index, self.fetch_index) & (self.size - 1)
+        self.reset_index = self.fetch_index
+        return self.slot[idx], self.offset[idx]
+
+
+def merge_masks(slot: np.ndarray, offset: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """kvm_dirty_ring_reset's merging: consecutive same-slot entries into (slot, offset, mask).
+
+    An entry within 64 pages above the current offset joins the mask; one a little below it
+    shifts the mask down if no bit would fall off ("backwards visit"); anything else flushes.
+    """
+    cur_slot = cur_off = mask = 0
+    for s, off in zip(slot.tolist(), offset.tolist(), strict=True):
+        if mask:
+            if s == cur_slot:
+                delta = off - cur_off
+                if 0 <= delta < BITS_PER_LONG:
+                    mask |= 1 << delta
+                    continue
+                if -BITS_PER_LONG < delta < 0 and ((mask << -delta) >> -delta) == mask and (
+                    mask << -delta
+                ) < (1 << BITS_PER_LONG):
+                    cur_off = off
+                    mask = (mask << -delta) | 1
+                    continue
+            yield cur_slot, cur_off, mask
+        cur_slot, cur_off, mask = s, off, 1
+    if mask:
+        yield cur_slot, cur_off, mask

@@ -1,0 +1,429 @@
+"""The VM: stage-2 tables, memslots, dirty tracking and the guest's memory content.
+
+The guest write path takes a time-ordered batch of accesses and does, vectorised, what
+``user_mem_abort`` and the hardware do for each page: map on a translation fault (a block
+where the backing allows and the slot is not logging), relax a write-protected page and mark
+it dirty, split a write-protected block (break-before-make; neighbours fault in lazily), let a
+writable-clean DBM page turn dirty without a fault.  Content is a ``uint32`` version per page
+that every applied write increments, so a migration can be verified page by page.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import descriptor as D
+from engine.costs import CostModel
+from engine.dirtyring import DirtyRing, check_ring_size
+from engine.errors import ConfigError
+from engine.geometry import Geometry
+from engine.memslots import (
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY,
+    Memslot,
+    MemslotChange,
+    Memslots,
+    MemslotUpdate,
+)
+from engine.pgtable import PageTable, _first_of_runs
+from engine.wrprotect import STRATEGIES
+
+MODES = ("bitmap", "manual-clear", "ring", "dbm")
+U64 = np.uint64
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """How dirty pages are tracked (the session's ``tracking`` object)."""
+
+    mode: str = "bitmap"
+    strategy: str = "range"
+    ring_entries: int = 4096
+    eager_split: int = 0  # KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE in bytes; 0 = off
+    initially_set: bool = False  # KVM_DIRTY_LOG_INITIALLY_SET (manual-clear only)
+    compare: bool = False  # also run every other strategy on scratch copies
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError("tracking.mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                "tracking.strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
+        if self.mode == "ring":
+            check_ring_size(self.ring_entries)
+        if self.initially_set and self.mode != "manual-clear":
+            raise ConfigError(
+                "tracking.initially_set",
+                "needs mode manual-clear (KVM_DIRTY_LOG_INITIALLY_SET requires MANUAL_PROTECT_ENABLE)",
+            )
+        if self.eager_split < 0:
+            raise ConfigError("tracking.eager_split", "must be 0 (off) or a size such as 2MiB")
+
+    @property
+    def manual(self) -> bool:
+        return self.mode == "manual-clear"
+
+
+@dataclass
+class SlotState:
+    """Per-slot state: content versions, the dirty bitmap while logging."""
+
+    slot: Memslot
+    version: np.ndarray
+    bitmap: np.ndarray | None = None
+    logging: bool = False
+
+    @property
+    def nwords(self) -> int:
+        return (self.slot.npages + 63) // 64
+
+
+@dataclass
+class AccessResult:
+    """What a batch of guest accesses cost, per vCPU, and what had to wait."""
+
+    faults: np.ndarray  # stage-2 fault exits per vCPU
+    dirty_events: np.ndarray  # pages marked dirty (bitmap bit or ring push) per vCPU
+    applied_writes: int = 0
+    deferred: np.ndarray | None = None  # indices of accesses held back by a full ring
+    ring_full: set[int] = field(default_factory=set)
+
+
+class VM:
+    """Tables + memslots + tracking + content for one simulated guest."""
+
+    def __init__(
+        self,
+        geom: Geometry,
+        tracking: Tracking | None = None,
+        costs: CostModel | None = None,
+        nr_vcpus: int = 1,
+    ) -> None:
+        self.geom = geom
+        self.tracking = tracking or Tracking()
+        self.costs = costs or CostModel()
+        self.nr_vcpus = nr_vcpus
+        need_rmap = self.tracking.strategy == "rmap" or self.tracking.compare
+        self.pgt = PageTable(geom, rmap=need_rmap)
+        self.memslots = Memslots(geom.page_shift, geom.ipa_bits)
+        self.slots: dict[int, SlotState] = {}
+        self.rings = [DirtyRing(self.tracking.ring_entries) for _ in range(nr_vcpus)] if (
+            self.tracking.mode == "ring"
+        ) else []
+        self.stats: Counter[str] = Counter()
+        self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
+
+    @property
+    def page_shift(self) -> int:
+        return self.geom.page_shift
+
+    @property
+    def page_size(self) -> int:
+        return self.geom.granule
+
+    # -- memslots ----------------------------------------------------------------------------
+
+    def set_memslot(
+        self,
+        slot_id: int,
+        base: int,
+        size: int,
+        flags: int = 0,
+        backing: int | None = None,
+        name: str = "",
+        populate: bool = False,
+    ) -> MemslotUpdate:
+        """KVM_SET_USER_MEMORY_REGION and what the arch code does after it."""
+        if backing is not None:
+            self.geom.leaf_level_for(backing)
+        update = self.memslots.set_user_memory_region(slot_id, base, size, flags, backing, name)
+        self._commit(update, populate)
+        return update
+
+    def _commit(self, update: MemslotUpdate, populate: bool) -> None:
+        old, new = update.old, update.new
+        change = update.change
+        if change in (MemslotChange.DELETE, MemslotChange.MOVE) and old is not None:
+            self.pgt.unmap_range(old.base, old.size)
+            state = self.slots.pop(old.id)
+        if change == MemslotChange.CREATE and new is not None:
+            self.slots[new.id] = SlotState(new, np.zeros(new.npages, dtype=np.uint32))
+            if populate:
+                self.populate(new.id)
+        elif change == MemslotChange.MOVE and new is not None:
+            self.slots[new.id] = SlotState(new, state.version)
+        elif change == MemslotChange.FLAGS_ONLY and new is not None:
+            self.slots[new.id].slot = new
+        if new is not None and change != MemslotChange.NONE:
+            self._sync_logging(self.slots[new.id])
+
+    def populate(self, slot_id: int) -> None:
+        """Fault in every page of a slot, as a guest that touched all its memory would have."""
+        st = self.slots[slot_id]
+        s = st.slot
+        writable = not s.readonly
+        if st.logging:
+            self.pgt.map_range(s.base, s.size, None, writable=False, extra=self._dbm_bits())
+        else:
+            self.pgt.map_range(s.base, s.size, s.backing, writable=writable)
+
+    def _dbm_bits(self) -> int:
+        return D.DBM if self.tracking.mode == "dbm" else 0
+
+    # -- logging on/off ----------------------------------------------------------------------
+
+    def _sync_logging(self, st: SlotState) -> None:
+        want = st.slot.log_dirty and not st.slot.readonly
+        if want and not st.logging:
+            from engine.dirtylog import enable_logging
+
+            enable_logging(self, st)
+        elif st.logging and not want:
+            from engine.dirtylog import disable_logging
+
+            disable_logging(self, st)
+
+    def slot_of_ipa(self, ipa: int) -> SlotState | None:
+        idx = self.memslots.find(np.array([ipa >> self.page_shift], dtype=np.int64))[0]
+        return None if idx < 0 else self.slots[self.memslots.sorted()[idx].id]
+
+    # -- the guest write path ----------------------------------------------------------------
+
+    def access(self, gfn: np.ndarray, vcpu: np.ndarray, write: np.ndarray) -> AccessResult:
+        """Apply a time-ordered batch of guest accesses; see the module docstring."""
+        res = AccessResult(np.zeros(self.nr_vcpus, np.int64), np.zeros(self.nr_vcpus, np.int64))
+        gfn = np.asarray(gfn, dtype=np.int64)
+        vcpu = np.asarray(vcpu, dtype=np.int64)
+        write = np.asarray(write, dtype=bool)
+        if not gfn.size:
+            return res
+        slots = self.memslots.sorted()
+        sidx = self.memslots.find(gfn)
+        readonly = np.array([s.readonly for s in slots] + [False], dtype=bool)[sidx]
+        mmio = sidx < 0
+        user = ~mmio & readonly & write
+        self.stats["mmio_exits"] += int(mmio.sum())
+        self.stats["user_exits"] += int(user.sum())
+        ok = ~(mmio | user)
+        if self.rings:
+            ok = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
+        keep = np.flatnonzero(ok)
+        self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res)
+        return res
+
+    def _apply(self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
+        if not gfn.size:
+            return
+        pages = _Pages.group(gfn, vcpu, write, sidx)
+        self._bump_versions(pages, slots)
+        res.applied_writes += int(write.sum())
+        logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)[pages.sidx]
+        ipa = pages.gfn << self.page_shift
+        level, pos, desc = self.pgt.lookup(ipa)
+        valid = D.is_valid(desc)
+        # a write to a write-protected block while logging: break it, pages fault in lazily
+        blocks = pages.written & logging & valid & (level < 3) & ~D.is_writable(desc)
+        if blocks.any():
+            self._split_for_write(pos[blocks], level[blocks])
+            level, pos, desc = self.pgt.lookup(ipa)
+            valid = D.is_valid(desc)
+        self._translation_faults(pages, ~valid, logging, slots, res)
+        self._permission_faults(pages, valid, level, pos, desc, logging, res)
+
+    def _bump_versions(self, pages: _Pages, slots: tuple[Memslot, ...]) -> None:
+        for i in np.unique(pages.sidx[pages.writes > 0]):
+            slot = slots[int(i)]
+            sel = (pages.sidx == i) & (pages.writes > 0)
+            st = self.slots[slot.id]
+            np.add.at(st.version, pages.gfn[sel] - slot.base_gfn, pages.writes[sel].astype(np.uint32))
+
+    def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
+        """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
+        for lv in np.unique(levels):
+            at = np.unique(pos[levels == lv])
+            self.pgt.split_blocks(at, int(lv), populate=False)
+            self.stats["block_splits"] += int(at.size)
+
+    def _translation_faults(self, pages, missing, logging, slots, res: AccessResult) -> None:
+        """Map what faulted: pages (RO on reads) while logging, blocks where allowed if not."""
+        if not missing.any():
+            return
+        idx = np.flatnonzero(missing)
+        log = logging[idx]
+        # while logging: a read maps read-only (so the first write still traps), a write RW
+        for writable in (False, True):
+            sel = idx[log & (pages.written[idx] == writable)]
+            if sel.size:
+                self.pgt.map_leaves(pages.gfn[sel] << self.page_shift, 3, writable, self._dbm_bits())
+        # a page read first and then written takes a second fault (translation, then permission)
+        read_then_write = idx[log & pages.written[idx] & ~pages.first_is_write[idx]]
+        self._count_faults(pages.vcpu_first[idx], res)
+        self._count_faults(pages.vcpu_write[read_then_write], res)
+        self.stats["translation_faults"] += int(idx.size)
+        self.stats["permission_faults"] += int(read_then_write.size)
+        self.pgt.tlbi["ipa"] += int(read_then_write.size)
+        dirty = idx[log & pages.written[idx]]
+        self._mark_dirty(pages, dirty, slots, res)
+        self._map_unlogged(pages, idx[~log], slots)
+
+    def _map_unlogged(self, pages: _Pages, idx: np.ndarray, slots: tuple[Memslot, ...]) -> None:
+        """Not logging: map the largest leaf the backing allows that fits inside the slot."""
+        if not idx.size:
+            return
+        g = self.geom
+        remaining = idx
+        for level in sorted(g.block_levels):
+            size = g.level_size(level)
+            npg = size >> self.page_shift
+            sl = pages.sidx[remaining]
+            backing = np.array([s.backing for s in slots], dtype=np.int64)[sl]
+            base = np.array([s.base_gfn for s in slots], dtype=np.int64)[sl]
+            end = np.array([s.end_gfn for s in slots], dtype=np.int64)[sl]
+            start = (pages.gfn[remaining] // npg) * npg
+            fits = (backing >= size) & (start >= base) & (start + npg <= end)
+            self._map_split_by_access(start[fits], pages.sidx[remaining][fits], slots, level)
+            remaining = remaining[~fits]
+        self._map_split_by_access(pages.gfn[remaining], pages.sidx[remaining], slots, 3)
+
+    def _map_split_by_access(self, gfn, sidx, slots, level: int) -> None:
+        """Map unique leaves, read-only in readonly slots."""
+        if not gfn.size:
+            return
+        ro = np.array([s.readonly for s in slots], dtype=bool)[sidx]
+        for flag in (False, True):
+            sel = np.unique(gfn[ro == flag])
+            if sel.size:
+                self.pgt.map_leaves(sel << self.page_shift, level, writable=not flag)
+                if level < 3:
+                    self.stats["block_maps"] += int(sel.size)
+
+    def _permission_faults(self, pages, valid, level, pos, desc, logging, res) -> None:
+        """Writes that found a valid leaf without S2AP W."""
+        w = pages.written & valid & ~D.is_writable(desc)
+        if self.tracking.mode == "dbm":
+            clean = w & ((desc & U64(D.DBM)) != 0)
+            if clean.any():  # hardware marks writable-clean → writable-dirty: no exit
+                flat = self.pgt.flat
+                p = np.unique(pos[clean])
+                flat[p] = flat[p] | U64(D.S2AP_W)
+                self.stats["dbm_dirty"] += int(clean.sum())
+            w &= ~clean
+        if not w.any():
+            return
+        idx = np.flatnonzero(w)
+        p = np.unique(pos[idx])
+        self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
+        self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
+        self._count_faults(pages.vcpu_write[idx], res)
+        self.stats["permission_faults"] += int(idx.size)
+        dirty = idx[logging[idx]]
+        self._mark_dirty(pages, dirty, self.memslots.sorted(), res)
+
+    def _count_faults(self, vcpus: np.ndarray, res: AccessResult) -> None:
+        v = vcpus[vcpus >= 0]
+        res.faults += np.bincount(v, minlength=self.nr_vcpus)[: self.nr_vcpus]
+
+    # -- dirty marking -----------------------------------------------------------------------
+
+    def _mark_dirty(self, pages: _Pages, idx: np.ndarray, slots, res: AccessResult) -> None:
+        """mark_page_dirty_in_slot: the ring of the running vCPU, else the bitmap."""
+        if not idx.size or self.tracking.mode == "dbm":
+            return
+        vcpu = pages.vcpu_write[idx]
+        res.dirty_events += np.bincount(vcpu[vcpu >= 0], minlength=self.nr_vcpus)[: self.nr_vcpus]
+        if self.rings:
+            self._push_rings(pages, idx[vcpu >= 0], slots)
+            idx = idx[vcpu < 0]  # no running vCPU: the backup bitmap (ring-with-bitmap)
+        for i in np.unique(pages.sidx[idx]):
+            slot = slots[int(i)]
+            rel = pages.gfn[idx[pages.sidx[idx] == i]] - slot.base_gfn
+            bitmap = self.slots[slot.id].bitmap
+            if bitmap is not None:
+                np.bitwise_or.at(bitmap, rel >> 6, U64(1) << (rel & 63).astype(U64))
+
+    def _push_rings(self, pages: _Pages, idx: np.ndarray, slots) -> None:
+        order = idx[np.argsort(pages.t_write[idx], kind="stable")]
+        vcpu = pages.vcpu_write[order]
+        slot_ids = np.array([s.id for s in slots], dtype=np.uint32)[pages.sidx[order]]
+        rel = pages.gfn[order] - np.array([s.base_gfn for s in slots], np.int64)[pages.sidx[order]]
+        for v in np.unique(vcpu):
+            sel = vcpu == v
+            self.rings[int(v)].push(slot_ids[sel], rel[sel].astype(U64))
+        self.stats["ring_pushes"] += int(order.size)
+
+    def _ring_admission(self, gfn, vcpu, write, sidx, ok, res: AccessResult) -> np.ndarray:
+        """Hold back each vCPU's accesses after the push that fills its ring to the soft limit."""
+        slots = self.memslots.sorted()
+        logging = np.array([self.slots[s.id].logging for s in slots] + [False], dtype=bool)
+        allowed = ok.copy()
+        for _ in range(self.nr_vcpus + 1):
+            events = self._dry_run_events(gfn, vcpu, write, sidx, allowed, logging)
+            cut = np.zeros(gfn.size, dtype=bool)
+            for v in range(self.nr_vcpus):
+                ev = events[vcpu[events] == v]
+                room = self.rings[v].room()
+                if ev.size >= room:
+                    last = ev[room - 1] if room > 0 else -1
+                    cut |= (vcpu == v) & (np.arange(gfn.size) > last)
+                    res.ring_full.add(v)
+            new_allowed = ok & ~cut
+            if np.array_equal(new_allowed, allowed):
+                break
+            allowed = new_allowed
+        res.deferred = np.flatnonzero(ok & ~allowed)
+        return allowed
+
+    def _dry_run_events(self, gfn, vcpu, write, sidx, allowed, logging) -> np.ndarray:
+        """Access indices that would push a dirty entry: first writes to non-writable pages."""
+        sel = np.flatnonzero(allowed & write & logging[sidx])
+        if not sel.size:
+            return sel
+        order = sel[np.argsort(gfn[sel], kind="stable")]
+        first = order[_first_of_runs(gfn[order])]
+        _, _, desc = self.pgt.lookup(gfn[first] << self.page_shift)
+        need = ~(D.is_valid(desc) & D.is_writable(desc))
+        return np.sort(first[need & (vcpu[first] >= 0)])
+
+
+@dataclass
+class _Pages:
+    """A batch's accesses grouped by page, with who touched each page first and when."""
+
+    gfn: np.ndarray
+    sidx: np.ndarray
+    writes: np.ndarray  # writes to the page in the batch
+    written: np.ndarray  # bool
+    first_is_write: np.ndarray
+    vcpu_first: np.ndarray
+    vcpu_write: np.ndarray  # vCPU of the first write (-1 if none)
+    t_write: np.ndarray  # batch index of the first write
+
+    @classmethod
+    def group(cls, gfn, vcpu, write, sidx) -> _Pages:
+        order = np.argsort(gfn, kind="stable")
+        g = gfn[order]
+        starts = np.flatnonzero(_first_of_runs(g))
+        w = write[order]
+        big = np.iinfo(np.int64).max
+        t_write = np.minimum.reduceat(np.where(w, order, big), starts)
+        written = t_write != big
+        first = order[starts]
+        vcpu_write = np.where(written, vcpu[np.where(written, t_write, 0)], -1)
+        return cls(
+            gfn=g[starts],
+            sidx=sidx[first],
+            writes=np.add.reduceat(w.astype(np.int64), starts),
+            written=written,
+            first_is_write=write[first],
+            vcpu_first=vcpu[first],
+            vcpu_write=vcpu_write,
+            t_write=np.where(written, t_write, -1),
+        )
+
+
+def slot_flags(log_dirty: bool = False, readonly: bool = False) -> int:
+    return (KVM_MEM_LOG_DIRTY_PAGES if log_dirty else 0) | (KVM_MEM_READONLY if readonly else 0)

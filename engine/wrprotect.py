@@ -1,0 +1,249 @@
+"""Four ways to re-protect the pages of a harvested dirty-bitmap word.
+
+Each takes the non-zero words of one harvest at once — ``offsets`` (slot page offset of bit
+0, not necessarily a multiple of 64: ring resets merge masks at any offset) and ``masks`` —
+and clears S2AP W on what the algorithm reaches.  They must leave the same protection for
+the dirty pages; they differ in what they read, and each counts its own descriptor reads
+and writes per level from the entries it actually gathers.  No strategy invalidates TLBs:
+the caller flushes once per harvest, as ``kvm_get_dirty_log_protect`` does.
+
+- ``range``: the merged ``stage2_wp_range`` → puds → pmds → ptes, called per word on the
+  span [ffs, fls]: every entry in the span is read, clear bits in between included.
+- ``masked-skip``: the seed's v6 patch.  The upper levels are looked up once and reused while
+  the bits stay in the same last-level table (also across consecutive words); they are looked
+  up again only when a bit lands in another last-level table.  Only set bits read a leaf.
+- ``visitor``: today's kernel, ``kvm_pgtable_stage2_wrprotect``: the generic walker
+  (``walk_bulk_spans``) with a LEAF visitor that clears S2AP W over the span [ffs, fls].
+- ``rmap``: x86 style: gfn → leaf position kept by the page table; one read per set bit and a
+  write where it was writable, no upper-level read, at the cost of the reverse map's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import descriptor as D
+from engine.pgtable import PageTable
+from engine.walk import WalkCounters, expand_runs, set_clear_visitor, walk_bulk_spans
+
+U64 = np.uint64
+STRATEGIES = ("range", "masked-skip", "visitor", "rmap")
+
+
+# -- bit helpers -----------------------------------------------------------------------------
+
+
+def _fls32(x: np.ndarray) -> np.ndarray:
+    """Index of the highest set bit of values < 2^32 (exact in float64); -1 for 0."""
+    out = np.full(x.shape, -1, dtype=np.int64)
+    nz = x != 0
+    out[nz] = np.floor(np.log2(x[nz].astype(np.float64))).astype(np.int64)
+    return out
+
+
+def fls64(m: np.ndarray) -> np.ndarray:
+    """__fls for uint64 words (highest set bit), vectorised without float rounding."""
+    m = m.astype(U64)
+    hi = (m >> U64(32)).astype(np.int64)
+    lo = (m & U64(0xFFFFFFFF)).astype(np.int64)
+    return np.where(hi != 0, 32 + _fls32(hi), _fls32(lo))
+
+
+def ffs64(m: np.ndarray) -> np.ndarray:
+    """__ffs for uint64 words (lowest set bit)."""
+    m = m.astype(U64)
+    low = m & (~m + U64(1))
+    return fls64(low)
+
+
+def bits_to_offsets(offsets: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Page offsets of every set bit, word by word in bit order, and the word each came from."""
+    bits = np.unpackbits(masks.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    word, bit = np.nonzero(bits)
+    return offsets[word] + bit, word
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ProtectStats:
+    """What one strategy did for one harvest: counts, modelled inputs and measured time."""
+
+    strategy: str
+    counters: WalkCounters = field(default_factory=WalkCounters)
+    words: int = 0
+    pages: int = 0
+    wall_ns: int = 0
+    rmap_bytes: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        d = {"strategy": self.strategy, "words": self.words, "pages": self.pages}
+        d.update(self.counters.as_dict())
+        d["wall_us"] = self.wall_ns / 1000
+        if self.rmap_bytes:
+            d["rmap_bytes"] = self.rmap_bytes
+        return d
+
+
+Protect = Callable[[PageTable, int, np.ndarray, np.ndarray, WalkCounters], None]
+
+
+def _spans(base_gfn: int, offsets: np.ndarray, masks: np.ndarray, page_shift: int):
+    """IPA span [ffs, fls] of each word, as [start, end)."""
+    first = base_gfn + offsets + ffs64(masks)
+    last = base_gfn + offsets + fls64(masks)
+    return first << page_shift, (last + 1) << page_shift
+
+
+def _write_protect(pgt: PageTable, pos: np.ndarray, level_of: np.ndarray, counters: WalkCounters) -> None:
+    """Clear S2AP W on the valid, writable leaves among ``pos`` (each changed once)."""
+    if not pos.size:
+        return
+    if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
+        pos, first = np.unique(pos, return_index=True)
+        level_of = level_of[first]
+    d = pgt.flat[pos]
+    change = D.is_valid(d) & D.is_writable(d) & ~_is_table_at(d, level_of)
+    pgt.flat[pos[change]] = d[change] & ~U64(D.S2AP_W)
+    for lv in np.unique(level_of[change]):
+        counters.writes[int(lv)] += int(np.count_nonzero(level_of[change] == lv))
+
+
+def _is_table_at(d: np.ndarray, level: np.ndarray) -> np.ndarray:
+    return (level < 3) & ((d & U64(D.VALID | D.TYPE)) == U64(D.VALID | D.TYPE))
+
+
+# -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------
+
+
+def protect_range(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> None:
+    """Per word, walk [ffs, fls] top down, one level function after another."""
+    g = pgt.geom
+    start, end = _spans(base_gfn, offsets, masks, g.page_shift)
+    # entry-level loop (stage2_wp_range's pgd loop): every root entry the span touches
+    shift = g.level_shift(g.start_level)
+    k0, k1 = start >> shift, (end - 1) >> shift
+    span = np.repeat(np.arange(start.size), k1 - k0 + 1)
+    keys = expand_runs(k0, k1 - k0 + 1)
+    pos = keys  # the concatenated entry-level tables are rows 0..n-1
+    counters.tables_visited += int((k1 // pgt.E - k0 // pgt.E + 1).sum())
+    for level in g.level_range:
+        d = pgt.flat[pos]
+        counters.reads[level] += int(pos.size)
+        leaf_here = D.is_valid(d) & ~D.is_table(d, level)
+        _write_protect(pgt, pos[leaf_here], np.full(int(leaf_here.sum()), level), counters)
+        if level == 3:
+            return
+        tab = D.is_table(d, level)
+        span, pos, d = span[tab], pos[tab], d[tab]
+        child = pgt.table_of(d)
+        counters.tables_visited += int(child.size)
+        span, pos = _child_entries(pgt, level, pos, child, start[span], end[span], span)
+
+
+def _child_entries(pgt, level, pos, child, s0, s1, span):
+    """Positions of the next level's entries inside each span, under each table entry."""
+    size = pgt.geom.level_size(level + 1)
+    base = pgt.entry_ipa(pos)
+    lo = np.clip((s0 - base) // size, 0, pgt.E)
+    hi = np.clip(-(-(s1 - base) // size), 0, pgt.E)
+    counts = hi - lo
+    return np.repeat(span, counts), expand_runs(child * pgt.E + lo, counts)
+
+
+# -- visitor: the generic walker ---------------------------------------------------------------
+
+_, _WRPROTECT_BULK = set_clear_visitor(0, D.S2AP_W)
+
+
+def protect_visitor(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> None:
+    """kvm_pgtable_stage2_wrprotect per word: stage2_update_leaf_attrs(clr=S2AP_W)."""
+    start, end = _spans(base_gfn, offsets, masks, pgt.geom.page_shift)
+    walk_bulk_spans(pgt, start, end, _WRPROTECT_BULK, counters)
+
+
+# -- masked-skip: the seed's v6 patch -----------------------------------------------------------
+
+
+def protect_masked_skip(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> None:
+    """Look the upper levels up only when a set bit lands in another last-level table."""
+    g = pgt.geom
+    order = np.argsort(offsets, kind="stable")
+    gfn, _ = bits_to_offsets(offsets[order], masks[order])
+    if not gfn.size:
+        return
+    gfn = gfn + base_gfn
+    ipa = gfn << g.page_shift
+    # the last-level table (region) each bit falls in; a new region = an upper-level walk
+    region = ipa >> g.level_shift(2)
+    walk_here = np.ones(region.shape, dtype=bool)
+    walk_here[1:] = region[1:] != region[:-1]
+    level, pos, desc = pgt.lookup(ipa[walk_here])
+    # upper reads: one per level from the start level to where the walk stopped (≤ L2)
+    stop = np.minimum(level.astype(np.int64), 2)
+    for lv in range(g.start_level, 3):
+        counters.reads[lv] += int(np.count_nonzero(stop >= lv))
+    counters.tables_visited += int((np.minimum(level, 3).astype(np.int64) - g.start_level + 1).sum())
+    # leaf reads: each set bit whose region has a last-level table reads its pte
+    has_table = np.repeat(level == 3, np.diff(np.append(np.flatnonzero(walk_here), region.size)))
+    table = np.repeat(pos // pgt.E, np.diff(np.append(np.flatnonzero(walk_here), region.size)))
+    pte_pos = table * pgt.E + ((ipa >> g.page_shift) & (pgt.E - 1))
+    pte_pos = pte_pos[has_table]
+    counters.reads[3] += int(pte_pos.size)
+    _write_protect(pgt, pte_pos, np.full(pte_pos.size, 3), counters)
+    # a walk that stopped on a block write-protects the block (once per walk)
+    block = (level < 3) & D.is_valid(desc)
+    _write_protect(pgt, pos[block], level[block].astype(np.int64), counters)
+
+
+# -- rmap: x86's reverse map -----------------------------------------------------------------
+
+
+def protect_rmap(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> None:
+    """gfn → leaf position from the reverse map; one read per set bit, no walk."""
+    if pgt.rmap is None:
+        raise RuntimeError("the rmap strategy needs a page table built with rmap=True")
+    gfn, _ = bits_to_offsets(offsets, masks)
+    pos = pgt.rmap_lookup(gfn + base_gfn)
+    pos = pos[pos >= 0]
+    level = pgt.table_level[pos // pgt.E].astype(np.int64)
+    for lv in np.unique(level):
+        counters.reads[int(lv)] += int(np.count_nonzero(level == lv))
+    _write_protect(pgt, pos, level, counters)
+
+
+PROTECT: dict[str, Protect] = {
+    "range": protect_range,
+    "masked-skip": protect_masked_skip,
+    "visitor": protect_visitor,
+    "rmap": protect_rmap,
+}
+
+
+def run_strategy(
+    name: str, pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray
+) -> ProtectStats:
+    """Run one strategy and measure it; counts come from what it gathered."""
+    import time
+
+    stats = ProtectStats(name, words=int(masks.size))
+    if masks.size:
+        stats.pages = int(np.unpackbits(masks.astype("<u8").view(np.uint8)).sum())
+        t0 = time.perf_counter_ns()
+        PROTECT[name](pgt, base_gfn, offsets, masks, stats.counters)
+        stats.wall_ns = time.perf_counter_ns() - t0
+    if name == "rmap":
+        stats.rmap_bytes = pgt.rmap_bytes()
+    return stats

@@ -1,0 +1,268 @@
+"""Session files: the JSON that says what to simulate, validated field by field.
+
+A session is versioned (``"version"``); older versions are upgraded step by step by the
+functions in ``MIGRATIONS`` (napari's migrator pattern) and a file from a newer version is
+refused.  Validation errors name the field path (``memslots[1].size``) and the rule in one
+sentence.  Sizes are integers or strings with units; trace paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import ConfigError
+from engine.units import parse_bandwidth, parse_size
+
+FORMAT = "dirtylog-session"
+CURRENT_VERSION = 1
+MAX_FILE_BYTES = 64 << 20  # a session is configuration, not data
+MAX_EVENTS = 100_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _size(v: Any) -> int:
+    try:
+        return parse_size(v, "")
+    except ConfigError as exc:
+        raise ValueError(exc.rule) from None
+
+
+class GeometryCfg(_Model):
+    granule: int = 4096
+    ipa_bits: int = Field(40, ge=32, le=48)
+
+    @field_validator("granule", mode="before")
+    @classmethod
+    def _granule(cls, v: Any) -> int:
+        size = _size(v)
+        if size not in (4096, 16384, 65536):
+            raise ValueError("must be 4KiB, 16KiB or 64KiB")
+        return size
+
+
+class TrackingCfg(_Model):
+    mode: Literal["bitmap", "manual-clear", "ring", "dbm"] = "bitmap"
+    strategy: Literal["range", "masked-skip", "visitor", "rmap"] = "range"
+    ring_entries: int = Field(4096, ge=128, le=65536)
+    eager_split: int = 0
+    initially_set: bool = False
+    clear_chunk: int = 256 << 10
+    compare: bool = False
+
+    @field_validator("eager_split", "clear_chunk", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> int:
+        return _size(v)
+
+    @field_validator("ring_entries")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two, got {v}")
+        return v
+
+
+class MemslotCfg(_Model):
+    id: int = Field(ge=0, lt=32767)
+    base: int
+    size: int
+    flags: list[Literal["log_dirty", "readonly"]] = []
+    backing: int | None = None
+    name: str = ""
+    populate: bool = True
+
+    @field_validator("base", "size", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> int:
+        return _size(v)
+
+    @field_validator("backing", mode="before")
+    @classmethod
+    def _backing(cls, v: Any) -> int | None:
+        return None if v is None else _size(v)
+
+
+class MigrationCfg(_Model):
+    policy: Literal["qemu", "xen", "none"] = "qemu"
+    start_ms: float = Field(0, ge=0)
+    bandwidth: float = 128 << 20
+    downtime_limit_ms: float = Field(300, gt=0, le=2_000_000)
+    max_rounds: int = Field(100, ge=1, le=100_000)
+    timeout_s: float = Field(3600, gt=0)
+    auto_converge: bool = False
+    throttle_trigger_threshold: int = Field(50, ge=1, le=100)
+    cpu_throttle_initial: int = Field(20, ge=1, le=99)
+    cpu_throttle_increment: int = Field(10, ge=1, le=99)
+    max_cpu_throttle: int = Field(99, ge=1, le=99)
+    xen_max_rounds: int = Field(30, ge=1)
+    xen_min_pages: int = Field(50, ge=0)
+    xen_max_factor: float = Field(3.0, gt=0)
+
+    @field_validator("bandwidth", mode="before")
+    @classmethod
+    def _bw(cls, v: Any) -> float:
+        try:
+            return parse_bandwidth(v, "")
+        except ConfigError as exc:
+            raise ValueError(exc.rule) from None
+
+
+class EventCfg(BaseModel):
+    """A timed live edit; the action's own fields are checked when it is applied."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    t_ms: float = Field(ge=0)
+    action: Literal[
+        "set_workload",
+        "add_workload",
+        "delete_workload",
+        "add_memslot",
+        "delete_memslot",
+        "move_memslot",
+        "set_memslot_flags",
+        "pause_vcpu",
+        "resume_vcpu",
+        "set_tracking",
+        "set_migration",
+    ]
+
+
+class SessionCfg(_Model):
+    format: Literal["dirtylog-session"]
+    version: int
+    name: str = "session"
+    seed: int = 0
+    tick_ms: float = Field(1.0, gt=0, le=1000)
+    geometry: GeometryCfg = GeometryCfg()
+    costs: dict[str, float] = {}
+    tracking: TrackingCfg = TrackingCfg()
+    vcpus: int = Field(1, ge=1, le=1024)
+    memslots: list[MemslotCfg] = []
+    workloads: list[dict[str, Any]] = []
+    migration: MigrationCfg = MigrationCfg()
+    events: list[EventCfg] = Field([], max_length=MAX_EVENTS)
+    view: dict[str, Any] = {}
+
+    @field_validator("tick_ms")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number of milliseconds")
+        return v
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+MIGRATIONS: dict[int, Migration] = {}  # from-version -> function producing from-version + 1
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade ``data`` to CURRENT_VERSION one step at a time."""
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ConfigError("version", f"must be a whole number, got {version!r}")
+    if version > CURRENT_VERSION:
+        raise ConfigError(
+            "version",
+            f"this file is version {version}, written by a newer DirtyLog Inspector; this one "
+            f"reads versions up to {CURRENT_VERSION}",
+        )
+    while version < CURRENT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ConfigError("version", f"version {version} is not a known session version")
+        data = step(dict(data))
+        version = data["version"]
+    return data
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-before", "function-after") or str(part).startswith(
+            ("function-", "literal[", "int", "float", "str", "bool", "list", "dict")
+        ):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    field = _loc(tuple(err["loc"])) or "session"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "is not a known field"
+    elif err["type"] == "missing":
+        msg = "is required"
+    elif err["type"] == "literal_error":
+        msg = msg.replace("Input should be", "must be")
+    extra = f" ({len(exc.errors())} problems in all; fix this one first)" if len(exc.errors()) > 1 else ""
+    return ConfigError(field, msg[0].lower() + msg[1:] + extra)
+
+
+def parse_session(data: Any) -> SessionCfg:
+    """Validate a decoded JSON object; raises ConfigError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError("session", f"must be a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise ConfigError("format", f'must be "{FORMAT}" (is this a DirtyLog Inspector session?)')
+    data = migrate(data)
+    try:
+        return SessionCfg.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def read_session_file(path: str | Path) -> dict[str, Any]:
+    """Read and decode a session file with size limits; never executes anything from it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(str(path), f"is {size} bytes; session files are limited to {MAX_FILE_BYTES}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot be read as UTF-8 text: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            path.name, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(path.name, "is nested too deeply to be a session") from None
+    return data
+
+
+def load_session(path: str | Path) -> tuple[SessionCfg, dict[str, Any]]:
+    """The validated session and the (migrated) raw dict it came from."""
+    data = read_session_file(path)
+    cfg = parse_session(data)
+    return cfg, cfg.model_dump(mode="json")
+
+
+def dump_session(cfg: SessionCfg | dict[str, Any]) -> str:
+    data = cfg.model_dump(mode="json") if isinstance(cfg, SessionCfg) else cfg
+    return json.dumps(data, indent=2) + "\n"

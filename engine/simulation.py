@@ -1,0 +1,526 @@
+"""A session brought to life: the VM, its workloads, the migration and the live edits.
+
+Simulated time advances in ticks.  In each tick (t0, t1] every vCPU gets the guest time left
+after throttling and the exits it paid for, its workloads issue their accesses, the VM
+applies them (faults, splits, dirty marking), and then the migration sends and harvests.
+Harvests therefore happen between ticks: a harvest at T sees every write with t <= T.
+Everything is seeded, so the same session gives the same rounds, bitmaps and destination.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from engine import dirtylog as DL
+from engine import snapshot as S
+from engine.costs import CostModel
+from engine.errors import ConfigError, DirtylogError
+from engine.geometry import Geometry
+from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from engine.migration import Migration
+from engine.session import SessionCfg, load_session, parse_session
+from engine.units import parse_size
+from engine.vm import VM, Tracking
+from engine.workloads import Accesses, Region, Workload, make_workload
+
+NS_PER_MS = 1_000_000
+HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
+
+
+class Simulation:
+    """Runs one session; the app drives it from a worker thread, the CLI from a loop."""
+
+    def __init__(self, cfg: SessionCfg, base_dir: Path | None = None, track_last_sent: bool = True):
+        self.cfg = cfg
+        self.session: dict[str, Any] = cfg.model_dump(mode="json")
+        self.base_dir = base_dir
+        self.geom = Geometry(cfg.geometry.granule, cfg.geometry.ipa_bits)
+        self.tick_ns = int(round(cfg.tick_ms * NS_PER_MS))
+        self.t_ns = 0
+        self.tick = 0
+        self.messages: list[str] = []
+        self.harvests: list[dict[str, Any]] = []  # what each harvest reported, per slot
+        self.keep_harvests = False
+        t = cfg.tracking
+        costs = CostModel.from_dict(cfg.costs)
+        self.vm = VM(
+            self.geom,
+            Tracking(t.mode, t.strategy, t.ring_entries, t.eager_split, t.initially_set, t.compare),
+            costs,
+            cfg.vcpus,
+        )
+        self.paused_vcpus: set[int] = set()
+        self.vcpu_debt_ns = np.zeros(cfg.vcpus, dtype=np.float64)
+        self.heat = None  # decayed writes per page, allocated when a snapshot asks for it
+        self._heat_t = 0
+        self.migration: Migration | None = None
+        self.slot_flags: dict[int, int] = {}  # the session's flags; logging starts with migration
+        self.targets: dict[str, dict[str, Any]] = {}  # workload name -> its target spec
+        for i, m in enumerate(cfg.memslots):
+            self._add_memslot(m.model_dump(), f"memslots[{i}]")
+        self.workloads: list[Workload] = []
+        for i, spec in enumerate(cfg.workloads):
+            self._add_workload(spec, f"workloads[{i}]")
+        self.migration = (
+            Migration(self, cfg.migration, t.clear_chunk, track_last_sent)
+            if cfg.migration.policy != "none"
+            else None
+        )
+        self.pending_events = sorted(
+            (e.model_dump() for e in cfg.events), key=lambda e: e["t_ms"]
+        )
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kw: Any) -> Simulation:
+        cfg, _ = load_session(path)
+        return cls(cfg, Path(path).resolve().parent, **kw)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: Path | None = None, **kw: Any) -> Simulation:
+        return cls(parse_session(copy.deepcopy(data)), base_dir, **kw)
+
+    @property
+    def pgt(self):
+        return self.vm.pgt
+
+    def message(self, text: str) -> None:
+        self.messages.append(f"[{self.t_ns / 1e6:,.1f} ms] {text}")
+
+    def _add_memslot(self, m: dict[str, Any], field: str) -> None:
+        flags = (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in m.get("flags", []) else 0) | (
+            KVM_MEM_READONLY if "readonly" in m.get("flags", []) else 0
+        )
+        # logging starts with the migration, not before (QEMU turns it on in setup)
+        logging_now = self.migration is not None and self.migration.active
+        kvm_flags = flags if logging_now else flags & ~KVM_MEM_LOG_DIRTY_PAGES
+        try:
+            self.vm.set_memslot(
+                m["id"], m["base"], m["size"], kvm_flags, m.get("backing"), m.get("name", ""),
+                populate=m.get("populate", True),
+            )
+        except DirtylogError as exc:
+            raise _prefix(exc, field) from None
+        self.slot_flags[m["id"]] = flags
+
+    def _region(self, spec: dict[str, Any], field: str) -> Region | None:
+        if "slot" in spec:
+            sid = spec["slot"]
+            if sid not in self.vm.slots:
+                raise ConfigError(f"{field}.slot", f"there is no memslot {sid!r}")
+            s = self.vm.slots[sid].slot
+            return Region(s.base_gfn, s.npages)
+        if "range" in spec:
+            base, sep, size = str(spec["range"]).partition(":")
+            if not sep:
+                raise ConfigError(f"{field}.range", "expected BASE:SIZE, e.g. 0x40000000:1GiB")
+            b, n = parse_size(base, f"{field}.range"), parse_size(size, f"{field}.range")
+            if b % self.vm.page_size or n % self.vm.page_size or n == 0:
+                raise ConfigError(f"{field}.range", "base and size must be whole, non-zero pages")
+            return Region(b >> self.vm.page_shift, n >> self.vm.page_shift)
+        return None
+
+    def _add_workload(self, spec: dict[str, Any], field: str) -> Workload:
+        if any(w.name == spec.get("name") for w in self.workloads):
+            raise ConfigError(f"{field}.name", f"workload name {spec.get('name')!r} is used twice")
+        w = make_workload(dict(spec), self.cfg.seed, self.vm.page_size, field, base_dir=self.base_dir)
+        if w.vcpu >= self.cfg.vcpus:
+            raise ConfigError(f"{field}.vcpu", f"must be below vcpus ({self.cfg.vcpus}), got {w.vcpu}")
+        region = self._region(spec, field)
+        if region is not None:
+            w.bind(region)
+        elif w.kind != "trace":
+            raise ConfigError(field, "needs a target: \"slot\" (a memslot id) or \"range\" (BASE:SIZE)")
+        self.workloads.append(w)
+        self.targets[w.name] = {k: spec[k] for k in ("slot", "range") if k in spec}
+        return w
+
+    # -- running ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        m = self.migration
+        if m is None:
+            return self.t_ns >= self.cfg.migration.timeout_s * 1e9
+        return m.phase == "done"
+
+    def step_tick(self) -> None:
+        """Advance one tick: events due, guest accesses, then migration."""
+        if self.finished:
+            return
+        t0, t1 = self.t_ns, self.t_ns + self.tick_ns
+        self._apply_due_events(t0)
+        m = self.migration
+        if m is not None and m.phase == "idle" and t0 >= self.cfg.migration.start_ms * NS_PER_MS:
+            m.start(t0)
+        if m is None or not m.guest_paused:
+            self._run_guest(t0, t1)
+        if m is not None:
+            m.tick(t0, t1)
+        self.t_ns = t1
+        self.tick += 1
+
+    def run_for(self, sim_ns: int) -> None:
+        end = self.t_ns + sim_ns
+        while self.t_ns < end and not self.finished:
+            self.step_tick()
+
+    def step_round(self) -> None:
+        """Tick until the next harvest (a new round) or the end."""
+        m = self.migration
+        start = m.round if m else 0
+        limit = self.t_ns + int(self.cfg.migration.timeout_s * 1e9) + self.tick_ns
+        while not self.finished and self.t_ns < limit:
+            self.step_tick()
+            if m is not None and m.round != start:
+                return
+
+    def run_rounds(self, n: int) -> None:
+        for _ in range(n):
+            if self.finished:
+                return
+            self.step_round()
+
+    def run(self, progress=None) -> dict[str, Any]:
+        """Run to the end; ``progress(sim)`` is called about every simulated 100 ms."""
+        next_report = 0
+        while not self.finished:
+            self.step_tick()
+            if progress is not None and self.t_ns >= next_report:
+                progress(self)
+                next_report = self.t_ns + 100 * NS_PER_MS
+        return self.result()
+
+    # -- the guest ----------------------------------------------------------------------------
+
+    def _run_guest(self, t0: int, t1: int) -> None:
+        tick = t1 - t0
+        m = self.migration
+        throttle = (m.throttle_pct if m else 0) / 100.0
+        budget = np.full(self.cfg.vcpus, tick * (1.0 - throttle))
+        for v in self.paused_vcpus:
+            budget[v] = 0.0
+        spend = np.minimum(self.vcpu_debt_ns, budget)
+        self.vcpu_debt_ns -= spend
+        active = budget - spend
+        parts = [w.accesses(t0, t1, int(active[w.vcpu])) for w in self.workloads if not w.finished]
+        acc = Accesses.concat(parts) if parts else Accesses.empty()
+        faults, ring_full = self._apply_accesses(acc)
+        costs = self.vm.costs
+        self.vcpu_debt_ns += faults * costs.fault_exit
+        if m is not None:
+            m.account_guest(float(active.sum()), float(tick * self.cfg.vcpus), int(faults.sum()), ring_full)
+        if self.heat is not None and len(acc):
+            self._heat_add(acc)
+
+    def _apply_accesses(self, acc: Accesses) -> tuple[np.ndarray, int]:
+        faults = np.zeros(self.cfg.vcpus, dtype=np.int64)
+        ring_full = 0
+        gfn, vcpu, write = acc.gfn, acc.vcpu, acc.write
+        for _ in range(1000):
+            res = self.vm.access(gfn, vcpu, write)
+            faults += res.faults
+            if res.deferred is None or not res.deferred.size:
+                break
+            # KVM_EXIT_DIRTY_RING_FULL: user space reaps and resets, then the vCPU re-enters
+            ring_full += len(res.ring_full)
+            op = self.reap_rings()
+            for v in res.ring_full:
+                self.vcpu_debt_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
+            gfn, vcpu, write = gfn[res.deferred], vcpu[res.deferred], write[res.deferred]
+        return faults, ring_full
+
+    def reap_rings(self) -> DL.OpStats:
+        """Collect every ring into the migration's pending set, then KVM_RESET_DIRTY_RINGS."""
+        slots, offsets = DL.collect_rings(self.vm)
+        if self.migration is not None and offsets.size:
+            self.migration.add_ring_pages(slots, offsets)
+        return DL.reset_rings(self.vm)
+
+    def _heat_add(self, acc: Accesses) -> None:
+        """Decayed writes per page (half-life 2 s), laid out like the snapshot layers."""
+        decay = 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
+        self.heat *= np.float32(decay)
+        self._heat_t = self.t_ns
+        idx = self._layer_index(acc.gfn[acc.write])
+        idx = idx[idx >= 0]
+        np.add.at(self.heat, idx, np.float32(1.0))
+
+    # -- live edits ---------------------------------------------------------------------------
+
+    def _apply_due_events(self, t0: int) -> None:
+        while self.pending_events and self.pending_events[0]["t_ms"] * NS_PER_MS <= t0:
+            ev = self.pending_events.pop(0)
+            try:
+                self._apply(ev)
+            except DirtylogError as exc:
+                self.message(f"event at {ev['t_ms']} ms ({ev['action']}) refused: {exc}")
+
+    def apply_edit(self, event: dict[str, Any]) -> None:
+        """A live edit now (between ticks); recorded in the session so a replay is exact."""
+        ev = {k: v for k, v in event.items() if k != "t_ms"}
+        ev = {"t_ms": self.t_ns / NS_PER_MS, **ev}
+        from engine.session import EventCfg
+
+        try:
+            EventCfg.model_validate(ev)
+        except Exception as exc:  # pydantic's error, reduced to one sentence
+            raise ConfigError("action", f"unknown or malformed edit {event.get('action')!r}") from exc
+        self._apply(ev)
+        self.session.setdefault("events", []).append(ev)
+
+    def _apply(self, ev: dict[str, Any]) -> None:
+        action = ev["action"]
+        handler = getattr(self, f"_edit_{action}", None)
+        if handler is None:
+            raise ConfigError("action", f"{action!r} cannot be applied live")
+        handler(ev)
+        self.message(f"applied {action}: " + ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t_ms", "action")))
+
+    def _workload(self, name: Any) -> Workload:
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        raise ConfigError("workload", f"there is no workload named {name!r}")
+
+    def _edit_set_workload(self, ev: dict[str, Any]) -> None:
+        w = self._workload(ev.get("workload"))
+        params = {k: v for k, v in ev.items() if k not in ("t_ms", "action", "workload")}
+        w.set_params(**params)
+
+    def _edit_add_workload(self, ev: dict[str, Any]) -> None:
+        spec = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
+        self._add_workload(spec, "workload")
+
+    def _edit_delete_workload(self, ev: dict[str, Any]) -> None:
+        w = self._workload(ev.get("workload"))
+        self.workloads.remove(w)
+        self.targets.pop(w.name, None)
+
+    def _edit_pause_vcpu(self, ev: dict[str, Any]) -> None:
+        self.paused_vcpus.add(self._vcpu(ev))
+
+    def _edit_resume_vcpu(self, ev: dict[str, Any]) -> None:
+        self.paused_vcpus.discard(self._vcpu(ev))
+
+    def _vcpu(self, ev: dict[str, Any]) -> int:
+        v = ev.get("vcpu")
+        if not isinstance(v, int) or not 0 <= v < self.cfg.vcpus:
+            raise ConfigError("vcpu", f"must be a vCPU number below {self.cfg.vcpus}, got {v!r}")
+        return v
+
+    def _edit_add_memslot(self, ev: dict[str, Any]) -> None:
+        from engine.session import MemslotCfg
+
+        spec = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
+        try:
+            m = MemslotCfg.model_validate(spec).model_dump()
+        except Exception as exc:
+            raise ConfigError("memslot", _pydantic_sentence(exc)) from None
+        self._add_memslot(m, "memslot")
+        if self.migration is not None and self.migration.active:
+            self.migration.add_slot(m["id"], all_dirty=True)
+        self._rebind_workloads()
+
+    def _edit_delete_memslot(self, ev: dict[str, Any]) -> None:
+        sid = ev.get("id")
+        st = self.vm.slots.get(sid)
+        if st is None:
+            from engine.errors import KvmError
+
+            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to delete")
+        self.vm.set_memslot(sid, st.slot.base, 0)
+        self.slot_flags.pop(sid, None)
+        if self.migration is not None:
+            self.migration.remove_slot(sid)
+        for w in [w for w in self.workloads if self.targets[w.name].get("slot") == sid]:
+            self.workloads.remove(w)
+            self.message(f"workload {w.name} stopped: its memslot {sid} was deleted")
+
+    def _edit_move_memslot(self, ev: dict[str, Any]) -> None:
+        sid = ev.get("id")
+        st = self.vm.slots.get(sid)
+        if st is None:
+            from engine.errors import KvmError
+
+            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to move")
+        base = parse_size(ev.get("base"), "base")
+        s = st.slot
+        self.vm.set_memslot(sid, base, s.size, s.flags, s.backing, s.name)
+        self._rebind_workloads()
+
+    def _rebind_workloads(self) -> None:
+        for w in self.workloads:
+            target = self.targets.get(w.name, {})
+            if "slot" in target and target["slot"] in self.vm.slots:
+                s = self.vm.slots[target["slot"]].slot
+                w.bind(Region(s.base_gfn, s.npages))
+
+    def _edit_set_migration(self, ev: dict[str, Any]) -> None:
+        if self.migration is None:
+            raise ConfigError("migration", "this session has no migration (policy none)")
+        data = self.migration.cfg.model_dump()
+        data.update({k: v for k, v in ev.items() if k not in ("t_ms", "action")})
+        from engine.session import MigrationCfg
+
+        try:
+            self.migration.cfg = MigrationCfg.model_validate(data)
+        except Exception as exc:
+            raise ConfigError("migration", _pydantic_sentence(exc)) from None
+
+    def _edit_set_tracking(self, ev: dict[str, Any]) -> None:
+        changes = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
+        allowed = {"strategy", "compare"}
+        bad = set(changes) - allowed
+        if bad:
+            raise ConfigError(
+                f"tracking.{sorted(bad)[0]}",
+                "can only be changed before the run starts (live: strategy, compare)",
+            )
+        t = self.vm.tracking
+        from dataclasses import replace
+
+        new = replace(t, **changes)
+        if new.strategy == "rmap" and self.vm.pgt.rmap is None:
+            raise ConfigError("tracking.strategy", "rmap needs the reverse map from the start of the run")
+        self.vm.tracking = new
+
+    # -- harvest record (exports) ---------------------------------------------------------------
+
+    def record_harvest(self, round_no: int, t_ns: int, reported: dict[int, np.ndarray]) -> None:
+        if self.keep_harvests:
+            self.harvests.append(
+                {"round": round_no, "t_ns": t_ns, "slots": {sid: w.copy() for sid, w in reported.items()}}
+            )
+
+    # -- results and snapshots ------------------------------------------------------------------
+
+    def result(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"name": self.cfg.name, "t_ns": self.t_ns, "ticks": self.tick}
+        if self.migration is not None:
+            base.update(self.migration.result())
+        base["vm_stats"] = dict(self.vm.stats)
+        base["tlbi"] = dict(self.vm.pgt.tlbi)
+        base["messages"] = list(self.messages)
+        return base
+
+    def _slot_views(self) -> tuple[S.SlotView, ...]:
+        views, offset = [], 0
+        for s in self.vm.memslots.sorted():
+            views.append(S.SlotView(s.id, s.name, s.base_gfn, s.npages, s.flags, s.backing, offset))
+            offset += s.npages
+        return tuple(views)
+
+    def _layer_index(self, gfn: np.ndarray) -> np.ndarray:
+        """Index of each gfn in the layers (slots back to back in gfn order), -1 outside."""
+        slots = self.vm.memslots.sorted()
+        idx = self.vm.memslots.find(gfn)
+        offsets = np.cumsum([0] + [s.npages for s in slots])[:-1] if slots else np.zeros(0, np.int64)
+        bases = np.array([s.base_gfn for s in slots], dtype=np.int64)
+        out = np.full(gfn.shape, -1, dtype=np.int64)
+        ok = idx >= 0
+        out[ok] = np.asarray(offsets, np.int64)[idx[ok]] + gfn[ok] - bases[idx[ok]]
+        return out
+
+    def snapshot(self, layers: Iterable[str] = ()) -> S.Snapshot:
+        m = self.migration
+        out = {name: S.frozen_array(self.layer(name)) for name in layers}
+        return S.Snapshot(
+            t_ns=self.t_ns,
+            tick=self.tick,
+            round=m.round if m else 0,
+            phase=m.phase if m else "idle",
+            outcome=m.outcome if m else None,
+            remaining_bytes=m.remaining_bytes() if m and m.phase != "idle" else 0,
+            transferred_bytes=m.total_bytes if m else 0,
+            dirty_pages_rate=m.dirty_pages_rate if m else 0.0,
+            throttle_pct=m.throttle_pct if m else 0,
+            expected_downtime_ms=m.expected_downtime_ms if m else 0.0,
+            page_size=self.vm.page_size,
+            slots=self._slot_views(),
+            rounds=tuple(MappingProxyType(dict(r)) for r in (m.rounds if m else [])),
+            layers=MappingProxyType(out),
+            messages=tuple(self.messages[-200:]),
+        )
+
+    def layer(self, name: str) -> np.ndarray:
+        """One per-page layer over all slots (see snapshot.LAYERS)."""
+        slots = self.vm.memslots.sorted()
+        if name == "heat":
+            total = sum(s.npages for s in slots)
+            if self.heat is None or self.heat.size != total:
+                self.heat = np.zeros(total, dtype=np.float32)
+                self._heat_t = self.t_ns
+            decay = 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
+            return self.heat * np.float32(decay)
+        parts = [self._slot_layer(name, s) for s in slots]
+        if not parts:
+            return np.zeros(0, dtype=np.uint8)
+        return np.concatenate(parts)
+
+    def _slot_layer(self, name: str, s) -> np.ndarray:
+        st = self.vm.slots[s.id]
+        if name == "version":
+            return st.version
+        if name == "dirty":
+            return self._dirty_layer(st)
+        if name == "last_sent":
+            m = self.migration.slots.get(s.id) if self.migration else None
+            if m is None or m.last_sent is None:
+                return np.full(s.npages, -1, dtype=np.int16)
+            return m.last_sent
+        if name == "prot":
+            return prot_layer(self.vm, s)
+        raise ConfigError("layer", f"unknown layer {name!r}; known: {', '.join(S.LAYERS)}")
+
+    def _dirty_layer(self, st) -> np.ndarray:
+        """Pages the dirty log holds now (KVM bitmap, plus unsent migration bits)."""
+        out = np.zeros(st.slot.npages, dtype=np.uint8)
+        words = st.bitmap
+        m = self.migration.slots.get(st.slot.id) if self.migration else None
+        if m is not None:
+            words = m.bitmap if words is None else (words | m.bitmap)
+        if words is not None:
+            out[DL.bitmap_pages(words)[: st.slot.npages]] = 1
+        return out
+
+
+def prot_layer(vm: VM, s) -> np.ndarray:
+    """Protection code of every page of a slot (snapshot.PROT_*), vectorised per leaf table."""
+    from engine import descriptor as D
+
+    gfn = np.arange(s.base_gfn, s.base_gfn + s.npages, dtype=np.int64)
+    level, _, desc = vm.pgt.lookup(gfn << vm.page_shift)
+    valid = D.is_valid(desc)
+    writable = D.is_writable(desc)
+    block = level < 3
+    dbm = (desc & np.uint64(D.DBM)) != 0
+    out = np.zeros(s.npages, dtype=np.uint8)
+    out[valid & ~block & ~writable] = S.PROT_PAGE_RO
+    out[valid & ~block & writable] = S.PROT_PAGE_RW
+    out[valid & block & ~writable] = S.PROT_BLOCK_RO
+    out[valid & block & writable] = S.PROT_BLOCK_RW
+    out[valid & dbm & ~writable] = S.PROT_CLEAN_DBM
+    return out
+
+
+def _prefix(exc: DirtylogError, field: str) -> DirtylogError:
+    if isinstance(exc, ConfigError):
+        return ConfigError(f"{field}.{exc.field}" if exc.field else field, exc.rule)
+    return exc
+
+
+def _pydantic_sentence(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        return f"{loc}: {e['msg']}"
+    return str(exc)

@@ -145,7 +145,7 @@ def _load_subcommands() -> None:
     """Import the modules that register further subcommands (run, perftest, export, bench)."""
     import importlib
 
-    for name in ("engine.cli_run",):
+    for name in ("engine.cli_run", "engine.perftest", "engine.cli_export", "engine.bench"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -93,9 +93,7 @@ def merge_masks(slot: np.ndarray, offset: np.ndarray) -> Iterator[tuple[int, int
                 if 0 <= delta < BITS_PER_LONG:
                     mask |= 1 << delta
                     continue
-                if -BITS_PER_LONG < delta < 0 and ((mask << -delta) >> -delta) == mask and (
-                    mask << -delta
-                ) < (1 << BITS_PER_LONG):
+                if -BITS_PER_LONG < delta < 0 and (mask << -delta) < (1 << BITS_PER_LONG):
                     cur_off = off
                     mask = (mask << -delta) | 1
                     continue

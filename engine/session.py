@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from engine.errors import ConfigError
 from engine.units import parse_bandwidth, parse_size
 
 FORMAT = "dirtylog-session"
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 MAX_FILE_BYTES = 64 << 20  # a session is configuration, not data
 MAX_EVENTS = 100_000
 
@@ -163,7 +164,16 @@ class SessionCfg(_Model):
 # -- versions ---------------------------------------------------------------------------------
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
-MIGRATIONS: dict[int, Migration] = {}  # from-version -> function producing from-version + 1
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds the app's view state (``view``); v1 files had none."""
+    data.setdefault("view", {})
+    data["version"] = 2
+    return data
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}  # from-version -> one step up
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,14 +199,16 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 # -- loading ----------------------------------------------------------------------------------
 
 
+_PYDANTIC_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "is-instance"}
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
+    """``memslots[0].size`` from pydantic's location, without its validator tags."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-before", "function-after") or str(part).startswith(
-            ("function-", "literal[", "int", "float", "str", "bool", "list", "dict")
-        ):
+        elif "[" in str(part) or part in _PYDANTIC_TAGS:
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -266,3 +278,28 @@ def load_session(path: str | Path) -> tuple[SessionCfg, dict[str, Any]]:
 def dump_session(cfg: SessionCfg | dict[str, Any]) -> str:
     data = cfg.model_dump(mode="json") if isinstance(cfg, SessionCfg) else cfg
     return json.dumps(data, indent=2) + "\n"
+
+
+def save_session_file(path: str | Path, data: SessionCfg | dict[str, Any]) -> None:
+    """Write atomically: a temporary file beside the target, flushed and fsynced, renamed over
+    it.  An interrupted save leaves the previous file as it was."""
+    path = Path(path)
+    text = dump_session(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(str(path), f"cannot be saved ({exc.strerror or exc})") from None
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -30,6 +30,7 @@ from engine.pgtable import PageTable
 from engine.walk import WalkCounters, expand_runs, set_clear_visitor, walk_bulk_spans
 
 U64 = np.uint64
+_BLOCK_WORDS = 4096  # words per numpy pass in the per-word fast path
 STRATEGIES = ("range", "masked-skip", "visitor", "rmap")
 
 
@@ -117,6 +118,88 @@ def _is_table_at(d: np.ndarray, level: np.ndarray) -> np.ndarray:
     return (level < 3) & ((d & U64(D.VALID | D.TYPE)) == U64(D.VALID | D.TYPE))
 
 
+# -- the common case, vectorised per word --------------------------------------------------------
+
+
+@dataclass
+class _WordChunks:
+    """Words that each sit inside one last-level table: the 64 entries each word covers.
+
+    This is the shape of almost every harvest (a memslot's bitmap words are 64-page aligned
+    and logging leaves no blocks), and it lets every strategy work on whole 64-entry chunks
+    of the pool instead of gathering entries one by one.  Strategies fall back to their
+    general form when a word is unaligned or lands where there is no last-level table.
+    """
+
+    chunk: np.ndarray  # index of each word's 64 entries in pool.reshape(-1, 64)
+    new_walk: np.ndarray  # the word's last-level table differs from the previous word's
+
+    @classmethod
+    def of(cls, pgt: PageTable, gfn0: np.ndarray) -> _WordChunks | None:
+        E = pgt.E
+        if E % 64 or gfn0.size == 0 or bool(np.any(gfn0 & 63)):
+            return None
+        if gfn0.size > 1 and not bool(np.all(gfn0[1:] > gfn0[:-1])):
+            return None
+        region = gfn0 >> pgt.geom.bits_per_level
+        new_walk = np.ones(region.shape, dtype=bool)
+        new_walk[1:] = region[1:] != region[:-1]
+        starts = np.flatnonzero(new_walk)
+        level, pos, _ = pgt.lookup(gfn0[starts] << pgt.geom.page_shift)
+        if not bool(np.all(level == 3)):
+            return None
+        table = np.repeat(pos // E, np.diff(np.append(starts, region.size)))
+        chunk = table * (E // 64) + ((gfn0 & (E - 1)) >> 6)
+        return cls(chunk, new_walk)
+
+    def apply(self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str) -> None:
+        """Clear S2AP W on valid writable pages under ``masks``; count leaf reads.
+
+        Works through the words a block at a time so the temporaries stay in cache.
+        """
+        chunks = pgt.pool.reshape(-1, 64)
+        rw_page = U64(D.VALID | D.TYPE | D.S2AP_W)
+        page = U64(D.VALID | D.TYPE)
+        reads = writes = 0
+        for lo in range(0, self.chunk.size, _BLOCK_WORDS):
+            idx = self.chunk[lo : lo + _BLOCK_WORDS]
+            m = masks[lo : lo + _BLOCK_WORDS]
+            bits = np.unpackbits(
+                m.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+            ).view(bool)
+            contiguous = idx[-1] - idx[0] + 1 == idx.size
+            sub = chunks[idx[0] : idx[-1] + 1] if contiguous else chunks[idx]
+            if count_reads == "mask":
+                reads += int(np.count_nonzero(bits))
+            elif count_reads == "mapped":  # rmap: only pages with a reverse-map entry are read
+                reads += int(np.count_nonzero(bits & ((sub & page) == page)))
+            change = bits & ((sub & rw_page) == rw_page)
+            n = int(np.count_nonzero(change))
+            if n:
+                np.bitwise_and(sub, ~U64(D.S2AP_W), out=sub, where=change)
+                if not contiguous:
+                    chunks[idx] = sub
+                writes += n
+        counters.reads[3] += reads
+        if writes:
+            counters.writes[3] += writes
+
+    def upper_walks(self, pgt: PageTable, counters: WalkCounters, walks: int) -> None:
+        """``walks`` walks from the start level down to a last-level table."""
+        g = pgt.geom
+        for lv in range(g.start_level, 3):
+            counters.reads[lv] += walks
+        counters.tables_visited += walks * (4 - g.start_level)
+
+
+def _span_masks(masks: np.ndarray) -> np.ndarray:
+    """Every bit from the lowest to the highest set bit of each word ([ffs, fls])."""
+    lo, hi = ffs64(masks).astype(U64), fls64(masks).astype(U64)
+    upto_hi = np.where(hi == 63, ~U64(0), (U64(1) << (hi + U64(1))) - U64(1))
+    below_lo = (U64(1) << lo) - U64(1)
+    return upto_hi & ~below_lo
+
+
 # -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------
 
 
@@ -125,6 +208,11 @@ def protect_range(
 ) -> None:
     """Per word, walk [ffs, fls] top down, one level function after another."""
     g = pgt.geom
+    fast = _WordChunks.of(pgt, base_gfn + offsets)
+    if fast is not None:
+        fast.upper_walks(pgt, counters, int(offsets.size))
+        fast.apply(pgt, _span_masks(masks), counters, "mask")
+        return
     start, end = _spans(base_gfn, offsets, masks, g.page_shift)
     # entry-level loop (stage2_wp_range's pgd loop): every root entry the span touches
     shift = g.level_shift(g.start_level)
@@ -166,6 +254,11 @@ def protect_visitor(
     pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
 ) -> None:
     """kvm_pgtable_stage2_wrprotect per word: stage2_update_leaf_attrs(clr=S2AP_W)."""
+    fast = _WordChunks.of(pgt, base_gfn + offsets)
+    if fast is not None:  # the walker's batches for aligned words, taken a chunk at a time
+        fast.upper_walks(pgt, counters, int(offsets.size))
+        fast.apply(pgt, _span_masks(masks), counters, "mask")
+        return
     start, end = _spans(base_gfn, offsets, masks, pgt.geom.page_shift)
     walk_bulk_spans(pgt, start, end, _WRPROTECT_BULK, counters)
 
@@ -178,6 +271,11 @@ def protect_masked_skip(
 ) -> None:
     """Look the upper levels up only when a set bit lands in another last-level table."""
     g = pgt.geom
+    fast = _WordChunks.of(pgt, base_gfn + offsets)
+    if fast is not None:
+        fast.upper_walks(pgt, counters, int(np.count_nonzero(fast.new_walk)))
+        fast.apply(pgt, masks, counters, "mask")
+        return
     order = np.argsort(offsets, kind="stable")
     gfn, _ = bits_to_offsets(offsets[order], masks[order])
     if not gfn.size:
@@ -215,6 +313,10 @@ def protect_rmap(
     """gfn → leaf position from the reverse map; one read per set bit, no walk."""
     if pgt.rmap is None:
         raise RuntimeError("the rmap strategy needs a page table built with rmap=True")
+    fast = _WordChunks.of(pgt, base_gfn + offsets)
+    if fast is not None:  # the reverse map points into these same chunks
+        fast.apply(pgt, masks, counters, "mapped")
+        return
     gfn, _ = bits_to_offsets(offsets, masks)
     pos = pgt.rmap_lookup(gfn + base_gfn)
     pos = pos[pos >= 0]

@@ -405,13 +405,18 @@ class PageTable:
     def _rmap_write(self, gfn: np.ndarray, value: np.ndarray) -> None:
         assert self.rmap is not None
         mask = (1 << RMAP_CHUNK_SHIFT) - 1
-        order = np.argsort(gfn >> RMAP_CHUNK_SHIFT, kind="stable")
-        gfn, value = gfn[order], value[order]
-        chunk = gfn >> RMAP_CHUNK_SHIFT
-        bounds = np.flatnonzero(_first_of_runs(chunk))
-        for i, lo in enumerate(bounds):
-            hi = bounds[i + 1] if i + 1 < bounds.size else gfn.size
-            c = int(chunk[lo])
+        if gfn.size > 1 and not bool(np.all(gfn[1:] >= gfn[:-1])):
+            order = np.argsort(gfn, kind="stable")
+            gfn, value = gfn[order], value[order]
+        if not gfn.size:
+            return
+        first_c, last_c = int(gfn[0]) >> RMAP_CHUNK_SHIFT, int(gfn[-1]) >> RMAP_CHUNK_SHIFT
+        edges = np.arange(first_c, last_c + 2, dtype=np.int64) << RMAP_CHUNK_SHIFT
+        bounds = np.searchsorted(gfn, edges)
+        for i, c in enumerate(range(first_c, last_c + 1)):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            if lo == hi:
+                continue
             arr = self.rmap.get(c)
             if arr is None:
                 arr = self.rmap[c] = np.full(1 << RMAP_CHUNK_SHIFT, -1, dtype=np.int64)

@@ -1,0 +1,244 @@
+"""Dirty tracking end to end on the VM: the selftests' invariant for every mode and strategy.
+
+Random write sequences with harvests in between: the pages reported at harvest k must be
+exactly the pages written since harvest k-1 (in logging, writable slots), and every page's
+version must equal the number of writes applied to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import descriptor as D
+from engine import dirtylog as DL
+from engine.errors import KvmError
+from engine.geometry import Geometry
+from engine.vm import VM, Tracking, slot_flags
+
+G = Geometry(4096, 40)
+BASE = 0x40000000
+BGFN = BASE >> 12
+NPAGES = 4096 + 37  # not a multiple of 64, like dirty_log_test's memory
+MODES = ("bitmap", "manual-clear", "ring", "dbm")
+STRATS = ("range", "masked-skip", "visitor", "rmap")
+
+
+def make_vm(mode, strategy, backing=2 << 20, eager=0, vcpus=2, ring=256, init_set=False):
+    vm = VM(G, Tracking(mode, strategy, ring, eager, init_set), nr_vcpus=vcpus)
+    vm.set_memslot(0, BASE, NPAGES * 4096, 0, 4096 if NPAGES % 512 else backing, populate=True)
+    vm.set_memslot(1, BASE + (64 << 20), 8 << 20, 0, backing, populate=True)
+    vm.set_memslot(2, BASE + (128 << 20), 2 << 20, slot_flags(readonly=True), populate=True)
+    for sid in (0, 1):
+        s = vm.slots[sid].slot
+        vm.set_memslot(sid, s.base, s.size, slot_flags(log_dirty=True), s.backing)
+    return vm
+
+
+def harvest(vm, collected):
+    """What user space gets: GET (+ CLEAR), or the rings plus the backup bitmap."""
+    out = {}
+    if vm.tracking.mode == "ring":
+        slots, offs = DL.collect_rings(vm)
+        for s, o in zip(slots.tolist(), offs.tolist(), strict=True):
+            collected.setdefault(s, set()).add(o)
+        DL.reset_rings(vm)
+    for sid in (0, 1):
+        words, _ = DL.get_dirty_log(vm, sid)
+        if vm.tracking.manual:
+            DL.clear_dirty_log(vm, sid, 0, vm.slots[sid].slot.npages, words)
+        out[sid] = set(DL.bitmap_pages(words).tolist()) | collected.pop(sid, set())
+    return out
+
+
+def apply(vm, gfn, vcpu, write, collected):
+    while True:
+        res = vm.access(gfn, vcpu, write)
+        if res.deferred is None or not res.deferred.size:
+            return
+        slots, offs = DL.collect_rings(vm)  # KVM_EXIT_DIRTY_RING_FULL: reap, reset, re-enter
+        for s, o in zip(slots.tolist(), offs.tolist(), strict=True):
+            collected.setdefault(s, set()).add(o)
+        DL.reset_rings(vm)
+        gfn, vcpu, write = gfn[res.deferred], vcpu[res.deferred], write[res.deferred]
+
+
+batches = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 2, 3]),  # 0/1 logging slots, 2 readonly, 3 outside (MMIO)
+            st.integers(0, 2047),
+            st.integers(-1, 1),  # vcpu -1: a device write with no running vCPU
+            st.booleans(),
+        ),
+        max_size=120,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _gfn(slot, i):
+    return {0: BGFN + i * 2 % NPAGES, 1: BGFN + (64 << 8) + i, 2: BGFN + (128 << 8) + i % 512, 3: 0x10}[slot]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("strategy", STRATS)
+@settings(max_examples=15)
+@given(batches=batches)
+def test_selftest_invariant(mode, strategy, batches):
+    vm = make_vm(mode, strategy)
+    writes = {0: np.zeros(NPAGES, np.int64), 1: np.zeros(2048, np.int64)}
+    collected: dict[int, set[int]] = {}
+    for batch in batches:
+        if not batch:
+            continue
+        gfn = np.array([_gfn(s, i) for s, i, _, _ in batch], dtype=np.int64)
+        vcpu = np.array([v for _, _, v, _ in batch], dtype=np.int64)
+        if mode != "ring":
+            vcpu = np.maximum(vcpu, 0)
+        write = np.array([w for *_, w in batch], dtype=bool)
+        expected = {0: set(), 1: set()}
+        for (s, _, _, w), g in zip(batch, gfn.tolist(), strict=True):
+            if w and s in (0, 1):
+                base = vm.slots[s].slot.base_gfn
+                expected[s].add(g - base)
+                writes[s][g - base] += 1
+        apply(vm, gfn, vcpu, write, collected)
+        assert harvest(vm, collected) == expected
+    for s in (0, 1):
+        assert np.array_equal(vm.slots[s].version.astype(np.int64), writes[s])
+    assert not vm.slots[2].version.any()  # readonly: exits, never applied
+
+
+@settings(max_examples=20)
+@given(batches=batches)
+def test_all_strategies_leave_identical_tables_in_bitmap_mode(batches):
+    vms = [make_vm("bitmap", s) for s in STRATS]
+    for batch in batches:
+        if not batch:
+            continue
+        gfn = np.array([_gfn(s, i) for s, i, _, _ in batch], dtype=np.int64)
+        vcpu = np.zeros(len(batch), np.int64)
+        write = np.array([w for *_, w in batch], dtype=bool)
+        for vm in vms:
+            apply(vm, gfn, vcpu, write, {})
+            harvest(vm, {})
+    for vm in vms[1:]:
+        assert np.array_equal(vms[0].pgt.pool, vm.pgt.pool)
+
+
+def test_write_fault_relaxes_page_and_counts_local_tlbi():
+    vm = make_vm("bitmap", "range")
+    ipa = BASE + 5 * 4096
+    _, pos, d = vm.pgt.lookup(np.array([ipa]))
+    assert not D.is_writable(d)[0]
+    res = vm.access(np.array([ipa >> 12]), np.array([1]), np.array([True]))
+    assert res.faults.tolist() == [0, 1]
+    _, pos, d = vm.pgt.lookup(np.array([ipa]))
+    assert D.is_writable(d)[0] and vm.pgt.tlbi["ipa"] == 1
+    assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [5]
+
+
+def test_several_writes_one_fault_all_counted_in_version():
+    vm = make_vm("bitmap", "range")
+    g = np.full(5, (BASE >> 12) + 7)
+    res = vm.access(g, np.zeros(5, np.int64), np.ones(5, bool))
+    assert int(res.faults.sum()) == 1
+    assert vm.slots[0].version[7] == 5
+
+
+def test_write_to_protected_block_splits_lazily_vs_eager():
+    lazy = make_vm("bitmap", "range")
+    eager = make_vm("bitmap", "range", eager=2 << 20)
+    s1 = BASE + (64 << 20)  # slot 1 is mapped with 2 MiB blocks
+    assert lazy.pgt.lookup(np.array([s1]))[0][0] == 2
+    assert eager.pgt.lookup(np.array([s1]))[0][0] == 3  # split at enable
+    gfn = (s1 >> 12) + np.arange(0, 512, 7)
+    w = np.ones(gfn.size, bool)
+    r_lazy = lazy.access(gfn, np.zeros(gfn.size, np.int64), w)
+    r_eager = eager.access(gfn, np.zeros(gfn.size, np.int64), w)
+    assert harvest(lazy, {}) == harvest(eager, {})
+    # lazy: the block splits into an empty table, every page faults (translation after the first)
+    assert int(r_lazy.faults.sum()) == gfn.size and lazy.stats["block_splits"] == 1
+    # eager: pages exist read-only, each write is one permission fault, no split at fault time
+    assert int(r_eager.faults.sum()) == gfn.size and eager.stats["block_splits"] == 0
+    reads = (s1 >> 12) + np.arange(1, 512, 7)
+    assert int(lazy.access(reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)).faults.sum()) == reads.size
+    assert int(eager.access(reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)).faults.sum()) == 0
+
+
+def test_readonly_and_mmio_exits():
+    vm = make_vm("bitmap", "range")
+    ro = (BASE + (128 << 20)) >> 12
+    vm.access(np.array([ro, 0x10, ro]), np.zeros(3, np.int64), np.array([True, True, False]))
+    assert vm.stats["user_exits"] == 1 and vm.stats["mmio_exits"] == 1
+    assert vm.slots[2].version.sum() == 0
+
+
+def test_clear_dirty_log_alignment_rules():
+    vm = make_vm("manual-clear", "range")
+    mask = np.full(100, ~np.uint64(0))
+    with pytest.raises(KvmError) as e:
+        DL.clear_dirty_log(vm, 0, 32, 64, mask)
+    assert e.value.errno_name == "EINVAL" and e.value.field == "first_page"
+    with pytest.raises(KvmError) as e:
+        DL.clear_dirty_log(vm, 0, 0, 100, mask)
+    assert e.value.field == "num_pages"
+    DL.clear_dirty_log(vm, 0, 4096, NPAGES - 4096, mask)  # reaches the end: allowed
+    with pytest.raises(KvmError) as e:
+        DL.clear_dirty_log(vm, 0, 4096, 128, mask)
+    assert "beyond" in str(e.value)
+
+
+def test_manual_clear_reprotects_only_what_it_cleared():
+    vm = make_vm("manual-clear", "range")
+    g = (BASE >> 12) + np.array([1, 2, 70])
+    vm.access(g, np.zeros(3, np.int64), np.ones(3, bool))
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert DL.bitmap_pages(words).tolist() == [1, 2, 70]
+    assert DL.bitmap_pages(DL.get_dirty_log(vm, 0)[0]).tolist() == [1, 2, 70]  # GET does not clear
+    only_first = words.copy()
+    only_first[1] = 0
+    op = DL.clear_dirty_log(vm, 0, 0, 128, only_first)
+    assert op.pages == 2
+    _, _, d = vm.pgt.lookup(np.array([BASE + 1 * 4096, BASE + 70 * 4096]))
+    assert D.is_writable(d).tolist() == [False, True]
+    assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [70]
+
+
+def test_initially_set_protects_nothing_at_enable():
+    vm = make_vm("manual-clear", "range", init_set=True, eager=2 << 20)
+    assert DL.bitmap_pages(vm.slots[1].bitmap).size == 2048
+    s1 = BASE + (64 << 20)
+    level, _, d = vm.pgt.lookup(np.array([s1]))
+    assert level[0] == 2 and D.is_writable(d)[0]  # still a writable block
+    words, _ = DL.get_dirty_log(vm, 1)
+    first = np.zeros_like(words)
+    first[0] = words[0]
+    DL.clear_dirty_log(vm, 1, 0, 64, first)
+    level, _, d = vm.pgt.lookup(np.array([s1, s1 + 64 * 4096]))
+    assert level.tolist() == [3, 3]  # CLEAR split the block (eager split on)
+    # KVM write-protects [ffs, fls] first, which protects the whole block, then splits it:
+    # every page of the block ends read-only; page 64's bit is still set (not cleared)
+    assert D.is_writable(d).tolist() == [False, False]
+    assert 64 in DL.bitmap_pages(vm.slots[1].bitmap).tolist()
+
+
+def test_ring_soft_full_defers_and_exits():
+    vm = make_vm("ring", "range", ring=128)
+    gfn = (BASE >> 12) + np.arange(0, 200, 2)
+    res = vm.access(gfn, np.zeros(gfn.size, np.int64), np.ones(gfn.size, bool))
+    assert res.ring_full == {0}
+    assert vm.rings[0].used == 64 and res.deferred.size == gfn.size - 64
+    assert vm.rings[0].soft_full
+
+
+def test_get_without_logging_is_enoent():
+    vm = VM(G)
+    vm.set_memslot(0, BASE, 1 << 20)
+    with pytest.raises(KvmError) as e:
+        DL.get_dirty_log(vm, 0)
+    assert e.value.errno_name == "ENOENT"

@@ -69,7 +69,9 @@ def _check_map(geom: object, base: int, size: int, text: str) -> None:
 
     assert isinstance(geom, Geometry)
     if base % geom.granule or size % geom.granule:
-        raise DirtylogError(f"--map {text}: base and size must be multiples of the {geom.granule}-byte page")
+        raise DirtylogError(
+            f"--map {text}: base and size must be multiples of the {geom.granule}-byte page"
+        )
     if size == 0:
         raise DirtylogError(f"--map {text}: the size must not be zero")
     if base + size > geom.ipa_limit:

@@ -28,7 +28,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     found = [h for h in sim.harvests if h["round"] == wanted]
     if not found:
         raise ConfigError(
-            "--round", f"the run ended after round {sim.harvests[-1]['round']}; there is no round {wanted}"
+            "--round",
+            f"the run ended after round {sim.harvests[-1]['round']}; there is no round {wanted}",
         )
     h = found[0]
     out = Path(args.out)
@@ -53,7 +54,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v.tolist() for k, v in d.items()}))
         return 0
-    for key, label in (("only_a", f"only in A ({args.a})"), ("only_b", f"only in B ({args.b})"), ("both", "in both")):
+    for key, label in (
+        ("only_a", f"only in A ({args.a})"),
+        ("only_b", f"only in B ({args.b})"),
+        ("both", "in both"),
+    ):
         gfns = d[key]
         sample = ", ".join(f"{g:#x}" for g in gfns[:8].tolist())
         more = " …" if gfns.size > 8 else ""

@@ -126,7 +126,9 @@ def export_dest(sim, out: Path) -> None:
         raise DirtylogError("--export-dest: this session has no migration (policy none)")
     for sid, sm in m.slots.items():
         np.save(out / f"dest-versions-slot-{sid}.npy", sm.dest.astype(np.uint32))
-        np.save(out / f"source-versions-slot-{sid}.npy", sim.vm.slots[sid].version.astype(np.uint32))
+        np.save(
+            out / f"source-versions-slot-{sid}.npy", sim.vm.slots[sid].version.astype(np.uint32)
+        )
 
 
 class _RoundPrinter:
@@ -164,7 +166,8 @@ class _RoundPrinter:
         if self.tty:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
         print(
-            f"{r['round']:>5} {r['t_end_ns'] / 1e6:>10.1f} {format_bytes(r['transferred_bytes']):>10} "
+            f"{r['round']:>5} {r['t_end_ns'] / 1e6:>10.1f} "
+            f"{format_bytes(r['transferred_bytes']):>10} "
             f"{r['dirty_pages']:>11,} {format_bytes(r['remaining_bytes']):>10} "
             f"{r['expected_downtime_ms']:>9.1f} ms {r['throttle_pct']:>4} {r['faults']:>8,} "
             f"{r['harvest_model_ns'] / 1e3:>15.1f} µs"
@@ -178,7 +181,8 @@ class _RoundPrinter:
         print(
             f"outcome: {result.get('outcome')} ({result.get('reason', '')})\n"
             f"total time: {result.get('total_time_ms', 0):,.1f} ms (simulated), downtime: "
-            f"{result.get('downtime_ms', 0):,.1f} ms, setup: {result.get('setup_time_ms', 0):,.3f} ms, "
+            f"{result.get('downtime_ms', 0):,.1f} ms, "
+            f"setup: {result.get('setup_time_ms', 0):,.3f} ms, "
             f"sent: {format_bytes(result.get('transferred_bytes', 0))} in "
             f"{result.get('rounds_count', 0)} rounds\n"
             f"verification: {ver.get('pages_checked', 0):,} pages checked, "

@@ -57,9 +57,13 @@ class CostModel:
         changes = {}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"{field}.{key}", f"unknown cost; known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"{field}.{key}", f"unknown cost; known: {', '.join(sorted(known))}"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{field}.{key}", f"must be a number of nanoseconds >= 0, got {value!r}")
+                raise ConfigError(
+                    f"{field}.{key}", f"must be a number of nanoseconds >= 0, got {value!r}"
+                )
             changes[key] = float(value)
         return replace(model, **changes)
 

@@ -40,9 +40,12 @@ class OpStats:
     strategies: dict[str, ProtectStats] = field(default_factory=dict)
 
     def model_ns(self, costs) -> float:
-        return costs.walk_ns(
-            self.counters.total_reads(), self.counters.total_writes(), self.tlbi, self.words
-        ) + self.splits * costs.split_block
+        return (
+            costs.walk_ns(
+                self.counters.total_reads(), self.counters.total_writes(), self.tlbi, self.words
+            )
+            + self.splits * costs.split_block
+        )
 
     def add(self, other: OpStats) -> None:
         self.counters.add(other.counters)
@@ -101,7 +104,9 @@ def enable_logging(vm, st) -> OpStats:
     st.logging = True
     with _Measure(vm, OpStats("enable")) as op:
         if vm.tracking.manual and vm.tracking.initially_set:
-            set_all(st.bitmap, st.slot.npages)  # nothing protected: CLEAR protects (and splits) as it goes
+            set_all(
+                st.bitmap, st.slot.npages
+            )  # nothing protected: CLEAR protects (and splits) as it goes
             return op
         if vm.tracking.mode == "dbm":
             _split_slot(vm, s)  # DBM tracks at leaf granularity: no blocks while logging
@@ -146,7 +151,9 @@ def disable_logging(vm, st) -> None:
 
 def _require_bitmap(vm, st, ioctl: str):
     if st.bitmap is None:
-        raise KvmError("ENOENT", "slot", f"{ioctl} on slot {st.slot.id}: dirty logging is not enabled")
+        raise KvmError(
+            "ENOENT", "slot", f"{ioctl} on slot {st.slot.id}: dirty logging is not enabled"
+        )
     return st.bitmap
 
 
@@ -178,12 +185,16 @@ def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.
     bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
     npages = st.slot.npages
     if not vm.tracking.manual:
-        raise KvmError("EINVAL", "mode", "KVM_CLEAR_DIRTY_LOG needs manual protect (mode manual-clear)")
+        raise KvmError(
+            "EINVAL", "mode", "KVM_CLEAR_DIRTY_LOG needs manual protect (mode manual-clear)"
+        )
     if first_page % 64:
         raise KvmError("EINVAL", "first_page", f"must be a multiple of 64, got {first_page}")
     if num_pages % 64 and first_page + num_pages != npages:
         raise KvmError(
-            "EINVAL", "num_pages", "must be a multiple of 64 unless the range reaches the slot's end"
+            "EINVAL",
+            "num_pages",
+            "must be a multiple of 64 unless the range reaches the slot's end",
         )
     if first_page > npages or num_pages > npages - first_page:
         raise KvmError("EINVAL", "num_pages", f"range goes beyond the slot's {npages} pages")
@@ -244,7 +255,9 @@ def scan_dbm(vm, st) -> OpStats:
             pos = batch.positions()
             d = vm.pgt.flat[pos]
             want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
-            dirty = ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
+            dirty = (
+                ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
+            )
             if dirty.any():
                 p = pos[dirty]
                 vm.pgt.flat[p] = d[dirty] & ~U64(D.S2AP_W)

@@ -23,7 +23,9 @@ BITS_PER_LONG = 64
 def check_ring_size(entries: int, field: str = "tracking.ring_entries") -> int:
     """KVM_CAP_DIRTY_LOG_RING takes a power-of-two byte size; we take entries (16 B each)."""
     if entries < 2 * RING_SLACK or entries & (entries - 1):
-        raise ConfigError(field, f"must be a power of two of at least {2 * RING_SLACK}, got {entries}")
+        raise ConfigError(
+            field, f"must be a power of two of at least {2 * RING_SLACK}, got {entries}"
+        )
     return entries
 
 

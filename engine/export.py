@@ -34,7 +34,9 @@ class BitmapSnapshot:
 
     def pages(self) -> np.ndarray:
         """Slot page offsets that are dirty."""
-        bits = np.unpackbits(np.ascontiguousarray(self.words, "<u8").view(np.uint8), bitorder="little")
+        bits = np.unpackbits(
+            np.ascontiguousarray(self.words, "<u8").view(np.uint8), bitorder="little"
+        )
         return np.flatnonzero(bits[: self.npages])
 
     def gfns(self) -> np.ndarray:
@@ -53,7 +55,7 @@ class BitmapSnapshot:
             "t_ns": self.t_ns,
             "words": int(self.words.size),
             "dirty_pages": int(self.pages().size),
-            "layout": "KVM dirty bitmap: bit i of little-endian 64-bit word i//64 is gfn base_gfn+i",
+            "layout": "KVM dirty bitmap: bit i of little-endian u64 word i//64 = gfn base_gfn+i",
         }
 
 
@@ -87,7 +89,9 @@ def read_snapshot(path: str | Path) -> BitmapSnapshot:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(str(side), f"is not a readable snapshot sidecar ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-        raise ConfigError(str(side), f'is not a snapshot sidecar (format must be "{SIDECAR_FORMAT}")')
+        raise ConfigError(
+            str(side), f'is not a snapshot sidecar (format must be "{SIDECAR_FORMAT}")'
+        )
     fields = {}
     for key in ("slot", "base_gfn", "npages", "page_size", "round", "t_ns"):
         value = meta.get(key)
@@ -113,7 +117,8 @@ def _read_words(path: Path, npages: int) -> np.ndarray:
             raw = path.read_bytes()
             if len(raw) != nwords * 8:
                 raise ConfigError(
-                    str(path), f"has {len(raw)} bytes; {npages} pages need {nwords * 8} (whole 64-bit words)"
+                    str(path),
+                    f"has {len(raw)} bytes; {npages} pages need {nwords * 8} (whole 64-bit words)",
                 )
             words = np.frombuffer(raw, dtype="<u8").copy()
         else:
@@ -157,7 +162,14 @@ def png_gray(img: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )

@@ -138,13 +138,22 @@ class Memslots:
         old = self._slots.get(slot)
         if memory_size == 0:
             if old is None:
-                raise KvmError("EINVAL", "slot", f"slot {slot} does not exist, so it cannot be deleted")
+                raise KvmError(
+                    "EINVAL", "slot", f"slot {slot} does not exist, so it cannot be deleted"
+                )
             self._commit(slot, None)
             return MemslotUpdate(MemslotChange.DELETE, old, None)
-        backing = self._check_backing(backing if backing is not None else (old.backing if old else page))
+        backing = self._check_backing(
+            backing if backing is not None else (old.backing if old else page)
+        )
         new = Memslot(
-            slot, guest_phys_addr >> self.page_shift, memory_size >> self.page_shift, flags,
-            backing, self.page_shift, name or (old.name if old else ""),
+            slot,
+            guest_phys_addr >> self.page_shift,
+            memory_size >> self.page_shift,
+            flags,
+            backing,
+            self.page_shift,
+            name or (old.name if old else ""),
         )
         change = self._classify(old, new)
         if change in (MemslotChange.CREATE, MemslotChange.MOVE):
@@ -158,17 +167,27 @@ class Memslots:
             raise KvmError("EINVAL", "slot", f"must be 0..{KVM_USER_MEM_SLOTS - 1}, got {slot}")
         if flags & ~_KNOWN_FLAGS:
             raise KvmError(
-                "EINVAL", "flags", f"{flags:#x} has unknown bits; only LOG_DIRTY_PAGES (1) and READONLY (2) exist"
+                "EINVAL",
+                "flags",
+                f"{flags:#x} has unknown bits; only LOG_DIRTY_PAGES (1) and READONLY (2) exist",
             )
         if size < 0 or size % page:
-            raise KvmError("EINVAL", "memory_size", f"{size:#x} is not a multiple of the {page}-byte page")
+            raise KvmError(
+                "EINVAL", "memory_size", f"{size:#x} is not a multiple of the {page}-byte page"
+            )
         if gpa < 0 or gpa % page:
-            raise KvmError("EINVAL", "guest_phys_addr", f"{gpa:#x} is not aligned to the {page}-byte page")
+            raise KvmError(
+                "EINVAL", "guest_phys_addr", f"{gpa:#x} is not aligned to the {page}-byte page"
+            )
         if gpa + size > (1 << 64) - 1:
-            raise KvmError("EINVAL", "memory_size", "guest_phys_addr + memory_size wraps around 64 bits")
+            raise KvmError(
+                "EINVAL", "memory_size", "guest_phys_addr + memory_size wraps around 64 bits"
+            )
         if size // page > KVM_MEM_MAX_NR_PAGES:
             raise KvmError(
-                "EINVAL", "memory_size", f"{size // page} pages is more than KVM_MEM_MAX_NR_PAGES (2^31 - 1)"
+                "EINVAL",
+                "memory_size",
+                f"{size // page} pages is more than KVM_MEM_MAX_NR_PAGES (2^31 - 1)",
             )
 
     def _check_backing(self, backing: int) -> int:
@@ -176,7 +195,9 @@ class Memslots:
         allowed = (page, *_BLOCK_BACKINGS[self.page_shift])
         if backing not in allowed:
             sizes = ", ".join(_fmt(b) for b in allowed)
-            raise KvmError("EINVAL", "backing", f"{_fmt(backing)} is not a backing page size here; use {sizes}")
+            raise KvmError(
+                "EINVAL", "backing", f"{_fmt(backing)} is not a backing page size here; use {sizes}"
+            )
         return backing
 
     def _classify(self, old: Memslot | None, new: Memslot) -> MemslotChange:
@@ -184,11 +205,15 @@ class Memslots:
             return MemslotChange.CREATE
         if new.npages != old.npages:
             raise KvmError(
-                "EINVAL", "memory_size", f"slot {old.id} exists with {old.npages} pages; an existing slot "
-                "cannot be resized (delete and re-create it)"
+                "EINVAL",
+                "memory_size",
+                f"slot {old.id} exists with {old.npages} pages; an existing slot "
+                "cannot be resized (delete and re-create it)",
             )
         if (new.flags ^ old.flags) & KVM_MEM_READONLY:
-            raise KvmError("EINVAL", "flags", "KVM_MEM_READONLY cannot be toggled on an existing slot")
+            raise KvmError(
+                "EINVAL", "flags", "KVM_MEM_READONLY cannot be toggled on an existing slot"
+            )
         if new.base_gfn != old.base_gfn:
             return MemslotChange.MOVE
         if new.flags != old.flags:
@@ -199,12 +224,14 @@ class Memslots:
         for other in self._slots.values():
             if other.id != new.id and new.base_gfn < other.end_gfn and other.base_gfn < new.end_gfn:
                 raise KvmError(
-                    "EEXIST", "guest_phys_addr",
+                    "EEXIST",
+                    "guest_phys_addr",
                     f"[{new.base:#x}, {new.end:#x}) overlaps {other.describe()}",
                 )
         if new.end > 1 << self.ipa_bits:
             raise KvmError(
-                "EFAULT", "guest_phys_addr",
+                "EFAULT",
+                "guest_phys_addr",
                 f"[{new.base:#x}, {new.end:#x}) ends beyond the {self.ipa_bits}-bit IPA space",
             )
 

@@ -185,7 +185,9 @@ class Migration:
         elif dirty < self.cfg.xen_min_pages:
             self.reason = f"xen: {dirty} pages dirty, fewer than {self.cfg.xen_min_pages}"
         elif self.total_bytes > self.cfg.xen_max_factor * total_pages * self.page:
-            self.reason = f"xen: {self.total_bytes:,} bytes sent, over {self.cfg.xen_max_factor:g}× memory"
+            self.reason = (
+                f"xen: {self.total_bytes:,} bytes sent, over {self.cfg.xen_max_factor:g}× memory"
+            )
         else:
             self._check_limits(t)
             return
@@ -376,7 +378,9 @@ class Migration:
                 "walk_wall_us": {n: s.wall_ns / 1000 for n, s in strategies.items()},
                 "strategy_counts": {n: s.as_dict() for n, s in strategies.items()},
                 "ring_full_exits": acc.ring_full_exits,
-                "guest_slowdown": 1.0 - acc.active_ns / acc.wall_vcpu_ns if acc.wall_vcpu_ns else 0.0,
+                "guest_slowdown": 1.0 - acc.active_ns / acc.wall_vcpu_ns
+                if acc.wall_vcpu_ns
+                else 0.0,
             }
         )
 
@@ -443,7 +447,9 @@ class Migration:
             checked += int(src.size)
             mismatches += int(bad.size)
             for b in bad[: max(0, 5 - len(first_bad))]:
-                first_bad.append({"slot": sid, "page": int(b), "source": int(src[b]), "dest": int(m.dest[b])})
+                first_bad.append(
+                    {"slot": sid, "page": int(b), "source": int(src[b]), "dest": int(m.dest[b])}
+                )
         self.verification = {"pages_checked": checked, "mismatches": mismatches}
         if first_bad:
             self.verification["examples"] = first_bad
@@ -501,7 +507,9 @@ def _next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarra
         block = words[w : min(w + chunk, w_end)]
         nz = np.flatnonzero(block)
         if nz.size:
-            bits = np.unpackbits(block[nz].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+            bits = np.unpackbits(
+                block[nz].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+            )
             r, c = np.nonzero(bits)
             pages = (w + nz[r]) * 64 + c
             pages = pages[(pages >= lo) & (pages < hi)]

@@ -54,7 +54,9 @@ class PerfTest:
         self.costs = CostModel()
         mode = "manual-clear" if o.manual_protect and o.mode == "bitmap" else o.mode
         geom = Geometry(4096, 48)
-        self.vm = VM(geom, Tracking(mode, o.strategy, eager_split=o.eager_split), self.costs, o.vcpus)
+        self.vm = VM(
+            geom, Tracking(mode, o.strategy, eager_split=o.eager_split), self.costs, o.vcpus
+        )
         self.page = geom.granule
         self.pages_per_vcpu = o.bytes_per_vcpu // self.page
         total = self.pages_per_vcpu * o.vcpus
@@ -100,7 +102,8 @@ class PerfTest:
             "Times below are modelled (operation counts × the cost model's unit costs), "
             "not measured.",
             f"Testing guest mode: PA-bits:ANY, VA-bits:48, 4K pages; {o.vcpus} vCPU(s), "
-            f"{o.bytes_per_vcpu >> 20} MiB each, backing {o.backing}, {len(self.slot_ids)} memslot(s)",
+            f"{o.bytes_per_vcpu >> 20} MiB each, backing {o.backing}, "
+            f"{len(self.slot_ids)} memslot(s)",
             f"guest physical test memory: [{GUEST_BASE:#x}, "
             f"{GUEST_BASE + self.pages_per_vcpu * o.vcpus * self.page:#x})",
         ]
@@ -134,7 +137,8 @@ class PerfTest:
         lines.append(f"Disabling dirty logging time: {_fmt(disable_ns)}")
         n = o.iterations
         lines.append(
-            f"Get dirty log over {n} iterations took {_fmt(get_total)}. (Avg {_fmt(get_total / n)}/iteration)"
+            f"Get dirty log over {n} iterations took {_fmt(get_total)}. "
+            f"(Avg {_fmt(get_total / n)}/iteration)"
         )
         if self.vm.tracking.manual:
             lines.append(
@@ -169,13 +173,19 @@ def _check(o: PerfOptions) -> None:
     if o.vcpus < 1 or o.vcpus > 512:
         raise ConfigError("-v", f"vCPUs must be 1..512, got {o.vcpus}")
     if o.iterations < 2:
-        raise ConfigError("-i", f"iterations must be at least 2, as in the selftest; got {o.iterations}")
+        raise ConfigError(
+            "-i", f"iterations must be at least 2, as in the selftest; got {o.iterations}"
+        )
     if not 0 <= o.write_percent <= 100:
         raise ConfigError("-w", f"write percentage must be 0..100, got {o.write_percent}")
     if o.bytes_per_vcpu < 4096 or o.bytes_per_vcpu % 4096:
-        raise ConfigError("-b", f"bytes per vCPU must be a positive multiple of 4KiB, got {o.bytes_per_vcpu}")
+        raise ConfigError(
+            "-b", f"bytes per vCPU must be a positive multiple of 4KiB, got {o.bytes_per_vcpu}"
+        )
     if o.bytes_per_vcpu * o.vcpus > 64 << 30:
-        raise ConfigError("-b", "more than 64 GiB of guest memory in all is not supported by perftest")
+        raise ConfigError(
+            "-b", "more than 64 GiB of guest memory in all is not supported by perftest"
+        )
     if o.slots < 1 or o.slots > 32766:
         raise ConfigError("-x", f"memslots must be 1..32766, got {o.slots}")
     if o.mode not in ("bitmap", "ring", "dbm"):

@@ -174,7 +174,12 @@ class PageTable:
     # -- map ---------------------------------------------------------------------------------
 
     def map_range(
-        self, start: int, size: int, backing: int | None = None, writable: bool = True, extra: int = 0
+        self,
+        start: int,
+        size: int,
+        backing: int | None = None,
+        writable: bool = True,
+        extra: int = 0,
     ) -> None:
         """Map [start, start+size) to its host pages, with blocks where aligned and allowed.
 
@@ -263,7 +268,9 @@ class PageTable:
         g = self.geom
         return np.unique(deep >> (g.level_shift(g.start_level) - g.level_shift(deep_level)))
 
-    def _child_tables(self, pos: np.ndarray, level: int, create: bool, ok: np.ndarray) -> np.ndarray:
+    def _child_tables(
+        self, pos: np.ndarray, level: int, create: bool, ok: np.ndarray
+    ) -> np.ndarray:
         """Table ids the entries at ``pos`` point to; allocate/split with ``create``."""
         desc = np.zeros(pos.shape, dtype=U64)
         desc[ok] = self.flat[pos[ok]]

@@ -227,7 +227,11 @@ def _first_error(exc: ValidationError) -> ConfigError:
         msg = "is required"
     elif err["type"] == "literal_error":
         msg = msg.replace("Input should be", "must be")
-    extra = f" ({len(exc.errors())} problems in all; fix this one first)" if len(exc.errors()) > 1 else ""
+    extra = (
+        f" ({len(exc.errors())} problems in all; fix this one first)"
+        if len(exc.errors()) > 1
+        else ""
+    )
     return ConfigError(field, msg[0].lower() + msg[1:] + extra)
 
 
@@ -252,7 +256,9 @@ def read_session_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
     if size > MAX_FILE_BYTES:
-        raise ConfigError(str(path), f"is {size} bytes; session files are limited to {MAX_FILE_BYTES}")
+        raise ConfigError(
+            str(path), f"is {size} bytes; session files are limited to {MAX_FILE_BYTES}"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

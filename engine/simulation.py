@@ -72,9 +72,7 @@ class Simulation:
             if cfg.migration.policy != "none"
             else None
         )
-        self.pending_events = sorted(
-            (e.model_dump() for e in cfg.events), key=lambda e: e["t_ms"]
-        )
+        self.pending_events = sorted((e.model_dump() for e in cfg.events), key=lambda e: e["t_ms"])
 
     # -- construction -------------------------------------------------------------------------
 
@@ -103,7 +101,12 @@ class Simulation:
         kvm_flags = flags if logging_now else flags & ~KVM_MEM_LOG_DIRTY_PAGES
         try:
             self.vm.set_memslot(
-                m["id"], m["base"], m["size"], kvm_flags, m.get("backing"), m.get("name", ""),
+                m["id"],
+                m["base"],
+                m["size"],
+                kvm_flags,
+                m.get("backing"),
+                m.get("name", ""),
                 populate=m.get("populate", True),
             )
         except DirtylogError as exc:
@@ -130,14 +133,18 @@ class Simulation:
     def _add_workload(self, spec: dict[str, Any], field: str) -> Workload:
         if any(w.name == spec.get("name") for w in self.workloads):
             raise ConfigError(f"{field}.name", f"workload name {spec.get('name')!r} is used twice")
-        w = make_workload(dict(spec), self.cfg.seed, self.vm.page_size, field, base_dir=self.base_dir)
+        w = make_workload(
+            dict(spec), self.cfg.seed, self.vm.page_size, field, base_dir=self.base_dir
+        )
         if w.vcpu >= self.cfg.vcpus:
-            raise ConfigError(f"{field}.vcpu", f"must be below vcpus ({self.cfg.vcpus}), got {w.vcpu}")
+            raise ConfigError(
+                f"{field}.vcpu", f"must be below vcpus ({self.cfg.vcpus}), got {w.vcpu}"
+            )
         region = self._region(spec, field)
         if region is not None:
             w.bind(region)
         elif w.kind != "trace":
-            raise ConfigError(field, "needs a target: \"slot\" (a memslot id) or \"range\" (BASE:SIZE)")
+            raise ConfigError(field, 'needs a target: "slot" (a memslot id) or "range" (BASE:SIZE)')
         self.workloads.append(w)
         self.targets[w.name] = {k: spec[k] for k in ("slot", "range") if k in spec}
         return w
@@ -216,7 +223,9 @@ class Simulation:
         costs = self.vm.costs
         self.vcpu_debt_ns += faults * costs.fault_exit
         if m is not None:
-            m.account_guest(float(active.sum()), float(tick * self.cfg.vcpus), int(faults.sum()), ring_full)
+            m.account_guest(
+                float(active.sum()), float(tick * self.cfg.vcpus), int(faults.sum()), ring_full
+            )
         if self.heat is not None and len(acc):
             self._heat_add(acc)
 
@@ -272,7 +281,9 @@ class Simulation:
         try:
             EventCfg.model_validate(ev)
         except Exception as exc:  # pydantic's error, reduced to one sentence
-            raise ConfigError("action", f"unknown or malformed edit {event.get('action')!r}") from exc
+            raise ConfigError(
+                "action", f"unknown or malformed edit {event.get('action')!r}"
+            ) from exc
         self._apply(ev)
         self.session.setdefault("events", []).append(ev)
 
@@ -282,7 +293,10 @@ class Simulation:
         if handler is None:
             raise ConfigError("action", f"{action!r} cannot be applied live")
         handler(ev)
-        self.message(f"applied {action}: " + ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t_ms", "action")))
+        self.message(
+            f"applied {action}: "
+            + ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t_ms", "action"))
+        )
 
     def _workload(self, name: Any) -> Workload:
         for w in self.workloads:
@@ -389,7 +403,9 @@ class Simulation:
 
         new = replace(t, **changes)
         if new.strategy == "rmap" and self.vm.pgt.rmap is None:
-            raise ConfigError("tracking.strategy", "rmap needs the reverse map from the start of the run")
+            raise ConfigError(
+                "tracking.strategy", "rmap needs the reverse map from the start of the run"
+            )
         self.vm.tracking = new
 
     # -- harvest record (exports) ---------------------------------------------------------------
@@ -397,7 +413,11 @@ class Simulation:
     def record_harvest(self, round_no: int, t_ns: int, reported: dict[int, np.ndarray]) -> None:
         if self.keep_harvests:
             self.harvests.append(
-                {"round": round_no, "t_ns": t_ns, "slots": {sid: w.copy() for sid, w in reported.items()}}
+                {
+                    "round": round_no,
+                    "t_ns": t_ns,
+                    "slots": {sid: w.copy() for sid, w in reported.items()},
+                }
             )
 
     # -- results and snapshots ------------------------------------------------------------------
@@ -422,7 +442,9 @@ class Simulation:
         """Index of each gfn in the layers (slots back to back in gfn order), -1 outside."""
         slots = self.vm.memslots.sorted()
         idx = self.vm.memslots.find(gfn)
-        offsets = np.cumsum([0] + [s.npages for s in slots])[:-1] if slots else np.zeros(0, np.int64)
+        offsets = (
+            np.cumsum([0] + [s.npages for s in slots])[:-1] if slots else np.zeros(0, np.int64)
+        )
         bases = np.array([s.base_gfn for s in slots], dtype=np.int64)
         out = np.full(gfn.shape, -1, dtype=np.int64)
         ok = idx >= 0

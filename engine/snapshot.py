@@ -19,8 +19,14 @@ PROT_PAGE_RW = 2
 PROT_BLOCK_RO = 3
 PROT_BLOCK_RW = 4
 PROT_CLEAN_DBM = 5  # writable-clean (DBM set, S2AP W clear): a write marks it dirty, no fault
-PROT_NAMES = ("unmapped", "write-protected page", "writable page", "write-protected block",
-              "writable block", "writable-clean (DBM)")
+PROT_NAMES = (
+    "unmapped",
+    "write-protected page",
+    "writable page",
+    "write-protected block",
+    "writable block",
+    "writable-clean (DBM)",
+)
 
 LAYERS = ("heat", "dirty", "prot", "last_sent", "version")
 

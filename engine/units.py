@@ -83,7 +83,9 @@ def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[
         return number, "bytes" if page_size is None else "pages"
     if unit in ("pages/s", "page/s", "pps"):
         if page_size is None:
-            raise ConfigError(field, f"expected a bandwidth in bytes or bits per second, got {value!r}")
+            raise ConfigError(
+                field, f"expected a bandwidth in bytes or bits per second, got {value!r}"
+            )
         return number, "pages"
     bits = re.fullmatch(r"([kmgt]?)(?:bit/s|bps)", unit)
     if bits:

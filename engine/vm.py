@@ -48,17 +48,20 @@ class Tracking:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ConfigError("tracking.mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(
+                "tracking.mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
         if self.strategy not in STRATEGIES:
             raise ConfigError(
-                "tracking.strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+                "tracking.strategy",
+                f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
             )
         if self.mode == "ring":
             check_ring_size(self.ring_entries)
         if self.initially_set and self.mode != "manual-clear":
             raise ConfigError(
                 "tracking.initially_set",
-                "needs mode manual-clear (KVM_DIRTY_LOG_INITIALLY_SET requires MANUAL_PROTECT_ENABLE)",
+                "needs mode manual-clear (INITIALLY_SET requires MANUAL_PROTECT_ENABLE)",
             )
         if self.eager_split < 0:
             raise ConfigError("tracking.eager_split", "must be 0 (off) or a size such as 2MiB")
@@ -111,9 +114,11 @@ class VM:
         self.pgt = PageTable(geom, rmap=need_rmap)
         self.memslots = Memslots(geom.page_shift, geom.ipa_bits)
         self.slots: dict[int, SlotState] = {}
-        self.rings = [DirtyRing(self.tracking.ring_entries) for _ in range(nr_vcpus)] if (
-            self.tracking.mode == "ring"
-        ) else []
+        self.rings = (
+            [DirtyRing(self.tracking.ring_entries) for _ in range(nr_vcpus)]
+            if (self.tracking.mode == "ring")
+            else []
+        )
         self.stats: Counter[str] = Counter()
         self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
 
@@ -239,7 +244,9 @@ class VM:
             slot = slots[int(i)]
             sel = (pages.sidx == i) & (pages.writes > 0)
             st = self.slots[slot.id]
-            np.add.at(st.version, pages.gfn[sel] - slot.base_gfn, pages.writes[sel].astype(np.uint32))
+            np.add.at(
+                st.version, pages.gfn[sel] - slot.base_gfn, pages.writes[sel].astype(np.uint32)
+            )
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -258,7 +265,9 @@ class VM:
         for writable in (False, True):
             sel = idx[log & (pages.written[idx] == writable)]
             if sel.size:
-                self.pgt.map_leaves(pages.gfn[sel] << self.page_shift, 3, writable, self._dbm_bits())
+                self.pgt.map_leaves(
+                    pages.gfn[sel] << self.page_shift, 3, writable, self._dbm_bits()
+                )
         # a page read first and then written takes a second fault (translation, then permission)
         read_then_write = idx[log & pages.written[idx] & ~pages.first_is_write[idx]]
         self._count_faults(pages.vcpu_first[idx], res)

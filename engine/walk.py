@@ -138,11 +138,15 @@ def _walk_table(
             child = int(pgt.table_of(np.array([old], dtype=U64))[0])
             counters.tables_visited += 1
             child_index = int((addr >> pgt.geom.level_shift(level + 1)) & (pgt.E - 1))
-            addr = _walk_table(pgt, child, child_index, level + 1, addr, end, visitor, flags, counters)
+            addr = _walk_table(
+                pgt, child, child_index, level + 1, addr, end, visitor, flags, counters
+            )
             if flags & Visit.TABLE_POST:
                 row = pgt.pool[table]
                 cur = int(row[index])
-                _apply(pgt, table, index, level, addr, end, cur, Visit.TABLE_POST, visitor, counters)
+                _apply(
+                    pgt, table, index, level, addr, end, cur, Visit.TABLE_POST, visitor, counters
+                )
                 row = pgt.pool[table]
         else:
             addr = (addr // size + 1) * size

@@ -62,7 +62,9 @@ def ffs64(m: np.ndarray) -> np.ndarray:
 
 def bits_to_offsets(offsets: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Page offsets of every set bit, word by word in bit order, and the word each came from."""
-    bits = np.unpackbits(masks.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    bits = np.unpackbits(
+        masks.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+    )
     word, bit = np.nonzero(bits)
     return offsets[word] + bit, word
 
@@ -100,7 +102,9 @@ def _spans(base_gfn: int, offsets: np.ndarray, masks: np.ndarray, page_shift: in
     return first << page_shift, (last + 1) << page_shift
 
 
-def _write_protect(pgt: PageTable, pos: np.ndarray, level_of: np.ndarray, counters: WalkCounters) -> None:
+def _write_protect(
+    pgt: PageTable, pos: np.ndarray, level_of: np.ndarray, counters: WalkCounters
+) -> None:
     """Clear S2AP W on the valid, writable leaves among ``pos`` (each changed once)."""
     if not pos.size:
         return
@@ -152,7 +156,9 @@ class _WordChunks:
         chunk = table * (E // 64) + ((gfn0 & (E - 1)) >> 6)
         return cls(chunk, new_walk)
 
-    def apply(self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str) -> None:
+    def apply(
+        self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str
+    ) -> None:
         """Clear S2AP W on valid writable pages under ``masks``; count leaf reads.
 
         Works through the words a block at a time so the temporaries stay in cache.
@@ -291,7 +297,9 @@ def protect_masked_skip(
     stop = np.minimum(level.astype(np.int64), 2)
     for lv in range(g.start_level, 3):
         counters.reads[lv] += int(np.count_nonzero(stop >= lv))
-    counters.tables_visited += int((np.minimum(level, 3).astype(np.int64) - g.start_level + 1).sum())
+    counters.tables_visited += int(
+        (np.minimum(level, 3).astype(np.int64) - g.start_level + 1).sum()
+    )
     # leaf reads: each set bit whose region has a last-level table reads its pte
     has_table = np.repeat(level == 3, np.diff(np.append(np.flatnonzero(walk_here), region.size)))
     table = np.repeat(pos // pgt.E, np.diff(np.append(np.flatnonzero(walk_here), region.size)))

@@ -39,7 +39,7 @@ def _ref_merge(slot, offset):
     """kvm_dirty_ring_reset's loop, transcribed with u64 arithmetic."""
     out = []
     cur_slot = cur_off = mask = 0
-    for s, off in zip(slot, offset):
+    for s, off in zip(slot, offset, strict=True):
         if mask:
             if s == cur_slot:
                 delta = off - cur_off

@@ -30,13 +30,28 @@ V1 = {
     "tick_ms": 1,
     "geometry": {"granule": "4KiB", "ipa_bits": 40},
     "costs": {},
-    "tracking": {"mode": "bitmap", "strategy": "range", "ring_entries": 4096,
-                 "eager_split": "0", "initially_set": False, "clear_chunk": "256KiB"},
+    "tracking": {
+        "mode": "bitmap",
+        "strategy": "range",
+        "ring_entries": 4096,
+        "eager_split": "0",
+        "initially_set": False,
+        "clear_chunk": "256KiB",
+    },
     "vcpus": 2,
-    "memslots": [{"id": 0, "base": "0x40000000", "size": "1GiB", "flags": ["log_dirty"], "backing": "4KiB"}],
+    "memslots": [
+        {"id": 0, "base": "0x40000000", "size": "1GiB", "flags": ["log_dirty"], "backing": "4KiB"}
+    ],
     "workloads": [{"name": "w0", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "20000 pages/s"}],
-    "migration": {"policy": "qemu", "start_ms": 0, "bandwidth": "1Gbit/s", "downtime_limit_ms": 300,
-                  "max_rounds": 100, "timeout_s": 3600, "auto_converge": False},
+    "migration": {
+        "policy": "qemu",
+        "start_ms": 0,
+        "bandwidth": "1Gbit/s",
+        "downtime_limit_ms": 300,
+        "max_rounds": 100,
+        "timeout_s": 3600,
+        "auto_converge": False,
+    },
     "events": [{"t_ms": 1000, "action": "set_workload", "workload": "w0", "rate": "50000 pages/s"}],
 }
 
@@ -171,11 +186,20 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
         read_session_file(path)
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=8),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_fuzzed_documents_never_raise_anything_but_config_error(doc):
     data = copy.deepcopy(V1)
     data["memslots"][0]["size"] = doc
@@ -185,7 +209,11 @@ def test_fuzzed_documents_never_raise_anything_but_config_error(doc):
         assert str(exc)
 
 
-@given(st.dictionaries(st.sampled_from(list(V1)), st.integers() | st.text(max_size=5) | st.none(), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(list(V1)), st.integers() | st.text(max_size=5) | st.none(), max_size=5
+    )
+)
 def test_fuzzed_top_level_fields(patch):
     data = copy.deepcopy(V1)
     data.update(patch)

@@ -81,7 +81,12 @@ batches = st.lists(
 
 
 def _gfn(slot, i):
-    return {0: BGFN + i * 2 % NPAGES, 1: BGFN + (64 << 8) + i, 2: BGFN + (128 << 8) + i % 512, 3: 0x10}[slot]
+    return {
+        0: BGFN + i * 2 % NPAGES,
+        1: BGFN + (64 << 8) + i,
+        2: BGFN + (128 << 8) + i % 512,
+        3: 0x10,
+    }[slot]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -166,8 +171,22 @@ def test_write_to_protected_block_splits_lazily_vs_eager():
     # eager: pages exist read-only, each write is one permission fault, no split at fault time
     assert int(r_eager.faults.sum()) == gfn.size and eager.stats["block_splits"] == 0
     reads = (s1 >> 12) + np.arange(1, 512, 7)
-    assert int(lazy.access(reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)).faults.sum()) == reads.size
-    assert int(eager.access(reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)).faults.sum()) == 0
+    assert (
+        int(
+            lazy.access(
+                reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)
+            ).faults.sum()
+        )
+        == reads.size
+    )
+    assert (
+        int(
+            eager.access(
+                reads, np.zeros(reads.size, np.int64), np.zeros(reads.size, bool)
+            ).faults.sum()
+        )
+        == 0
+    )
 
 
 def test_readonly_and_mmio_exits():

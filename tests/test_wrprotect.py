@@ -16,133 +16,12 @@ from hypothesis import strategies as st
 from engine import descriptor as D
 from engine.geometry import Geometry
 from engine.pgtable import PageTable
-from engine.walk import Visit, WalkCounters, set_clear_visitor, walk
+from engine.reference import REFERENCES, set_bits
 from engine.wrprotect import STRATEGIES, ffs64, fls64, run_strategy
 
 G4K = Geometry(4096, 40)
 BASE = 0x40000000
 BASE_GFN = BASE >> 12
-
-
-# -- references ------------------------------------------------------------------------------
-
-
-def _bits(mask: int) -> list[int]:
-    return [b for b in range(64) if mask >> b & 1]
-
-
-def _read(pgt: PageTable, table: int, index: int, level: int, c: Counter) -> int:
-    c[("r", level)] += 1
-    return int(pgt.pool[table, index])
-
-
-def _wp(pgt: PageTable, table: int, index: int, level: int, c: Counter) -> None:
-    d = int(pgt.pool[table, index])
-    if d & D.VALID and d & D.S2AP_W:
-        pgt.pool[table, index] = np.uint64(d & ~D.S2AP_W)
-        c[("w", level)] += 1
-
-
-def ref_range(pgt: PageTable, base_gfn: int, offsets, masks) -> Counter:
-    """stage2_wp_range per word over [ffs, fls]: pgd loop → puds → pmds → ptes."""
-    c: Counter = Counter()
-    g = pgt.geom
-    for off, m in zip(offsets.tolist(), masks.tolist(), strict=True):
-        lo = (base_gfn + off + _bits(m)[0]) << g.page_shift
-        hi = (base_gfn + off + _bits(m)[-1] + 1) << g.page_shift
-        _ref_range_level(pgt, g.start_level, None, lo, hi, c)
-    return c
-
-
-def _ref_range_level(pgt, level, table, lo, hi, c) -> None:
-    g = pgt.geom
-    size = g.level_size(level)
-    addr = lo
-    while addr < hi:
-        if table is None:  # concatenated entry level
-            key = addr >> g.level_shift(level)
-            t, i = divmod(key, pgt.E)
-        else:
-            t, i = table, (addr >> g.level_shift(level)) & (pgt.E - 1)
-        d = _read(pgt, t, i, level, c)
-        nxt = min((addr // size + 1) * size, hi)
-        if level < 3 and d & 3 == 3:
-            _ref_range_level(pgt, level + 1, int(pgt.table_of(np.array([d], np.uint64))[0]), addr, nxt, c)
-        elif d & D.VALID:
-            _wp(pgt, t, i, level, c)
-        addr = nxt
-
-
-def ref_visitor(pgt: PageTable, base_gfn: int, offsets, masks) -> Counter:
-    """The per-entry walker with a LEAF visitor clearing S2AP W, per word."""
-    per_entry, _ = set_clear_visitor(0, D.S2AP_W)
-    total = WalkCounters()
-    for off, m in zip(offsets.tolist(), masks.tolist(), strict=True):
-        lo = (base_gfn + off + _bits(m)[0]) << 12
-        hi = (base_gfn + off + _bits(m)[-1] + 1) << 12
-        walk(pgt, lo, hi, per_entry, Visit.LEAF, total)
-    c: Counter = Counter()
-    for lv, n in total.reads.items():
-        c[("r", lv)] += n
-    for lv, n in total.writes.items():
-        c[("w", lv)] += n
-    return c
-
-
-def ref_masked_skip(pgt: PageTable, base_gfn: int, offsets, masks) -> Counter:
-    """Seed v6: upper levels once per last-level table the bits land in (cached across words)."""
-    c: Counter = Counter()
-    g = pgt.geom
-    cached_region = None
-    leaf_table = None
-    order = np.argsort(offsets, kind="stable")
-    for off, m in zip(offsets[order].tolist(), masks[order].tolist(), strict=True):
-        for b in _bits(m):
-            ipa = (base_gfn + off + b) << g.page_shift
-            region = ipa >> g.level_shift(2)
-            if region != cached_region:
-                cached_region = region
-                leaf_table = None
-                t, i = divmod(ipa >> g.level_shift(g.start_level), pgt.E)
-                for level in range(g.start_level, 3):
-                    d = _read(pgt, t, i, level, c)
-                    if d & 3 == 3:
-                        t = int(pgt.table_of(np.array([d], np.uint64))[0])
-                        i = (ipa >> g.level_shift(level + 1)) & (pgt.E - 1)
-                        if level == 2:
-                            leaf_table = t
-                        continue
-                    if d & D.VALID:  # a block: protect it once for this walk
-                        _wp(pgt, t, i, level, c)
-                    break
-            if leaf_table is not None:
-                i = (ipa >> g.page_shift) & (pgt.E - 1)
-                d = _read(pgt, leaf_table, i, 3, c)
-                if d & D.VALID:
-                    _wp(pgt, leaf_table, i, 3, c)
-    return c
-
-
-def ref_rmap(pgt: PageTable, base_gfn: int, offsets, masks) -> Counter:
-    c: Counter = Counter()
-    for off, m in zip(offsets.tolist(), masks.tolist(), strict=True):
-        for b in _bits(m):
-            pos = int(pgt.rmap_lookup(np.array([base_gfn + off + b]))[0])
-            if pos < 0:
-                continue
-            t, i = divmod(pos, pgt.E)
-            level = int(pgt.table_level[t])
-            _read(pgt, t, i, level, c)
-            _wp(pgt, t, i, level, c)
-    return c
-
-
-REFERENCES = {
-    "range": ref_range,
-    "masked-skip": ref_masked_skip,
-    "visitor": ref_visitor,
-    "rmap": ref_rmap,
-}
 
 
 def _counts(stats) -> Counter:
@@ -164,7 +43,9 @@ def layouts(draw):
     """A 16 MiB window: random pages/blocks mapped, random pages writable, random dirty words."""
     pgt = PageTable(G4K, rmap=True)
     npages = 4096
-    pieces = draw(st.lists(st.tuples(st.integers(0, 7), st.sampled_from([4096, 2 << 20])), max_size=6))
+    pieces = draw(
+        st.lists(st.tuples(st.integers(0, 7), st.sampled_from([4096, 2 << 20])), max_size=6)
+    )
     for chunk, backing in pieces:  # 2 MiB chunks, mapped as pages or as a block
         pgt.map_range(BASE + chunk * (2 << 20), 2 << 20, backing, writable=False)
     writable = draw(st.lists(st.integers(0, npages - 1), max_size=200))
@@ -174,7 +55,11 @@ def layouts(draw):
             pgt.flat[pos[0]] = desc[0] | np.uint64(D.S2AP_W)
     nwords = npages // 64
     words = draw(
-        st.lists(st.tuples(st.integers(0, nwords - 1), st.integers(1, (1 << 64) - 1)), min_size=1, max_size=30)
+        st.lists(
+            st.tuples(st.integers(0, nwords - 1), st.integers(1, (1 << 64) - 1)),
+            min_size=1,
+            max_size=30,
+        )
     )
     table = {}
     for w, m in words:
@@ -201,7 +86,7 @@ def test_strategies_agree_where_writable_pages_are_dirty(layout):
     pgt, offsets, masks = layout
     dirty = np.zeros(4096, dtype=bool)
     for off, m in zip(offsets.tolist(), masks.tolist(), strict=True):
-        for b in _bits(m):
+        for b in set_bits(m):
             dirty[off + b] = True
     level, pos, desc = pgt.lookup(BASE + np.arange(4096) * 4096)
     clean_writable = D.is_valid(desc) & D.is_writable(desc) & ~dirty & (level == 3)
@@ -219,8 +104,12 @@ def test_strategies_agree_where_writable_pages_are_dirty(layout):
 
 def test_ffs_fls_match_python():
     rng = np.random.default_rng(0)
-    vals = rng.integers(1, 2**63, 1000, dtype=np.uint64) | (rng.integers(0, 2, 1000, dtype=np.uint64) << np.uint64(63))
-    vals = np.concatenate([vals, np.array([1, 2**63, 2**64 - 1, 2**32, 2**32 - 1], dtype=np.uint64)])
+    vals = rng.integers(1, 2**63, 1000, dtype=np.uint64) | (
+        rng.integers(0, 2, 1000, dtype=np.uint64) << np.uint64(63)
+    )
+    vals = np.concatenate(
+        [vals, np.array([1, 2**63, 2**64 - 1, 2**32, 2**32 - 1], dtype=np.uint64)]
+    )
     assert ffs64(vals).tolist() == [(int(v) & -int(v)).bit_length() - 1 for v in vals]
     assert fls64(vals).tolist() == [int(v).bit_length() - 1 for v in vals]
 
@@ -238,7 +127,9 @@ def _pages_layout():
 def test_range_hand_count():
     pgt = _pages_layout()
     # word 0 with bits 3 and 10: span of 8 pages in one L3 table
-    stats = run_strategy("range", pgt, BASE_GFN, np.array([0]), np.array([(1 << 3) | (1 << 10)], np.uint64))
+    stats = run_strategy(
+        "range", pgt, BASE_GFN, np.array([0]), np.array([(1 << 3) | (1 << 10)], np.uint64)
+    )
     # L1: 1 entry, L2: 1 entry, L3: pages 3..10 = 8 entries; writes: 8 (all were writable)
     assert dict(stats.counters.reads) == {1: 1, 2: 1, 3: 8}
     assert dict(stats.counters.writes) == {3: 8}
@@ -248,7 +139,9 @@ def test_range_hand_count():
 def test_range_span_crossing_a_last_level_table():
     pgt = _pages_layout()
     # offset 480: bits 0 and 63 → pages 480..543, crossing from L3 table 0 into table 1
-    stats = run_strategy("range", pgt, BASE_GFN, np.array([480]), np.array([1 | 1 << 63], np.uint64))
+    stats = run_strategy(
+        "range", pgt, BASE_GFN, np.array([480]), np.array([1 | 1 << 63], np.uint64)
+    )
     assert dict(stats.counters.reads) == {1: 1, 2: 2, 3: 64}
     assert stats.counters.tables_visited == 4
 
@@ -261,20 +154,26 @@ def test_masked_skip_reads_no_upper_level_for_a_word_in_the_same_table():
     # one upper walk for the first word (L1 + L2), none for the next two (same L3 table)
     assert stats.counters.reads[1] == 1 and stats.counters.reads[2] == 1
     assert stats.counters.reads[3] == 4  # one pte read per set bit
-    single = run_strategy("masked-skip", _pages_layout(), BASE_GFN, np.array([64]), np.array([3], np.uint64))
+    single = run_strategy(
+        "masked-skip", _pages_layout(), BASE_GFN, np.array([64]), np.array([3], np.uint64)
+    )
     assert single.counters.reads[3] == 2
 
 
 def test_masked_skip_rewalks_when_a_span_crosses_a_table():
     pgt = _pages_layout()
-    stats = run_strategy("masked-skip", pgt, BASE_GFN, np.array([480]), np.array([1 | 1 << 63], np.uint64))
+    stats = run_strategy(
+        "masked-skip", pgt, BASE_GFN, np.array([480]), np.array([1 | 1 << 63], np.uint64)
+    )
     assert stats.counters.reads[1] == 2 and stats.counters.reads[2] == 2
     assert stats.counters.reads[3] == 2
 
 
 def test_rmap_reads_no_upper_level():
     pgt = _pages_layout()
-    stats = run_strategy("rmap", pgt, BASE_GFN, np.array([0, 480]), np.array([0xFF, 1 | 1 << 63], np.uint64))
+    stats = run_strategy(
+        "rmap", pgt, BASE_GFN, np.array([0, 480]), np.array([0xFF, 1 | 1 << 63], np.uint64)
+    )
     assert dict(stats.counters.reads) == {3: 10}
     assert dict(stats.counters.writes) == {3: 10}
     assert stats.rmap_bytes > 0

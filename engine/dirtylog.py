@@ -18,6 +18,7 @@ import numpy as np
 from engine import descriptor as D
 from engine.dirtyring import merge_masks
 from engine.errors import KvmError
+from engine.pgtable import unique_fast
 from engine.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
 from engine.wrprotect import PROTECT, STRATEGIES, ProtectStats, run_strategy
 
@@ -131,7 +132,7 @@ def _split_slot(vm, s, start: int | None = None, end: int | None = None) -> None
             pos = batch.positions()
             blocks = pos[D.is_leaf(vm.pgt.flat[pos], batch.level)]
             if blocks.size:
-                vm.pgt.split_blocks(np.unique(blocks), batch.level, populate=True)
+                vm.pgt.split_blocks(unique_fast(blocks), batch.level, populate=True)
                 found = True
         if not found:
             return

@@ -19,6 +19,7 @@ import numpy as np
 from engine import dirtylog as DL
 from engine.dirtylog import OpStats
 from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES
+from engine.pgtable import unique_fast
 from engine.session import MigrationCfg
 
 U64 = np.uint64
@@ -275,7 +276,7 @@ class Migration:
         snap = m.clear_snapshot
         assert snap is not None
         npages = m.dest.size
-        for c in np.unique(pages // chunk):
+        for c in unique_fast(pages // chunk):
             first = int(c) * chunk
             w0, w1 = first // 64, min((first + chunk + 63) // 64, snap.size)
             mask = snap[w0:w1].copy()
@@ -336,7 +337,7 @@ class Migration:
 
     def add_ring_pages(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         """Entries the reaper collected from the rings, to go into the next sync."""
-        for sid in np.unique(slots):
+        for sid in unique_fast(slots):
             if int(sid) in self.slots:
                 self.ring_pending.setdefault(int(sid), []).append(offsets[slots == sid])
 

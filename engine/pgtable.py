@@ -44,10 +44,15 @@ def _first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def unique_fast(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values; free when ``a`` is already strictly increasing (walk order)."""
+    """Sorted distinct values; free when ``a`` is already strictly increasing (walk order).
+
+    numpy's own ``unique`` hashes first, which is several times slower on the int64 arrays
+    of positions and gfns this engine deduplicates.
+    """
+    a = np.asarray(a)
     if a.size < 2 or bool(np.all(a[1:] > a[:-1])):
         return a
-    a = np.sort(a, kind="stable")
+    a = np.sort(a)
     return a[_first_of_runs(a)]
 
 
@@ -257,7 +262,7 @@ class PageTable:
             if lv + 1 == level:
                 tables = child
                 break
-            next_keys = np.unique(deep >> (g.level_shift(lv + 1) - g.level_shift(level - 1)))
+            next_keys = unique_fast(deep >> (g.level_shift(lv + 1) - g.level_shift(level - 1)))
             parent_idx = np.searchsorted(keys, next_keys >> g.bits_per_level)
             keys, tables = next_keys, child[parent_idx]
         counts = np.diff(np.append(starts, ipas.size))
@@ -266,7 +271,7 @@ class PageTable:
     def _root_keys(self, deep: np.ndarray, deep_level: int) -> np.ndarray:
         """Distinct start-level keys (flat root positions) above the keys at ``deep_level``."""
         g = self.geom
-        return np.unique(deep >> (g.level_shift(g.start_level) - g.level_shift(deep_level)))
+        return unique_fast(deep >> (g.level_shift(g.start_level) - g.level_shift(deep_level)))
 
     def _child_tables(
         self, pos: np.ndarray, level: int, create: bool, ok: np.ndarray
@@ -349,9 +354,9 @@ class PageTable:
             removed += int((valid & D.is_leaf(desc, batch.level)).sum())
             self._rmap_clear_positions(pos[valid & D.is_leaf(desc, batch.level)], batch.level)
             self.flat[pos] = 0
-            touched.append(np.unique(batch.tables))
+            touched.append(unique_fast(batch.tables))
         if touched:
-            self._collect_empty(np.unique(np.concatenate(touched)))
+            self._collect_empty(unique_fast(np.concatenate(touched)))
         return removed
 
     def _straddling_blocks(self, start: int, end: int) -> list[tuple[int, np.ndarray]]:
@@ -390,7 +395,7 @@ class PageTable:
             self._release(empty)
             self.flat[parents] = 0
             self.tlbi["range"] += empty.size
-            tables = np.unique(parents // self.E)
+            tables = unique_fast(parents // self.E)
 
     # -- reverse map (for the rmap strategy) -------------------------------------------------
 
@@ -399,7 +404,7 @@ class PageTable:
         out = np.full(gfn.shape, -1, dtype=np.int64)
         assert self.rmap is not None
         chunk = gfn >> RMAP_CHUNK_SHIFT
-        for c in np.unique(chunk):
+        for c in unique_fast(chunk):
             arr = self.rmap.get(int(c))
             if arr is not None:
                 sel = chunk == c

@@ -28,7 +28,7 @@ from engine.memslots import (
     Memslots,
     MemslotUpdate,
 )
-from engine.pgtable import PageTable, _first_of_runs
+from engine.pgtable import PageTable, _first_of_runs, unique_fast
 from engine.wrprotect import STRATEGIES
 
 MODES = ("bitmap", "manual-clear", "ring", "dbm")
@@ -240,7 +240,7 @@ class VM:
         self._permission_faults(pages, valid, level, pos, desc, logging, res)
 
     def _bump_versions(self, pages: _Pages, slots: tuple[Memslot, ...]) -> None:
-        for i in np.unique(pages.sidx[pages.writes > 0]):
+        for i in unique_fast(pages.sidx[pages.writes > 0]):
             slot = slots[int(i)]
             sel = (pages.sidx == i) & (pages.writes > 0)
             st = self.slots[slot.id]
@@ -250,8 +250,8 @@ class VM:
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
-        for lv in np.unique(levels):
-            at = np.unique(pos[levels == lv])
+        for lv in unique_fast(levels):
+            at = unique_fast(pos[levels == lv])
             self.pgt.split_blocks(at, int(lv), populate=False)
             self.stats["block_splits"] += int(at.size)
 
@@ -304,7 +304,7 @@ class VM:
             return
         ro = np.array([s.readonly for s in slots], dtype=bool)[sidx]
         for flag in (False, True):
-            sel = np.unique(gfn[ro == flag])
+            sel = unique_fast(gfn[ro == flag])
             if sel.size:
                 self.pgt.map_leaves(sel << self.page_shift, level, writable=not flag)
                 if level < 3:
@@ -317,14 +317,14 @@ class VM:
             clean = w & ((desc & U64(D.DBM)) != 0)
             if clean.any():  # hardware marks writable-clean → writable-dirty: no exit
                 flat = self.pgt.flat
-                p = np.unique(pos[clean])
+                p = unique_fast(pos[clean])
                 flat[p] = flat[p] | U64(D.S2AP_W)
                 self.stats["dbm_dirty"] += int(clean.sum())
             w &= ~clean
         if not w.any():
             return
         idx = np.flatnonzero(w)
-        p = np.unique(pos[idx])
+        p = unique_fast(pos[idx])
         self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
         self._count_faults(pages.vcpu_write[idx], res)
@@ -347,7 +347,7 @@ class VM:
         if self.rings:
             self._push_rings(pages, idx[vcpu >= 0], slots)
             idx = idx[vcpu < 0]  # no running vCPU: the backup bitmap (ring-with-bitmap)
-        for i in np.unique(pages.sidx[idx]):
+        for i in unique_fast(pages.sidx[idx]):
             slot = slots[int(i)]
             rel = pages.gfn[idx[pages.sidx[idx] == i]] - slot.base_gfn
             bitmap = self.slots[slot.id].bitmap
@@ -359,7 +359,7 @@ class VM:
         vcpu = pages.vcpu_write[order]
         slot_ids = np.array([s.id for s in slots], dtype=np.uint32)[pages.sidx[order]]
         rel = pages.gfn[order] - np.array([s.base_gfn for s in slots], np.int64)[pages.sidx[order]]
-        for v in np.unique(vcpu):
+        for v in unique_fast(vcpu):
             sel = vcpu == v
             self.rings[int(v)].push(slot_ids[sel], rel[sel].astype(U64))
         self.stats["ring_pushes"] += int(order.size)
@@ -413,14 +413,13 @@ class _Pages:
 
     @classmethod
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
-        order = np.argsort(gfn, kind="stable")
-        g = gfn[order]
+        order, g = _sort_with_index(gfn)
         starts = np.flatnonzero(_first_of_runs(g))
         w = write[order]
         big = np.iinfo(np.int64).max
         t_write = np.minimum.reduceat(np.where(w, order, big), starts)
         written = t_write != big
-        first = order[starts]
+        first = order[starts]  # the sort keeps time order within a page
         vcpu_write = np.where(written, vcpu[np.where(written, t_write, 0)], -1)
         return cls(
             gfn=g[starts],
@@ -432,6 +431,17 @@ class _Pages:
             vcpu_write=vcpu_write,
             t_write=np.where(written, t_write, -1),
         )
+
+
+def _sort_with_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argsort, sorted values), stable; sorting packed (value, index) keys is ~2× faster."""
+    n = values.size
+    bits = max(1, int(n - 1).bit_length())
+    if n and int(values.max()) < 1 << (62 - bits) and int(values.min()) >= 0:
+        keys = np.sort((values << bits) | np.arange(n, dtype=np.int64))
+        return keys & ((1 << bits) - 1), keys >> bits
+    order = np.argsort(values, kind="stable")
+    return order, values[order]
 
 
 def slot_flags(log_dirty: bool = False, readonly: bool = False) -> int:

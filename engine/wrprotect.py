@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import descriptor as D
-from engine.pgtable import PageTable
+from engine.pgtable import PageTable, _first_of_runs
 from engine.walk import WalkCounters, expand_runs, set_clear_visitor, walk_bulk_spans
 
 U64 = np.uint64
@@ -109,8 +109,10 @@ def _write_protect(
     if not pos.size:
         return
     if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
-        pos, first = np.unique(pos, return_index=True)
-        level_of = level_of[first]
+        order = np.argsort(pos, kind="stable")
+        pos, level_of = pos[order], level_of[order]
+        first = _first_of_runs(pos)
+        pos, level_of = pos[first], level_of[first]
     d = pgt.flat[pos]
     change = D.is_valid(d) & D.is_writable(d) & ~_is_table_at(d, level_of)
     pgt.flat[pos[change]] = d[change] & ~U64(D.S2AP_W)

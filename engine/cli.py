@@ -156,4 +156,7 @@ def _load_subcommands() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main, so subcommands register into one registry
+    from engine.cli import main as _main
+
+    sys.exit(_main())

@@ -292,8 +292,11 @@ class Migration:
 
     # -- harvest ------------------------------------------------------------------------------
 
-    def sync(self, t: int) -> int:
-        """migration_bitmap_sync: harvest the KVM log into the migration bitmap; a new round."""
+    def sync(self, t: int, close_round: bool = True) -> int:
+        """migration_bitmap_sync: harvest the KVM log into the migration bitmap; a new round.
+
+        The final sync after the guest stopped belongs to the stop-and-copy round instead.
+        """
         before = len(self.vm.op_log)
         reported: dict[int, np.ndarray] = {}
         if self.vm.tracking.mode == "ring":
@@ -311,10 +314,12 @@ class Migration:
         self.acc.harvest.add(ops)
         self.last_harvest = reported
         self.sim.record_harvest(self.round, t, reported)
-        self._close_round(t, dirty)
+        if close_round:
+            self._close_round(t, dirty)
+            self._auto_converge(t, dirty)
         self.round += 1
-        self._auto_converge(t, dirty)
-        self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
+        if close_round:
+            self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
         self.expected_downtime_ms = self.remaining_bytes() / self.cfg.bandwidth * 1000
         return dirty
 
@@ -418,21 +423,18 @@ class Migration:
         self.t_stop_ns = t
         self.sim.message(f"switchover at {t / 1e6:,.1f} ms: {self.reason}")
         before_bytes = self.total_bytes
-        dirty = self.sync(t)
+        busy_before = max(self.busy_until_ns, t)
+        dirty = self.sync(t, close_round=False)
         for m in self.slots.values():
             if not m.tracked:
                 DL.set_all(m.bitmap, m.dest.size)
         pages = self.remaining_pages()
         self._send_pages(pages)
-        harvest_ns = self.busy_until_ns - t if self.busy_until_ns > t else 0
+        harvest_ns = max(self.busy_until_ns - busy_before, 0)
         send_ns = (self.total_bytes - before_bytes) / self.cfg.bandwidth * NS
         self.downtime_ns = harvest_ns + send_ns
         self.t_end_ns = int(t + self.downtime_ns)
-        self.rounds[-1]["dirty_pages"] = dirty
-        self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
-        self.acc.transferred_bytes = self.total_bytes - before_bytes
-        self.acc.pages_sent = pages
-        self._close_round(self.t_end_ns, 0)
+        self._close_round(self.t_end_ns, dirty)
         self.rounds[-1]["stop_and_copy"] = True
         self.phase = "done"
         self.outcome = "completed"

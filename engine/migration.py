@@ -348,7 +348,7 @@ class Migration:
 
     # -- rounds, auto-converge ----------------------------------------------------------------
 
-    def _close_round(self, t: int, dirty_pages: int) -> None:
+    def _close_round(self, t: int, dirty_pages: int, number: int | None = None) -> None:
         acc = self.acc
         if acc is None:
             return
@@ -361,7 +361,7 @@ class Migration:
         flush = {k: v for k, v in h.tlbi.items()}
         self.rounds.append(
             {
-                "round": self.round,
+                "round": self.round if number is None else number,
                 "t_start_ns": acc.t_start_ns,
                 "t_end_ns": t,
                 "transferred_bytes": acc.transferred_bytes,
@@ -424,6 +424,7 @@ class Migration:
         self.sim.message(f"switchover at {t / 1e6:,.1f} ms: {self.reason}")
         before_bytes = self.total_bytes
         busy_before = max(self.busy_until_ns, t)
+        number = self.round
         dirty = self.sync(t, close_round=False)
         for m in self.slots.values():
             if not m.tracked:
@@ -434,7 +435,7 @@ class Migration:
         send_ns = (self.total_bytes - before_bytes) / self.cfg.bandwidth * NS
         self.downtime_ns = harvest_ns + send_ns
         self.t_end_ns = int(t + self.downtime_ns)
-        self._close_round(self.t_end_ns, dirty)
+        self._close_round(self.t_end_ns, dirty, number)
         self.rounds[-1]["stop_and_copy"] = True
         self.phase = "done"
         self.outcome = "completed"
@@ -505,7 +506,7 @@ def _next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarra
     found = 0
     w = lo // 64
     w_end = (hi + 63) // 64
-    chunk = 1024
+    chunk = limit // 64 + 2  # enough when the bitmap is dense; grows while it is sparse
     while w < w_end and found < limit:
         block = words[w : min(w + chunk, w_end)]
         nz = np.flatnonzero(block)
@@ -519,5 +520,5 @@ def _next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarra
             out.append(pages[: limit - found])
             found += min(pages.size, limit - found)
         w += chunk
-        chunk = min(chunk * 4, 1 << 16)
+        chunk = min(chunk * 8, 1 << 16)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""DirtyLog Inspector: the PySide6 + pyqtgraph front end over the engine."""

@@ -270,45 +270,64 @@ class VM:
                 )
         # a page read first and then written takes a second fault (translation, then permission)
         read_then_write = idx[log & pages.written[idx] & ~pages.first_is_write[idx]]
-        self._count_faults(pages.vcpu_first[idx], res)
+        faulting = np.concatenate([idx[log], self._map_unlogged(pages, idx[~log], slots)])
+        self._count_faults(pages.vcpu_first[faulting], res)
         self._count_faults(pages.vcpu_write[read_then_write], res)
-        self.stats["translation_faults"] += int(idx.size)
+        self.stats["translation_faults"] += int(faulting.size)
         self.stats["permission_faults"] += int(read_then_write.size)
         self.pgt.tlbi["ipa"] += int(read_then_write.size)
         dirty = idx[log & pages.written[idx]]
         self._mark_dirty(pages, dirty, slots, res)
-        self._map_unlogged(pages, idx[~log], slots)
 
-    def _map_unlogged(self, pages: _Pages, idx: np.ndarray, slots: tuple[Memslot, ...]) -> None:
-        """Not logging: map the largest leaf the backing allows that fits inside the slot."""
+    def _map_unlogged(
+        self, pages: _Pages, idx: np.ndarray, slots: tuple[Memslot, ...]
+    ) -> np.ndarray:
+        """Not logging: map the largest leaf the backing allows that fits inside the slot.
+
+        Returns the pages that took the faults: one per leaf mapped (the first page touched
+        in it); the other pages of a new block find it mapped.
+        """
         if not idx.size:
-            return
+            return idx
         g = self.geom
         remaining = idx
+        faulting = []
+        backing = np.array([s.backing for s in slots], dtype=np.int64)
+        base = np.array([s.base_gfn for s in slots], dtype=np.int64)
+        end = np.array([s.end_gfn for s in slots], dtype=np.int64)
         for level in sorted(g.block_levels):
-            size = g.level_size(level)
-            npg = size >> self.page_shift
+            npg = g.level_size(level) >> self.page_shift
             sl = pages.sidx[remaining]
-            backing = np.array([s.backing for s in slots], dtype=np.int64)[sl]
-            base = np.array([s.base_gfn for s in slots], dtype=np.int64)[sl]
-            end = np.array([s.end_gfn for s in slots], dtype=np.int64)[sl]
             start = (pages.gfn[remaining] // npg) * npg
-            fits = (backing >= size) & (start >= base) & (start + npg <= end)
-            self._map_split_by_access(start[fits], pages.sidx[remaining][fits], slots, level)
+            fits = (backing[sl] >= npg << self.page_shift) & (start >= base[sl])
+            fits &= start + npg <= end[sl]
+            faulting.append(
+                self._map_leaves_for(remaining[fits], start[fits], sl[fits], pages, slots, level)
+            )
             remaining = remaining[~fits]
-        self._map_split_by_access(pages.gfn[remaining], pages.sidx[remaining], slots, 3)
+        faulting.append(
+            self._map_leaves_for(
+                remaining, pages.gfn[remaining], pages.sidx[remaining], pages, slots, 3
+            )
+        )
+        return np.concatenate(faulting)
 
-    def _map_split_by_access(self, gfn, sidx, slots, level: int) -> None:
-        """Map unique leaves, read-only in readonly slots."""
-        if not gfn.size:
-            return
-        ro = np.array([s.readonly for s in slots], dtype=bool)[sidx]
+    def _map_leaves_for(self, idx, leaf_gfn, sidx, pages: _Pages, slots, level: int) -> np.ndarray:
+        """Map each distinct leaf once (read-only in readonly slots); the earliest page faults."""
+        if not idx.size:
+            return idx
+        order = np.lexsort((pages.t_first[idx], leaf_gfn))
+        leaf_sorted = leaf_gfn[order]
+        first = _first_of_runs(leaf_sorted)
+        leaves, owners, owner_slots = leaf_sorted[first], idx[order][first], sidx[order][first]
+        ro = np.array([s.readonly for s in slots], dtype=bool)[owner_slots]
         for flag in (False, True):
-            sel = unique_fast(gfn[ro == flag])
+            sel = leaves[ro == flag]
             if sel.size:
                 self.pgt.map_leaves(sel << self.page_shift, level, writable=not flag)
                 if level < 3:
                     self.stats["block_maps"] += int(sel.size)
+        return owners
 
     def _permission_faults(self, pages, valid, level, pos, desc, logging, res) -> None:
         """Writes that found a valid leaf without S2AP W."""
@@ -410,6 +429,7 @@ class _Pages:
     vcpu_first: np.ndarray
     vcpu_write: np.ndarray  # vCPU of the first write (-1 if none)
     t_write: np.ndarray  # batch index of the first write
+    t_first: np.ndarray  # batch index of the first access
 
     @classmethod
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
@@ -430,6 +450,7 @@ class _Pages:
             vcpu_first=vcpu[first],
             vcpu_write=vcpu_write,
             t_write=np.where(written, t_write, -1),
+            t_first=first,
         )
 
 

@@ -173,7 +173,7 @@ def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
         bitmap[nz] = 0  # xchg(&bitmap[i], 0)
         snapshot = np.zeros_like(bitmap)
         snapshot[nz] = masks
-        op.pages = _popcount(masks)
+        op.pages = popcount(masks)
         if vm.tracking.mode != "dbm" and nz.size:
             protect(vm, st, nz * 64, masks, op)
             _flush_slot(vm, op)
@@ -206,7 +206,7 @@ def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.
         cleared = bitmap[w0 : w0 + nw] & mask  # atomic_long_fetch_andnot
         bitmap[w0 : w0 + nw] &= ~mask
         nz = np.flatnonzero(cleared)
-        op.pages = _popcount(cleared[nz])
+        op.pages = popcount(cleared[nz])
         if nz.size:
             protect(vm, st, (w0 + nz) * 64, cleared[nz], op)
             if vm.tracking.initially_set and vm.tracking.eager_split:
@@ -234,8 +234,29 @@ def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None
     op.counters.add(chosen.counters)
 
 
-def _popcount(words: np.ndarray) -> int:
-    return int(np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8)).sum())
+def _word_masks(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Word index and OR-ed bit mask per distinct word of sorted (or any) page offsets."""
+    pages = np.sort(np.asarray(pages, dtype=np.int64))
+    bits = U64(1) << (pages & 63).astype(U64)
+    words = pages >> 6
+    starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]]) if pages.size else pages
+    return words[starts], np.bitwise_or.reduceat(bits, starts) if pages.size else bits
+
+
+def set_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
+    """set_bit_le for many pages at once (duplicates allowed)."""
+    w, m = _word_masks(pages)
+    bitmap[w] |= m
+
+
+def clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
+    w, m = _word_masks(pages)
+    bitmap[w] &= ~m
+
+
+def popcount(words: np.ndarray) -> int:
+    """Set bits in an array of 64-bit words."""
+    return int(np.bitwise_count(np.asarray(words, dtype=np.uint64)).sum(dtype=np.int64))
 
 
 def bitmap_pages(words: np.ndarray) -> np.ndarray:
@@ -269,7 +290,7 @@ def scan_dbm(vm, st) -> OpStats:
                 dirty_pages.append(gfn[(gfn >= s.base_gfn) & (gfn < s.end_gfn)] - s.base_gfn)
         if dirty_pages:
             rel = np.concatenate(dirty_pages)
-            np.bitwise_or.at(st.bitmap, rel >> 6, U64(1) << (rel & 63).astype(U64))
+            set_bits(st.bitmap, rel)
             op.pages = int(rel.size)
             _flush_slot(vm, op)
     return op

@@ -84,6 +84,7 @@ class Migration:
         self.expected_downtime_ms = float(cfg.downtime_limit_ms)
         self.verification: dict[str, object] | None = None
         self.last_harvest: dict[int, np.ndarray] = {}
+        self._remaining: int | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -93,7 +94,10 @@ class Migration:
         return self.cfg.bandwidth * self.cfg.downtime_limit_ms / 1000.0
 
     def remaining_pages(self) -> int:
-        return sum(_popcount(m.bitmap) for m in self.slots.values())
+        """Pages still to send (kept as a count: recounting 16 M bits per tick is too slow)."""
+        if self._remaining is None:
+            self._remaining = sum(DL.popcount(m.bitmap) for m in self.slots.values())
+        return self._remaining
 
     def remaining_bytes(self) -> int:
         return self.remaining_pages() * self.page
@@ -143,9 +147,11 @@ class Migration:
             )
         last = np.full(s.npages, -1, dtype=np.int16) if self.track_last_sent else None
         self.slots[s.id] = SlotMig(bitmap, np.zeros(s.npages, dtype=np.uint32), last, None, tracked)
+        self._remaining = None
 
     def remove_slot(self, slot_id: int) -> None:
         self.slots.pop(slot_id, None)
+        self._remaining = None
         self.ring_pending.pop(slot_id, None)
 
     # -- one tick -----------------------------------------------------------------------------
@@ -210,6 +216,19 @@ class Migration:
         self.t_end_ns = t
         self.sim.message(f"migration {reason}; the guest keeps running on the source")
 
+    def quiet_ticks(self, t: int, tick: int) -> int:
+        """Ticks from ``t`` during which no harvest, switchover or limit can happen.
+
+        What is left to send falls by at most one tick's bandwidth per tick, so it cannot
+        reach the harvest threshold (QEMU: bandwidth × downtime limit; Xen: zero) sooner.
+        """
+        per_tick = int(self.cfg.bandwidth * tick / NS // self.page) + 2
+        floor = 0 if self.cfg.policy == "xen" else int(self.threshold_bytes // self.page)
+        ticks = (self.remaining_pages() - floor) // per_tick
+        deadline = self.t_start_ns + self.cfg.timeout_s * NS
+        ticks = min(ticks, int((deadline - t) // tick))
+        return max(1, ticks)
+
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, t0: int, t1: int) -> None:
@@ -255,6 +274,8 @@ class Migration:
         if self.vm.tracking.manual and m.clear_snapshot is not None:
             self._clear_before_send(sid, m, pages)
         self._clear_bits(m.bitmap, pages)
+        if self._remaining is not None:
+            self._remaining -= int(pages.size)
         m.dest[pages] = self.vm.slots[sid].version[pages]
         if m.last_sent is not None:
             m.last_sent[pages] = min(self.round, 32767)
@@ -268,7 +289,7 @@ class Migration:
 
     @staticmethod
     def _clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
-        np.bitwise_and.at(bitmap, pages >> 6, ~(U64(1) << (pages & 63).astype(U64)))
+        DL.clear_bits(bitmap, pages)
 
     def _clear_before_send(self, sid: int, m: SlotMig, pages: np.ndarray) -> None:
         """QEMU's clear_bmap: KVM_CLEAR_DIRTY_LOG a chunk the first time one of its pages goes."""
@@ -306,7 +327,8 @@ class Migration:
             if words is not None:
                 reported[sid] = words
                 m.bitmap |= words
-        dirty = sum(_popcount(w) for w in reported.values())
+        self._remaining = None
+        dirty = sum(DL.popcount(w) for w in reported.values())
         ops = _merge(self.vm.op_log[before:])
         cost = ops.model_ns(self.vm.costs)
         self.busy_until_ns = max(self.busy_until_ns, t) + int(cost)
@@ -333,7 +355,7 @@ class Migration:
             pend = self.ring_pending.pop(sid, [])
             if pend:
                 rel = np.concatenate(pend).astype(np.int64)
-                np.bitwise_or.at(words, rel >> 6, U64(1) << (rel & 63).astype(U64))
+                DL.set_bits(words, rel)
         snap, _ = DL.get_dirty_log(self.vm, sid)  # the backup bitmap in ring mode
         words |= snap
         if mode == "manual-clear":
@@ -429,6 +451,7 @@ class Migration:
         for m in self.slots.values():
             if not m.tracked:
                 DL.set_all(m.bitmap, m.dest.size)
+                self._remaining = None
         pages = self.remaining_pages()
         self._send_pages(pages)
         harvest_ns = max(self.busy_until_ns - busy_before, 0)
@@ -494,10 +517,6 @@ def _merge(ops: list[OpStats]) -> OpStats:
     for op in ops:
         total.add(op)
     return total
-
-
-def _popcount(words: np.ndarray) -> int:
-    return int(np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8)).sum())
 
 
 def _next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray:

@@ -193,8 +193,20 @@ class PageTable:
         """
         page = self.geom.granule
         backing = backing or page
-        for level, ipas in self._decompose(start, start + size, backing):
-            self.map_leaves(ipas, level, writable, extra)
+        self.reserve(self._tables_needed(start, size))
+        chunk = self.geom.level_size(max(self.geom.start_level, 1))
+        for lo in range(start, start + size, chunk):  # bounded temporaries for huge slots
+            hi = min(start + size, (lo // chunk + 1) * chunk)
+            for level, ipas in self._decompose(lo, hi, backing):
+                self.map_leaves(ipas, level, writable, extra)
+
+    def _tables_needed(self, start: int, size: int) -> int:
+        """An upper bound on the new tables a mapping of [start, start+size) allocates."""
+        g = self.geom
+        return sum(
+            (start + size - 1) // g.level_size(lv - 1) - start // g.level_size(lv - 1) + 1
+            for lv in range(g.start_level + 1, 4)
+        )
 
     def _decompose(self, start: int, end: int, backing: int) -> list[tuple[int, np.ndarray]]:
         """Split a range into sorted leaf IPAs per level: the largest allowed blocks first."""

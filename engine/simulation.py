@@ -10,6 +10,7 @@ Everything is seeded, so the same session gives the same rounds, bitmaps and des
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from types import MappingProxyType
@@ -30,6 +31,7 @@ from engine.vm import VM, Tracking
 from engine.workloads import Accesses, Region, Workload, make_workload
 
 NS_PER_MS = 1_000_000
+MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
 
 
@@ -160,24 +162,57 @@ class Simulation:
 
     def step_tick(self) -> None:
         """Advance one tick: events due, guest accesses, then migration."""
+        self.advance(1)
+
+    def advance(self, max_ticks: int = MAX_BATCH_TICKS) -> int:
+        """Advance up to ``max_ticks`` ticks at once where nothing can tell the difference.
+
+        Ticks are merged only while no event, migration start, harvest, switchover or limit
+        can fall inside them (the sender cannot bring what is left down to the threshold any
+        sooner), so every harvest still sees exactly the writes with t <= its time.  Manual
+        clear re-protects pages as it sends, so it always goes tick by tick.
+        """
         if self.finished:
-            return
-        t0, t1 = self.t_ns, self.t_ns + self.tick_ns
+            return 0
+        t0 = self.t_ns
         self._apply_due_events(t0)
         m = self.migration
         if m is not None and m.phase == "idle" and t0 >= self.cfg.migration.start_ms * NS_PER_MS:
             m.start(t0)
+        k = self._safe_ticks(max_ticks)
+        t1 = t0 + k * self.tick_ns
         if m is None or not m.guest_paused:
             self._run_guest(t0, t1)
         if m is not None:
             m.tick(t0, t1)
         self.t_ns = t1
-        self.tick += 1
+        self.tick += k
+        return k
+
+    def _safe_ticks(self, max_ticks: int) -> int:
+        """How many ticks from now can run as one batch without changing any result."""
+        if max_ticks <= 1:
+            return 1
+        tick = self.tick_ns
+        limit = max_ticks
+        if self.pending_events:
+            due = self.pending_events[0]["t_ms"] * NS_PER_MS
+            limit = min(limit, max(1, math.ceil((due - self.t_ns) / tick)))
+        m = self.migration
+        if m is None:
+            end = self.cfg.migration.timeout_s * 1e9
+            return max(1, min(limit, math.ceil((end - self.t_ns) / tick)))
+        if m.phase == "idle":
+            start = self.cfg.migration.start_ms * NS_PER_MS
+            return max(1, min(limit, math.ceil((start - self.t_ns) / tick)))
+        if m.phase != "iterating" or self.vm.tracking.manual:
+            return 1
+        return max(1, min(limit, m.quiet_ticks(self.t_ns, tick)))
 
     def run_for(self, sim_ns: int) -> None:
         end = self.t_ns + sim_ns
         while self.t_ns < end and not self.finished:
-            self.step_tick()
+            self.advance(max(1, min(MAX_BATCH_TICKS, (end - self.t_ns) // self.tick_ns)))
 
     def step_round(self) -> None:
         """Tick until the next harvest (a new round) or the end."""
@@ -185,7 +220,7 @@ class Simulation:
         start = m.round if m else 0
         limit = self.t_ns + int(self.cfg.migration.timeout_s * 1e9) + self.tick_ns
         while not self.finished and self.t_ns < limit:
-            self.step_tick()
+            self.advance()
             if m is not None and m.round != start:
                 return
 
@@ -199,7 +234,7 @@ class Simulation:
         """Run to the end; ``progress(sim)`` is called about every simulated 100 ms."""
         next_report = 0
         while not self.finished:
-            self.step_tick()
+            self.advance()
             if progress is not None and self.t_ns >= next_report:
                 progress(self)
                 next_report = self.t_ns + 100 * NS_PER_MS

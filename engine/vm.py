@@ -17,6 +17,7 @@ import numpy as np
 
 from engine import descriptor as D
 from engine.costs import CostModel
+from engine.dirtylog import set_bits
 from engine.dirtyring import DirtyRing, check_ring_size
 from engine.errors import ConfigError
 from engine.geometry import Geometry
@@ -371,7 +372,7 @@ class VM:
             rel = pages.gfn[idx[pages.sidx[idx] == i]] - slot.base_gfn
             bitmap = self.slots[slot.id].bitmap
             if bitmap is not None:
-                np.bitwise_or.at(bitmap, rel >> 6, U64(1) << (rel & 63).astype(U64))
+                set_bits(bitmap, rel)
 
     def _push_rings(self, pages: _Pages, idx: np.ndarray, slots) -> None:
         order = idx[np.argsort(pages.t_write[idx], kind="stable")]

@@ -352,7 +352,7 @@ def run_strategy(
 
     stats = ProtectStats(name, words=int(masks.size))
     if masks.size:
-        stats.pages = int(np.unpackbits(masks.astype("<u8").view(np.uint8)).sum())
+        stats.pages = int(np.bitwise_count(masks.astype(U64)).sum(dtype=np.int64))
         t0 = time.perf_counter_ns()
         PROTECT[name](pgt, base_gfn, offsets, masks, stats.counters)
         stats.wall_ns = time.perf_counter_ns() - t0

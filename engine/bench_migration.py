@@ -18,7 +18,7 @@ def realtime_session(npages: int) -> dict:
         "version": 2,
         "name": "bench-realtime",
         "seed": 1,
-        "geometry": {"granule": "4KiB", "ipa_bits": 40},
+        "geometry": {"granule": "4KiB", "ipa_bits": 44 if npages >= 1 << 28 else 40},
         "tracking": {"mode": "bitmap", "strategy": "range"},
         "vcpus": 4,
         "memslots": [

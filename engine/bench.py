@@ -73,7 +73,7 @@ def _copy_baseline(pool: np.ndarray, reps: int = 5) -> float:
 
 
 def _logged_vm(npages: int, strategy: str = "range", rmap: bool = False) -> VM:
-    vm = VM(Geometry(4096, 40), Tracking("bitmap", strategy, compare=rmap))
+    vm = VM(Geometry(4096, 40), Tracking("bitmap", strategy))
     vm.set_memslot(0, BASE, npages * 4096, 0, 4096, populate=True)
     return vm
 

@@ -14,6 +14,7 @@ not counted); a write is a store that changes the entry.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from engine import descriptor as D
 from engine.pgtable import PageTable, unique_fast
 
 U64 = np.uint64
-_CHUNK_ROWS = 1024  # rows per numpy pass: keeps temporaries in cache-sized pieces
+_CHUNK_ROWS = 512  # rows per numpy pass: keeps temporaries in cache-sized pieces
 
 
 class Visit(IntFlag):
@@ -244,15 +245,34 @@ class LeafBatch:
         return (d & U64(D.VALID | D.TYPE)) == want
 
     def _changes(self, d: np.ndarray, set_bits: int, clr_bits: int) -> np.ndarray:
+        if set_bits == 0 and clr_bits and clr_bits & (clr_bits - 1) == 0:
+            # the common case (write-protect): one bit to clear, two array passes
+            leaf = (D.VALID | D.TYPE) if self.level == 3 else D.VALID
+            probe = U64(D.VALID | D.TYPE | clr_bits)
+            return (d & probe) == U64(leaf | clr_bits)
         clr, setb = U64(clr_bits), U64(set_bits)
         return self._leaf_mask(d) & (((d & clr) != 0) | ((d & setb) != setb))
 
     def _apply_rows(self, rows: slice, set_bits: int, clr_bits: int) -> int:
         view = self.pgt.pool[rows]
+        if set_bits == 0 and clr_bits and clr_bits & (clr_bits - 1) == 0:
+            return self._clear_bit(view, clr_bits)
         changed = self._changes(view, set_bits, clr_bits)
         n = int(np.count_nonzero(changed))
         if n:
             np.copyto(view, (view & ~U64(clr_bits)) | U64(set_bits), where=changed)
+        return n
+
+    def _clear_bit(self, view: np.ndarray, clr_bits: int) -> int:
+        """Clear one bit (write-protect) on valid leaves, in two passes over cached buffers."""
+        leaf = (D.VALID | D.TYPE) if self.level == 3 else D.VALID
+        probe = U64(D.VALID | D.TYPE | clr_bits)
+        tmp, hit = scratch(view.shape)
+        np.bitwise_and(view, probe, out=tmp)
+        np.equal(tmp, U64(leaf | clr_bits), out=hit)
+        n = int(np.count_nonzero(hit))
+        if n:
+            np.bitwise_and(view, ~U64(clr_bits), out=view, where=hit)
         return n
 
     def _apply_positions(self, pos: np.ndarray, set_bits: int, clr_bits: int) -> int:
@@ -261,6 +281,21 @@ class LeafBatch:
         changed = self._changes(d, set_bits, clr_bits)
         flat[pos[changed]] = (d[changed] & ~U64(clr_bits)) | U64(set_bits)
         return int(np.count_nonzero(changed))
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-thread reused temporaries (a uint64 and a bool array) for passes over table rows:
+    allocating megabytes per chunk costs more than the work."""
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is None or len(cache) > 8:
+        cache = _SCRATCH.bufs = {}
+    bufs = cache.get(shape)
+    if bufs is None:
+        bufs = cache[shape] = (np.empty(shape, dtype=U64), np.empty(shape, dtype=bool))
+    return bufs
 
 
 def expand_runs(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -27,37 +27,35 @@ import numpy as np
 
 from engine import descriptor as D
 from engine.pgtable import PageTable, _first_of_runs
-from engine.walk import WalkCounters, expand_runs, set_clear_visitor, walk_bulk_spans
+from engine.walk import WalkCounters, expand_runs, scratch, set_clear_visitor, walk_bulk_spans
 
 U64 = np.uint64
-_BLOCK_WORDS = 4096  # words per numpy pass in the per-word fast path
+_BLOCK_WORDS = 1024
+_SPARSE_FACTOR = 8  # below 1 bit in 8, gathering the set bits beats a pass over whole chunks  # words per numpy pass in the per-word fast path
 STRATEGIES = ("range", "masked-skip", "visitor", "rmap")
 
 
 # -- bit helpers -----------------------------------------------------------------------------
 
 
-def _fls32(x: np.ndarray) -> np.ndarray:
-    """Index of the highest set bit of values < 2^32 (exact in float64); -1 for 0."""
-    out = np.full(x.shape, -1, dtype=np.int64)
-    nz = x != 0
-    out[nz] = np.floor(np.log2(x[nz].astype(np.float64))).astype(np.int64)
-    return out
+def _smear_down(m: np.ndarray) -> np.ndarray:
+    """Every bit at or below the highest set bit (0 for 0)."""
+    x = m.astype(U64, copy=True)
+    for shift in (1, 2, 4, 8, 16, 32):
+        x |= x >> U64(shift)
+    return x
 
 
 def fls64(m: np.ndarray) -> np.ndarray:
-    """__fls for uint64 words (highest set bit), vectorised without float rounding."""
-    m = m.astype(U64)
-    hi = (m >> U64(32)).astype(np.int64)
-    lo = (m & U64(0xFFFFFFFF)).astype(np.int64)
-    return np.where(hi != 0, 32 + _fls32(hi), _fls32(lo))
+    """__fls for uint64 words (index of the highest set bit; -1 for 0)."""
+    return np.bitwise_count(_smear_down(m)).astype(np.int64) - 1
 
 
 def ffs64(m: np.ndarray) -> np.ndarray:
-    """__ffs for uint64 words (lowest set bit)."""
+    """__ffs for uint64 words (index of the lowest set bit; -1 for 0)."""
     m = m.astype(U64)
     low = m & (~m + U64(1))
-    return fls64(low)
+    return np.where(m != 0, np.bitwise_count(low - U64(1)).astype(np.int64), -1)
 
 
 def bits_to_offsets(offsets: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,31 +161,30 @@ class _WordChunks:
     ) -> None:
         """Clear S2AP W on valid writable pages under ``masks``; count leaf reads.
 
-        Works through the words a block at a time so the temporaries stay in cache.
+        Works through the words a block at a time so the temporaries stay in cache; a block
+        whose words are mostly consecutive is changed in place over its whole span (missing
+        words count as empty masks) instead of being gathered and scattered.
         """
         chunks = pgt.pool.reshape(-1, 64)
-        rw_page = U64(D.VALID | D.TYPE | D.S2AP_W)
-        page = U64(D.VALID | D.TYPE)
         reads = writes = 0
+        if count_reads == "mask":
+            reads = int(np.bitwise_count(masks.astype(U64)).sum(dtype=np.int64))
         for lo in range(0, self.chunk.size, _BLOCK_WORDS):
             idx = self.chunk[lo : lo + _BLOCK_WORDS]
-            m = masks[lo : lo + _BLOCK_WORDS]
-            bits = np.unpackbits(
-                m.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
-            ).view(bool)
-            contiguous = idx[-1] - idx[0] + 1 == idx.size
-            sub = chunks[idx[0] : idx[-1] + 1] if contiguous else chunks[idx]
-            if count_reads == "mask":
-                reads += int(np.count_nonzero(bits))
-            elif count_reads == "mapped":  # rmap: only pages with a reverse-map entry are read
-                reads += int(np.count_nonzero(bits & ((sub & page) == page)))
-            change = bits & ((sub & rw_page) == rw_page)
-            n = int(np.count_nonzero(change))
-            if n:
-                np.bitwise_and(sub, ~U64(D.S2AP_W), out=sub, where=change)
-                if not contiguous:
-                    chunks[idx] = sub
-                writes += n
+            m = masks[lo : lo + _BLOCK_WORDS].astype(U64)
+            first = int(idx.min())
+            span = int(idx.max()) - first + 1
+            if span <= 2 * idx.size:
+                full = np.zeros(span, dtype=U64)
+                full[idx - first] = m  # one chunk per word: indices are distinct
+                sub = chunks[first : first + span]
+                r, w = _clear_w_under(sub, full, count_reads == "mapped")
+            else:
+                sub = chunks[idx]
+                r, w = _clear_w_under(sub, m, count_reads == "mapped")
+                chunks[idx] = sub
+            reads += r
+            writes += w
         counters.reads[3] += reads
         if writes:
             counters.writes[3] += writes
@@ -200,12 +197,31 @@ class _WordChunks:
         counters.tables_visited += walks * (4 - g.start_level)
 
 
+def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tuple[int, int]:
+    """On rows of 64 entries, clear S2AP W of valid writable pages whose mask bit is set.
+
+    Returns (valid pages under the masks, entries changed).
+    """
+    bits = np.unpackbits(masks.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little").view(bool)
+    tmp, change = scratch(sub.shape)
+    np.bitwise_and(sub, U64(D.VALID | D.TYPE | D.S2AP_W), out=tmp)
+    np.equal(tmp, U64(D.VALID | D.TYPE | D.S2AP_W), out=change)
+    change &= bits
+    mapped = 0
+    if count_mapped:  # rmap reads a leaf only where the reverse map has one
+        np.bitwise_and(tmp, U64(D.VALID | D.TYPE), out=tmp)
+        mapped = int(np.count_nonzero((tmp == U64(D.VALID | D.TYPE)) & bits))
+    n = int(np.count_nonzero(change))
+    if n:
+        np.bitwise_and(sub, ~U64(D.S2AP_W), out=sub, where=change)
+    return mapped, n
+
+
 def _span_masks(masks: np.ndarray) -> np.ndarray:
     """Every bit from the lowest to the highest set bit of each word ([ffs, fls])."""
-    lo, hi = ffs64(masks).astype(U64), fls64(masks).astype(U64)
-    upto_hi = np.where(hi == 63, ~U64(0), (U64(1) << (hi + U64(1))) - U64(1))
-    below_lo = (U64(1) << lo) - U64(1)
-    return upto_hi & ~below_lo
+    m = masks.astype(U64)
+    below_low = (m & (~m + U64(1))) - U64(1)
+    return _smear_down(m) & ~below_low
 
 
 # -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------

@@ -1,0 +1,127 @@
+"""Per-round timing graphs (pyqtgraph), one point per round.
+
+Modelled cost (counts × unit costs) and measured wall time never share an axis: each has its
+own plot whose axis label says which it is.  In compare mode every strategy gets a series.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+STRATEGY_COLOURS = {
+    "range": (31, 119, 180),
+    "masked-skip": (255, 127, 14),
+    "visitor": (44, 160, 44),
+    "rmap": (214, 39, 40),
+}
+
+PLOTS = (
+    ("walk_model", "harvest walk, modelled", "µs (modelled: counts × unit costs)"),
+    ("walk_wall", "harvest walk, measured", "µs (measured wall time)"),
+    ("pages", "pages per round", "pages"),
+    ("downtime", "expected downtime", "ms"),
+    ("throttle", "auto-converge throttle", "%"),
+    ("faults", "faults and TLB invalidations", "count"),
+)
+
+
+class TimingGraphs(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.glw = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.glw)
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
+        for i, (key, title, unit) in enumerate(PLOTS):
+            p = self.glw.addPlot(row=i // 2, col=i % 2, title=title)
+            p.setLabel("left", unit)
+            p.setLabel("bottom", "round")
+            p.addLegend(offset=(5, 5), labelTextSize="7pt")
+            p.showGrid(x=True, y=True, alpha=0.2)
+            self.plots[key] = p
+        self.downtime_limit = self.plots["downtime"].addLine(
+            y=300, pen=pg.mkPen("r", style=Qt.PenStyle.DashLine)
+        )
+        self.series: dict[str, dict[str, np.ndarray]] = {}
+        self.setToolTip(
+            "One point per round. Modelled = operation counts × the cost model; "
+            "measured = the engine's own wall time."
+        )
+
+    def _curve(self, plot: str, name: str, colour) -> pg.PlotDataItem:
+        key = (plot, name)
+        if key not in self.curves:
+            self.curves[key] = self.plots[plot].plot(
+                name=name,
+                pen=pg.mkPen(colour, width=1),
+                symbol="o",
+                symbolSize=4,
+                symbolBrush=colour,
+            )
+        return self.curves[key]
+
+    def set_downtime_limit(self, ms: float) -> None:
+        self.downtime_limit.setValue(ms)
+
+    def update_rounds(self, rounds: Sequence[Mapping[str, object]]) -> None:
+        """Rebuild the series from the rounds so far (cheap: one point per round)."""
+        self.series = series_from_rounds(rounds)
+        for name, values in self.series.items():
+            if name == "x":
+                continue
+            plot, label = name.split(":", 1)
+            colour = STRATEGY_COLOURS.get(label.split(" ")[0], _colour_for(label))
+            self._curve(plot, label, colour).setData(self.series["x"]["x"], values)
+
+    def export_csv(self, path: str) -> None:
+        keys = [k for k in self.series if k != "x"]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["round"] + keys)
+            xs = self.series.get("x", {}).get("x", np.zeros(0))
+            for i, x in enumerate(xs):
+                w.writerow([int(x)] + [float(self.series[k][i]) for k in keys])
+
+    def export_png(self, path: str) -> None:
+        self.glw.grab().save(path)
+
+
+def _colour_for(label: str):
+    palette = [
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ]
+    return palette[hash(label) % len(palette)]
+
+
+def series_from_rounds(rounds: Sequence[Mapping[str, object]]) -> dict:
+    """Columns of per-round values keyed ``plot:label`` (plus ``x`` for the round numbers)."""
+    out: dict = {"x": {"x": np.array([r["round"] for r in rounds], dtype=float)}}
+    strategies = sorted({s for r in rounds for s in r.get("walk_model_ns", {})})
+
+    def col(fn):
+        return np.array([fn(r) for r in rounds], dtype=float)
+
+    for s in strategies:
+        out[f"walk_model:{s}"] = col(lambda r, s=s: r.get("walk_model_ns", {}).get(s, np.nan) / 1e3)
+        out[f"walk_wall:{s}"] = col(lambda r, s=s: r.get("walk_wall_us", {}).get(s, np.nan))
+    out["pages:dirty harvested"] = col(lambda r: r["dirty_pages"])
+    out["pages:sent"] = col(lambda r: r.get("pages_sent", 0))
+    out["pages:remaining"] = col(lambda r: r["remaining_bytes"] / 4096)
+    out["downtime:expected downtime"] = col(lambda r: r["expected_downtime_ms"])
+    out["throttle:throttle"] = col(lambda r: r["throttle_pct"])
+    out["faults:faults"] = col(lambda r: r["faults"])
+    out["faults:TLBI"] = col(lambda r: sum(r.get("tlbi", {}).values()))
+    return out

@@ -1,0 +1,81 @@
+"""Per-page layers turned into the heat map's 8-bit image (no Qt: runs in the worker).
+
+The image is one cell per page, ``pages_per_row`` pages a row.  When the guest has more pages
+than the view has cells, consecutive pages are folded into one cell by ``max`` (a single hot or
+dirty page stays visible).  Values are mapped to 0..255 codes with fixed levels per mode, so
+colours never flicker between frames; the lookup tables live in ``app/heatmap.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("heat", "dirty", "prot", "last_sent", "version")
+MODE_LABELS = {
+    "heat": "write heat (decayed writes per page)",
+    "dirty": "dirty now (KVM log or still to send)",
+    "prot": "protection",
+    "last_sent": "round last sent",
+    "version": "version (writes so far)",
+}
+EMPTY = 0  # code for cells past the last page
+
+
+@dataclass(frozen=True)
+class HeatImage:
+    """What the GUI draws: codes, the geometry, and what one cell stands for."""
+
+    codes: np.ndarray  # uint8, rows × pages_per_row (row-major)
+    mode: str
+    pages_per_cell: int
+    pages_per_row: int  # cells per row
+    total_pages: int
+    scale: float  # value represented by code 255 (heat, version) or max round
+
+
+def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
+    """Max over consecutive groups of ``factor`` values (the last group may be short)."""
+    if factor <= 1:
+        return values
+    n = values.size
+    pad = (-n) % factor
+    if pad:
+        fill = np.full(pad, values.min() if n else 0, dtype=values.dtype)
+        values = np.concatenate([values, fill])
+    return values.reshape(-1, factor).max(axis=1)
+
+
+def to_codes(layer: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
+    """Map a layer's values to 1..255 (0 is reserved for 'no page')."""
+    if mode == "heat":
+        scale = max(float(layer.max()) if layer.size else 0.0, 4.0)
+        codes = 1 + np.clip(layer / scale * 254, 0, 254)
+        return codes.astype(np.uint8), scale
+    if mode == "dirty":
+        return (1 + (layer > 0) * 254).astype(np.uint8), 1.0
+    if mode == "prot":
+        return (1 + layer.astype(np.int64)).astype(np.uint8), 5.0
+    if mode == "last_sent":
+        top = max(int(layer.max()) if layer.size else 0, 1)
+        codes = np.where(layer < 0, 1, 2 + np.clip(layer, 0, top) * 253 // top)
+        return codes.astype(np.uint8), float(top)
+    if mode == "version":
+        logv = np.log2(layer.astype(np.float64) + 1)
+        scale = max(float(logv.max()) if layer.size else 0.0, 1.0)
+        return (1 + np.clip(logv / scale * 254, 0, 254)).astype(np.uint8), float(2**scale - 1)
+    raise ValueError(f"unknown heat-map mode {mode!r}")
+
+
+def render(layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int) -> HeatImage:
+    """The image for ``layer`` (one value per page) at no more than ``max_cells`` cells."""
+    total = int(layer.size)
+    factor = max(1, -(-total // max_cells))
+    codes, scale = to_codes(layer, mode)
+    folded = fold_max(codes, factor)
+    per_row = max(1, min(pages_per_row, folded.size or 1))
+    rows = max(1, -(-folded.size // per_row))
+    image = np.full(rows * per_row, EMPTY, dtype=np.uint8)
+    image[: folded.size] = folded
+    return HeatImage(image.reshape(rows, per_row), mode, factor, per_row, total, scale)

@@ -1,0 +1,200 @@
+"""``dirtylog-inspector [SESSION] [--run-rounds N --screenshot PATH --quit] [--bench]``.
+
+Before Qt starts, check that a window can be shown at all, and say in one sentence what to
+install when the xcb platform plugin cannot load, instead of Qt's wall of text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+XCB_PACKAGES = (
+    "libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 "
+    "libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 "
+    "libgl1 libfontconfig1 libdbus-1-3"
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="dirtylog-inspector",
+        description="The DirtyLog Inspector app: open a session (default: the bundled demo) "
+        "and watch the migration live.",
+    )
+    p.add_argument("session", nargs="?", help="session file (JSON); default: the bundled demo")
+    p.add_argument("--run-rounds", type=int, metavar="N", help="scripted: run N rounds")
+    p.add_argument("--screenshot", metavar="PATH", help="scripted: save a PNG of the window")
+    p.add_argument("--quit", action="store_true", help="scripted: exit when done")
+    p.add_argument(
+        "--mode", default=None, help="heat-map mode (heat, dirty, prot, last_sent, version)"
+    )
+    p.add_argument("--bench", action="store_true", help="measure figures 7 and 8, print JSON")
+    p.add_argument("--quick", action="store_true", help="with --bench: small sizes")
+    p.add_argument("--settings-dir", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def platform_problem() -> str | None:
+    """One sentence if Qt cannot show a window here, else None."""
+    if os.environ.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal")):
+        return None
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return (
+            "There is no display: run it under a virtual screen (xvfb-run make run) or "
+            "headless with QT_QPA_PLATFORM=offscreen."
+        )
+    probe = "from PySide6.QtWidgets import QApplication; QApplication([])"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode == 0:
+        return None
+    if "xcb" in out.stderr:
+        return (
+            f"Qt's xcb platform plugin cannot load: install its libraries "
+            f"(apt-get install {XCB_PACKAGES}) or run with QT_QPA_PLATFORM=offscreen."
+        )
+    return "Qt could not start: " + (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = platform_problem()
+    if problem:
+        print(f"dirtylog-inspector: {problem}", file=sys.stderr)
+        return 1
+    if args.bench:
+        from app.bench_app import run_app_bench
+
+        return run_app_bench(args.quick)
+    return run_app(args)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import DEMO, MainWindow
+    from engine.errors import DirtylogError
+    from engine.simulation import Simulation
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("dirtylog")
+    app.setApplicationName("inspector")
+    settings = _settings(args.settings_dir)
+    scripted = args.run_rounds is not None or args.screenshot or args.quit
+    path = Path(args.session) if args.session else DEMO
+    try:
+        sim = Simulation.from_file(path)
+    except DirtylogError as exc:
+        if scripted:
+            print(f"dirtylog-inspector: {path}: {exc}", file=sys.stderr)
+            return 2
+        sim, path = None, None
+        error = str(exc)
+    window = MainWindow(settings, None if scripted else _autosave_dir())
+    if sim is not None:
+        window.load_simulation(sim, path if args.session else None)
+    else:
+        window.new_session()
+        window.report(f"could not open {args.session}: {error}")
+    if args.mode:
+        idx = window.mode.findData(args.mode)
+        if idx >= 0:
+            window.mode.setCurrentIndex(idx)
+    window.show()
+    if scripted:
+        window.resize(1600, 1000)  # the offscreen screen is small; screenshots need room
+        code = _scripted(app, window, args, QTimer)
+    else:
+        _offer_recovery(window)
+        code = app.exec()
+    _teardown(app, window)
+    return code
+
+
+def _teardown(app, window) -> None:
+    """Delete the Qt objects while Qt is still alive: leaving them to the interpreter's final
+    garbage collection can crash PySide6 on the way out."""
+    import gc
+
+    window.close()
+    window.deleteLater()
+    app.processEvents()
+    del window
+    gc.collect()
+    app.processEvents()
+    if hasattr(app, "shutdown"):
+        app.shutdown()
+
+
+def _settings(directory: str | None):
+    from PySide6.QtCore import QSettings
+
+    if directory:
+        return QSettings(str(Path(directory) / "inspector.ini"), QSettings.Format.IniFormat)
+    return QSettings("dirtylog", "inspector")
+
+
+def _autosave_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(
+        os.environ.get("DIRTYLOG_DATA_DIR") or user_data_dir("dirtylog-inspector", "dirtylog")
+    )
+
+
+def _offer_recovery(window) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    auto = _autosave_dir() / "autosave.json"
+    if not auto.exists():
+        return
+    answer = QMessageBox.question(
+        window,
+        "Recover autosave?",
+        f"An autosaved session from an earlier run exists ({auto}). Open it?",
+    )
+    if answer == QMessageBox.StandardButton.Yes:
+        window.open_path(auto)
+
+
+def _scripted(app, window, args, QTimer) -> int:
+    """Run N rounds (or until the end), take the screenshot, quit."""
+    state = {"code": 0}
+    target = args.run_rounds or 0
+
+    def check(frame) -> None:
+        done = len(frame.snapshot.rounds) >= target or frame.finished
+        if done and not frame.running and not state.get("finishing"):
+            state["finishing"] = True  # (disconnecting inside the slot upsets PySide6)
+            QTimer.singleShot(100, finish)
+
+    def finish() -> None:
+        if args.screenshot:
+            if not window.grab().save(args.screenshot):
+                print(f"dirtylog-inspector: cannot write {args.screenshot}", file=sys.stderr)
+                state["code"] = 2
+        if args.quit:
+            window.close()
+            app.quit()
+
+    window.frame_shown.connect(check)
+    window.speed.setCurrentIndex(window.speed.count() - 1)
+    window.runner.req_rounds.emit(target)
+    app.exec()
+    return state["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The worker that runs the engine off the GUI thread.
+
+A parentless QObject moved to its own QThread (pyqtgraph's and napari's pattern).  While
+running it advances the simulation in slices of simulated time sized to the chosen speed and
+about 20 ms of work, and hands the GUI an immutable ``Frame`` (snapshot + heat-map image +
+what the last harvest touched) at most 30 times a second.  The GUI only ever sends requests
+through queued signals; it never calls into the simulation or waits for it.  Edits are applied
+between slices.  An engine exception pauses the run and is reported, never raised.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import (
+    QMetaObject,
+    QObject,
+    Qt,
+    QThread,
+    QTimer,
+    Signal,
+    Slot,
+)
+
+from app.heatmap_data import HeatImage, render
+from engine.errors import DirtylogError
+from engine.simulation import Simulation
+from engine.snapshot import Snapshot
+
+FRAME_INTERVAL_S = 1 / 30
+SLICE_BUDGET_S = 0.02
+MAX_TOUCHED = 200_000  # leaves highlighted in the tree after a harvest
+
+
+@dataclass(frozen=True)
+class Frame:
+    snapshot: Snapshot
+    image: HeatImage | None
+    touched: frozenset[int] = field(default_factory=frozenset)
+    running: bool = False
+    finished: bool = False
+
+
+class SimWorker(QObject):
+    frame = Signal(object)  # Frame
+    error = Signal(str)
+    edit_done = Signal(dict, str)  # event, "" on success or the engine's sentence
+    running_changed = Signal(bool)
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__()
+        self.sim = sim
+        self.running = False
+        self.speed = 1.0  # simulated seconds per wall second
+        self.mode = "heat"
+        self.pages_per_row = 1024
+        self.max_cells = 1 << 20
+        self._timer: QTimer | None = None
+        self._last_frame = 0.0
+        self._last_round = -1
+        self._touched: frozenset[int] = frozenset()
+        self._run_until_round: int | None = None
+
+    # -- lifecycle (in the worker thread) -----------------------------------------------------
+
+    @Slot()
+    def setup(self) -> None:
+        self._timer = QTimer(self)
+        self._timer.setInterval(5)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._emit(force=True)
+
+    @Slot()
+    def stop(self) -> None:
+        """In the worker thread: stop the loop and hand this object back to the GUI thread,
+        so nothing of it is left behind in a thread that is about to end."""
+        self.running = False
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.deleteLater()
+            self._timer = None
+        # (the worker object stays in its finished thread; it is deleted with the Runner)
+
+    # -- requests from the GUI ----------------------------------------------------------------
+
+    @Slot(bool)
+    def set_running(self, on: bool) -> None:
+        if on and self.sim.finished:
+            on = False
+        self.running = on
+        self._run_until_round = None
+        self.running_changed.emit(on)
+        self._emit(force=True)
+
+    @Slot(int)
+    def run_rounds(self, n: int) -> None:
+        """Run until ``n`` more rounds are closed (scripted mode), then pause."""
+        m = self.sim.migration
+        self._run_until_round = (len(m.rounds) if m else 0) + n
+        self.running = True
+        self.running_changed.emit(True)
+
+    @Slot()
+    def step_tick(self) -> None:
+        self._guarded(self.sim.step_tick)
+        self._emit(force=True)
+
+    @Slot()
+    def step_round(self) -> None:
+        self._guarded(self.sim.step_round)
+        self._emit(force=True)
+
+    @Slot(float)
+    def set_speed(self, speed: float) -> None:
+        self.speed = max(1e-3, float(speed))
+
+    @Slot(str, int)
+    def set_view(self, mode: str, pages_per_row: int) -> None:
+        self.mode = mode
+        self.pages_per_row = max(16, int(pages_per_row))
+        self._emit(force=True)
+
+    @Slot(dict)
+    def apply_edit(self, event: dict[str, Any]) -> None:
+        try:
+            self.sim.apply_edit(event)
+        except DirtylogError as exc:
+            self.edit_done.emit(event, str(exc))
+        except Exception as exc:  # an engine bug: report it, keep the app alive
+            self.edit_done.emit(event, f"internal error: {exc}")
+            self.error.emit(traceback.format_exc())
+        else:
+            self.edit_done.emit(event, "")
+        self._emit(force=True)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.running:
+            budget_end = time.perf_counter() + SLICE_BUDGET_S
+            target = self.sim.t_ns + int(self.speed * SLICE_BUDGET_S * 1e9)
+            while self.running and self.sim.t_ns < target and time.perf_counter() < budget_end:
+                if not self._guarded(lambda: self.sim.advance(self._max_ticks(target))):
+                    break
+                if self._reached_round_goal():
+                    break
+            if self.sim.finished or self._reached_round_goal():
+                self.running = False
+                self._run_until_round = None
+                self.running_changed.emit(False)
+                self._emit(force=True)
+                return
+        self._emit()
+
+    def _max_ticks(self, target: int) -> int:
+        return max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns))
+
+    def _reached_round_goal(self) -> bool:
+        if self._run_until_round is None:
+            return False
+        m = self.sim.migration
+        return m is None or len(m.rounds) >= self._run_until_round or self.sim.finished
+
+    def _guarded(self, fn) -> bool:
+        try:
+            fn()
+            return True
+        except Exception:
+            self.running = False
+            self.running_changed.emit(False)
+            self.error.emit(traceback.format_exc())
+            return False
+
+    def _emit(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_frame < FRAME_INTERVAL_S:
+            return
+        self._last_frame = now
+        try:
+            snap = self.sim.snapshot([self.mode])
+            layer = snap.layers.get(self.mode)
+            image = (
+                None
+                if layer is None
+                else render(layer, self.mode, self.pages_per_row, self.max_cells)
+            )
+            self._update_touched()
+            self.frame.emit(Frame(snap, image, self._touched, self.running, self.sim.finished))
+        except Exception:
+            self.running = False
+            self.error.emit(traceback.format_exc())
+
+    def _update_touched(self) -> None:
+        """Leaf positions of the pages the last harvest reported (for the tree's highlight)."""
+        m = self.sim.migration
+        if m is None or m.round == self._last_round:
+            return
+        self._last_round = m.round
+        gfns = []
+        for sid, words in m.last_harvest.items():
+            st = self.sim.vm.slots.get(sid)
+            if st is None:
+                continue
+            bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+            gfns.append(np.flatnonzero(bits)[:MAX_TOUCHED] + st.slot.base_gfn)
+        if not gfns:
+            self._touched = frozenset()
+            return
+        g = np.concatenate(gfns)[:MAX_TOUCHED]
+        _, pos, _ = self.sim.pgt.lookup(g << self.sim.vm.page_shift)
+        self._touched = frozenset(pos.tolist())
+
+
+class Runner(QObject):
+    """GUI-side handle: owns the thread, forwards requests as queued signals."""
+
+    req_running = Signal(bool)
+    req_step_tick = Signal()
+    req_step_round = Signal()
+    req_speed = Signal(float)
+    req_view = Signal(str, int)
+    req_edit = Signal(dict)
+    req_rounds = Signal(int)
+
+    def __init__(self, sim: Simulation, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.sim = sim
+        self.thread = QThread()
+        self.worker = SimWorker(sim)
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.setup)
+        self.req_running.connect(self.worker.set_running)
+        self.req_step_tick.connect(self.worker.step_tick)
+        self.req_step_round.connect(self.worker.step_round)
+        self.req_speed.connect(self.worker.set_speed)
+        self.req_view.connect(self.worker.set_view)
+        self.req_edit.connect(self.worker.apply_edit)
+        self.req_rounds.connect(self.worker.run_rounds)
+        self.thread.start()
+
+    def shutdown(self) -> None:
+        """Stop the loop and join the thread (called on close and before a reset)."""
+        if not self.thread.isRunning():
+            return
+        QMetaObject.invokeMethod(self.worker, "stop", Qt.ConnectionType.BlockingQueuedConnection)
+        self.thread.quit()
+        self.thread.wait(5000)

@@ -181,10 +181,9 @@ def _scripted(app, window, args, QTimer) -> int:
             QTimer.singleShot(100, finish)
 
     def finish() -> None:
-        if args.screenshot:
-            if not window.grab().save(args.screenshot):
-                print(f"dirtylog-inspector: cannot write {args.screenshot}", file=sys.stderr)
-                state["code"] = 2
+        if args.screenshot and not window.grab().save(args.screenshot):
+            print(f"dirtylog-inspector: cannot write {args.screenshot}", file=sys.stderr)
+            state["code"] = 2
         if args.quit:
             window.close()
             app.quit()

@@ -635,7 +635,8 @@ class MainWindow(QMainWindow):
             self,
             "Keyboard shortcuts",
             (
-                "Space — start / pause\nN — step one tick\nR — step one round (to the next harvest)\n"
+                "Space — start / pause\nN — step one tick\n"
+                "R — step one round (to the next harvest)\n"
                 "Ctrl+R — reset\nCtrl+O — open\nCtrl+S — save\nCtrl+Shift+S — save as\n"
                 "Ctrl+Q — quit\nF1 — this list\nMouse wheel on the heat map — zoom; drag — pan"
             ),

@@ -124,7 +124,8 @@ def _validated(name: str, t: np.ndarray, ipa: np.ndarray, vcpu, row_offset: int)
             i = int(dec[0]) + 1
             raise ConfigError(
                 where(i),
-                f"t_ns {int(t[i])} is before the previous row's {int(t[i - 1])}; times must not decrease",
+                f"t_ns {int(t[i])} is before the previous row's {int(t[i - 1])}; "
+                "times must not decrease",
             )
     return Trace(t, ipa, None if vcpu is None else np.asarray(vcpu, dtype=np.int32))
 

@@ -291,6 +291,7 @@ class MainWindow(QMainWindow):
         self.tree.setColumnWidth(0, 150)
         self.tree.setColumnWidth(1, 230)
         self._rounds_drawn = -1
+        self._messages_seen = 0
         self.rounds.setRowCount(0)
         self.messages.clear()
         self.settings_editor.load(sim.session)
@@ -471,10 +472,11 @@ class MainWindow(QMainWindow):
             self.model.refresh(frame.touched)
             self.tree.viewport().update()
         self._status(snap, frame)
-        text = "\n".join(snap.messages)
-        if text != self.messages.toPlainText():
-            self.messages.setPlainText(text)
-            self.messages.verticalScrollBar().setValue(self.messages.verticalScrollBar().maximum())
+        new = snap.messages_total - self._messages_seen
+        if new > 0:
+            for line in snap.messages[-min(new, len(snap.messages)) :]:
+                self.messages.appendPlainText(line)
+            self._messages_seen = snap.messages_total
         self.start_btn.setText(
             "Pause" if frame.running else ("Done" if frame.finished else "Start")
         )

@@ -505,6 +505,7 @@ class Simulation:
             rounds=tuple(MappingProxyType(dict(r)) for r in (m.rounds if m else [])),
             layers=MappingProxyType(out),
             messages=tuple(self.messages[-200:]),
+            messages_total=len(self.messages),
         )
 
     def layer(self, name: str) -> np.ndarray:

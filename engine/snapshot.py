@@ -58,7 +58,8 @@ class Snapshot:
     slots: tuple[SlotView, ...]
     rounds: tuple[Mapping[str, object], ...]
     layers: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
-    messages: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()  # the most recent messages
+    messages_total: int = 0  # messages since the start (to append only the new ones)
 
     @property
     def total_pages(self) -> int:

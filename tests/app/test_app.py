@@ -1,0 +1,295 @@
+"""The inspector, offscreen: rounds and graphs, heat-map pixels, the lazy tree, editors,
+run controls, errors, threads, scripted screenshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from app.heatmap_data import fold_max, render  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from app.tree_model import PageTableModel  # noqa: E402
+from engine.geometry import Geometry  # noqa: E402
+from engine.pgtable import PageTable  # noqa: E402
+from engine.simulation import Simulation  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_session(**over):
+    s = {
+        "format": "dirtylog-session",
+        "version": 2,
+        "name": "app-test",
+        "seed": 3,
+        "geometry": {"granule": "4KiB", "ipa_bits": 40},
+        "vcpus": 2,
+        "memslots": [
+            {
+                "id": 0,
+                "name": "ram",
+                "base": "0x40000000",
+                "size": "32MiB",
+                "flags": ["log_dirty"],
+                "backing": "4KiB",
+            }
+        ],
+        "workloads": [
+            {
+                "name": "hot",
+                "kind": "hotcold",
+                "vcpu": 0,
+                "slot": 0,
+                "rate": "20000 pages/s",
+                "hot_fraction": 0.01,
+                "hot_share": 1.0,
+            }
+        ],
+        "migration": {"policy": "qemu", "bandwidth": "256Mbit/s", "timeout_s": 60},
+    }
+    s.update(over)
+    return s
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings, tmp_path / "autosave")
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.close()
+    assert w.runner is None or not w.runner.thread.isRunning()
+
+
+def load(window, data):
+    window.load_simulation(Simulation.from_dict(data), None)
+    window.speed.setCurrentIndex(window.speed.count() - 1)
+
+
+def wait_rounds(qtbot, window, n, timeout=60_000):
+    window.runner.req_rounds.emit(n)
+    qtbot.waitUntil(
+        lambda: (
+            window.last_frame is not None
+            and not window.last_frame.running
+            and len(window.last_frame.snapshot.rounds) >= n
+        ),
+        timeout=timeout,
+    )
+
+
+def test_rounds_table_and_graphs_have_one_point_per_round(qtbot, window):
+    load(window, small_session())
+    wait_rounds(qtbot, window, 3)
+    n = len(window.last_frame.snapshot.rounds)
+    assert n >= 3
+    assert window.rounds.rowCount() == n
+    assert window.rounds.item(0, 0).text() == "1"
+    for key in ("pages:dirty harvested", "downtime:expected downtime", "faults:faults"):
+        assert window.graphs.series[key].size == n
+    curve = window.graphs.curves[("pages", "dirty harvested")]
+    assert len(curve.getData()[0]) == n
+    # modelled and measured walks are separate plots with their units on the axis
+    assert "modelled" in window.graphs.plots["walk_model"].getAxis("left").labelText
+    assert "measured" in window.graphs.plots["walk_wall"].getAxis("left").labelText
+
+
+def test_heat_map_pixels_hot_and_cold(qtbot, window):
+    load(window, small_session(migration={"policy": "qemu", "start_ms": 10_000}))
+    window.runner.req_speed.emit(1e6)
+    window.runner.req_running.emit(True)
+    qtbot.waitUntil(
+        lambda: window.last_frame is not None and window.last_frame.snapshot.t_ns > 400e6,
+        timeout=30_000,
+    )
+    window.runner.req_running.emit(False)
+    qtbot.waitUntil(lambda: not window.last_frame.running, timeout=10_000)
+    img = window.heatmap.image
+    assert img.mode == "heat" and img.pages_per_cell == 1
+    qimage = window.heatmap.image_item.qimage
+    if qimage is None:
+        window.heatmap.image_item.render()
+        qimage = window.heatmap.image_item.qimage
+    # hot set: the first 1 % of the slot (81 pages); cold: the rest, never written
+    hot = qimage.pixelColor(5, 0)
+    cold = qimage.pixelColor(300, 10)
+    assert hot.red() > 150 and hot.red() > cold.red() + 100
+    assert cold.red() < 20 and cold.green() < 20 and cold.blue() < 40
+
+
+def test_fold_max_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 255, 1003).astype(np.uint8)
+    for k in (1, 2, 7, 64):
+        expected = [max(values[i : i + k]) for i in range(0, values.size, k)]
+        assert fold_max(values, k).tolist() == expected
+    img = render(np.arange(5000, dtype=np.float32), "heat", 64, 1000)
+    assert img.pages_per_cell == 5 and img.codes.shape == (16, 64)
+
+
+def test_tree_model_is_valid_and_lazy(qtmodeltester):
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(0x40000000, 8 << 20, 4096)
+    pgt.map_range(0x80000000, 4 << 20, 2 << 20)
+    model = PageTableModel(pgt)
+    qtmodeltester.check(model)
+
+
+def test_tree_stays_lazy_with_16m_leaves():
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(0x40000000, 64 << 30, 4096)
+    model = PageTableModel(pgt)
+    idx = model.index_for_ipa(0x40000000 + (1 << 35) + 0x5000)
+    assert model.data(model.index(idx.row(), 2, idx.parent())) == "page"
+    # only batches along one path were made visible
+    assert sum(model._fetched.values()) <= 3 * 512
+
+
+def test_go_to_ipa_selects_the_leaf(qtbot, window):
+    load(window, small_session())
+    ipa = 0x40000000 + 77 * 4096
+    window.goto.setText(hex(ipa))
+    window._goto_entered()
+    idx = window.tree.currentIndex()
+    _, pos, _ = window.sim.pgt.lookup(np.array([ipa]))
+    assert (int(idx.internalId()) >> 1) - 1 == int(pos[0])
+    assert window.model.data(window.model.index(idx.row(), 1, idx.parent())).startswith(hex(ipa))
+
+
+def test_overlapping_memslot_shows_eexist_and_the_run_goes_on(qtbot, window):
+    load(window, small_session(migration={"policy": "qemu", "start_ms": 1e6, "timeout_s": 60}))
+    window.runner.req_speed.emit(1.0)
+    window.runner.req_running.emit(True)
+    ed = window.memslots
+    ed.f_id.setText("7")
+    ed.f_base.setText("0x40100000")
+    ed.f_size.setText("1MiB")
+    ed._add()
+    qtbot.waitUntil(lambda: "EEXIST" in ed.status.text(), timeout=10_000)
+    assert "overlaps slot 0" in ed.status.text()
+    assert 7 not in window.sim.vm.slots
+    t = window.last_frame.snapshot.t_ns
+    qtbot.waitUntil(lambda: window.last_frame.snapshot.t_ns > t, timeout=10_000)
+    assert "EEXIST" in window.messages.toPlainText()
+
+
+def test_pause_and_resume(qtbot, window):
+    load(window, small_session())
+    window.runner.req_speed.emit(0.5)
+    qtbot.waitUntil(lambda: window.last_frame is not None, timeout=5_000)
+    window.toggle_run()
+    qtbot.waitUntil(lambda: window.last_frame.running, timeout=5_000)
+    qtbot.waitUntil(lambda: window.last_frame.snapshot.t_ns > 0, timeout=5_000)
+    window.toggle_run()
+    qtbot.waitUntil(lambda: not window.last_frame.running, timeout=5_000)
+    t = window.sim.t_ns
+    qtbot.wait(300)
+    assert window.sim.t_ns == t
+    window.toggle_run()
+    qtbot.waitUntil(lambda: window.sim.t_ns > t, timeout=5_000)
+
+
+def test_engine_exception_is_shown_not_raised(qtbot, window):
+    load(window, small_session())
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated engine failure")
+
+    window.sim.advance = broken
+    window.runner.req_running.emit(True)
+    qtbot.waitUntil(
+        lambda: "simulated engine failure" in window.messages.toPlainText(), timeout=5_000
+    )
+    qtbot.waitUntil(lambda: window.start_btn.text() == "Start", timeout=5_000)
+    assert window.runner.thread.isRunning()  # the worker survives, paused
+
+
+def test_save_records_live_edits_and_reopens(qtbot, window, tmp_path):
+    load(window, small_session())
+    window.send_edit({"action": "set_workload", "workload": "hot", "rate": "1000 pages/s"})
+    qtbot.waitUntil(lambda: "applied" in window.workloads.status.text(), timeout=5_000)
+    path = tmp_path / "s.json"
+    window._save_to(path)
+    data = json.loads(path.read_text())
+    assert data["events"][0]["action"] == "set_workload"
+    assert data["view"]["mode"] == "heat"
+    assert window.open_path(path)
+
+
+def test_bad_session_is_refused_and_the_app_keeps_running(qtbot, window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    load(window, small_session())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "dirtylog-session", "version": 1, "vcpus": 0}')
+    assert not window.open_path(bad)
+    assert "vcpus" in window.messages.toPlainText()
+    assert window.runner.thread.isRunning()
+
+
+def test_scripted_screenshot(tmp_path):
+    shot = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    session = tmp_path / "s.json"
+    session.write_text(json.dumps(small_session()))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.launch",
+            str(session),
+            "--run-rounds",
+            "2",
+            "--screenshot",
+            str(shot),
+            "--quit",
+            "--settings-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scripted_mode_refuses_a_bad_session(tmp_path):
+    session = tmp_path / "s.json"
+    session.write_text("{not json")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.launch",
+            str(session),
+            "--run-rounds",
+            "1",
+            "--quit",
+            "--settings-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "not valid JSON" in out.stderr and "Traceback" not in out.stderr

@@ -39,7 +39,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from engine.units import parse_size
 
     geom = Geometry(parse_granule(args.granule, "--granule"), args.ipa_bits)
-    backing = parse_size(args.backing, "--backing")
+    backing = parse_size(args.backing, "--backing") if args.backing else geom.granule
     geom.leaf_level_for(backing)
     pgt = PageTable(geom)
     for text in args.map or []:
@@ -110,9 +110,10 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backing",
-        default="4K",
+        default=None,
         help="backing page size: the page size, or a block size (2M/1G with 4K, 32M with 16K, "
-        "512M with 64K); blocks are used where the range is aligned (default 4K)",
+        "512M with 64K); blocks are used where the range is aligned "
+        "(default: the granule's page size)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tables)

@@ -356,15 +356,19 @@ class PageTable:
         touched: list[np.ndarray] = []
         for batch in leaf_batches(self, start, end):
             pos = batch.positions()
+            # only entries whose whole region is inside the range go; tables that straddle
+            # an edge are descended by the walk
+            first = self.entry_ipa(pos)
+            pos = pos[(first >= start) & (first + self.geom.level_size(batch.level) <= end)]
             desc = self.flat[pos]
-            valid = D.is_valid(desc)
             if batch.level < 3:
                 tabs = D.is_table(desc, batch.level)
                 if tabs.any():
                     removed += self._free_subtrees(self.table_of(desc[tabs]))
                     self.tlbi["range"] += int(tabs.sum())
-            removed += int((valid & D.is_leaf(desc, batch.level)).sum())
-            self._rmap_clear_positions(pos[valid & D.is_leaf(desc, batch.level)], batch.level)
+            leaves = D.is_leaf(desc, batch.level)
+            removed += int(leaves.sum())
+            self._rmap_clear_positions(pos[leaves], batch.level)
             self.flat[pos] = 0
             touched.append(unique_fast(batch.tables))
         if touched:

@@ -37,14 +37,10 @@ class HeatImage:
 
 def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
     """Max over consecutive groups of ``factor`` values (the last group may be short)."""
-    if factor <= 1:
+    if factor <= 1 or values.size == 0:
         return values
-    n = values.size
-    pad = (-n) % factor
-    if pad:
-        fill = np.full(pad, values.min() if n else 0, dtype=values.dtype)
-        values = np.concatenate([values, fill])
-    return values.reshape(-1, factor).max(axis=1)
+    # reduceat is about twice as fast as reshape(-1, k).max(axis=1) for small k
+    return np.maximum.reduceat(values, np.arange(0, values.size, factor))
 
 
 def to_codes(layer: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
@@ -72,8 +68,9 @@ def render(layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int) -> 
     """The image for ``layer`` (one value per page) at no more than ``max_cells`` cells."""
     total = int(layer.size)
     factor = max(1, -(-total // max_cells))
-    codes, scale = to_codes(layer, mode)
-    folded = fold_max(codes, factor)
+    # fold first (every mode's coding is monotonic, so max commutes with it): the coding
+    # then runs on the cells, not on millions of pages
+    folded, scale = to_codes(fold_max(layer, factor), mode)
     per_row = max(1, min(pages_per_row, folded.size or 1))
     rows = max(1, -(-folded.size // per_row))
     image = np.full(rows * per_row, EMPTY, dtype=np.uint8)

@@ -1,0 +1,31 @@
+"""``dirtylog bench --quick`` runs and reports every figure (the goals are checked by the
+full benchmark, not here: these machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_reports_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert {"python", "numpy", "cpus"} <= set(data["machine"])
+    figures = {f["id"]: f for f in data["figures"]}
+    assert sorted(figures) == list(range(1, 9))
+    for f in figures.values():
+        assert isinstance(f["value"], (int, float)), f
+        assert f["goal"] and f["unit"] and isinstance(f["met"], bool)
+    for i in range(1, 9):
+        assert f"{i}. " in proc.stdout

@@ -44,9 +44,11 @@ class TimingGraphs(QWidget):
             p = self.glw.addPlot(row=i // 2, col=i % 2, title=title)
             p.setLabel("left", unit)
             p.setLabel("bottom", "round")
-            p.addLegend(offset=(5, 5), labelTextSize="7pt")
+            p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             p.showGrid(x=True, y=True, alpha=0.2)
             self.plots[key] = p
+        self.plots["throttle"].setYRange(0, 100)
+        self.plots["throttle"].enableAutoRange(axis="y", enable=False)
         self.downtime_limit = self.plots["downtime"].addLine(
             y=300, pen=pg.mkPen("r", style=Qt.PenStyle.DashLine)
         )

@@ -101,7 +101,7 @@ class HeatMap(QWidget):
         label = MODE_LABELS[img.mode]
         if img.mode == "prot":
             names = ", ".join(
-                f"<span style='color:rgb{tuple(_lut('prot')[1 + i])}'>■</span> {n}"
+                f"<span style='color:rgb{tuple(int(c) for c in _lut('prot')[1 + i])}'>■</span> {n}"
                 for i, n in enumerate(PROT_NAMES)
             )
             return f"<b>{label}</b>: {names}{fold}"

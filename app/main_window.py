@@ -172,7 +172,7 @@ class MainWindow(QMainWindow):
         self.mode.currentIndexChanged.connect(self._view_changed)
         self.per_row = QSpinBox()
         self.per_row.setRange(16, 8192)
-        self.per_row.setValue(512)
+        self.per_row.setValue(1024)
         self.per_row.setSingleStep(64)
         self.per_row.setToolTip("Cells per heat-map row")
         self.per_row.valueChanged.connect(self._view_changed)

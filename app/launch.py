@@ -58,6 +58,12 @@ def platform_problem() -> str | None:
         return None
     if out.returncode == 0:
         return None
+    if "could not connect to display" in out.stderr:
+        display = os.environ.get("DISPLAY", "")
+        return (
+            f"cannot connect to the X display {display!r}: start an X server (or use "
+            "xvfb-run make run), or run headless with QT_QPA_PLATFORM=offscreen."
+        )
     if "xcb" in out.stderr:
         return (
             f"Qt's xcb platform plugin cannot load: install its libraries "

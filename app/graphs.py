@@ -95,6 +95,22 @@ class TimingGraphs(QWidget):
     def export_png(self, path: str) -> None:
         self.glw.grab().save(path)
 
+    def export_svg(self, path: str) -> None:
+        """Vector export through Qt's SVG painter (pyqtgraph's own exporter trips over the
+        symbols of a whole layout)."""
+        from PySide6.QtCore import QRect, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        gen = QSvgGenerator()
+        gen.setFileName(path)
+        gen.setSize(QSize(self.glw.width(), self.glw.height()))
+        gen.setViewBox(QRect(0, 0, self.glw.width(), self.glw.height()))
+        gen.setTitle("DirtyLog Inspector timing graphs")
+        painter = QPainter(gen)
+        self.glw.render(painter)
+        painter.end()
+
 
 def _colour_for(label: str):
     palette = [

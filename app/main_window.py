@@ -249,6 +249,7 @@ class MainWindow(QMainWindow):
         self._action(ex, "Rounds as CSV…", lambda: self.export("rounds-csv"))
         self._action(ex, "Rounds as JSON…", lambda: self.export("rounds-json"))
         self._action(ex, "Graphs as PNG…", lambda: self.export("graphs-png"))
+        self._action(ex, "Graphs as SVG…", lambda: self.export("graphs-svg"))
         self._action(ex, "Graphs as CSV…", lambda: self.export("graphs-csv"))
         self._action(ex, "Last harvest's bitmaps (KVM .bin)…", lambda: self.export("bitmap"))
         self._action(ex, "Screenshot of the window…", lambda: self.export("screenshot"))
@@ -608,6 +609,8 @@ class MainWindow(QMainWindow):
                 self.graphs.export_png(path)
             elif what == "graphs-csv":
                 self.graphs.export_csv(path)
+            elif what == "graphs-svg":
+                self.graphs.export_svg(path)
             elif what == "screenshot":
                 self.grab().save(path)
             self.report(f"exported {path}")

@@ -35,10 +35,52 @@ MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
 
 
+BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest memory
+
+
+def estimate_bytes(cfg: SessionCfg, track_last_sent: bool = True) -> int:
+    """Memory a session's run needs: per guest page, its leaf descriptor (8 B), source and
+    destination versions (4 + 4 B), the KVM and migration bitmaps, and what the options add."""
+    pages = sum(m.size // cfg.geometry.granule for m in cfg.memslots)
+    per_page = 8 + 4 + 4 + 0.5
+    if track_last_sent:
+        per_page += 2
+    if cfg.tracking.strategy == "rmap" or cfg.tracking.compare:
+        per_page += 8  # the reverse map
+    if cfg.tracking.compare:
+        per_page += 8  # a scratch copy of the tables per compared strategy
+    return int(BASE_BYTES + pages * per_page)
+
+
+def available_bytes() -> int | None:
+    """MemAvailable on Linux (what can be had without swapping), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(cfg: SessionCfg, track_last_sent: bool = True) -> None:
+    """Refuse, before allocating anything, a session this machine cannot hold."""
+    need, have = estimate_bytes(cfg, track_last_sent), available_bytes()
+    if have is not None and need > have:
+        pages = sum(m.size // cfg.geometry.granule for m in cfg.memslots)
+        raise ConfigError(
+            "memslots",
+            f"this session needs about {need / 2**30:.1f} GiB ({pages:,} guest pages) but only "
+            f"{have / 2**30:.1f} GiB is available on this machine",
+        )
+
+
 class Simulation:
     """Runs one session; the app drives it from a worker thread, the CLI from a loop."""
 
     def __init__(self, cfg: SessionCfg, base_dir: Path | None = None, track_last_sent: bool = True):
+        check_memory(cfg, track_last_sent)
         self.cfg = cfg
         self.session: dict[str, Any] = cfg.model_dump(mode="json")
         self.base_dir = base_dir

@@ -437,3 +437,19 @@ def test_malformed_trace_names_the_line(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="w.csv: line 3.*must not decrease"):
         Simulation.from_file(tmp_path / "s.json")
+
+
+def test_a_session_too_large_for_the_machine_is_refused_before_allocating():
+    import resource
+
+    data = session(
+        geometry={"granule": "4KiB", "ipa_bits": 48},
+        memslots=[{"id": 0, "base": "0x40000000", "size": "64TiB", "flags": ["log_dirty"]}],
+        workloads=[],
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError) as e:
+        Simulation.from_dict(data)
+    assert e.value.field == "memslots"
+    assert "needs about" in e.value.rule and "GiB is available" in e.value.rule
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # < 100 MB

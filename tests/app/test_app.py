@@ -293,3 +293,17 @@ def test_scripted_mode_refuses_a_bad_session(tmp_path):
     )
     assert out.returncode == 2
     assert "not valid JSON" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_graph_exports(qtbot, window, tmp_path):
+    load(window, small_session())
+    wait_rounds(qtbot, window, 2)
+    window.graphs.export_csv(str(tmp_path / "g.csv"))
+    rows = (tmp_path / "g.csv").read_text().splitlines()
+    assert rows[0].startswith("round,") and len(rows) == 1 + len(window.last_frame.snapshot.rounds)
+    window.graphs.export_svg(str(tmp_path / "g.svg"))
+    assert "<svg" in (tmp_path / "g.svg").read_text()[:500]
+    window.graphs.export_png(str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    written = window.export_bitmaps(tmp_path / "bm")
+    assert any(p.suffix == ".bin" for p in written)

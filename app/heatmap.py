@@ -109,7 +109,7 @@ class HeatMap(QWidget):
             return f"<b>{label}</b>: red = dirty, light = clean{fold}"
         if img.mode == "last_sent":
             return f"<b>{label}</b>: grey = never, dark → yellow = round 0 → {img.scale:g}{fold}"
-        return f"<b>{label}</b>: black → yellow = 0 → {img.scale:.3g}{fold}"
+        return f"<b>{label}</b>: black → yellow = 0 → {img.scale:.3g}, log scale{fold}"
 
     def _draw_slots(self, snap: Snapshot, img: HeatImage) -> None:
         key = (

@@ -45,9 +45,9 @@ def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
 
 def to_codes(layer: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
     """Map a layer's values to 1..255 (0 is reserved for 'no page')."""
-    if mode == "heat":
+    if mode == "heat":  # log scale: a Zipf hot page must not blacken everything else
         scale = max(float(layer.max()) if layer.size else 0.0, 4.0)
-        codes = 1 + np.clip(layer / scale * 254, 0, 254)
+        codes = 1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)
         return codes.astype(np.uint8), scale
     if mode == "dirty":
         return (1 + (layer > 0) * 254).astype(np.uint8), 1.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.heatmap_data import MODE_LABELS, HeatImage
@@ -51,6 +51,7 @@ def _lut(mode: str) -> np.ndarray:
 
 class HeatMap(QWidget):
     page_clicked = Signal(int)  # gfn
+    detail_requested = Signal(int, int)  # overview rows to refine, (-1, -1) for none
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -62,6 +63,15 @@ class HeatMap(QWidget):
         self.plot.setLabel("bottom", "page within row")
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image_item)
+        self.detail_item = pg.ImageItem(axisOrder="row-major")
+        self.detail_item.setZValue(1)
+        self.plot.addItem(self.detail_item)
+        self.detail: HeatImage | None = None
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(150)
+        self._debounce.timeout.connect(self._request_detail)
+        self.plot.getViewBox().sigRangeChanged.connect(lambda *_: self._debounce.start())
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.hover = QLabel("hover over a page")
@@ -84,7 +94,9 @@ class HeatMap(QWidget):
             "(or the max of several pages when zoomed out). Scroll to zoom."
         )
 
-    def show_frame(self, snap: Snapshot, image: HeatImage | None) -> None:
+    def show_frame(
+        self, snap: Snapshot, image: HeatImage | None, detail: HeatImage | None = None
+    ) -> None:
         self.snapshot = snap
         if image is None:
             return
@@ -92,12 +104,41 @@ class HeatMap(QWidget):
         if image.mode != self._mode:
             self._mode = image.mode
             self.image_item.setLookupTable(_lut(image.mode))
+            self.detail_item.setLookupTable(_lut(image.mode))
         self.image_item.setImage(image.codes, autoLevels=False, levels=(0, 255))
+        self._show_detail(image, detail)
         self._draw_slots(snap, image)
         self.legend.setText(self._legend_text(image))
 
+    def _show_detail(self, image: HeatImage, detail: HeatImage | None) -> None:
+        """Lay the finer image over the rows it refines (same rows, narrower cells)."""
+        self.detail = detail if detail is not None and detail.mode == image.mode else None
+        if self.detail is None:
+            self.detail_item.hide()
+            return
+        per_row_pages = image.pages_per_row * image.pages_per_cell
+        first_row = detail.first_page // per_row_pages
+        self.detail_item.setImage(detail.codes, autoLevels=False, levels=(0, 255))
+        self.detail_item.setRect(QRectF(0, first_row, image.pages_per_row, detail.codes.shape[0]))
+        self.detail_item.show()
+
+    def _request_detail(self) -> None:
+        """Ask the worker for full detail of the visible rows once zoomed in far enough."""
+        img = self.image
+        if img is None or img.pages_per_cell <= 1:
+            return
+        (_, _), (y0, y1) = self.plot.getViewBox().viewRange()
+        rows = max(1.0, y1 - y0)
+        total_rows = img.codes.shape[0]
+        if rows >= total_rows * 0.9:
+            self.detail_requested.emit(-1, -1)
+            return
+        self.detail_requested.emit(max(0, int(y0)), min(total_rows, int(y1) + 1))
+
     def _legend_text(self, img: HeatImage) -> str:
         fold = f"; 1 cell = max of {img.pages_per_cell} pages" if img.pages_per_cell > 1 else ""
+        if fold and self.detail is not None:
+            fold += f" (zoomed rows: {self.detail.pages_per_cell})"
         label = MODE_LABELS[img.mode]
         if img.mode == "prot":
             names = ", ".join(
@@ -141,6 +182,11 @@ class HeatMap(QWidget):
         if col < 0 or row < 0 or col >= img.pages_per_row:
             return None
         page = (row * img.pages_per_row + col) * img.pages_per_cell
+        d = self.detail
+        per_row_pages = img.pages_per_row * img.pages_per_cell
+        if d is not None and d.first_page <= row * per_row_pages < d.first_page + d.total_pages:
+            dcol = int(x * d.pages_per_row / img.pages_per_row)
+            page = row * per_row_pages + dcol * d.pages_per_cell
         for s in snap.slots:
             if s.offset <= page < s.offset + s.npages:
                 return s.base_gfn + page - s.offset

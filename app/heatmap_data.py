@@ -33,6 +33,7 @@ class HeatImage:
     pages_per_row: int  # cells per row
     total_pages: int
     scale: float  # value represented by code 255 (heat, version) or max round
+    first_page: int = 0  # a detail image covers pages from here (zoomed-in refinement)
 
 
 def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
@@ -43,10 +44,10 @@ def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduceat(values, np.arange(0, values.size, factor))
 
 
-def to_codes(layer: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
-    """Map a layer's values to 1..255 (0 is reserved for 'no page')."""
+def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Map a layer's values to 1..255 (0 is reserved for 'no page'); ``scale`` fixes the top."""
     if mode == "heat":  # log scale: a Zipf hot page must not blacken everything else
-        scale = max(float(layer.max()) if layer.size else 0.0, 4.0)
+        scale = scale or max(float(layer.max()) if layer.size else 0.0, 4.0)
         codes = 1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)
         return codes.astype(np.uint8), scale
     if mode == "dirty":
@@ -54,20 +55,22 @@ def to_codes(layer: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
     if mode == "prot":
         return (1 + layer.astype(np.int64)).astype(np.uint8), 5.0
     if mode == "last_sent":
-        top = max(int(layer.max()) if layer.size else 0, 1)
+        top = int(scale) if scale else max(int(layer.max()) if layer.size else 0, 1)
         codes = np.where(layer < 0, 1, 2 + np.clip(layer, 0, top) * 253 // top)
         return codes.astype(np.uint8), float(top)
     if mode == "version":
         logv = np.log2(layer.astype(np.float64) + 1)
-        scale = max(float(logv.max()) if layer.size else 0.0, 1.0)
-        return (1 + np.clip(logv / scale * 254, 0, 254)).astype(np.uint8), float(2**scale - 1)
+        top = np.log2(scale + 1) if scale else max(float(logv.max()) if layer.size else 0.0, 1.0)
+        return (1 + np.clip(logv / top * 254, 0, 254)).astype(np.uint8), float(2**top - 1)
     raise ValueError(f"unknown heat-map mode {mode!r}")
 
 
-def render(layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int) -> HeatImage:
+def render(
+    layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int, factor: int | None = None
+) -> HeatImage:
     """The image for ``layer`` (one value per page) at no more than ``max_cells`` cells."""
     total = int(layer.size)
-    factor = max(1, -(-total // max_cells))
+    factor = factor or max(1, -(-total // max_cells))
     # fold first (every mode's coding is monotonic, so max commutes with it): the coding
     # then runs on the cells, not on millions of pages
     folded, scale = to_codes(fold_max(layer, factor), mode)
@@ -76,3 +79,45 @@ def render(layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int) -> 
     image = np.full(rows * per_row, EMPTY, dtype=np.uint8)
     image[: folded.size] = folded
     return HeatImage(image.reshape(rows, per_row), mode, factor, per_row, total, scale)
+
+
+def detail_factor(overview_factor: int, pages: int, max_cells: int) -> int:
+    """The finest fold that shows ``pages`` in ``max_cells`` and nests in the overview's cells
+    (a divisor of its fold, so detail rows line up with overview rows)."""
+    need = max(1, -(-pages // max_cells))
+    for f in range(need, overview_factor + 1):
+        if overview_factor % f == 0:
+            return f
+    return overview_factor
+
+
+def render_detail(
+    layer: np.ndarray, mode: str, overview: HeatImage, first_row: int, last_row: int, max_cells: int
+) -> HeatImage | None:
+    """A finer image of overview rows [first_row, last_row), or None when it would not be finer.
+
+    Each detail row covers exactly one overview row (it just has more, narrower cells), and it
+    uses the overview's scale, so the two line up and their colours match.
+    """
+    per_row_pages = overview.pages_per_row * overview.pages_per_cell
+    p0 = max(0, first_row) * per_row_pages
+    p1 = min(layer.size, max(first_row + 1, last_row) * per_row_pages)
+    if overview.pages_per_cell <= 1 or p1 <= p0:
+        return None
+    factor = detail_factor(overview.pages_per_cell, p1 - p0, max_cells)
+    if factor >= overview.pages_per_cell:
+        return None
+    cells_per_row = overview.pages_per_row * (overview.pages_per_cell // factor)
+    codes, _ = to_codes(fold_max(layer[p0:p1], factor), mode, overview.scale)
+    rows = -(-codes.size // cells_per_row)
+    image = np.full(rows * cells_per_row, EMPTY, dtype=np.uint8)
+    image[: codes.size] = codes
+    return HeatImage(
+        image.reshape(rows, cells_per_row),
+        mode,
+        factor,
+        cells_per_row,
+        int(p1 - p0),
+        overview.scale,
+        int(p0),
+    )

@@ -284,7 +284,9 @@ class MainWindow(QMainWindow):
 
     def load_simulation(self, sim: Simulation, path: Path | None) -> None:
         if self.runner is not None:
+            self.heatmap.detail_requested.disconnect(self.runner.req_detail)
             self.runner.shutdown()
+            self.runner.deleteLater()
         self.sim, self.path = sim, path
         self.setWindowTitle(f"DirtyLog Inspector — {sim.cfg.name}" + (f" ({path})" if path else ""))
         self.model = PageTableModel(sim.pgt, self._slot_label, self._dirty_label)
@@ -304,6 +306,7 @@ class MainWindow(QMainWindow):
         w.error.connect(self.show_error)
         w.edit_done.connect(self.edit_done)
         w.running_changed.connect(self._running_changed)
+        self.heatmap.detail_requested.connect(self.runner.req_detail)
         self._speed_changed()
         self._view_changed()
         if path is not None:
@@ -463,7 +466,7 @@ class MainWindow(QMainWindow):
     def show_frame(self, frame: Frame) -> None:
         self.last_frame = frame
         snap = frame.snapshot
-        self.heatmap.show_frame(snap, frame.image)
+        self.heatmap.show_frame(snap, frame.image, frame.detail)
         if len(snap.rounds) != self._rounds_drawn:
             self._rounds_drawn = len(snap.rounds)
             self.graphs.update_rounds(snap.rounds)

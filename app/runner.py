@@ -26,7 +26,7 @@ from PySide6.QtCore import (
     Slot,
 )
 
-from app.heatmap_data import HeatImage, render
+from app.heatmap_data import HeatImage, render, render_detail
 from engine.errors import DirtylogError
 from engine.simulation import Simulation
 from engine.snapshot import Snapshot
@@ -40,6 +40,7 @@ MAX_TOUCHED = 200_000  # leaves highlighted in the tree after a harvest
 class Frame:
     snapshot: Snapshot
     image: HeatImage | None
+    detail: HeatImage | None = None  # a finer image of the rows the user zoomed into
     touched: frozenset[int] = field(default_factory=frozenset)
     running: bool = False
     finished: bool = False
@@ -64,6 +65,7 @@ class SimWorker(QObject):
         self._last_round = -1
         self._touched: frozenset[int] = frozenset()
         self._run_until_round: int | None = None
+        self.detail_rows: tuple[int, int] | None = None
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -125,6 +127,12 @@ class SimWorker(QObject):
         self.pages_per_row = max(16, int(pages_per_row))
         self._emit(force=True)
 
+    @Slot(int, int)
+    def set_detail(self, first_row: int, last_row: int) -> None:
+        """Refine rows [first_row, last_row) of the overview (-1: no refinement)."""
+        self.detail_rows = None if first_row < 0 else (first_row, last_row)
+        self._emit(force=True)
+
     @Slot(dict)
     def apply_edit(self, event: dict[str, Any]) -> None:
         try:
@@ -184,13 +192,15 @@ class SimWorker(QObject):
         try:
             snap = self.sim.snapshot([self.mode])
             layer = snap.layers.get(self.mode)
-            image = (
-                None
-                if layer is None
-                else render(layer, self.mode, self.pages_per_row, self.max_cells)
-            )
+            image = detail = None
+            if layer is not None:
+                image = render(layer, self.mode, self.pages_per_row, self.max_cells)
+                if self.detail_rows is not None:
+                    first, last = self.detail_rows
+                    detail = render_detail(layer, self.mode, image, first, last, self.max_cells)
             self._update_touched()
-            self.frame.emit(Frame(snap, image, self._touched, self.running, self.sim.finished))
+            frame = Frame(snap, image, detail, self._touched, self.running, self.sim.finished)
+            self.frame.emit(frame)
         except Exception:
             self.running = False
             self.error.emit(traceback.format_exc())
@@ -226,6 +236,7 @@ class Runner(QObject):
     req_view = Signal(str, int)
     req_edit = Signal(dict)
     req_rounds = Signal(int)
+    req_detail = Signal(int, int)
 
     def __init__(self, sim: Simulation, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -241,6 +252,7 @@ class Runner(QObject):
         self.req_view.connect(self.worker.set_view)
         self.req_edit.connect(self.worker.apply_edit)
         self.req_rounds.connect(self.worker.run_rounds)
+        self.req_detail.connect(self.worker.set_detail)
         self.thread.start()
 
     def shutdown(self) -> None:

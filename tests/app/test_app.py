@@ -307,3 +307,30 @@ def test_graph_exports(qtbot, window, tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     written = window.export_bitmaps(tmp_path / "bm")
     assert any(p.suffix == ".bin" for p in written)
+
+
+def test_heat_map_refines_when_zoomed_in(qtbot, window):
+    load(window, small_session())
+    window.runner.worker.max_cells = 1024  # 8192 pages fold 8 to a cell in the overview
+    window.per_row.setValue(64)  # 16 overview rows of 64 cells
+    qtbot.waitUntil(
+        lambda: (
+            window.heatmap.image is not None
+            and window.heatmap.image.pages_per_cell == 8
+            and window.heatmap.image.codes.shape == (16, 64)
+        ),
+        timeout=5_000,
+    )
+    window.heatmap.plot.getViewBox().setRange(xRange=(0, 64), yRange=(0, 2), padding=0)
+    qtbot.waitUntil(
+        lambda: window.last_frame is not None and window.last_frame.detail is not None,
+        timeout=5_000,
+    )
+    detail = window.last_frame.detail
+    # rows 0-2 hold 1536 pages: the finest fold that fits 1024 cells and divides 8 is 2
+    assert detail.pages_per_cell == 2 and detail.first_page == 0
+    assert detail.codes.shape[1] == 64 * 4
+    # hovering names the page of the finer cell: x = 10.5 is detail column 42, page 84
+    assert window.heatmap.cell_to_gfn(10.5, 0.5) == 0x40000 + 84
+    window.heatmap.plot.getViewBox().setRange(xRange=(0, 64), yRange=(0, 16), padding=0)
+    qtbot.waitUntil(lambda: window.last_frame.detail is None, timeout=5_000)

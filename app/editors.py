@@ -7,6 +7,7 @@ messages dock, and the bad change is not applied.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -158,30 +159,54 @@ class MemslotEditor(QWidget):
 class WorkloadEditor(QWidget):
     edit = Signal(dict)
 
+    KINDS = ("uniform", "sequential", "once", "hotcold", "zipf", "memstress")
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["name", "kind", "vCPU", "target", "rate"])
         self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.name, self.kind = QLineEdit("w1"), QComboBox()
+        self.kind.addItems(self.KINDS)
+        self.vcpu, self.slot = QLineEdit("0"), QLineEdit("0")
         self.rate = QLineEdit("20000 pages/s")
         self.rate.setToolTip("pages/s or a bandwidth such as 512MiB/s, of guest time")
-        apply = QPushButton("Set rate of selected")
-        apply.clicked.connect(self._set_rate)
+        self.params = QLineEdit("")
+        self.params.setPlaceholderText('parameters as JSON, e.g. {"hot_fraction": 0.05}')
+        add = QPushButton("Add workload")
+        add.setToolTip("add_workload: starts now, on the vCPU and memslot given")
+        add.clicked.connect(self._add)
+        apply = QPushButton("Set rate/parameters of selected")
+        apply.clicked.connect(self._set)
+        delete = QPushButton("Delete selected")
+        delete.clicked.connect(self._delete)
         pause = QPushButton("Pause its vCPU")
         pause.clicked.connect(lambda: self._vcpu("pause_vcpu"))
         resume = QPushButton("Resume its vCPU")
         resume.clicked.connect(lambda: self._vcpu("resume_vcpu"))
+        form = QFormLayout()
         row = QHBoxLayout()
-        row.addWidget(QLabel("rate"))
-        row.addWidget(self.rate)
-        row.addWidget(apply)
-        row.addWidget(pause)
-        row.addWidget(resume)
+        for label, w in (
+            ("name", self.name),
+            ("kind", self.kind),
+            ("vCPU", self.vcpu),
+            ("slot", self.slot),
+        ):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+        form.addRow(row)
+        form.addRow("rate", self.rate)
+        form.addRow("parameters", self.params)
+        buttons = QHBoxLayout()
+        for b in (add, apply, delete, pause, resume):
+            buttons.addWidget(b)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
-        layout.addLayout(row)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
         layout.addWidget(self.status)
 
     def show_workloads(self, specs: list[dict[str, Any]]) -> None:
@@ -204,12 +229,57 @@ class WorkloadEditor(QWidget):
             return None
         return {"name": self.table.item(row, 0).text(), "vcpu": self.table.item(row, 2).text()}
 
-    def _set_rate(self) -> None:
+    def _params(self) -> dict[str, Any] | None:
+        text = self.params.text().strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.show_result({}, f"parameters: not valid JSON ({exc.msg})")
+            return None
+        if not isinstance(value, dict):
+            self.show_result({}, "parameters: must be a JSON object")
+            return None
+        return value
+
+    def _add(self) -> None:
+        params = self._params()
+        if params is None:
+            return
+        try:
+            vcpu, slot = int(self.vcpu.text()), int(self.slot.text())
+        except ValueError:
+            self.show_result({}, "vCPU and slot must be whole numbers")
+            return
+        self.edit.emit(
+            {
+                "action": "add_workload",
+                "name": self.name.text(),
+                "kind": self.kind.currentText(),
+                "vcpu": vcpu,
+                "slot": slot,
+                "rate": self.rate.text(),
+                **params,
+            }
+        )
+
+    def _set(self) -> None:
+        sel, params = self._selected(), self._params()
+        if sel and params is not None:
+            self.edit.emit(
+                {
+                    "action": "set_workload",
+                    "workload": sel["name"],
+                    "rate": self.rate.text(),
+                    **params,
+                }
+            )
+
+    def _delete(self) -> None:
         sel = self._selected()
         if sel:
-            self.edit.emit(
-                {"action": "set_workload", "workload": sel["name"], "rate": self.rate.text()}
-            )
+            self.edit.emit({"action": "delete_workload", "workload": sel["name"]})
 
     def _vcpu(self, action: str) -> None:
         sel = self._selected()

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from app.heatmap_data import MODE_LABELS, HeatImage
+from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
 from engine.snapshot import PROT_NAMES, Snapshot
 
 
@@ -34,6 +34,9 @@ def _lut(mode: str) -> np.ndarray:
     elif mode == "dirty":
         lut[1:128] = (235, 235, 235)
         lut[128:] = (220, 40, 40)
+    elif mode == "diff":
+        lut[1:] = (60, 60, 60)
+        lut[2], lut[3], lut[4] = (230, 80, 60), (60, 140, 230), (240, 220, 80)
     elif mode == "prot":
         colours = [
             (60, 60, 60),
@@ -144,6 +147,12 @@ class HeatMap(QWidget):
             names = ", ".join(
                 f"<span style='color:rgb{tuple(int(c) for c in _lut('prot')[1 + i])}'>■</span> {n}"
                 for i, n in enumerate(PROT_NAMES)
+            )
+            return f"<b>{label}</b>: {names}{fold}"
+        if img.mode == "diff":
+            names = ", ".join(
+                f"<span style='color:rgb{tuple(int(c) for c in _lut('diff')[1 + i])}'>■</span> {n}"
+                for i, n in enumerate(DIFF_NAMES)
             )
             return f"<b>{label}</b>: {names}{fold}"
         if img.mode == "dirty":

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("heat", "dirty", "prot", "last_sent", "version")
+MODES = ("heat", "dirty", "prot", "last_sent", "version", "diff")
 MODE_LABELS = {
     "heat": "write heat (decayed writes per page)",
     "dirty": "dirty now (KVM log or still to send)",
     "prot": "protection",
     "last_sent": "round last sent",
     "version": "version (writes so far)",
+    "diff": "snapshot diff (File → Diff snapshots)",
 }
+DIFF_NAMES = ("in neither", "only in A", "only in B", "in both")
 EMPTY = 0  # code for cells past the last page
 
 
@@ -52,7 +54,7 @@ def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[
         return codes.astype(np.uint8), scale
     if mode == "dirty":
         return (1 + (layer > 0) * 254).astype(np.uint8), 1.0
-    if mode == "prot":
+    if mode in ("prot", "diff"):
         return (1 + layer.astype(np.int64)).astype(np.uint8), 5.0
     if mode == "last_sent":
         top = int(scale) if scale else max(int(layer.max()) if layer.size else 0, 1)
@@ -121,3 +123,12 @@ def render_detail(
         overview.scale,
         int(p0),
     )
+
+
+def diff_layer(total_pages: int, slot_offset: int, only_a, only_b, both) -> np.ndarray:
+    """Per-page codes of a snapshot diff (see DIFF_NAMES), laid out like the other layers."""
+    out = np.zeros(total_pages, dtype=np.uint8)
+    for code, pages in ((1, only_a), (2, only_b), (3, both)):
+        idx = np.asarray(pages, dtype=np.int64) + slot_offset
+        out[idx[(idx >= 0) & (idx < total_pages)]] = code
+    return out

@@ -253,6 +253,12 @@ class MainWindow(QMainWindow):
         self._action(ex, "Graphs as CSV…", lambda: self.export("graphs-csv"))
         self._action(ex, "Last harvest's bitmaps (KVM .bin)…", lambda: self.export("bitmap"))
         self._action(ex, "Screenshot of the window…", lambda: self.export("screenshot"))
+        self._action(
+            f,
+            "&Diff bitmap snapshots…",
+            self.diff_dialog,
+            tip="Import two exported snapshots (.json sidecars) and show the diff",
+        )
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         r = bar.addMenu("&Run")
@@ -451,14 +457,18 @@ class MainWindow(QMainWindow):
             self.workloads.show_workloads(self._workload_specs())
 
     def _workload_specs(self) -> list[dict[str, Any]]:
-        specs = list(self.sim.session.get("workloads", [])) if self.sim else []
+        specs = [dict(w) for w in self.sim.session.get("workloads", [])] if self.sim else []
         for ev in self.sim.session.get("events", []) if self.sim else []:
             if ev.get("action") == "add_workload":
                 specs.append({k: v for k, v in ev.items() if k not in ("t_ms", "action")})
             elif ev.get("action") == "set_workload":
                 for s in specs:
-                    if s.get("name") == ev.get("workload") and "rate" in ev:
-                        s["rate"] = ev["rate"]
+                    if s.get("name") == ev.get("workload"):
+                        s.update(
+                            {k: v for k, v in ev.items() if k not in ("t_ms", "action", "workload")}
+                        )
+            elif ev.get("action") == "delete_workload":
+                specs = [s for s in specs if s.get("name") != ev.get("workload")]
         return specs
 
     # -- frames -------------------------------------------------------------------------------
@@ -637,6 +647,45 @@ class MainWindow(QMainWindow):
             written += write_snapshot(snap, out, f"round-{m.round - 1:04d}-slot-{sid}", "bin")
         self.report(f"exported {len(written) // 2} bitmap(s) to {out}")
         return written
+
+    def diff_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Choose snapshot A, then B (their .json sidecars)", "", "Snapshots (*.json)"
+        )
+        if len(paths) == 1:
+            paths = paths * 2
+        if len(paths) >= 2:
+            self.show_diff(paths[0], paths[1])
+
+    def show_diff(self, a_path: str, b_path: str) -> dict[str, int] | None:
+        """Import two snapshots, diff them, and show the diff in the heat map."""
+        from app.heatmap_data import diff_layer
+        from engine.export import diff, read_snapshot
+
+        try:
+            a, b = read_snapshot(a_path), read_snapshot(b_path)
+        except DirtylogError as exc:
+            self.report(f"diff: {exc}")
+            return None
+        snap = self.last_frame.snapshot if self.last_frame else None
+        slot = next((s for s in (snap.slots if snap else ()) if s.base_gfn == a.base_gfn), None)
+        if snap is None or slot is None:
+            self.report(f"diff: no memslot of this session starts at gfn {a.base_gfn:#x}")
+            return None
+        d = diff(a, b)
+        layer = diff_layer(
+            snap.total_pages,
+            slot.offset,
+            *(d[k] - a.base_gfn for k in ("only_a", "only_b", "both")),
+        )
+        self.runner.req_diff.emit(layer)
+        self.mode.setCurrentIndex(self.mode.findData("diff"))
+        counts = {k: int(v.size) for k, v in d.items()}
+        self.report(
+            f"diff of {a_path} and {b_path}: {counts['only_a']} pages only in A, "
+            f"{counts['only_b']} only in B, {counts['both']} in both"
+        )
+        return counts
 
     def show_shortcuts(self) -> None:
         QMessageBox.information(

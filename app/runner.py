@@ -66,6 +66,7 @@ class SimWorker(QObject):
         self._touched: frozenset[int] = frozenset()
         self._run_until_round: int | None = None
         self.detail_rows: tuple[int, int] | None = None
+        self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -125,6 +126,11 @@ class SimWorker(QObject):
     def set_view(self, mode: str, pages_per_row: int) -> None:
         self.mode = mode
         self.pages_per_row = max(16, int(pages_per_row))
+        self._emit(force=True)
+
+    @Slot(object)
+    def set_diff(self, layer: np.ndarray | None) -> None:
+        self.diff = layer
         self._emit(force=True)
 
     @Slot(int, int)
@@ -190,8 +196,12 @@ class SimWorker(QObject):
             return
         self._last_frame = now
         try:
-            snap = self.sim.snapshot([self.mode])
-            layer = snap.layers.get(self.mode)
+            if self.mode == "diff":
+                snap = self.sim.snapshot()
+                layer = self.diff if self.diff is not None else np.zeros(snap.total_pages, np.uint8)
+            else:
+                snap = self.sim.snapshot([self.mode])
+                layer = snap.layers.get(self.mode)
             image = detail = None
             if layer is not None:
                 image = render(layer, self.mode, self.pages_per_row, self.max_cells)
@@ -237,6 +247,7 @@ class Runner(QObject):
     req_edit = Signal(dict)
     req_rounds = Signal(int)
     req_detail = Signal(int, int)
+    req_diff = Signal(object)
 
     def __init__(self, sim: Simulation, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -253,6 +264,7 @@ class Runner(QObject):
         self.req_edit.connect(self.worker.apply_edit)
         self.req_rounds.connect(self.worker.run_rounds)
         self.req_detail.connect(self.worker.set_detail)
+        self.req_diff.connect(self.worker.set_diff)
         self.thread.start()
 
     def shutdown(self) -> None:

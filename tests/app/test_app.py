@@ -334,3 +334,40 @@ def test_heat_map_refines_when_zoomed_in(qtbot, window):
     assert window.heatmap.cell_to_gfn(10.5, 0.5) == 0x40000 + 84
     window.heatmap.plot.getViewBox().setRange(xRange=(0, 64), yRange=(0, 16), padding=0)
     qtbot.waitUntil(lambda: window.last_frame.detail is None, timeout=5_000)
+
+
+def test_workload_editor_adds_and_refuses(qtbot, window):
+    load(window, small_session(migration={"policy": "qemu", "start_ms": 1e6}))
+    ed = window.workloads
+    ed.name.setText("z")
+    ed.kind.setCurrentText("zipf")
+    ed.params.setText('{"s": 1.3}')
+    ed._add()
+    qtbot.waitUntil(lambda: "applied" in ed.status.text(), timeout=5_000)
+    assert [w.name for w in window.sim.workloads] == ["hot", "z"]
+    assert ed.table.rowCount() == 2
+    ed.params.setText('{"s": -1}')
+    ed.table.setCurrentCell(1, 0)
+    ed._set()
+    qtbot.waitUntil(lambda: "must be > 0" in ed.status.text(), timeout=5_000)
+    assert window.sim.workloads[1].s == 1.3
+
+
+def test_snapshot_diff_shown_in_the_heat_map(qtbot, window, tmp_path):
+    from engine.export import BitmapSnapshot, write_snapshot
+
+    load(window, small_session())
+    qtbot.waitUntil(lambda: window.last_frame is not None, timeout=5_000)
+    words_a = np.zeros(128, np.uint64)
+    words_b = np.zeros(128, np.uint64)
+    words_a[0] = 0b0111  # pages 0, 1, 2
+    words_b[0] = 0b1100  # pages 2, 3
+    for name, w in (("a", words_a), ("b", words_b)):
+        write_snapshot(BitmapSnapshot(0, 0x40000, 8192, 4096, 1, 0, w), tmp_path, name, "bin")
+    counts = window.show_diff(str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert counts == {"only_a": 2, "only_b": 1, "both": 1}
+    qtbot.waitUntil(
+        lambda: window.heatmap.image is not None and window.heatmap.image.mode == "diff",
+        timeout=5_000,
+    )
+    assert window.heatmap.image.codes[0, :5].tolist() == [2, 2, 4, 3, 1]

@@ -117,6 +117,10 @@ class Memslots:
         gfns = np.asarray(gfns, dtype=np.int64)
         if not self._bases.size:
             return np.full(gfns.shape, -1, dtype=np.int64)
+        if self._bases.size == 1 and gfns.size:  # one slot: two comparisons, no search
+            lo, hi = int(gfns.min()), int(gfns.max())
+            if self._bases[0] <= lo and hi < self._ends[0]:
+                return np.zeros(gfns.shape, dtype=np.int64)
         idx = np.searchsorted(self._bases, gfns, side="right") - 1
         ok = idx >= 0
         ok[ok] = gfns[ok] < self._ends[idx[ok]]

@@ -436,11 +436,24 @@ class _Pages:
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
         order, g = _sort_with_index(gfn)
         starts = np.flatnonzero(_first_of_runs(g))
+        first = order[starts]  # the sort keeps time order within a page
+        if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
+            written = np.ones(starts.size, dtype=bool)
+            return cls(
+                gfn=g[starts],
+                sidx=sidx[first],
+                writes=np.diff(np.append(starts, gfn.size)),
+                written=written,
+                first_is_write=written,
+                vcpu_first=vcpu[first],
+                vcpu_write=vcpu[first],
+                t_write=first,
+                t_first=first,
+            )
         w = write[order]
         big = np.iinfo(np.int64).max
         t_write = np.minimum.reduceat(np.where(w, order, big), starts)
         written = t_write != big
-        first = order[starts]  # the sort keeps time order within a page
         vcpu_write = np.where(written, vcpu[np.where(written, t_write, 0)], -1)
         return cls(
             gfn=g[starts],

@@ -12,31 +12,6 @@ import time
 import numpy as np
 
 
-def _session(npages: int) -> dict:
-    return {
-        "format": "dirtylog-session",
-        "version": 2,
-        "name": "bench-app",
-        "seed": 1,
-        "geometry": {"granule": "4KiB", "ipa_bits": 40},
-        "vcpus": 2,
-        "memslots": [
-            {
-                "id": 0,
-                "base": "0x40000000",
-                "size": npages * 4096,
-                "flags": ["log_dirty"],
-                "backing": "4KiB",
-            }
-        ],
-        "workloads": [
-            {"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "256MiB/s"},
-            {"name": "h", "kind": "hotcold", "vcpu": 1, "slot": 0, "rate": "20000 pages/s"},
-        ],
-        "migration": {"policy": "qemu", "bandwidth": "10Gbit/s", "timeout_s": 3600},
-    }
-
-
 def fig_frame_rate(app, npages: int, frames: int) -> dict:
     """Figure 7: heat-map frames per second at ``npages`` pages.
 
@@ -86,13 +61,14 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
     from app.main_window import MainWindow
+    from engine.bench_migration import realtime_session
     from engine.simulation import Simulation
 
     settings = QSettings(os.devnull, QSettings.Format.IniFormat)
     window = MainWindow(settings, None)
     window.resize(1400, 900)
     window.show()
-    window.load_simulation(Simulation.from_dict(_session(npages)), None)
+    window.load_simulation(Simulation.from_dict(realtime_session(npages)), None)
     window.speed.setCurrentIndex(window.speed.count() - 1)
     window.runner.req_running.emit(True)
     clock = QElapsedTimer()

@@ -33,9 +33,30 @@ from engine.units import format_bytes
 ERROR_STYLE = "color: #c0392b;"
 
 
-class MemslotEditor(QWidget):
+class _Editor(QWidget):
+    """A table, a form, a row of buttons and a status line for the engine's answer."""
+
     edit = Signal(dict)
 
+    def _lay_out(self, table: QTableWidget | None, form, buttons: list[QPushButton]) -> None:
+        row = QHBoxLayout()
+        for b in buttons:
+            row.addWidget(b)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        if table is not None:
+            layout.addWidget(table)
+        layout.addLayout(form)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+
+    def show_result(self, event: dict, error: str) -> None:
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
+        self.status.setText(error or f"applied: {event.get('action', '')}")
+
+
+class MemslotEditor(_Editor):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.table = QTableWidget(0, 6)
@@ -66,17 +87,7 @@ class MemslotEditor(QWidget):
             form.addWidget(w)
         form.addWidget(self.f_flags)
         form.addWidget(self.f_backing)
-        buttons = QHBoxLayout()
-        for b in (add, move, delete):
-            buttons.addWidget(b)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.table)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        self._pending: dict[str, Any] | None = None
+        self._lay_out(self.table, form, [add, move, delete])
 
     def show_slots(self, snap: Snapshot) -> None:
         key = tuple((s.id, s.base_gfn, s.npages, s.flags) for s in snap.slots)
@@ -110,7 +121,6 @@ class MemslotEditor(QWidget):
         return int(item.text()) if item else None
 
     def _send(self, event: dict[str, Any]) -> None:
-        self._pending = event
         self.status.setStyleSheet("")
         self.status.setText("applying…")
         self.edit.emit(event)
@@ -143,22 +153,16 @@ class MemslotEditor(QWidget):
             self._send({"action": "move_memslot", "id": sid, "base": self.f_base.text()})
 
     def show_result(self, event: dict, error: str) -> None:
-        if error:
-            self.status.setStyleSheet(ERROR_STYLE)
-            self.status.setText(error)
-            for col in range(self.table.columnCount()):
+        super().show_result(event, error)
+        if error and event.get("action") in ("delete_memslot", "move_memslot"):
+            for col in range(self.table.columnCount()):  # mark the row the edit was for
                 item = self.table.item(self.table.currentRow(), col)
-                if item is not None and event.get("action") in ("delete_memslot", "move_memslot"):
+                if item is not None:
                     item.setBackground(QColor(255, 220, 220))
                     item.setToolTip(error)
-        else:
-            self.status.setStyleSheet("")
-            self.status.setText(f"applied: {event.get('action', '')}")
 
 
-class WorkloadEditor(QWidget):
-    edit = Signal(dict)
-
+class WorkloadEditor(_Editor):
     KINDS = ("uniform", "sequential", "once", "hotcold", "zipf", "memstress")
 
     def __init__(self, parent=None) -> None:
@@ -198,16 +202,7 @@ class WorkloadEditor(QWidget):
         form.addRow(row)
         form.addRow("rate", self.rate)
         form.addRow("parameters", self.params)
-        buttons = QHBoxLayout()
-        for b in (add, apply, delete, pause, resume):
-            buttons.addWidget(b)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.table)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
+        self._lay_out(self.table, form, [add, apply, delete, pause, resume])
 
     def show_workloads(self, specs: list[dict[str, Any]]) -> None:
         self.table.setRowCount(len(specs))
@@ -286,15 +281,9 @@ class WorkloadEditor(QWidget):
         if sel:
             self.edit.emit({"action": action, "vcpu": int(sel["vcpu"])})
 
-    def show_result(self, event: dict, error: str) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(error or f"applied: {event.get('action', '')}")
 
-
-class SettingsEditor(QWidget):
+class SettingsEditor(_Editor):
     """Tracking strategy and migration parameters, applied live."""
-
-    edit = Signal(dict)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -358,7 +347,3 @@ class SettingsEditor(QWidget):
                 "auto_converge": self.autoconv.isChecked(),
             }
         )
-
-    def show_result(self, event: dict, error: str) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(error or f"applied: {event.get('action', '')}")

@@ -378,10 +378,8 @@ def walk_bulk(
     counters: WalkCounters | None = None,
 ) -> WalkCounters:
     """LEAF visits a level at a time: ``visitor(batch)`` for each level's batch."""
-    counters = counters if counters is not None else WalkCounters()
-    for batch in leaf_batches(pgt, start, end, counters):
-        visitor(batch)
-    return counters
+    start, end = _check_range(pgt, start, end)
+    return walk_bulk_spans(pgt, np.array([start]), np.array([end]), visitor, counters)
 
 
 def walk_bulk_spans(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from engine.errors import DirtylogError
+from engine.geometry import Geometry
 
 EXIT_USAGE = 2
 
@@ -34,7 +35,7 @@ def _map_arg(text: str) -> tuple[int, int]:
 
 def cmd_tables(args: argparse.Namespace) -> int:
     """Build the tables for some mapped ranges and print the geometry and a summary."""
-    from engine.geometry import Geometry, parse_granule
+    from engine.geometry import parse_granule
     from engine.pgtable import PageTable
     from engine.units import parse_size
 
@@ -64,10 +65,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_map(geom: object, base: int, size: int, text: str) -> None:
-    from engine.geometry import Geometry
-
-    assert isinstance(geom, Geometry)
+def _check_map(geom: Geometry, base: int, size: int, text: str) -> None:
     if base % geom.granule or size % geom.granule:
         raise DirtylogError(
             f"--map {text}: base and size must be multiples of the {geom.granule}-byte page"
@@ -146,14 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_subcommands() -> None:
     """Import the modules that register further subcommands (run, perftest, export, bench)."""
-    import importlib
-
-    for name in ("engine.cli_run", "engine.perftest", "engine.cli_export", "engine.bench"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    import engine.bench
+    import engine.cli_export
+    import engine.cli_run
+    import engine.perftest  # noqa: F401
 
 
 if __name__ == "__main__":

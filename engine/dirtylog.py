@@ -20,7 +20,7 @@ from engine.dirtyring import merge_masks
 from engine.errors import KvmError
 from engine.pgtable import unique_fast
 from engine.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
-from engine.wrprotect import PROTECT, STRATEGIES, ProtectStats, run_strategy
+from engine.wrprotect import STRATEGIES, ProtectStats, run_strategy
 
 U64 = np.uint64
 _, _WRPROTECT = set_clear_visitor(0, D.S2AP_W)
@@ -331,7 +331,6 @@ def reset_rings(vm) -> OpStats:
 
 __all__ = [
     "OpStats",
-    "PROTECT",
     "bitmap_pages",
     "clear_dirty_log",
     "collect_rings",

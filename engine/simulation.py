@@ -184,6 +184,15 @@ class Simulation:
             raise ConfigError(
                 f"{field}.vcpu", f"must be below vcpus ({self.cfg.vcpus}), got {w.vcpu}"
             )
+        trace = getattr(w, "trace", None)
+        if trace is not None and trace.vcpu is not None and trace.vcpu.size:
+            bad = np.flatnonzero(trace.vcpu >= self.cfg.vcpus)
+            if bad.size:
+                raise ConfigError(
+                    f"{field}.path",
+                    f"row {int(bad[0]) + 1} of the trace names vcpu {int(trace.vcpu[bad[0]])}, "
+                    f"but the session has {self.cfg.vcpus} vCPUs",
+                )
         region = self._region(spec, field)
         if region is not None:
             w.bind(region)

@@ -453,3 +453,11 @@ def test_a_session_too_large_for_the_machine_is_refused_before_allocating():
     assert e.value.field == "memslots"
     assert "needs about" in e.value.rule and "GiB is available" in e.value.rule
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # < 100 MB
+
+
+def test_trace_vcpu_beyond_the_session_is_refused(tmp_path):
+    save_trace_csv(tmp_path / "w.csv", [1, 2], [0x40000000, 0x40001000], [0, 5])
+    data = session(workloads=[{"name": "t", "kind": "trace", "path": "w.csv"}])
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="row 2 of the trace names vcpu 5"):
+        Simulation.from_file(tmp_path / "s.json")

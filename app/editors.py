@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import DirtylogError
 from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from engine.snapshot import Snapshot
 from engine.units import format_bytes
@@ -283,15 +284,20 @@ class WorkloadEditor(_Editor):
 
 
 class SettingsEditor(_Editor):
-    """Tracking strategy and migration parameters, applied live."""
+    """Tracking strategy and migration parameters, applied live; mode and eager split restart."""
+
+    restart = Signal(dict)  # new tracking settings that need a fresh run (mode, eager split)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.mode = QLabel()
+        self.mode = QComboBox()
+        self.mode.addItems(["bitmap", "manual-clear", "ring", "dbm"])
+        self.mode.setToolTip("Changing the tracking mode or eager split restarts the run")
         self.strategy = QComboBox()
         self.strategy.addItems(["range", "masked-skip", "visitor", "rmap"])
         self.compare = QCheckBox("compare every strategy on each harvest")
-        self.eager = QLabel()
+        self.eager = QLineEdit()
+        self.eager.setToolTip("KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, e.g. 2MiB; 0 = off")
         self.policy = QComboBox()
         self.policy.addItems(["qemu", "xen"])
         self.bandwidth = QLineEdit()
@@ -316,16 +322,34 @@ class SettingsEditor(_Editor):
 
     def load(self, session: dict[str, Any]) -> None:
         t, m = session.get("tracking", {}), session.get("migration", {})
-        self.mode.setText(f"{t.get('mode', 'bitmap')} (fixed for a run: edit the session file)")
+        self.loaded = {"mode": t.get("mode", "bitmap"), "eager_split": t.get("eager_split", 0)}
+        self.mode.setCurrentText(self.loaded["mode"])
         self.strategy.setCurrentText(t.get("strategy", "range"))
         self.compare.setChecked(bool(t.get("compare", False)))
-        self.eager.setText(format_bytes(t.get("eager_split", 0)) if t.get("eager_split") else "off")
+        self.eager.setText(str(t.get("eager_split", 0)))
         self.policy.setCurrentText(m.get("policy", "qemu"))
         self.bandwidth.setText(f"{m.get('bandwidth', 128 << 20) * 8 / 1e6:g}Mbit/s")
         self.downtime.setText(f"{m.get('downtime_limit_ms', 300):g}")
         self.autoconv.setChecked(bool(m.get("auto_converge", False)))
 
     def _apply(self) -> None:
+        from engine.units import parse_size
+
+        try:
+            eager = parse_size(self.eager.text() or "0", "eager split")
+        except DirtylogError as exc:
+            self.show_result({}, str(exc))
+            return
+        if self.mode.currentText() != self.loaded["mode"] or eager != self.loaded["eager_split"]:
+            self.restart.emit(
+                {
+                    "mode": self.mode.currentText(),
+                    "eager_split": eager,
+                    "strategy": self.strategy.currentText(),
+                    "compare": self.compare.isChecked(),
+                }
+            )
+            return
         self.edit.emit(
             {
                 "action": "set_tracking",

@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         self.settings_editor = SettingsEditor()
         for editor in (self.memslots, self.workloads, self.settings_editor):
             editor.edit.connect(self.send_edit)
+        self.settings_editor.restart.connect(self.restart_with_tracking)
         self.tree = QTreeView()
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
@@ -426,6 +427,26 @@ class MainWindow(QMainWindow):
             return
         data = copy.deepcopy(self.sim.session)
         self.load_simulation(Simulation.from_dict(data, self.sim.base_dir), self.path)
+
+    def restart_with_tracking(self, tracking: dict) -> None:
+        """Mode and eager split shape the whole run: start it again with them."""
+        if self.sim is None:
+            return
+        data = copy.deepcopy(self.sim.cfg.model_dump(mode="json"))
+        data["tracking"].update(tracking)
+        if data["tracking"]["mode"] != "manual-clear":
+            data["tracking"]["initially_set"] = False
+        try:
+            sim = Simulation.from_dict(data, self.sim.base_dir)
+        except DirtylogError as exc:
+            self.settings_editor.show_result({}, str(exc))
+            self.report(f"restart refused: {exc}")
+            return
+        self.load_simulation(sim, self.path)
+        self.report(
+            f"restarted with tracking mode {tracking['mode']}, eager split "
+            f"{tracking['eager_split']} (the run starts again)"
+        )
 
     def _speed_changed(self) -> None:
         if self.runner:

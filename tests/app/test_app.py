@@ -371,3 +371,16 @@ def test_snapshot_diff_shown_in_the_heat_map(qtbot, window, tmp_path):
         timeout=5_000,
     )
     assert window.heatmap.image.codes[0, :5].tolist() == [2, 2, 4, 3, 1]
+
+
+def test_changing_the_tracking_mode_restarts_the_run(qtbot, window):
+    load(window, small_session())
+    ed = window.settings_editor
+    ed.mode.setCurrentText("ring")
+    ed.eager.setText("2MiB")
+    ed._apply()
+    assert window.sim.vm.tracking.mode == "ring" and window.sim.vm.tracking.eager_split == 2 << 20
+    assert window.sim.t_ns == 0
+    ed.eager.setText("lots")
+    ed._apply()
+    assert "eager split" in ed.status.text()

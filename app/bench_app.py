@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -112,6 +113,7 @@ def run_app_bench(quick: bool) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
+    sys.setswitchinterval(0.001)  # as the app does (app/launch.py)
     app = QApplication.instance() or QApplication([])
     npages = 1 << 18 if quick else 1 << 24
     figures = [

@@ -94,6 +94,8 @@ def run_app(args: argparse.Namespace) -> int:
     from engine.errors import DirtylogError
     from engine.simulation import Simulation
 
+    # hand the GIL over every 1 ms (not 5): the GUI thread waits less for the worker
+    sys.setswitchinterval(0.001)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("dirtylog")
     app.setApplicationName("inspector")

@@ -309,10 +309,11 @@ class MainWindow(QMainWindow):
         self.graphs.set_downtime_limit(sim.cfg.migration.downtime_limit_ms)
         self.runner = Runner(sim, self)
         w = self.runner.worker
-        w.frame.connect(self.show_frame)
-        w.error.connect(self.show_error)
-        w.edit_done.connect(self.edit_done)
-        w.running_changed.connect(self._running_changed)
+        queued = Qt.ConnectionType.QueuedConnection  # always run these in the GUI thread
+        w.frame.connect(self.show_frame, queued)
+        w.error.connect(self.show_error, queued)
+        w.edit_done.connect(self.edit_done, queued)
+        w.running_changed.connect(self._running_changed, queued)
         self.heatmap.detail_requested.connect(self.runner.req_detail)
         self._speed_changed()
         self._view_changed()

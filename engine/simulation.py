@@ -539,7 +539,7 @@ class Simulation:
 
     def snapshot(self, layers: Iterable[str] = ()) -> S.Snapshot:
         m = self.migration
-        out = {name: S.frozen_array(self.layer(name)) for name in layers}
+        out = {name: self._frozen_layer(name) for name in layers}
         return S.Snapshot(
             t_ns=self.t_ns,
             tick=self.tick,
@@ -558,6 +558,13 @@ class Simulation:
             messages=tuple(self.messages[-200:]),
             messages_total=len(self.messages),
         )
+
+    def _frozen_layer(self, name: str) -> np.ndarray:
+        """A read-only layer for a snapshot.  ``layer`` always builds a new array (a product
+        or a concatenation), so it is frozen in place rather than copied a second time."""
+        layer = self.layer(name)
+        layer.setflags(write=False)
+        return layer
 
     def layer(self, name: str) -> np.ndarray:
         """One per-page layer over all slots (see snapshot.LAYERS)."""

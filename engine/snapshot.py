@@ -64,10 +64,3 @@ class Snapshot:
     @property
     def total_pages(self) -> int:
         return sum(s.npages for s in self.slots)
-
-
-def frozen_array(a: np.ndarray) -> np.ndarray:
-    """A read-only copy: the GUI may keep it as long as it likes."""
-    out = np.array(a, copy=True)
-    out.setflags(write=False)
-    return out

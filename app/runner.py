@@ -33,7 +33,7 @@ from engine.snapshot import Snapshot
 
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02
-MAX_TOUCHED = 200_000  # leaves highlighted in the tree after a harvest
+MAX_TOUCHED = 50_000  # leaves highlighted in the tree after a harvest
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Frame:
     snapshot: Snapshot
     image: HeatImage | None
     detail: HeatImage | None = None  # a finer image of the rows the user zoomed into
-    touched: frozenset[int] = field(default_factory=frozenset)
+    touched: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted
     running: bool = False
     finished: bool = False
 
@@ -63,7 +63,7 @@ class SimWorker(QObject):
         self._timer: QTimer | None = None
         self._last_frame = 0.0
         self._last_round = -1
-        self._touched: frozenset[int] = frozenset()
+        self._touched = np.zeros(0, dtype=np.int64)
         self._run_until_round: int | None = None
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
@@ -229,11 +229,11 @@ class SimWorker(QObject):
             bits = np.unpackbits(words.view(np.uint8), bitorder="little")
             gfns.append(np.flatnonzero(bits)[:MAX_TOUCHED] + st.slot.base_gfn)
         if not gfns:
-            self._touched = frozenset()
+            self._touched = np.zeros(0, dtype=np.int64)
             return
         g = np.concatenate(gfns)[:MAX_TOUCHED]
         _, pos, _ = self.sim.pgt.lookup(g << self.sim.vm.page_shift)
-        self._touched = frozenset(pos.tolist())
+        self._touched = np.sort(pos)  # a sorted array: no Python set of thousands of ints
 
 
 class Runner(QObject):

@@ -43,7 +43,7 @@ class PageTableModel(QAbstractItemModel):
         self.pgt = pgt
         self.slot_of = slot_of or (lambda ipa: "")
         self.dirty_of = dirty_of or (lambda ipa: "")
-        self.touched: frozenset[int] = frozenset()
+        self.touched = np.zeros(0, dtype=np.int64)  # sorted flat positions
         self._fetched: dict[int, int] = {}  # node key -> rows made visible so far
 
     # -- ids ----------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class PageTableModel(QAbstractItemModel):
             return None
         if role == Qt.ItemDataRole.DisplayRole:
             return self._entry_text(value, index.column())
-        if role == Qt.ItemDataRole.BackgroundRole and value in self.touched:
+        if role == Qt.ItemDataRole.BackgroundRole and self._touched(value):
             return HIGHLIGHT
         if role == Qt.ItemDataRole.ToolTipRole:
             level = int(self.pgt.table_level[value // self.pgt.E])
@@ -234,5 +234,9 @@ class PageTableModel(QAbstractItemModel):
             parent = self.index(row, 0, parent)
         return parent
 
-    def refresh(self, touched: frozenset[int]) -> None:
+    def _touched(self, pos: int) -> bool:
+        i = int(np.searchsorted(self.touched, pos))
+        return i < self.touched.size and int(self.touched[i]) == pos
+
+    def refresh(self, touched: np.ndarray) -> None:
         self.touched = touched

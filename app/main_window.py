@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.runner: Runner | None = None
         self.path: Path | None = None
         self.last_frame: Frame | None = None
+        self._pending_frame: Frame | None = None
         self.model: PageTableModel | None = None
         self._rounds_drawn = -1
         self.setWindowTitle("DirtyLog Inspector")
@@ -310,7 +311,7 @@ class MainWindow(QMainWindow):
         self.runner = Runner(sim, self)
         w = self.runner.worker
         queued = Qt.ConnectionType.QueuedConnection  # always run these in the GUI thread
-        w.frame.connect(self.show_frame, queued)
+        w.frame.connect(self._frame_arrived, queued)
         w.error.connect(self.show_error, queued)
         w.edit_done.connect(self.edit_done, queued)
         w.running_changed.connect(self._running_changed, queued)
@@ -495,6 +496,18 @@ class MainWindow(QMainWindow):
 
     # -- frames -------------------------------------------------------------------------------
 
+    def _frame_arrived(self, frame: Frame) -> None:
+        """Keep only the newest frame: if the GUI falls behind, frames are dropped, not queued."""
+        pending = self._pending_frame
+        self._pending_frame = frame
+        if pending is None:
+            QTimer.singleShot(0, self._show_pending)
+
+    def _show_pending(self) -> None:
+        frame, self._pending_frame = self._pending_frame, None
+        if frame is not None:
+            self.show_frame(frame)
+
     def show_frame(self, frame: Frame) -> None:
         self.last_frame = frame
         snap = frame.snapshot
@@ -504,7 +517,7 @@ class MainWindow(QMainWindow):
             self.graphs.update_rounds(snap.rounds)
             self._fill_rounds(snap.rounds)
         self.memslots.show_slots(snap)
-        if self.model is not None:
+        if self.model is not None and self.tree.isVisible():
             self.model.refresh(frame.touched)
             self.tree.viewport().update()
         self._status(snap, frame)

@@ -180,6 +180,7 @@ def test_overlapping_memslot_shows_eexist_and_the_run_goes_on(qtbot, window):
     qtbot.waitUntil(lambda: "EEXIST" in ed.status.text(), timeout=10_000)
     assert "overlaps slot 0" in ed.status.text()
     assert 7 not in window.sim.vm.slots
+    qtbot.waitUntil(lambda: window.last_frame is not None, timeout=5_000)
     t = window.last_frame.snapshot.t_ns
     qtbot.waitUntil(lambda: window.last_frame.snapshot.t_ns > t, timeout=10_000)
     assert "EEXIST" in window.messages.toPlainText()

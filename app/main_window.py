@@ -282,10 +282,10 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     def _build_status(self) -> None:
-        self.status_labels = {
-            k: QLabel() for k in ("time", "round", "remaining", "rate", "throttle")
-        }
-        for label in self.status_labels.values():
+        widths = {"time": 230, "round": 260, "remaining": 160, "rate": 210, "throttle": 100}
+        self.status_labels = {k: QLabel() for k in widths}
+        for key, label in self.status_labels.items():
+            label.setFixedWidth(widths[key])  # fixed: a new text must not re-lay out the window
             self.statusBar().addPermanentWidget(label)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -550,14 +550,17 @@ class MainWindow(QMainWindow):
         self.rounds.scrollToBottom()
 
     def _status(self, snap, frame: Frame) -> None:
-        s = self.status_labels
-        s["time"].setText(f"t = {snap.t_ns / 1e9:,.3f} s (simulated)")
-        s["round"].setText(
-            f"round {snap.round} · {snap.phase}" + (f" · {snap.outcome}" if snap.outcome else "")
-        )
-        s["remaining"].setText(f"remaining {format_bytes(snap.remaining_bytes)}")
-        s["rate"].setText(f"dirty rate {snap.dirty_pages_rate:,.0f} pages/s")
-        s["throttle"].setText(f"throttle {snap.throttle_pct} %")
+        outcome = f" · {snap.outcome}" if snap.outcome else ""
+        texts = {
+            "time": f"t = {snap.t_ns / 1e9:,.3f} s (simulated)",
+            "round": f"round {snap.round} · {snap.phase}{outcome}",
+            "remaining": f"remaining {format_bytes(snap.remaining_bytes)}",
+            "rate": f"dirty rate {snap.dirty_pages_rate:,.0f} pages/s",
+            "throttle": f"throttle {snap.throttle_pct} %",
+        }
+        for key, text in texts.items():
+            if self.status_labels[key].text() != text:
+                self.status_labels[key].setText(text)
 
     def show_error(self, text: str) -> None:
         self.report("engine error (run paused):\n" + text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -140,6 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dirtylog {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line unless debugging
+        if os.environ.get("DIRTYLOG_DEBUG"):
+            raise
+        print(
+            f"dirtylog {args.command}: internal error ({type(exc).__name__}: {exc}); "
+            "set DIRTYLOG_DEBUG=1 for the traceback and please report it",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _load_subcommands() -> None:

@@ -177,6 +177,9 @@ class _RoundPrinter:
         self.progress(self.sim)
         if self.quiet:
             return
+        for line in result.get("messages", []):
+            if "refused" in line or "cannot be tracked" in line:
+                print(f"note: {line}")
         ver = result.get("verification", {})
         print(
             f"outcome: {result.get('outcome')} ({result.get('reason', '')})\n"

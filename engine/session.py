@@ -141,7 +141,7 @@ class SessionCfg(_Model):
     format: Literal["dirtylog-session"]
     version: int
     name: str = "session"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=1 << 63)
     tick_ms: float = Field(1.0, gt=0, le=1000)
     geometry: GeometryCfg = GeometryCfg()
     costs: dict[str, float] = {}
@@ -152,6 +152,16 @@ class SessionCfg(_Model):
     migration: MigrationCfg = MigrationCfg()
     events: list[EventCfg] = Field([], max_length=MAX_EVENTS)
     view: dict[str, Any] = {}
+
+    @field_validator("memslots")
+    @classmethod
+    def _unique_ids(cls, v: list[MemslotCfg]) -> list[MemslotCfg]:
+        seen: set[int] = set()
+        for m in v:
+            if m.id in seen:
+                raise ValueError(f"memslot id {m.id} is used twice; ids must be unique")
+            seen.add(m.id)
+        return v
 
     @field_validator("tick_ms")
     @classmethod

@@ -32,6 +32,8 @@ def load_trace(path: str | Path) -> Trace:
         raise ConfigError(str(path), f"cannot read the trace ({exc.strerror or exc})") from None
     if size > MAX_TRACE_BYTES:
         raise ConfigError(path.name, f"is {size} bytes; traces are limited to 2 GiB")
+    if not path.is_file():
+        raise ConfigError(str(path), "is not a regular file (a trace is a .csv or .npz file)")
     if path.suffix == ".npz":
         return _load_npz(path)
     return _load_csv(path)
@@ -61,6 +63,8 @@ def _load_npz(path: Path) -> Trace:
 
 
 def _load_csv(path: Path) -> Trace:
+    if not path.is_file():
+        raise ConfigError(str(path), "is not a regular file (a trace is a .csv or .npz file)")
     try:
         with open(path, encoding="utf-8") as fh:
             header = fh.readline().strip().replace(" ", "")

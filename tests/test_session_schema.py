@@ -81,6 +81,7 @@ def test_the_issue_example_loads_through_the_v1_migration():
         (("migration", "downtime_limit_ms"), -1, "migration.downtime_limit_ms", "greater than 0"),
         (("vcpus",), 0, "vcpus", "greater than or equal to 1"),
         (("tick_ms",), 0, "tick_ms", "greater than 0"),
+        (("seed",), -5, "seed", "greater than or equal to 0"),
         (("events", 0, "action"), "explode", "events[0].action", "must be"),
     ],
 )
@@ -221,3 +222,10 @@ def test_fuzzed_top_level_fields(patch):
         parse_session(data)
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def test_memslot_ids_must_be_unique():
+    data = copy.deepcopy(V1)
+    data["memslots"].append(dict(data["memslots"][0], base="0x80000000"))
+    with pytest.raises(ConfigError, match="memslot id 0 is used twice"):
+        parse_session(data)

@@ -161,3 +161,8 @@ def test_perftest_prints_the_selftest_lines(capsys):
 
     assert re.search(r"Iteration 1 dirty memory time: \d+\.\d{9}s", out)
     assert cli_main(["perftest", "-i", "1"]) == 2
+
+
+def test_a_trace_path_that_is_a_directory_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_trace(tmp_path)

@@ -23,7 +23,8 @@ from engine.geometry import Geometry
 
 POOL_PA_BASE = 0xF000_0000_0000
 HOST_PA_OFFSET = 0x4000_0000  # the host page backing IPA x sits at PA x + offset (mod 2^48)
-RMAP_CHUNK_SHIFT = 18  # gfns per reverse-map chunk: 2^18 (1 GiB of 4K pages)
+RMAP_CHUNK_SHIFT = 18
+_GROUPED_LOOKUP = 4096  # sorted lookups larger than this walk each region once
 U64 = np.uint64
 
 
@@ -147,6 +148,11 @@ class PageTable:
         The descriptor is a leaf (page or block) or invalid (the level that faults).
         """
         ipa = np.atleast_1d(np.asarray(ipa, dtype=np.int64))
+        if ipa.size > _GROUPED_LOOKUP and bool(np.all(ipa[1:] >= ipa[:-1])):
+            return self._lookup_grouped(ipa)
+        return self._lookup_direct(ipa)
+
+    def _lookup_direct(self, ipa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         flat = self.flat
         level = np.full(ipa.shape, self.geom.start_level, dtype=np.int8)
         pos = self.root_position(ipa)
@@ -162,6 +168,27 @@ class PageTable:
             pos[active] = child * self.E + self.entry_index(ipa[active], lv + 1)
             desc[active] = flat[pos[active]]
             level[active] = lv + 1
+        return level, pos, desc
+
+    def _lookup_grouped(self, ipa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted IPAs: walk the upper levels once per last-level table region, then read
+        every leaf with one gather (IPAs of a region share their path down to it)."""
+        region = ipa >> self.geom.level_shift(2)
+        starts = np.flatnonzero(_first_of_runs(region))
+        if starts.size * 4 > ipa.size:  # too few IPAs per region to be worth grouping
+            return self._lookup_direct(ipa)
+        lv_u, pos_u, desc_u = self._lookup_direct(ipa[starts])
+        counts = np.diff(np.append(starts, ipa.size))
+        level, pos, desc = (
+            np.repeat(lv_u, counts),
+            np.repeat(pos_u, counts),
+            np.repeat(desc_u, counts),
+        )
+        leaf = level == 3
+        if leaf.any():
+            table = pos[leaf] // self.E
+            pos[leaf] = table * self.E + self.entry_index(ipa[leaf], 3)
+            desc[leaf] = self.flat[pos[leaf]]
         return level, pos, desc
 
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:

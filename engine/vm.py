@@ -245,9 +245,8 @@ class VM:
             slot = slots[int(i)]
             sel = (pages.sidx == i) & (pages.writes > 0)
             st = self.slots[slot.id]
-            np.add.at(
-                st.version, pages.gfn[sel] - slot.base_gfn, pages.writes[sel].astype(np.uint32)
-            )
+            # one entry per page (the batch is grouped by page), so a plain += is exact
+            st.version[pages.gfn[sel] - slot.base_gfn] += pages.writes[sel].astype(np.uint32)
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""

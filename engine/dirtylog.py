@@ -236,7 +236,9 @@ def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None
 
 def _word_masks(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Word index and OR-ed bit mask per distinct word of sorted (or any) page offsets."""
-    pages = np.sort(np.asarray(pages, dtype=np.int64))
+    pages = np.asarray(pages, dtype=np.int64)
+    if pages.size > 1 and not bool(np.all(pages[1:] >= pages[:-1])):
+        pages = np.sort(pages)
     bits = U64(1) << (pages & 63).astype(U64)
     words = pages >> 6
     starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]]) if pages.size else pages

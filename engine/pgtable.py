@@ -23,7 +23,7 @@ from engine.geometry import Geometry
 
 POOL_PA_BASE = 0xF000_0000_0000
 HOST_PA_OFFSET = 0x4000_0000  # the host page backing IPA x sits at PA x + offset (mod 2^48)
-RMAP_CHUNK_SHIFT = 18
+RMAP_CHUNK_SHIFT = 18  # gfns per reverse-map chunk: 2^18 (1 GiB of 4K pages)
 _GROUPED_LOOKUP = 4096  # sorted lookups larger than this walk each region once
 U64 = np.uint64
 

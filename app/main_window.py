@@ -751,6 +751,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         if self.runner is not None:
             self.runner.shutdown()
+        if self.autosave_dir is not None:  # a clean exit: nothing to recover next time
+            (self.autosave_dir / "autosave.json").unlink(missing_ok=True)
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()

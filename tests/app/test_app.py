@@ -385,3 +385,12 @@ def test_changing_the_tracking_mode_restarts_the_run(qtbot, window):
     ed.eager.setText("lots")
     ed._apply()
     assert "eager split" in ed.status.text()
+
+
+def test_autosave_is_written_and_removed_on_a_clean_exit(qtbot, window, tmp_path):
+    load(window, small_session())
+    window.write_autosave()
+    auto = tmp_path / "autosave" / "autosave.json"
+    assert json.loads(auto.read_text())["name"] == "app-test"
+    window.close()
+    assert not auto.exists()

@@ -118,10 +118,13 @@ def _validated(name: str, t: np.ndarray, ipa: np.ndarray, vcpu, row_offset: int)
     def where(i: int) -> str:
         return f"{name}: line {i + row_offset}" if row_offset else f"{name}: row {i}"
 
-    for label, a in (("t_ns", t), ("ipa", ipa), ("vcpu", vcpu)):
-        if a is not None and a.size and int(a.min()) < 0:
-            i = int(np.argmax(a < 0))
-            raise ConfigError(where(i), f"{label} {int(a[i])} is negative")
+    # vcpu -1 is a write with no running vCPU (a device, like vgic/ITS state being saved):
+    # in ring mode it goes to the backup bitmap
+    for label, a, low in (("t_ns", t, 0), ("ipa", ipa, 0), ("vcpu", vcpu, -1)):
+        if a is not None and a.size and int(a.min()) < low:
+            i = int(np.argmax(a < low))
+            what = "is negative" if low == 0 else "is below -1 (-1 means no running vCPU)"
+            raise ConfigError(where(i), f"{label} {int(a[i])} {what}")
     if t.size > 1:
         dec = np.flatnonzero(t[1:] < t[:-1])
         if dec.size:

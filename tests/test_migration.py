@@ -461,3 +461,19 @@ def test_trace_vcpu_beyond_the_session_is_refused(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="row 2 of the trace names vcpu 5"):
         Simulation.from_file(tmp_path / "s.json")
+
+
+def test_device_writes_with_no_running_vcpu_reach_the_destination_in_ring_mode(tmp_path):
+    t = np.arange(1, 2001) * 1_000_000
+    ipa = 0x40000000 + (np.arange(2000) % 512) * 4096
+    vcpu = np.where(np.arange(2000) % 3 == 0, -1, 0)
+    save_trace_csv(tmp_path / "w.csv", t, ipa, vcpu)
+    data = session(
+        tracking={"mode": "ring", "ring_entries": 256},
+        workloads=[{"name": "t", "kind": "trace", "path": "w.csv"}],
+        migration={"bandwidth": "64Mbit/s", "downtime_limit_ms": 100},
+    )
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    sim = Simulation.from_file(tmp_path / "s.json")
+    result = sim.run()
+    assert result["verification"]["mismatches"] == 0

@@ -79,6 +79,7 @@ class HeatMap(QWidget):
         self.legend.setWordWrap(True)
         self.hover = QLabel("hover over a page")
         self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hover.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.glw, 1)

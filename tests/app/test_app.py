@@ -241,31 +241,18 @@ def test_bad_session_is_refused_and_the_app_keeps_running(qtbot, window, tmp_pat
     assert window.runner.thread.isRunning()
 
 
+def launch(tmp_path, *args, timeout=240):
+    """Run the app's launcher in a subprocess, offscreen, with throwaway settings."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    cmd = [sys.executable, "-m", "app.launch", *args, "--settings-dir", str(tmp_path)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_scripted_screenshot(tmp_path):
     shot = tmp_path / "shot.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     session = tmp_path / "s.json"
     session.write_text(json.dumps(small_session()))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.launch",
-            str(session),
-            "--run-rounds",
-            "2",
-            "--screenshot",
-            str(shot),
-            "--quit",
-            "--settings-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    out = launch(tmp_path, str(session), "--run-rounds", "2", "--screenshot", str(shot), "--quit")
     assert out.returncode == 0, out.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -273,25 +260,7 @@ def test_scripted_screenshot(tmp_path):
 def test_scripted_mode_refuses_a_bad_session(tmp_path):
     session = tmp_path / "s.json"
     session.write_text("{not json")
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.launch",
-            str(session),
-            "--run-rounds",
-            "1",
-            "--quit",
-            "--settings-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = launch(tmp_path, str(session), "--run-rounds", "1", "--quit", timeout=120)
     assert out.returncode == 2
     assert "not valid JSON" in out.stderr and "Traceback" not in out.stderr
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -279,10 +278,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 {"machine": _machine(), "figures": [f.as_dict() for f in figures]}, fh, indent=2
             )
     return 0
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _register(sub: argparse._SubParsersAction) -> None:

@@ -69,10 +69,6 @@ class Geometry:
         return 4 - self.levels
 
     @property
-    def last_level(self) -> int:
-        return 3
-
-    @property
     def level_range(self) -> range:
         return range(self.start_level, 4)
 

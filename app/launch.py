@@ -26,7 +26,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and watch the migration live.",
     )
     p.add_argument("session", nargs="?", help="session file (JSON); default: the bundled demo")
-    p.add_argument("--run-rounds", type=int, metavar="N", help="scripted: run N rounds")
+    p.add_argument(
+        "--run-rounds",
+        type=int,
+        metavar="N",
+        help="scripted: run N rounds (N simulated seconds when the session has no migration)",
+    )
     p.add_argument("--screenshot", metavar="PATH", help="scripted: save a PNG of the window")
     p.add_argument("--quit", action="store_true", help="scripted: exit when done")
     p.add_argument(
@@ -183,7 +188,10 @@ def _scripted(app, window, args, QTimer) -> int:
     target = args.run_rounds or 0
 
     def check(frame) -> None:
-        done = len(frame.snapshot.rounds) >= target or frame.finished
+        if window.sim is not None and window.sim.migration is None:  # no rounds: seconds
+            done = frame.snapshot.t_ns >= target * 1_000_000_000 or frame.finished
+        else:
+            done = len(frame.snapshot.rounds) >= target or frame.finished
         if done and not frame.running and not state.get("finishing"):
             state["finishing"] = True  # (disconnecting inside the slot upsets PySide6)
             QTimer.singleShot(100, finish)

@@ -104,7 +104,8 @@ class SimWorker(QObject):
     def run_rounds(self, n: int) -> None:
         """Run until ``n`` more rounds are closed (scripted mode), then pause."""
         m = self.sim.migration
-        self._run_until_round = (len(m.rounds) if m else 0) + n
+        done = len(m.rounds) if m else self.sim.t_ns // 1_000_000_000
+        self._run_until_round = done + n
         self.running = True
         self.running_changed.emit(True)
 
@@ -175,10 +176,13 @@ class SimWorker(QObject):
         return max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns))
 
     def _reached_round_goal(self) -> bool:
+        """Rounds closed (or, in a session without a migration, simulated seconds)."""
         if self._run_until_round is None:
             return False
         m = self.sim.migration
-        return m is None or len(m.rounds) >= self._run_until_round or self.sim.finished
+        if m is None:
+            return self.sim.t_ns >= self._run_until_round * 1_000_000_000 or self.sim.finished
+        return len(m.rounds) >= self._run_until_round or self.sim.finished
 
     def _guarded(self, fn) -> bool:
         try:

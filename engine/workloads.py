@@ -352,7 +352,8 @@ class Trace(Workload):
         tr = self.trace
         lo = self._next
         hi = int(np.searchsorted(tr.t_ns, t1, side="right"))
-        lo = max(lo, int(np.searchsorted(tr.t_ns, t0, side="right")))
+        # ticks are (t0, t1]; the first one also takes writes at t = 0
+        lo = max(lo, int(np.searchsorted(tr.t_ns, t0, side="right")) if t0 > 0 else 0)
         self._next = max(self._next, hi)
         if hi <= lo:
             return Accesses.empty()

@@ -28,32 +28,70 @@ def sessions(draw):
         tracking["initially_set"] = draw(st.booleans())
     kinds = st.sampled_from(["uniform", "sequential", "hotcold", "zipf", "memstress", "once"])
     workloads = [
-        {"name": f"w{i}", "kind": k, "vcpu": i % 2, "slot": i % 2,
-         "rate": draw(st.sampled_from([500, 3000, 12000]))}
+        {
+            "name": f"w{i}",
+            "kind": k,
+            "vcpu": i % 2,
+            "slot": i % 2,
+            "rate": draw(st.sampled_from([500, 3000, 12000])),
+        }
         for i, k in enumerate(draw(st.lists(kinds, min_size=1, max_size=3)))
     ]
     return {
-        "format": "dirtylog-session", "version": 2, "name": "prop",
-        "seed": draw(st.integers(0, 1000)), "tick_ms": draw(st.sampled_from([1, 2])),
-        "geometry": {"granule": "4KiB", "ipa_bits": 40}, "tracking": tracking, "vcpus": 2,
+        "format": "dirtylog-session",
+        "version": 2,
+        "name": "prop",
+        "seed": draw(st.integers(0, 1000)),
+        "tick_ms": draw(st.sampled_from([1, 2])),
+        "geometry": {"granule": "4KiB", "ipa_bits": 40},
+        "tracking": tracking,
+        "vcpus": 2,
         "memslots": [
-            {"id": 0, "base": "0x40000000", "size": "8MiB", "flags": ["log_dirty"],
-             "backing": draw(st.sampled_from(["4KiB", "2MiB"]))},
+            {
+                "id": 0,
+                "base": "0x40000000",
+                "size": "8MiB",
+                "flags": ["log_dirty"],
+                "backing": draw(st.sampled_from(["4KiB", "2MiB"])),
+            },
             {"id": 1, "base": "0x80000000", "size": "4MiB", "flags": ["log_dirty"]},
         ],
         "workloads": workloads,
-        "migration": {"policy": draw(st.sampled_from(["qemu", "xen"])),
-                      "bandwidth": draw(st.sampled_from(["64Mbit/s", "256Mbit/s"])),
-                      "downtime_limit_ms": 100, "timeout_s": 20, "max_rounds": 40,
-                      "auto_converge": draw(st.booleans())},
-        "events": draw(st.sampled_from([
-            [],
-            [{"t_ms": 50, "action": "set_workload", "workload": "w0", "rate": 8000}],
-            [{"t_ms": 80, "action": "add_memslot", "id": 5, "base": "0xc0000000",
-              "size": "1MiB", "flags": ["log_dirty"]},
-             {"t_ms": 90, "action": "add_workload", "name": "late", "kind": "uniform",
-              "vcpu": 1, "slot": 5, "rate": 2000}],
-        ])),
+        "migration": {
+            "policy": draw(st.sampled_from(["qemu", "xen"])),
+            "bandwidth": draw(st.sampled_from(["64Mbit/s", "256Mbit/s"])),
+            "downtime_limit_ms": 100,
+            "timeout_s": 20,
+            "max_rounds": 40,
+            "auto_converge": draw(st.booleans()),
+        },
+        "events": draw(
+            st.sampled_from(
+                [
+                    [],
+                    [{"t_ms": 50, "action": "set_workload", "workload": "w0", "rate": 8000}],
+                    [
+                        {
+                            "t_ms": 80,
+                            "action": "add_memslot",
+                            "id": 5,
+                            "base": "0xc0000000",
+                            "size": "1MiB",
+                            "flags": ["log_dirty"],
+                        },
+                        {
+                            "t_ms": 90,
+                            "action": "add_workload",
+                            "name": "late",
+                            "kind": "uniform",
+                            "vcpu": 1,
+                            "slot": 5,
+                            "rate": 2000,
+                        },
+                    ],
+                ]
+            )
+        ),
     }
 
 

@@ -166,3 +166,9 @@ def test_perftest_prints_the_selftest_lines(capsys):
 def test_a_trace_path_that_is_a_directory_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not a regular file"):
         load_trace(tmp_path)
+
+
+def test_a_trace_write_at_time_zero_lands_in_the_first_tick(tmp_path):
+    save_trace_csv(tmp_path / "t.csv", [0, 0, MS], [0x40000000, 0x40001000, 0x40002000])
+    w = make_workload({"name": "t", "kind": "trace", "path": "t.csv"}, 1, 4096, "w", tmp_path)
+    assert w.accesses(0, MS, MS).gfn.tolist() == [0x40000, 0x40001, 0x40002]

@@ -363,3 +363,21 @@ def test_autosave_is_written_and_removed_on_a_clean_exit(qtbot, window, tmp_path
     assert json.loads(auto.read_text())["name"] == "app-test"
     window.close()
     assert not auto.exists()
+
+
+def test_scripted_mode_without_a_migration_runs_simulated_seconds(tmp_path):
+    shot = tmp_path / "shot.png"
+    session = tmp_path / "s.json"
+    session.write_text(json.dumps(small_session(migration={"policy": "none"})))
+    out = launch(
+        tmp_path,
+        str(session),
+        "--run-rounds",
+        "1",
+        "--screenshot",
+        str(shot),
+        "--quit",
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert shot.exists()

@@ -227,8 +227,9 @@ def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None
     base = st.slot.base_gfn
     if vm.tracking.compare:
         for name in STRATEGIES:
-            if name != vm.tracking.strategy:
-                op.strategies[name] = run_strategy(name, vm.pgt.copy(), base, offsets, masks)
+            if name == vm.tracking.strategy or (name == "rmap" and vm.pgt.rmap is None):
+                continue  # (compare switched on mid-run: there is no reverse map to use)
+            op.strategies[name] = run_strategy(name, vm.pgt.copy(), base, offsets, masks)
     chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks)
     op.strategies[vm.tracking.strategy] = chosen
     op.counters.add(chosen.counters)

@@ -477,3 +477,13 @@ def test_device_writes_with_no_running_vcpu_reach_the_destination_in_ring_mode(t
     sim = Simulation.from_file(tmp_path / "s.json")
     result = sim.run()
     assert result["verification"]["mismatches"] == 0
+
+
+def test_compare_switched_on_mid_run_compares_what_it_can():
+    sim = Simulation.from_dict(session())
+    sim.run_for(500_000_000)
+    sim.apply_edit({"action": "set_tracking", "compare": True})
+    result = sim.run()
+    assert result["verification"]["mismatches"] == 0
+    last = [r for r in result["rounds"] if r["walk_model_ns"]][-1]
+    assert set(last["walk_model_ns"]) == {"range", "masked-skip", "visitor"}

@@ -169,7 +169,7 @@ def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
         if vm.tracking.manual:
             return bitmap.copy(), op
         nz = np.flatnonzero(bitmap)
-        masks = bitmap[nz].copy()
+        masks = bitmap[nz]
         bitmap[nz] = 0  # xchg(&bitmap[i], 0)
         snapshot = np.zeros_like(bitmap)
         snapshot[nz] = masks

@@ -140,11 +140,12 @@ class _WordChunks:
 
     chunk: np.ndarray  # index of each word's 64 entries in pool.reshape(-1, 64)
     new_walk: np.ndarray  # the word's last-level table differs from the previous word's
+    increasing: bool  # chunks ascend with the words (tables were allocated in IPA order)
 
     @classmethod
     def of(cls, pgt: PageTable, gfn0: np.ndarray) -> _WordChunks | None:
         E = pgt.E
-        if E % 64 or gfn0.size == 0 or bool(np.any(gfn0 & 63)):
+        if E % 64 or gfn0.size == 0 or int(np.bitwise_or.reduce(gfn0)) & 63:
             return None
         if gfn0.size > 1 and not bool(np.all(gfn0[1:] > gfn0[:-1])):
             return None
@@ -155,9 +156,11 @@ class _WordChunks:
         level, pos, _ = pgt.lookup(gfn0[starts] << pgt.geom.page_shift)
         if not bool(np.all(level == 3)):
             return None
-        table = np.repeat(pos // E, np.diff(np.append(starts, region.size)))
-        chunk = table * (E // 64) + ((gfn0 & (E - 1)) >> 6)
-        return cls(chunk, new_walk)
+        # chunk = the table's first chunk + the word's index in its region, per region
+        table_chunk0 = (pos // E) * (E // 64) - ((gfn0[starts] >> 6) & ~(E // 64 - 1))
+        chunk = gfn0 >> 6
+        chunk += np.repeat(table_chunk0, np.diff(np.append(starts, region.size)))
+        return cls(chunk, new_walk, bool(np.all(chunk[1:] > chunk[:-1])))
 
     def apply(
         self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str
@@ -180,9 +183,9 @@ class _WordChunks:
             return
         for lo in range(0, self.chunk.size, _BLOCK_WORDS):
             idx = self.chunk[lo : lo + _BLOCK_WORDS]
-            m = masks[lo : lo + _BLOCK_WORDS].astype(U64)
-            first = int(idx.min())
-            span = int(idx.max()) - first + 1
+            m = masks[lo : lo + _BLOCK_WORDS]
+            first, last = (idx[0], idx[-1]) if self.increasing else (idx.min(), idx.max())
+            first, span = int(first), int(last) - int(first) + 1
             if span <= 2 * idx.size:
                 full = np.zeros(span, dtype=U64)
                 full[idx - first] = m  # one chunk per word: indices are distinct
@@ -213,22 +216,26 @@ class _WordChunks:
 
 
 def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tuple[int, int]:
-    """On rows of 64 entries, clear S2AP W of valid writable pages whose mask bit is set.
+    """On rows of 64 last-level entries, clear S2AP W where the mask bit is set.
 
-    Returns (valid pages under the masks, entries changed).
+    A last-level table holds only valid pages and zeros (the table code writes 0 when it
+    breaks or unmaps an entry), so "S2AP W is set" already means "a valid writable page" and
+    the change is ``entry & W`` under the mask: one AND, one count and one XOR over the rows,
+    with the mask expanded to a W per entry.  Returns (valid pages under the masks, changed).
     """
-    bits = np.unpackbits(masks.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little").view(bool)
-    tmp, change = scratch(sub.shape)
-    np.bitwise_and(sub, U64(D.VALID | D.TYPE | D.S2AP_W), out=tmp)
-    np.equal(tmp, U64(D.VALID | D.TYPE | D.S2AP_W), out=change)
-    change &= bits
+    w, _ = scratch(sub.shape)
+    bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(sub.shape)
     mapped = 0
-    if count_mapped:  # rmap reads a leaf only where the reverse map has one
-        np.bitwise_and(tmp, U64(D.VALID | D.TYPE), out=tmp)
-        mapped = int(np.count_nonzero((tmp == U64(D.VALID | D.TYPE)) & bits))
-    n = int(np.count_nonzero(change))
+    if count_mapped:  # rmap reads a leaf only where the reverse map has one (VALID is bit 0)
+        np.copyto(w, bits)
+        np.bitwise_and(sub, w, out=w)
+        mapped = int(np.count_nonzero(w))
+    np.multiply(bits, np.uint8(D.S2AP_W), out=bits)  # (numpy's uint8 shifts are not SIMD)
+    np.copyto(w, bits)
+    np.bitwise_and(sub, w, out=w)
+    n = int(np.count_nonzero(w))
     if n:
-        np.bitwise_and(sub, ~U64(D.S2AP_W), out=sub, where=change)
+        np.bitwise_xor(sub, w, out=sub)
     return mapped, n
 
 

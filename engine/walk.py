@@ -255,7 +255,7 @@ class LeafBatch:
 
     def _apply_rows(self, rows: slice, set_bits: int, clr_bits: int) -> int:
         view = self.pgt.pool[rows]
-        if set_bits == 0 and clr_bits and clr_bits & (clr_bits - 1) == 0:
+        if set_bits == 0 and _is_attribute_bit(clr_bits):
             return self._clear_bit(view, clr_bits)
         changed = self._changes(view, set_bits, clr_bits)
         n = int(np.count_nonzero(changed))
@@ -264,15 +264,16 @@ class LeafBatch:
         return n
 
     def _clear_bit(self, view: np.ndarray, clr_bits: int) -> int:
-        """Clear one bit (write-protect) on valid leaves, in two passes over cached buffers."""
-        leaf = (D.VALID | D.TYPE) if self.level == 3 else D.VALID
-        probe = U64(D.VALID | D.TYPE | clr_bits)
-        tmp, hit = scratch(view.shape)
-        np.bitwise_and(view, probe, out=tmp)
-        np.equal(tmp, U64(leaf | clr_bits), out=hit)
-        n = int(np.count_nonzero(hit))
+        """Clear one attribute bit (write-protect) on valid leaves: AND, count, XOR.
+
+        Invalid entries are 0 and table descriptors carry no attribute bits, so an entry
+        with the bit set is a valid leaf and ``d & bit`` is exactly what changes.
+        """
+        tmp, _ = scratch(view.shape)
+        np.bitwise_and(view, U64(clr_bits), out=tmp)
+        n = int(np.count_nonzero(tmp))
         if n:
-            np.bitwise_and(view, ~U64(clr_bits), out=view, where=hit)
+            np.bitwise_xor(view, tmp, out=view)
         return n
 
     def _apply_positions(self, pos: np.ndarray, set_bits: int, clr_bits: int) -> int:
@@ -281,6 +282,11 @@ class LeafBatch:
         changed = self._changes(d, set_bits, clr_bits)
         flat[pos[changed]] = (d[changed] & ~U64(clr_bits)) | U64(set_bits)
         return int(np.count_nonzero(changed))
+
+
+def _is_attribute_bit(bits: int) -> bool:
+    """One bit that only leaves carry (not VALID/TYPE, not an output-address bit)."""
+    return bits != 0 and bits & (bits - 1) == 0 and not bits & (D.VALID | D.TYPE | D.oa_mask(12))
 
 
 _SCRATCH = threading.local()

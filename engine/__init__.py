@@ -2,3 +2,7 @@
 
 Pure Python and numpy; it never imports Qt, so it runs headless, from the CLI and from pytest.
 """
+
+from engine.allocator import keep_freed_memory
+
+keep_freed_memory()

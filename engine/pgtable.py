@@ -191,6 +191,25 @@ class PageTable:
             desc[leaf] = self.flat[pos[leaf]]
         return level, pos, desc
 
+    def last_level_tables(self, ipa: np.ndarray) -> np.ndarray:
+        """The last-level table under each sorted, distinct level-2 region start (-1: none).
+
+        Many regions are matched against the IPA recorded for every live last-level table
+        (a few array passes); a few are walked.
+        """
+        tables = self.live_tables(3)
+        if ipa.size * 8 < tables.size:
+            level, pos, _ = self.lookup(ipa)
+            return np.where(level == 3, pos // self.E, -1)
+        start = self.table_ipa[tables]
+        if tables.size > 1 and not bool(np.all(start[1:] > start[:-1])):
+            order = np.argsort(start)
+            tables, start = tables[order], start[order]
+        if not tables.size:
+            return np.full(ipa.shape, -1, dtype=np.int64)
+        k = np.minimum(np.searchsorted(start, ipa), tables.size - 1)
+        return np.where(start[k] == ipa, tables[k], -1)
+
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:
         """IPA where the region mapped by the entry at flat position ``pos`` starts."""
         table, index = np.divmod(pos, self.E)

@@ -30,11 +30,12 @@ from engine.pgtable import PageTable, _first_of_runs
 from engine.walk import WalkCounters, expand_runs, scratch, set_clear_visitor, walk_bulk_spans
 
 U64 = np.uint64
-_BLOCK_WORDS = 1024  # words per numpy pass in the per-word fast path
+_BLOCK_WORDS = 2048  # words per numpy pass in the per-word fast path
 # Gathering just the entries under set bits beats whole-chunk passes while the chunks fit in
 # cache and few bits are set; beyond that the passes win (measured with dirtylog bench).
 _SPARSE_MAX_WORDS = 1 << 14
-_SPARSE_DENSITY = 8
+# (dense passes cost more when they must also count mapped pages: rmap's crossover is denser)
+_SPARSE_DENSITY = {"mask": 24, "mapped": 8}
 STRATEGIES = ("range", "masked-skip", "visitor", "rmap")
 
 
@@ -153,11 +154,12 @@ class _WordChunks:
         new_walk = np.ones(region.shape, dtype=bool)
         new_walk[1:] = region[1:] != region[:-1]
         starts = np.flatnonzero(new_walk)
-        level, pos, _ = pgt.lookup(gfn0[starts] << pgt.geom.page_shift)
-        if not bool(np.all(level == 3)):
+        g = pgt.geom
+        table = pgt.last_level_tables(region[starts] << g.level_shift(2))
+        if not bool(np.all(table >= 0)):
             return None
         # chunk = the table's first chunk + the word's index in its region, per region
-        table_chunk0 = (pos // E) * (E // 64) - ((gfn0[starts] >> 6) & ~(E // 64 - 1))
+        table_chunk0 = table * (E // 64) - ((gfn0[starts] >> 6) & ~(E // 64 - 1))
         chunk = gfn0 >> 6
         chunk += np.repeat(table_chunk0, np.diff(np.append(starts, region.size)))
         return cls(chunk, new_walk, bool(np.all(chunk[1:] > chunk[:-1])))
@@ -176,7 +178,8 @@ class _WordChunks:
         nbits = int(np.bitwise_count(masks).sum(dtype=np.int64))
         if count_reads == "mask":
             reads = nbits
-        if masks.size <= _SPARSE_MAX_WORDS and nbits * _SPARSE_DENSITY < masks.size * 64:
+        sparse = nbits * _SPARSE_DENSITY[count_reads] < masks.size * 64
+        if masks.size <= _SPARSE_MAX_WORDS and sparse:
             mapped, writes = _clear_w_at(pgt, self._positions(masks))
             counters.reads[3] += reads if count_reads == "mask" else mapped
             counters.writes[3] += writes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import descriptor as D
@@ -383,3 +383,23 @@ def test_engine_imports_no_qt():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops)
+def test_last_level_tables_agree_with_the_walk(operations):
+    """Both ways of finding the last-level table of a region (match the recorded IPAs of every
+    live table, or walk) give the walk's answer, including regions that have none."""
+    pgt = PageTable(G)
+    for op, chunk, n, backing, _ in operations:
+        start, size = BASE + chunk * (2 << 20), n * (2 << 20)
+        if op == "unmap":
+            pgt.unmap_range(start, size)
+        else:
+            pgt.map_range(start, size, backing)
+    regions = BASE + np.arange(24, dtype=np.int64) * (2 << 20)
+    level, pos, _ = pgt.lookup(regions)
+    want = np.where(level == 3, pos // pgt.E, -1)
+    assert np.array_equal(pgt.last_level_tables(regions), want)  # many regions: matched
+    for r, w in zip(regions, want, strict=True):  # one at a time: walked once > 8 tables
+        assert pgt.last_level_tables(np.array([r])).tolist() == [w]

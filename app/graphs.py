@@ -2,6 +2,11 @@
 
 Modelled cost (counts × unit costs) and measured wall time never share an axis: each has its
 own plot whose axis label says which it is.  In compare mode every strategy gets a series.
+
+Repainting all six plots at once costs 40-60 ms in a software-rendered window, long enough to
+stall the event loop while a migration runs.  So the left axes have a fixed width (new tick
+labels never re-lay the whole grid out) and a new round reaches the plots one per event-loop
+pass, about 10 ms each.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 STRATEGY_COLOURS = {
@@ -20,6 +25,8 @@ STRATEGY_COLOURS = {
     "visitor": (44, 160, 44),
     "rmap": (214, 39, 40),
 }
+
+AXIS_WIDTH = 64  # px: room for tick labels such as "1.5e+06" without re-laying out
 
 PLOTS = (
     ("walk_model", "harvest walk, modelled", "µs (modelled: counts × unit costs)"),
@@ -43,6 +50,7 @@ class TimingGraphs(QWidget):
         for i, (key, title, unit) in enumerate(PLOTS):
             p = self.glw.addPlot(row=i // 2, col=i % 2, title=title)
             p.setLabel("left", unit)
+            p.getAxis("left").setWidth(AXIS_WIDTH)
             p.setLabel("bottom", "round")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             p.showGrid(x=True, y=True, alpha=0.2)
@@ -53,6 +61,11 @@ class TimingGraphs(QWidget):
             y=300, pen=pg.mkPen("r", style=Qt.PenStyle.DashLine)
         )
         self.series: dict[str, dict[str, np.ndarray]] = {}
+        self._stale: list[str] = []  # plots still showing older rounds
+        self._next = QTimer(self)
+        self._next.setSingleShot(True)
+        self._next.setInterval(0)
+        self._next.timeout.connect(self._draw_next)
         self.setToolTip(
             "One point per round. Modelled = operation counts × the cost model; "
             "measured = the engine's own wall time."
@@ -74,14 +87,28 @@ class TimingGraphs(QWidget):
         self.downtime_limit.setValue(ms)
 
     def update_rounds(self, rounds: Sequence[Mapping[str, object]]) -> None:
-        """Rebuild the series from the rounds so far (cheap: one point per round)."""
+        """Take the rounds so far; the plots catch up one per event-loop pass."""
         self.series = series_from_rounds(rounds)
+        self._stale = list(self.plots)
+        self._next.start()
+
+    def flush(self) -> None:
+        """Bring every plot up to date now (before an export)."""
+        while self._stale:
+            self._draw_next()
+
+    def _draw_next(self) -> None:
+        if not self._stale:
+            return
+        plot = self._stale.pop(0)
         for name, values in self.series.items():
-            if name == "x":
+            if name == "x" or not name.startswith(plot + ":"):
                 continue
-            plot, label = name.split(":", 1)
+            label = name.split(":", 1)[1]
             colour = STRATEGY_COLOURS.get(label.split(" ")[0], _colour_for(label))
             self._curve(plot, label, colour).setData(self.series["x"]["x"], values)
+        if self._stale:
+            self._next.start()
 
     def export_csv(self, path: str) -> None:
         keys = [k for k in self.series if k != "x"]
@@ -93,6 +120,7 @@ class TimingGraphs(QWidget):
                 w.writerow([int(x)] + [float(self.series[k][i]) for k in keys])
 
     def export_png(self, path: str) -> None:
+        self.flush()
         self.glw.grab().save(path)
 
     def export_svg(self, path: str) -> None:
@@ -102,6 +130,7 @@ class TimingGraphs(QWidget):
         from PySide6.QtGui import QPainter
         from PySide6.QtSvg import QSvgGenerator
 
+        self.flush()
         gen = QSvgGenerator()
         gen.setFileName(path)
         gen.setSize(QSize(self.glw.width(), self.glw.height()))

@@ -197,6 +197,7 @@ def _scripted(app, window, args, QTimer) -> int:
             QTimer.singleShot(100, finish)
 
     def finish() -> None:
+        window.graphs.flush()
         if args.screenshot and not window.grab().save(args.screenshot):
             print(f"dirtylog-inspector: cannot write {args.screenshot}", file=sys.stderr)
             state["code"] = 2

@@ -67,6 +67,7 @@ class SimWorker(QObject):
         self._run_until_round: int | None = None
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
+        self._layer_buf: np.ndarray | None = None  # the shown layer, refilled every frame
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -200,12 +201,13 @@ class SimWorker(QObject):
             return
         self._last_frame = now
         try:
+            # the frame carries no layer: the GUI draws the image rendered here, so the
+            # worker keeps refilling one buffer instead of handing over a fresh array
+            snap = self.sim.snapshot()
             if self.mode == "diff":
-                snap = self.sim.snapshot()
                 layer = self.diff if self.diff is not None else np.zeros(snap.total_pages, np.uint8)
             else:
-                snap = self.sim.snapshot([self.mode])
-                layer = snap.layers.get(self.mode)
+                layer = self._layer_buf = self.sim.layer(self.mode, out=self._layer_buf)
             image = detail = None
             if layer is not None:
                 image = render(layer, self.mode, self.pages_per_row, self.max_cells)

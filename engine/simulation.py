@@ -566,20 +566,26 @@ class Simulation:
         layer.setflags(write=False)
         return layer
 
-    def layer(self, name: str) -> np.ndarray:
-        """One per-page layer over all slots (see snapshot.LAYERS)."""
+    def layer(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """One per-page layer over all slots (see snapshot.LAYERS).
+
+        ``out``, when it has the layer's shape and type, is filled instead of a new array: a
+        live view renders a layer many times a second, and a fresh array of a large guest's
+        pages each time costs more in page faults than building it.
+        """
         slots = self.vm.memslots.sorted()
         if name == "heat":
             total = sum(s.npages for s in slots)
             if self.heat is None or self.heat.size != total:
                 self.heat = np.zeros(total, dtype=np.float32)
                 self._heat_t = self.t_ns
-            decay = 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
-            return self.heat * np.float32(decay)
+            decay = np.float32(0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS))
+            return np.multiply(self.heat, decay, out=_fits(out, self.heat.dtype, total))
         parts = [self._slot_layer(name, s) for s in slots]
         if not parts:
             return np.zeros(0, dtype=np.uint8)
-        return np.concatenate(parts)
+        total = sum(p.size for p in parts)
+        return np.concatenate(parts, out=_fits(out, parts[0].dtype, total))
 
     def _slot_layer(self, name: str, s) -> np.ndarray:
         st = self.vm.slots[s.id]
@@ -640,3 +646,10 @@ def _pydantic_sentence(exc: Exception) -> str:
         loc = ".".join(str(x) for x in e["loc"])
         return f"{loc}: {e['msg']}"
     return str(exc)
+
+
+def _fits(out: np.ndarray | None, dtype: np.dtype, size: int) -> np.ndarray | None:
+    """``out`` if a flat result of ``size`` values of ``dtype`` can be written into it."""
+    if out is None or out.dtype != dtype or out.shape != (size,) or not out.flags.writeable:
+        return None
+    return out

@@ -487,3 +487,22 @@ def test_compare_switched_on_mid_run_compares_what_it_can():
     assert result["verification"]["mismatches"] == 0
     last = [r for r in result["rounds"] if r["walk_model_ns"]][-1]
     assert set(last["walk_model_ns"]) == {"range", "masked-skip", "visitor"}
+
+
+@pytest.mark.parametrize("name", ["heat", "dirty", "version", "prot", "last_sent"])
+def test_a_layer_refills_a_buffer_that_fits_and_equals_a_fresh_one(name):
+    """The live view refills one buffer per frame; the values are those of a fresh layer, and
+    a buffer of the wrong type or size is never written."""
+    sim = Simulation.from_dict(session())
+    sim.advance(400)
+    fresh = sim.layer(name)
+    buf = np.full_like(fresh, 7)
+    assert sim.layer(name, out=buf) is buf
+    assert np.array_equal(buf, fresh)
+    wrong_size = np.zeros(fresh.size - 1, fresh.dtype)
+    wrong_type = np.zeros(fresh.size, np.int8 if fresh.dtype != np.int8 else np.int16)
+    for bad in (wrong_size, wrong_type):
+        before = bad.copy()
+        out = sim.layer(name, out=bad)
+        assert out is not bad and np.array_equal(bad, before)
+        assert np.array_equal(out, fresh)

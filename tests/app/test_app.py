@@ -99,8 +99,10 @@ def test_rounds_table_and_graphs_have_one_point_per_round(qtbot, window):
     assert window.rounds.item(0, 0).text() == "1"
     for key in ("pages:dirty harvested", "downtime:expected downtime", "faults:faults"):
         assert window.graphs.series[key].size == n
-    curve = window.graphs.curves[("pages", "dirty harvested")]
-    assert len(curve.getData()[0]) == n
+    # the plots catch up one per event-loop pass
+    key = ("pages", "dirty harvested")
+    curves = window.graphs.curves
+    qtbot.waitUntil(lambda: key in curves and len(curves[key].getData()[0]) == n, timeout=2000)
     # modelled and measured walks are separate plots with their units on the axis
     assert "modelled" in window.graphs.plots["walk_model"].getAxis("left").labelText
     assert "measured" in window.graphs.plots["walk_wall"].getAxis("left").labelText

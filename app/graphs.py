@@ -29,8 +29,8 @@ STRATEGY_COLOURS = {
 AXIS_WIDTH = 64  # px: room for tick labels such as "1.5e+06" without re-laying out
 
 PLOTS = (
-    ("walk_model", "harvest walk, modelled", "µs (modelled: counts × unit costs)"),
-    ("walk_wall", "harvest walk, measured", "µs (measured wall time)"),
+    ("walk_model", "harvest walk, modelled", "µs (modelled)"),
+    ("walk_wall", "harvest walk, measured", "µs (measured)"),
     ("pages", "pages per round", "pages"),
     ("downtime", "expected downtime", "ms"),
     ("throttle", "auto-converge throttle", "%"),
@@ -71,9 +71,15 @@ class TimingGraphs(QWidget):
             "measured = the engine's own wall time."
         )
 
-    def _curve(self, plot: str, name: str, colour) -> pg.PlotDataItem:
+    def _curve(self, plot: str, name: str) -> pg.PlotDataItem:
+        """The plot's series ``name``: strategies keep their colour in every plot, other
+        series take the palette in order, so colours are the same from run to run."""
         key = (plot, name)
         if key not in self.curves:
+            others = sum(
+                1 for p, n in self.curves if p == plot and n.split(" ")[0] not in STRATEGY_COLOURS
+            )
+            colour = STRATEGY_COLOURS.get(name.split(" ")[0], PALETTE[others % len(PALETTE)])
             self.curves[key] = self.plots[plot].plot(
                 name=name,
                 pen=pg.mkPen(colour, width=1),
@@ -105,8 +111,7 @@ class TimingGraphs(QWidget):
             if name == "x" or not name.startswith(plot + ":"):
                 continue
             label = name.split(":", 1)[1]
-            colour = STRATEGY_COLOURS.get(label.split(" ")[0], _colour_for(label))
-            self._curve(plot, label, colour).setData(self.series["x"]["x"], values)
+            self._curve(plot, label).setData(self.series["x"]["x"], values)
         if self._stale:
             self._next.start()
 
@@ -141,16 +146,15 @@ class TimingGraphs(QWidget):
         painter.end()
 
 
-def _colour_for(label: str):
-    palette = [
-        (148, 103, 189),
-        (140, 86, 75),
-        (227, 119, 194),
-        (127, 127, 127),
-        (188, 189, 34),
-        (23, 190, 207),
-    ]
-    return palette[hash(label) % len(palette)]
+# series that are not strategies take these in the order they appear in their plot
+PALETTE = (
+    (23, 190, 207),
+    (227, 119, 194),
+    (188, 189, 34),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
+)
 
 
 def series_from_rounds(rounds: Sequence[Mapping[str, object]]) -> dict:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QMainWindow,
@@ -130,6 +131,8 @@ class MainWindow(QMainWindow):
         self.rounds = QTableWidget(0, len(ROUND_COLUMNS))
         self.rounds.setHorizontalHeaderLabels(ROUND_COLUMNS)
         self.rounds.verticalHeader().hide()
+        # columns share the dock's width, so headers such as "harvest (modelled µs)" fit
+        self.rounds.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.rounds.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.messages = QPlainTextEdit()
         self.messages.setReadOnly(True)

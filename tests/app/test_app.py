@@ -103,6 +103,14 @@ def test_rounds_table_and_graphs_have_one_point_per_round(qtbot, window):
     key = ("pages", "dirty harvested")
     curves = window.graphs.curves
     qtbot.waitUntil(lambda: key in curves and len(curves[key].getData()[0]) == n, timeout=2000)
+    # series other than strategies take the palette in order: distinct, the same every run
+    from app.graphs import PALETTE
+
+    pens = [
+        curves[("pages", s)].opts["pen"].color().getRgb()[:3]
+        for s in ("dirty harvested", "sent", "remaining")
+    ]
+    assert pens == list(PALETTE[:3])
     # modelled and measured walks are separate plots with their units on the axis
     assert "modelled" in window.graphs.plots["walk_model"].getAxis("left").labelText
     assert "measured" in window.graphs.plots["walk_wall"].getAxis("left").labelText

@@ -39,11 +39,19 @@ class HeatImage:
 
 
 def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
-    """Max over consecutive groups of ``factor`` values (the last group may be short)."""
+    """Max over consecutive groups of ``factor`` values (the last group may be short).
+
+    Float layers (write heat) are never negative, and non-negative IEEE floats order like
+    their bit patterns read as integers, so they are folded as int32: numpy's float max
+    checks every element for NaN and runs at half the speed.
+    """
     if factor <= 1 or values.size == 0:
         return values
     # reduceat is about twice as fast as reshape(-1, k).max(axis=1) for small k
-    return np.maximum.reduceat(values, np.arange(0, values.size, factor))
+    starts = np.arange(0, values.size, factor)
+    if values.dtype == np.float32:
+        return np.maximum.reduceat(values.view(np.int32), starts).view(np.float32)
+    return np.maximum.reduceat(values, starts)
 
 
 def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[np.ndarray, float]:

@@ -141,10 +141,14 @@ def test_heat_map_pixels_hot_and_cold(qtbot, window):
 
 def test_fold_max_matches_a_plain_loop():
     rng = np.random.default_rng(0)
-    values = rng.integers(0, 255, 1003).astype(np.uint8)
-    for k in (1, 2, 7, 64):
-        expected = [max(values[i : i + k]) for i in range(0, values.size, k)]
-        assert fold_max(values, k).tolist() == expected
+    heat = rng.random(1003, dtype=np.float32) * 30
+    heat[::5] = 0  # (cold pages: the int32 fold must keep exact zeros and tiny values)
+    heat[1::7] = np.float32(1e-30)
+    for values in (rng.integers(0, 255, 1003).astype(np.uint8), heat):
+        for k in (1, 2, 7, 64):
+            expected = [max(values[i : i + k]) for i in range(0, values.size, k)]
+            folded = fold_max(values, k)
+            assert folded.dtype == values.dtype and folded.tolist() == expected
     img = render(np.arange(5000, dtype=np.float32), "heat", 64, 1000)
     assert img.pages_per_cell == 5 and img.codes.shape == (16, 64)
 

@@ -225,7 +225,7 @@ class VM:
         if not gfn.size:
             return
         pages = _Pages.group(gfn, vcpu, write, sidx)
-        self._bump_versions(pages, slots)
+        self._bump_versions(gfn, write, sidx, slots)
         res.applied_writes += int(write.sum())
         logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)[pages.sidx]
         ipa = pages.gfn << self.page_shift
@@ -240,13 +240,19 @@ class VM:
         self._translation_faults(pages, ~valid, logging, slots, res)
         self._permission_faults(pages, valid, level, pos, desc, logging, res)
 
-    def _bump_versions(self, pages: _Pages, slots: tuple[Memslot, ...]) -> None:
-        for i in unique_fast(pages.sidx[pages.writes > 0]):
+    def _bump_versions(self, gfn, write, sidx, slots: tuple[Memslot, ...]) -> None:
+        """Add every write to its page's version (what the destination must end up with)."""
+        gfn, sidx = gfn[write], sidx[write]
+        for i in unique_fast(sidx):
             slot = slots[int(i)]
-            sel = (pages.sidx == i) & (pages.writes > 0)
-            st = self.slots[slot.id]
-            # one entry per page (the batch is grouped by page), so a plain += is exact
-            st.version[pages.gfn[sel] - slot.base_gfn] += pages.writes[sel].astype(np.uint32)
+            rel = gfn - slot.base_gfn if len(slots) == 1 else gfn[sidx == i] - slot.base_gfn
+            version = self.slots[slot.id].version
+            lo = int(rel.min())
+            span = int(rel.max()) - lo + 1
+            if span <= _DENSE_SPAN * rel.size:  # count per page over the range, add in one go
+                version[lo : lo + span] += np.bincount(rel - lo, minlength=span).astype(np.uint32)
+            else:
+                np.add.at(version, rel, np.uint32(1))
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -426,7 +432,6 @@ class _Pages:
 
     gfn: np.ndarray
     sidx: np.ndarray
-    writes: np.ndarray  # writes to the page in the batch
     written: np.ndarray  # bool
     first_is_write: np.ndarray
     vcpu_first: np.ndarray
@@ -439,50 +444,51 @@ class _Pages:
         lo = int(gfn.min())
         span = int(gfn.max()) - lo + 1
         if span <= _DENSE_SPAN * gfn.size:
-            return cls._group_dense(gfn - lo, lo, span, vcpu, write, sidx)
+            keys = _AccessKeys.pack(vcpu, sidx, write)
+            if keys is not None:
+                return cls._group_dense(gfn - lo, lo, span, keys, write)
         return cls._group_sorted(gfn, vcpu, write, sidx)
 
     @classmethod
-    def _group_dense(cls, rel, lo: int, span: int, vcpu, write, sidx) -> _Pages:
+    def _group_dense(cls, rel, lo: int, span: int, keys: _AccessKeys, write) -> _Pages:
         """Batches that cover their gfn range densely: per-gfn tables instead of a sort.
 
-        ``minimum.at`` finds each page's first access (and first write) in batch order;
-        ``bincount`` counts the writes.  Linear in the batch and the range, where a sort of
-        a million accesses costs several times more.
+        ``minimum.at`` over keys that lead with the batch index finds each page's first
+        access (and first write) together with that access's vCPU and slot, which ride in
+        the low bits.  Linear in the batch and the range, where sorting a million accesses
+        costs several times more.
         """
-        n = rel.size
-        first = np.full(span, n, dtype=np.int64)
-        np.minimum.at(first, rel, np.arange(n, dtype=np.int64))
-        page = np.flatnonzero(first < n)
-        f = first[page]
+        none = np.iinfo(np.int64).max
+        first = np.full(span, none, dtype=np.int64)
+        np.minimum.at(first, rel, keys.keys)
+        page = np.flatnonzero(first != none)
+        t_first, vcpu_first, sidx, first_is_write = keys.unpack(first[page])
         if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
-            written = np.ones(page.size, dtype=bool)
             return cls(
                 gfn=page + lo,
-                sidx=sidx[f],
-                writes=np.bincount(rel, minlength=span)[page],
-                written=written,
-                first_is_write=written,
-                vcpu_first=vcpu[f],
-                vcpu_write=vcpu[f],
-                t_write=f,
-                t_first=f,
+                sidx=sidx,
+                written=first_is_write,
+                first_is_write=first_is_write,
+                vcpu_first=vcpu_first,
+                vcpu_write=vcpu_first,
+                t_write=t_first,
+                t_first=t_first,
             )
         wi = np.flatnonzero(write)
-        first[:] = n
-        np.minimum.at(first, rel[wi], wi)
-        t_write = first[page]
-        written = t_write < n
+        first[:] = none
+        np.minimum.at(first, rel[wi], keys.keys[wi])
+        kw = first[page]
+        written = kw != none
+        t_write, vcpu_write, _, _ = keys.unpack(np.where(written, kw, 0))
         return cls(
             gfn=page + lo,
-            sidx=sidx[f],
-            writes=np.bincount(rel[wi], minlength=span)[page],
+            sidx=sidx,
             written=written,
-            first_is_write=write[f],
-            vcpu_first=vcpu[f],
-            vcpu_write=np.where(written, vcpu[np.where(written, t_write, 0)], -1),
+            first_is_write=first_is_write,
+            vcpu_first=vcpu_first,
+            vcpu_write=np.where(written, vcpu_write, -1),
             t_write=np.where(written, t_write, -1),
-            t_first=f,
+            t_first=t_first,
         )
 
     @classmethod
@@ -495,7 +501,6 @@ class _Pages:
             return cls(
                 gfn=g[starts],
                 sidx=sidx[first],
-                writes=np.diff(np.append(starts, gfn.size)),
                 written=written,
                 first_is_write=written,
                 vcpu_first=vcpu[first],
@@ -511,13 +516,50 @@ class _Pages:
         return cls(
             gfn=g[starts],
             sidx=sidx[first],
-            writes=np.add.reduceat(w.astype(np.int64), starts),
             written=written,
             first_is_write=write[first],
             vcpu_first=vcpu[first],
             vcpu_write=vcpu_write,
             t_write=np.where(written, t_write, -1),
             t_first=first,
+        )
+
+
+@dataclass
+class _AccessKeys:
+    """Each access as one int64: batch index, then vCPU + 1, slot index and the write bit.
+
+    Ordering the keys orders the accesses in time, and the winner of a minimum carries its
+    own vCPU and slot with it, so nothing has to be gathered back by index afterwards.
+    """
+
+    keys: np.ndarray
+    slot_bits: int
+    vcpu_bits: int
+
+    @classmethod
+    def pack(cls, vcpu, sidx, write) -> _AccessKeys | None:
+        """None when the fields do not fit in 62 bits (the caller sorts instead)."""
+        n = vcpu.size
+        sb = max(1, (int(sidx.max()) + 1).bit_length())
+        vb = max(1, (int(vcpu.max()) + 2).bit_length())
+        low = 1 + sb + vb
+        if (n - 1).bit_length() + low > 62 or int(vcpu.min()) < -1 or int(sidx.min()) < 0:
+            return None
+        keys = np.arange(n, dtype=np.int64) << low
+        keys |= (vcpu.astype(np.int64) + 1) << (1 + sb)
+        keys |= sidx.astype(np.int64) << 1
+        keys |= write
+        return cls(keys, sb, vb)
+
+    def unpack(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(batch index, vCPU, slot index, is a write) of each key."""
+        sb, vb = self.slot_bits, self.vcpu_bits
+        return (
+            k >> (1 + sb + vb),
+            ((k >> (1 + sb)) & ((1 << vb) - 1)) - 1,
+            (k >> 1) & ((1 << sb) - 1),
+            (k & 1).astype(bool),
         )
 
 

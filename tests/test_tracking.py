@@ -266,15 +266,16 @@ def test_get_without_logging_is_enoent():
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 300), st.integers(0, 3), st.booleans(), st.integers(0, 1)),
+        st.tuples(st.integers(0, 300), st.integers(-1, 3), st.booleans(), st.integers(0, 1)),
         min_size=1,
         max_size=200,
     )
 )
 def test_grouping_by_page_tables_matches_the_sort(accesses):
     """The write path groups a batch by page with per-gfn tables when the batch is dense and by
-    a sort otherwise: both give every page its first access, first write, writer and count."""
-    from engine.vm import _Pages
+    a sort otherwise: both give every page its first access, first write, writer and count
+    (vCPU -1 is a device write with no running vCPU)."""
+    from engine.vm import _AccessKeys, _Pages
 
     gfn, vcpu, write, sidx = (
         np.array(c, dtype=t)
@@ -286,7 +287,33 @@ def test_grouping_by_page_tables_matches_the_sort(accesses):
     lo = int(gfn.min())
     span = int(gfn.max()) - lo + 1
     for w in (write, np.ones_like(write)):  # mixed, and the all-write shortcut
-        dense = _Pages._group_dense(gfn - lo, lo, span, vcpu, w, sidx)
+        dense = _Pages._group_dense(gfn - lo, lo, span, _AccessKeys.pack(vcpu, sidx, w), w)
         ref = _Pages._group_sorted(gfn, vcpu, w, sidx)
         for name in ref.__dataclass_fields__:
             assert np.array_equal(getattr(dense, name), getattr(ref, name)), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1]), st.integers(0, 2047), st.booleans()),
+        min_size=1,
+        max_size=300,
+    ),
+    st.booleans(),
+)
+def test_versions_count_every_write_in_both_slots(accesses, spread):
+    """Versions are bumped per slot from counts over the batch's range when it is dense, and
+    one by one when it is spread out (``spread`` keeps only a few far-apart pages)."""
+    vm = make_vm("bitmap", "range")
+    if spread:
+        accesses = [(s, g * 997 % 2048 if s == 0 else g, w) for s, g, w in accesses[:3]]
+    bases = {0: BASE >> 12, 1: (BASE + (64 << 20)) >> 12}
+    gfn = np.array([bases[s] + g for s, g, _ in accesses], dtype=np.int64)
+    write = np.array([w for _, _, w in accesses], dtype=bool)
+    vm.access(gfn, np.zeros(gfn.size, np.int64), write)
+    for sid in (0, 1):
+        want = np.zeros(vm.slots[sid].version.size, np.uint32)
+        for s, g, w in accesses:
+            want[g] += s == sid and w
+        assert np.array_equal(vm.slots[sid].version, want)

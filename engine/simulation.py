@@ -25,6 +25,7 @@ from engine.errors import ConfigError, DirtylogError
 from engine.geometry import Geometry
 from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from engine.migration import Migration
+from engine.scatter import add_counts
 from engine.session import SessionCfg, load_session, parse_session
 from engine.units import parse_size
 from engine.vm import VM, Tracking
@@ -33,6 +34,7 @@ from engine.workloads import Accesses, Region, Workload, make_workload
 NS_PER_MS = 1_000_000
 MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
+HEAT_RESCALE = 2.0**16  # largest weight of a new write before the heat array is rescaled
 
 
 BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest memory
@@ -340,13 +342,18 @@ class Simulation:
         return DL.reset_rings(self.vm)
 
     def _heat_add(self, acc: Accesses) -> None:
-        """Decayed writes per page (half-life 2 s), laid out like the snapshot layers."""
-        decay = 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
-        self.heat *= np.float32(decay)
-        self._heat_t = self.t_ns
+        """Decayed writes per page (half-life 2 s), laid out like the snapshot layers.
+
+        The array holds heat as of ``_heat_t``: a write now adds 2^(age / half-life) instead
+        of decaying every page each step (a pass over all of a large guest's pages); the
+        array is brought up to date only when that weight grows past 2^16.
+        """
+        weight = 2.0 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
+        if weight > HEAT_RESCALE:
+            self.heat *= np.float32(1.0 / weight)
+            self._heat_t, weight = self.t_ns, 1.0
         idx = self._layer_index(acc.gfn[acc.write])
-        idx = idx[idx >= 0]
-        np.add.at(self.heat, idx, np.float32(1.0))
+        add_counts(self.heat, idx[idx >= 0], weight)
 
     # -- live edits ---------------------------------------------------------------------------
 

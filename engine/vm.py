@@ -30,6 +30,7 @@ from engine.memslots import (
     MemslotUpdate,
 )
 from engine.pgtable import PageTable, _first_of_runs, unique_fast
+from engine.scatter import add_counts, minimum_at
 from engine.wrprotect import STRATEGIES
 
 MODES = ("bitmap", "manual-clear", "ring", "dbm")
@@ -246,13 +247,7 @@ class VM:
         for i in unique_fast(sidx):
             slot = slots[int(i)]
             rel = gfn - slot.base_gfn if len(slots) == 1 else gfn[sidx == i] - slot.base_gfn
-            version = self.slots[slot.id].version
-            lo = int(rel.min())
-            span = int(rel.max()) - lo + 1
-            if span <= _DENSE_SPAN * rel.size:  # count per page over the range, add in one go
-                version[lo : lo + span] += np.bincount(rel - lo, minlength=span).astype(np.uint32)
-            else:
-                np.add.at(version, rel, np.uint32(1))
+            add_counts(self.slots[slot.id].version, rel)
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -453,14 +448,14 @@ class _Pages:
     def _group_dense(cls, rel, lo: int, span: int, keys: _AccessKeys, write) -> _Pages:
         """Batches that cover their gfn range densely: per-gfn tables instead of a sort.
 
-        ``minimum.at`` over keys that lead with the batch index finds each page's first
+        A minimum over keys that lead with the batch index finds each page's first
         access (and first write) together with that access's vCPU and slot, which ride in
         the low bits.  Linear in the batch and the range, where sorting a million accesses
         costs several times more.
         """
         none = np.iinfo(np.int64).max
         first = np.full(span, none, dtype=np.int64)
-        np.minimum.at(first, rel, keys.keys)
+        minimum_at(first, rel, keys.keys)
         page = np.flatnonzero(first != none)
         t_first, vcpu_first, sidx, first_is_write = keys.unpack(first[page])
         if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
@@ -476,7 +471,7 @@ class _Pages:
             )
         wi = np.flatnonzero(write)
         first[:] = none
-        np.minimum.at(first, rel[wi], keys.keys[wi])
+        minimum_at(first, rel[wi], keys.keys[wi])
         kw = first[page]
         written = kw != none
         t_write, vcpu_write, _, _ = keys.unpack(np.where(written, kw, 0))

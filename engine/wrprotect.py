@@ -20,6 +20,7 @@ the caller flushes once per harvest, as ``kvm_get_dirty_log_protect`` does.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -118,8 +119,13 @@ def _write_protect(
     d = pgt.flat[pos]
     change = D.is_valid(d) & D.is_writable(d) & ~_is_table_at(d, level_of)
     pgt.flat[pos[change]] = d[change] & ~U64(D.S2AP_W)
-    for lv in np.unique(level_of[change]):
-        counters.writes[int(lv)] += int(np.count_nonzero(level_of[change] == lv))
+    _count_per_level(counters.writes, level_of[change])
+
+
+def _count_per_level(counter: Counter[int], levels: np.ndarray) -> None:
+    for lv, n in enumerate(np.bincount(levels, minlength=4).tolist()):
+        if n:
+            counter[lv] += n
 
 
 def _is_table_at(d: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -383,8 +389,7 @@ def protect_rmap(
     pos = pgt.rmap_lookup(gfn + base_gfn)
     pos = pos[pos >= 0]
     level = pgt.table_level[pos // pgt.E].astype(np.int64)
-    for lv in np.unique(level):
-        counters.reads[int(lv)] += int(np.count_nonzero(level == lv))
+    _count_per_level(counters.reads, level)
     _write_protect(pgt, pos, level, counters)
 
 

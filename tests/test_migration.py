@@ -506,3 +506,33 @@ def test_a_layer_refills_a_buffer_that_fits_and_equals_a_fresh_one(name):
         out = sim.layer(name, out=bad)
         assert out is not bad and np.array_equal(bad, before)
         assert np.array_equal(out, fresh)
+
+
+def test_heat_is_the_decayed_count_of_writes_across_rescaling():
+    """Heat is kept as of a reference time (new writes weigh 2^(age/half-life)) and rescaled
+    now and then; what the layer shows is still sum(0.5^(age/half-life)) per page."""
+    from engine.simulation import HEAT_HALF_LIFE_NS
+    from engine.workloads import Accesses
+
+    sim = Simulation.from_dict(session())
+    sim.layer("heat")  # (the heat array exists once a view asks for it)
+    base = sim.vm.slots[0].slot.base_gfn
+    writes = []  # (t_ns, page)
+    for step, t_s in enumerate([0.5, 3.0, 20.0, 41.0, 75.0, 110.0]):  # rescales at 41, 75, 110 s
+        sim.t_ns = int(t_s * 1e9)
+        pages = np.array([step, step, 100, 7 * step], dtype=np.int64)
+        sim._heat_add(
+            Accesses(
+                np.zeros(4, np.int64),
+                pages + base,
+                np.zeros(4, np.int32),
+                np.array([True, True, True, step % 2 == 0]),
+            )
+        )
+        writes += [
+            (sim.t_ns, int(p)) for p, w in zip(pages, [1, 1, 1, step % 2 == 0], strict=True) if w
+        ]
+    want = np.zeros(sim.layer("heat").size, np.float64)
+    for t, p in writes:
+        want[p] += 0.5 ** ((sim.t_ns - t) / HEAT_HALF_LIFE_NS)
+    assert np.allclose(sim.layer("heat"), want, rtol=1e-5, atol=1e-9)

@@ -1,0 +1,41 @@
+"""The GIL-friendly scatter helpers against plain loops, on dense and spread-out indices."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import scatter
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 5000), min_size=0, max_size=400),
+    st.sampled_from([1, 3, 1 << 15]),
+    st.sampled_from([1, 0.25]),
+)
+def test_add_counts_and_minimum_at_match_a_loop(idx, slice_size, weight):
+    idx = np.array(idx, dtype=np.int64)
+    old = scatter.SLICE
+    scatter.SLICE = slice_size  # (tiny slices: every boundary case of the slicing)
+    try:
+        counts = np.zeros(5001, np.float32)
+        scatter.add_counts(counts, idx, weight)
+        mins = np.full(5001, 10**9, np.int64)
+        values = (np.arange(idx.size) * 7919) % 1000
+        scatter.minimum_at(mins, idx, values)
+    finally:
+        scatter.SLICE = old
+    want_counts = np.zeros(5001, np.float32)
+    want_mins = np.full(5001, 10**9, np.int64)
+    for k, i in enumerate(idx.tolist()):
+        want_counts[i] += np.float32(weight)
+        want_mins[i] = min(want_mins[i], values[k])
+    assert np.allclose(counts, want_counts) and np.array_equal(mins, want_mins)
+
+
+def test_dense_indices_are_counted_over_their_range_only():
+    target = np.zeros(100, np.uint32)
+    scatter.add_counts(target, np.array([40, 41, 41, 43]))
+    assert target.nonzero()[0].tolist() == [40, 41, 43] and target[41] == 2

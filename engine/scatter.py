@@ -1,22 +1,26 @@
-"""Scatter-updates that let the GUI thread run: ``ufunc.at`` in slices, counts by ``bincount``.
+"""Scatter-updates that let the GUI thread run: ``ufunc.at`` in slices, counts without it.
 
 numpy's ``ufunc.at`` (``np.minimum.at``, ``np.add.at``) holds the GIL for its whole run:
 measured, 4 M updates kept every other Python thread waiting for 40-60 ms, which in the app is
-a frozen window while the worker simulates.  These helpers give the same results in slices
-short enough (~1 ms) for the interpreter to switch threads between them, and count with
-``bincount`` (which releases the GIL) where the indices cover their range densely.
+a frozen window while the worker simulates.  Worse, when its target is freshly allocated
+memory, each first touch of a transparent huge page is a fault taken with the GIL held: 1000
+scattered adds into a new 64 MiB array took 90 ms.  So ``minimum_at`` runs in slices short
+enough (~1 ms) for the interpreter to switch threads between them, on targets its caller has
+just filled; ``add_counts`` counts with ``bincount`` over a dense range or with a sort over a
+sparse one, then adds with plain array operations, all of which release the GIL.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SLICE = 1 << 15  # updates per ufunc.at call
+SLICE = 1 << 15  # updates per minimum.at call
 DENSE_SPAN = 16  # count over the index range when it is at most this × the number of indices
 
 
 def minimum_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
-    """``np.minimum.at(target, idx, values)`` (the minimum does not depend on the order)."""
+    """``np.minimum.at(target, idx, values)`` (the minimum does not depend on the order);
+    ``target`` should be memory just written (faults under the GIL are the slow part)."""
     for lo in range(0, idx.size, SLICE):
         np.minimum.at(target, idx[lo : lo + SLICE], values[lo : lo + SLICE])
 
@@ -27,13 +31,13 @@ def add_counts(target: np.ndarray, idx: np.ndarray, weight=1) -> None:
         return
     lo = int(idx.min())
     span = int(idx.max()) - lo + 1
-    if span <= DENSE_SPAN * idx.size:
-        counts = np.bincount(idx - lo, minlength=span)
-        if weight == 1:
-            target[lo : lo + span] += counts.astype(target.dtype)
-        else:
-            target[lo : lo + span] += counts.astype(target.dtype) * target.dtype.type(weight)
-        return
-    w = target.dtype.type(weight)
-    for start in range(0, idx.size, SLICE):
-        np.add.at(target, idx[start : start + SLICE], w)
+    if span <= DENSE_SPAN * idx.size:  # count over the range, add in one pass
+        where, counts = slice(lo, lo + span), np.bincount(idx - lo, minlength=span)
+    else:  # sort, count the runs, add at the distinct indices
+        s = np.sort(idx)
+        run = np.flatnonzero(np.diff(s, prepend=s[0] - 1))  # first position of each value
+        where, counts = s[run], np.diff(run, append=s.size)
+    counts = counts.astype(target.dtype)
+    if weight != 1:
+        counts *= target.dtype.type(weight)
+    target[where] += counts

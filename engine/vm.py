@@ -458,31 +458,25 @@ class _Pages:
         minimum_at(first, rel, keys.keys)
         page = np.flatnonzero(first != none)
         t_first, vcpu_first, sidx, first_is_write = keys.unpack(first[page])
-        if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
-            return cls(
-                gfn=page + lo,
-                sidx=sidx,
-                written=first_is_write,
-                first_is_write=first_is_write,
-                vcpu_first=vcpu_first,
-                vcpu_write=vcpu_first,
-                t_write=t_first,
-                t_first=t_first,
-            )
-        wi = np.flatnonzero(write)
-        first[:] = none
-        minimum_at(first, rel[wi], keys.keys[wi])
-        kw = first[page]
-        written = kw != none
-        t_write, vcpu_write, _, _ = keys.unpack(np.where(written, kw, 0))
+        # synthetic workloads and traces only write: the first access is the first write
+        written, vcpu_write, t_write = first_is_write, vcpu_first, t_first
+        if not write.all():
+            wi = np.flatnonzero(write)
+            first[:] = none
+            minimum_at(first, rel[wi], keys.keys[wi])
+            kw = first[page]
+            written = kw != none
+            t_write, vcpu_write, _, _ = keys.unpack(np.where(written, kw, 0))
+            vcpu_write = np.where(written, vcpu_write, -1)
+            t_write = np.where(written, t_write, -1)
         return cls(
             gfn=page + lo,
             sidx=sidx,
             written=written,
             first_is_write=first_is_write,
             vcpu_first=vcpu_first,
-            vcpu_write=np.where(written, vcpu_write, -1),
-            t_write=np.where(written, t_write, -1),
+            vcpu_write=vcpu_write,
+            t_write=t_write,
             t_first=t_first,
         )
 

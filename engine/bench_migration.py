@@ -77,17 +77,22 @@ def fig_realtime(quick: bool) -> Figure:
     )
 
 
+def terabyte_session(npages: int) -> dict:
+    """Figure 6's guest (resources/sessions/bench-1tib.json at 2^28 pages)."""
+    data = realtime_session(npages)
+    data["name"] = "bench-1tib"
+    data["workloads"] = [{"name": "w0", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "64MiB/s"}]
+    data["migration"]["bandwidth"] = "100Gbit/s"
+    return data
+
+
 def terabyte_child(npages: int) -> None:
     """Run in a child process: migrate the guest, print the result and peak RSS as JSON."""
     import resource
 
     from engine.simulation import Simulation
 
-    data = realtime_session(npages)
-    data["tracking"]["mode"] = "bitmap"
-    data["workloads"] = [{"name": "w0", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "64MiB/s"}]
-    data["migration"]["bandwidth"] = "100Gbit/s"
-    sim = Simulation.from_dict(data, track_last_sent=False)
+    sim = Simulation.from_dict(terabyte_session(npages), track_last_sent=False)
     t0 = time.perf_counter()
     result = sim.run()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -40,7 +40,8 @@ ROUND_COLUMNS = (
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.simulation import Simulation
 
-    sim = Simulation.from_file(args.session)
+    # (the round each page was last sent is a layer for the app's heat map, not a CLI output)
+    sim = Simulation.from_file(args.session, track_last_sent=False)
     sim.keep_harvests = bool(args.export_bitmaps)
     out_dirs = [Path(d) for d in (args.export_bitmaps, args.export_dest) if d]
     for d in out_dirs:

@@ -229,3 +229,14 @@ def test_memslot_ids_must_be_unique():
     data["memslots"].append(dict(data["memslots"][0], base="0x80000000"))
     with pytest.raises(ConfigError, match="memslot id 0 is used twice"):
         parse_session(data)
+
+
+def test_the_bundled_bench_sessions_are_benchmark_figures_5_and_6():
+    """`/usr/bin/time dirtylog run resources/sessions/bench-*.json` measures, from outside,
+    the guests that `dirtylog bench` measures for figures 5 and 6."""
+    from engine.bench_migration import realtime_session, terabyte_session
+
+    cfg, _ = load_session(SESSIONS / "bench-64gib.json")
+    assert cfg == parse_session(realtime_session(1 << 24))
+    cfg, _ = load_session(SESSIONS / "bench-1tib.json")
+    assert cfg == parse_session(terabyte_session(1 << 28))

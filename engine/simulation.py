@@ -611,33 +611,64 @@ class Simulation:
 
     def _dirty_layer(self, st) -> np.ndarray:
         """Pages the dirty log holds now (KVM bitmap, plus unsent migration bits)."""
-        out = np.zeros(st.slot.npages, dtype=np.uint8)
         words = st.bitmap
         m = self.migration.slots.get(st.slot.id) if self.migration else None
         if m is not None:
             words = m.bitmap if words is None else (words | m.bitmap)
-        if words is not None:
-            out[DL.bitmap_pages(words)[: st.slot.npages]] = 1
-        return out
+        if words is None:
+            return np.zeros(st.slot.npages, dtype=np.uint8)
+        # the bitmap's bits, one byte each, are the layer (0 clean, 1 dirty)
+        octets = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
+        return np.unpackbits(octets, bitorder="little")[: st.slot.npages]
+
+
+# protection code (snapshot.PROT_*) of a page or block descriptor, by VALID (bit 0), DBM moved
+# down to bit 1 and S2AP W (bit 7): see _prot_index
+def _prot_lut(ro: int, rw: int) -> np.ndarray:
+    lut = np.zeros(256, dtype=np.uint8)
+    for i in range(256):
+        if i & 1:
+            lut[i] = rw if i & 0x80 else (S.PROT_CLEAN_DBM if i & 2 else ro)
+    return lut
+
+
+_PROT_PAGE = _prot_lut(S.PROT_PAGE_RO, S.PROT_PAGE_RW)
+_PROT_BLOCK = _prot_lut(S.PROT_BLOCK_RO, S.PROT_BLOCK_RW)
+_PROT_ROWS = 256  # last-level tables per pass (the temporaries stay in cache)
+
+
+def _prot_index(d: np.ndarray) -> np.ndarray:
+    """VALID, DBM and S2AP W of each descriptor packed into one byte (bits 0, 1 and 7)."""
+    from engine import descriptor as D
+
+    x = d & np.uint64(D.VALID | D.S2AP_W | D.DBM)
+    x |= x >> np.uint64((D.DBM.bit_length() - 1) - 1)
+    return x.astype(np.uint8)
 
 
 def prot_layer(vm: VM, s) -> np.ndarray:
-    """Protection code of every page of a slot (snapshot.PROT_*), vectorised per leaf table."""
-    from engine import descriptor as D
+    """Protection code of every page of a slot (snapshot.PROT_*).
 
-    gfn = np.arange(s.base_gfn, s.base_gfn + s.npages, dtype=np.int64)
-    level, _, desc = vm.pgt.lookup(gfn << vm.page_shift)
-    valid = D.is_valid(desc)
-    writable = D.is_writable(desc)
-    block = level < 3
-    dbm = (desc & np.uint64(D.DBM)) != 0
-    out = np.zeros(s.npages, dtype=np.uint8)
-    out[valid & ~block & ~writable] = S.PROT_PAGE_RO
-    out[valid & ~block & writable] = S.PROT_PAGE_RW
-    out[valid & block & ~writable] = S.PROT_BLOCK_RO
-    out[valid & block & writable] = S.PROT_BLOCK_RW
-    out[valid & dbm & ~writable] = S.PROT_CLEAN_DBM
-    return out
+    Pages under a last-level table are coded straight from that table's entries, a table
+    at a time (a leaf table holds one entry per page, in page order); a region without one
+    is a block or unmapped, and its code, from one walk, covers all its pages.
+    """
+    E, pgt = vm.pgt.E, vm.pgt
+    first, last = s.base_gfn // E, (s.base_gfn + s.npages - 1) // E
+    regions = np.arange(first, last + 1, dtype=np.int64)
+    ipa = regions * E << vm.page_shift
+    tables = pgt.last_level_tables(ipa)
+    out = np.empty((regions.size, E), dtype=np.uint8)
+    rows = np.flatnonzero(tables >= 0)
+    for lo in range(0, rows.size, _PROT_ROWS):
+        r = rows[lo : lo + _PROT_ROWS]
+        out[r] = _PROT_PAGE[_prot_index(pgt.pool[tables[r]])]
+    rest = np.flatnonzero(tables < 0)
+    if rest.size:
+        _, _, desc = pgt.lookup(ipa[rest])  # a block, or invalid (code 0)
+        out[rest] = _PROT_BLOCK[_prot_index(desc)][:, None]
+    start = s.base_gfn - first * E
+    return out.reshape(-1)[start : start + s.npages]
 
 
 def _prefix(exc: DirtylogError, field: str) -> DirtylogError:

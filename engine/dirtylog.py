@@ -20,7 +20,7 @@ from engine.dirtyring import merge_masks
 from engine.errors import KvmError
 from engine.pgtable import unique_fast
 from engine.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
-from engine.wrprotect import STRATEGIES, ProtectStats, run_strategy
+from engine.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
 
 U64 = np.uint64
 _, _WRPROTECT = set_clear_visitor(0, D.S2AP_W)
@@ -221,15 +221,20 @@ def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.
 def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None:
     """kvm_arch_mmu_enable_log_dirty_pt_masked for many words, with the VM's strategy.
 
-    In compare mode every other strategy runs first on its own scratch copy of the tables,
-    so all of them see the same input; only the chosen one changes the VM.
+    In compare mode every other strategy runs first on the VM's own tables, and the tables
+    within reach of these words are put back after each, so all of them see the same input
+    and only the chosen one's changes stay (a copy of the whole pool per strategy cost as
+    much as the harvest of a large guest, and as much memory as its tables again).
     """
     base = st.slot.base_gfn
     if vm.tracking.compare:
+        rows = tables_in_reach(vm.pgt, base, offsets)
+        saved = vm.pgt.pool[rows]
         for name in STRATEGIES:
             if name == vm.tracking.strategy or (name == "rmap" and vm.pgt.rmap is None):
                 continue  # (compare switched on mid-run: there is no reverse map to use)
-            op.strategies[name] = run_strategy(name, vm.pgt.copy(), base, offsets, masks)
+            op.strategies[name] = run_strategy(name, vm.pgt, base, offsets, masks)
+            vm.pgt.pool[rows] = saved
     chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks)
     op.strategies[vm.tracking.strategy] = chosen
     op.counters.add(chosen.counters)

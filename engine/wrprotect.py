@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import descriptor as D
-from engine.pgtable import PageTable, _first_of_runs
+from engine.pgtable import PageTable, _first_of_runs, unique_fast
 from engine.walk import WalkCounters, expand_runs, scratch, set_clear_visitor, walk_bulk_spans
 
 U64 = np.uint64
@@ -391,6 +391,18 @@ def protect_rmap(
     level = pgt.table_level[pos // pgt.E].astype(np.int64)
     _count_per_level(counters.reads, level)
     _write_protect(pgt, pos, level, counters)
+
+
+def tables_in_reach(pgt: PageTable, base_gfn: int, offsets: np.ndarray) -> np.ndarray:
+    """Every table a strategy may change for these words: the last-level tables under the
+    words' 64 pages, and all upper-level tables (few; a block lives in one of them)."""
+    gfn = base_gfn + np.asarray(offsets, dtype=np.int64)
+    ends = np.concatenate([gfn, gfn + 63])
+    region = unique_fast(ends >> pgt.geom.bits_per_level)
+    leaf = pgt.last_level_tables(region << pgt.geom.level_shift(2))
+    levels = pgt.table_level[: pgt.pool.shape[0]]
+    upper = np.flatnonzero((levels >= 0) & (levels < 3))
+    return np.concatenate([upper, leaf[leaf >= 0]])
 
 
 PROTECT: dict[str, Protect] = {

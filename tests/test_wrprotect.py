@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -186,3 +187,34 @@ def test_write_protect_clears_only_s2ap_w():
     _, pos, desc = pgt.lookup(np.array([BASE + 3 * 4096]))
     assert int(desc[0]) == before & ~D.S2AP_W
     assert int(desc[0]) ^ before == 1 << 7
+
+
+@pytest.mark.parametrize("chosen", ["range", "masked-skip", "visitor", "rmap"])
+def test_compare_mode_runs_the_others_in_place_and_keeps_only_the_chosen_change(chosen):
+    """Compare mode runs the other strategies on the VM's own tables and puts the tables in
+    reach back after each: every strategy reports what it reports on a copy of its own, and
+    the tables end as the chosen strategy alone leaves them. Words are unaligned (as after
+    ring resets) and one straddles two last-level tables."""
+    from engine import dirtylog as DL
+    from engine.dirtylog import OpStats
+    from engine.vm import VM, Tracking, slot_flags
+
+    vm = VM(G4K, Tracking("bitmap", chosen, compare=True), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 8 << 20, 0, 4096, populate=True)
+    vm.set_memslot(1, BASE + (8 << 20), 4 << 20, 0, 2 << 20, populate=True)  # blocks
+    st = vm.slots[0]
+    vm.set_memslot(0, st.slot.base, st.slot.size, slot_flags(log_dirty=True), 4096)
+    rng = np.random.default_rng(7)
+    g = st.slot.base_gfn + rng.choice(st.slot.npages, 400, replace=False)
+    vm.access(g, np.zeros(g.size, np.int64), np.ones(g.size, bool))
+    offsets = np.array([3, 130, 700, 1999, 2048 - 64 + 5], dtype=np.int64)
+    masks = rng.integers(1, 2**63, offsets.size).astype(np.uint64)
+    alone = {}
+    for name in STRATEGIES:
+        t = vm.pgt.copy()
+        alone[name] = (run_strategy(name, t, st.slot.base_gfn, offsets, masks).counters, t)
+    op = OpStats("get")
+    DL.protect(vm, st, offsets, masks, op)
+    for name in STRATEGIES:
+        assert op.strategies[name].counters == alone[name][0], name
+    assert np.array_equal(vm.pgt.pool, alone[chosen][1].pool)

@@ -1,6 +1,6 @@
 """Per-round timing graphs (pyqtgraph), one point per round.
 
-Modelled cost (counts × unit costs) and measured wall time never share an axis: each has its
+Modelled cost (counts × unit costs) and measured CPU time never share an axis: each has its
 own plot whose axis label says which it is.  In compare mode every strategy gets a series.
 
 Repainting all six plots at once costs 40-60 ms in a software-rendered window, long enough to
@@ -30,12 +30,23 @@ AXIS_WIDTH = 64  # px: room for tick labels such as "1.5e+06" without re-laying 
 
 PLOTS = (
     ("walk_model", "harvest walk, modelled", "µs (modelled)"),
-    ("walk_wall", "harvest walk, measured", "µs (measured)"),
+    ("walk_cpu", "harvest walk, measured", "µs (measured CPU)"),
     ("pages", "pages per round", "pages"),
     ("downtime", "expected downtime", "ms"),
     ("throttle", "auto-converge throttle", "%"),
     ("faults", "faults and TLB invalidations", "count"),
 )
+
+
+class RoundAxis(pg.AxisItem):
+    """A bottom axis with whole rounds only (no "round 1.5" ticks on a short run)."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 (pyqtgraph's names)
+        levels = super().tickValues(minVal, maxVal, size)
+        return [
+            (max(spacing, 1.0), [v for v in values if float(v).is_integer()])
+            for spacing, values in levels
+        ]
 
 
 class TimingGraphs(QWidget):
@@ -48,7 +59,9 @@ class TimingGraphs(QWidget):
         self.plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
         for i, (key, title, unit) in enumerate(PLOTS):
-            p = self.glw.addPlot(row=i // 2, col=i % 2, title=title)
+            p = self.glw.addPlot(
+                row=i // 2, col=i % 2, title=title, axisItems={"bottom": RoundAxis("bottom")}
+            )
             p.setLabel("left", unit)
             p.getAxis("left").setWidth(AXIS_WIDTH)
             p.setLabel("bottom", "round")
@@ -68,7 +81,8 @@ class TimingGraphs(QWidget):
         self._next.timeout.connect(self._draw_next)
         self.setToolTip(
             "One point per round. Modelled = operation counts × the cost model; "
-            "measured = the engine's own wall time."
+            "measured = CPU time of the engine's thread in the walk (its wall time, in the "
+            "round CSV and JSON, also counts waiting while this window repaints)."
         )
 
     def _curve(self, plot: str, name: str) -> pg.PlotDataItem:
@@ -167,7 +181,7 @@ def series_from_rounds(rounds: Sequence[Mapping[str, object]]) -> dict:
 
     for s in strategies:
         out[f"walk_model:{s}"] = col(lambda r, s=s: r.get("walk_model_ns", {}).get(s, np.nan) / 1e3)
-        out[f"walk_wall:{s}"] = col(lambda r, s=s: r.get("walk_wall_us", {}).get(s, np.nan))
+        out[f"walk_cpu:{s}"] = col(lambda r, s=s: r.get("walk_cpu_us", {}).get(s, np.nan))
     out["pages:dirty harvested"] = col(lambda r: r["dirty_pages"])
     out["pages:sent"] = col(lambda r: r.get("pages_sent", 0))
     out["pages:remaining"] = col(lambda r: r["remaining_bytes"] / 4096)

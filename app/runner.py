@@ -27,10 +27,10 @@ from PySide6.QtCore import (
 )
 
 from app.heatmap_data import HeatImage, render, render_detail
+from engine.dirtylog import next_set_bits
 from engine.errors import DirtylogError
 from engine.simulation import Simulation
 from engine.snapshot import Snapshot
-from engine.wrprotect import bits_to_offsets
 
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02
@@ -233,22 +233,14 @@ class SimWorker(QObject):
             st = self.sim.vm.slots.get(sid)
             if st is None:
                 continue
-            gfns.append(first_set_bits(words, MAX_TOUCHED) + st.slot.base_gfn)
+            pages = next_set_bits(words, 0, st.slot.npages, MAX_TOUCHED)
+            gfns.append(pages + st.slot.base_gfn)
         if not gfns:
             self._touched = np.zeros(0, dtype=np.int64)
             return
         g = np.concatenate(gfns)[:MAX_TOUCHED]
         _, pos, _ = self.sim.pgt.lookup(g << self.sim.vm.page_shift)
         self._touched = np.sort(pos)  # a sorted array: no Python set of thousands of ints
-
-
-def first_set_bits(words: np.ndarray, limit: int) -> np.ndarray:
-    """Page offsets of the first ``limit`` set bits of a bitmap, unpacking only the words
-    that hold them (a whole 16 M-page bitmap unpacks to 16 MB)."""
-    nz = np.flatnonzero(words)
-    need = int(np.searchsorted(np.cumsum(np.bitwise_count(words[nz])), limit)) + 1
-    pages, _ = bits_to_offsets(nz[:need] * 64, words[nz[:need]])
-    return pages[:limit]
 
 
 class Runner(QObject):

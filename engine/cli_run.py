@@ -89,6 +89,7 @@ def write_rounds_csv(path: str | Path, rounds: list[dict[str, Any]]) -> None:
     strategies = sorted({s for r in rounds for s in r.get("walk_model_ns", {})})
     header = list(ROUND_COLUMNS) + [f"walk_model_ns.{s}" for s in strategies]
     header += [f"walk_wall_us.{s}" for s in strategies]
+    header += [f"walk_cpu_us.{s}" for s in strategies]
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -97,6 +98,7 @@ def write_rounds_csv(path: str | Path, rounds: list[dict[str, Any]]) -> None:
                 row = [r.get(c, "") for c in ROUND_COLUMNS]
                 row += [r.get("walk_model_ns", {}).get(s, "") for s in strategies]
                 row += [r.get("walk_wall_us", {}).get(s, "") for s in strategies]
+                row += [r.get("walk_cpu_us", {}).get(s, "") for s in strategies]
                 w.writerow(row)
     except OSError as exc:
         raise DirtylogError(f"{path}: cannot write ({exc.strerror})") from None

@@ -61,6 +61,7 @@ class OpStats:
             mine.words += st.words
             mine.pages += st.pages
             mine.wall_ns += st.wall_ns
+            mine.cpu_ns += st.cpu_ns
             mine.rmap_bytes = max(mine.rmap_bytes, st.rmap_bytes)
 
 
@@ -271,6 +272,30 @@ def bitmap_pages(words: np.ndarray) -> np.ndarray:
     """Slot page offsets of the set bits of a KVM-layout bitmap."""
     bits = np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8), bitorder="little")
     return np.flatnonzero(bits)
+
+
+def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray:
+    """The first ``limit`` set bits (page offsets) in [lo, hi), scanning a chunk at a time."""
+    out: list[np.ndarray] = []
+    found = 0
+    w = lo // 64
+    w_end = (hi + 63) // 64
+    chunk = limit // 64 + 2  # enough when the bitmap is dense; grows while it is sparse
+    while w < w_end and found < limit:
+        block = words[w : min(w + chunk, w_end)]
+        nz = np.flatnonzero(block)
+        if nz.size:
+            bits = np.unpackbits(
+                block[nz].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+            )
+            r, c = np.nonzero(bits)
+            pages = (w + nz[r]) * 64 + c
+            pages = pages[(pages >= lo) & (pages < hi)]
+            out.append(pages[: limit - found])
+            found += min(pages.size, limit - found)
+        w += chunk
+        chunk = min(chunk * 8, 1 << 16)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 # -- hardware dirty state (DBM) ----------------------------------------------------------------

@@ -11,6 +11,7 @@ version is copied to the destination when it is sent, so the end state can be ve
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -268,7 +269,7 @@ class Migration:
         m = self.slots[sid]
         npages = m.dest.size
         hi = npages if hi is None else hi
-        pages = _next_set_bits(m.bitmap, lo, hi, budget)
+        pages = DL.next_set_bits(m.bitmap, lo, hi, budget)
         if not pages.size:
             return 0, hi
         if self.vm.tracking.manual and m.clear_snapshot is not None:
@@ -404,6 +405,7 @@ class Migration:
                     for n, s in strategies.items()
                 },
                 "walk_wall_us": {n: s.wall_ns / 1000 for n, s in strategies.items()},
+                "walk_cpu_us": {n: s.cpu_ns / 1000 for n, s in strategies.items()},
                 "strategy_counts": {n: s.as_dict() for n, s in strategies.items()},
                 "ring_full_exits": acc.ring_full_exits,
                 "guest_slowdown": 1.0 - acc.active_ns / acc.wall_vcpu_ns
@@ -519,25 +521,18 @@ def _merge(ops: list[OpStats]) -> OpStats:
     return total
 
 
-def _next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray:
-    """The first ``limit`` set bits (page offsets) in [lo, hi), scanning a chunk at a time."""
-    out: list[np.ndarray] = []
-    found = 0
-    w = lo // 64
-    w_end = (hi + 63) // 64
-    chunk = limit // 64 + 2  # enough when the bitmap is dense; grows while it is sparse
-    while w < w_end and found < limit:
-        block = words[w : min(w + chunk, w_end)]
-        nz = np.flatnonzero(block)
-        if nz.size:
-            bits = np.unpackbits(
-                block[nz].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
-            )
-            r, c = np.nonzero(bits)
-            pages = (w + nz[r]) * 64 + c
-            pages = pages[(pages >= lo) & (pages < hi)]
-            out.append(pages[: limit - found])
-            found += min(pages.size, limit - found)
-        w += chunk
-        chunk = min(chunk * 8, 1 << 16)
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+MEASURED_ROUND_KEYS = ("walk_wall_us", "walk_cpu_us")
+MEASURED_STRATEGY_KEYS = ("wall_us", "cpu_us")
+
+
+def without_measured(result: dict) -> dict:
+    """A run's result without its measured times, which differ from run to run: what two
+    runs of the same session must agree on exactly."""
+    out = copy.deepcopy(result)
+    for r in out["rounds"]:
+        for key in MEASURED_ROUND_KEYS:
+            r.pop(key, None)
+        for counts in r.get("strategy_counts", {}).values():
+            for key in MEASURED_STRATEGY_KEYS:
+                counts.pop(key, None)
+    return out

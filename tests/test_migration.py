@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -12,6 +11,7 @@ import pytest
 from engine import dirtylog as DL
 from engine.cli import main as cli_main
 from engine.errors import ConfigError
+from engine.migration import without_measured
 from engine.simulation import Simulation
 from engine.traces import save_trace_csv
 
@@ -73,15 +73,6 @@ def session(**over):
 def run(data, **kw):
     sim = Simulation.from_dict(data, **kw)
     return sim, sim.run()
-
-
-def strip_wall(result):
-    out = copy.deepcopy(result)
-    for r in out["rounds"]:
-        r.pop("walk_wall_us", None)
-        for c in r.get("strategy_counts", {}).values():
-            c.pop("wall_us", None)
-    return out
 
 
 # -- the analytic model -------------------------------------------------------------------------
@@ -266,7 +257,7 @@ def test_same_session_same_result():
     data = session(tracking={"compare": True})
     s1, r1 = run(data)
     s2, r2 = run(data)
-    assert strip_wall(r1) == strip_wall(r2)
+    assert without_measured(r1) == without_measured(r2)
     assert np.array_equal(s1.migration.slots[0].dest, s2.migration.slots[0].dest)
     assert np.array_equal(s1.vm.pgt.pool, s2.vm.pgt.pool)
 
@@ -303,7 +294,7 @@ def test_replayed_session_with_live_edits_equals_the_original():
     assert len(sim.session["events"]) == 5
     replay = Simulation.from_dict(json.loads(json.dumps(sim.session)))
     again = replay.run()
-    assert strip_wall(again) == strip_wall(original)
+    assert without_measured(again) == without_measured(original)
     assert np.array_equal(replay.migration.slots[3].dest, sim.migration.slots[3].dest)
 
 
@@ -536,3 +527,15 @@ def test_heat_is_the_decayed_count_of_writes_across_rescaling():
     for t, p in writes:
         want[p] += 0.5 ** ((sim.t_ns - t) / HEAT_HALF_LIFE_NS)
     assert np.allclose(sim.layer("heat"), want, rtol=1e-5, atol=1e-9)
+
+
+def test_rounds_report_walk_cpu_time_next_to_wall_time():
+    """Each strategy's walk has a measured wall time and the CPU time of the thread that ran
+    it (what the app plots: it does not count waiting while the window repaints)."""
+    _, result = run(session(tracking={"compare": True}))
+    walked = [r for r in result["rounds"] if r["walk_wall_us"]]
+    assert walked
+    for r in walked:
+        assert set(r["walk_cpu_us"]) == set(r["walk_wall_us"]) == set(r["walk_model_ns"])
+        for name, cpu in r["walk_cpu_us"].items():
+            assert 0 < cpu <= r["walk_wall_us"][name] + 100  # (clock granularity)

@@ -3,11 +3,10 @@ and the same session gives the same result twice."""
 
 from __future__ import annotations
 
-import copy
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.migration import without_measured
 from engine.simulation import Simulation
 
 MODES = ["bitmap", "manual-clear", "ring", "dbm"]
@@ -95,15 +94,6 @@ def sessions(draw):
     }
 
 
-def _without_wall_times(result):
-    out = copy.deepcopy(result)
-    for r in out["rounds"]:
-        r.pop("walk_wall_us", None)
-        for c in r.get("strategy_counts", {}).values():
-            c.pop("wall_us", None)
-    return out
-
-
 @settings(max_examples=25, deadline=None)
 @given(sessions())
 def test_every_written_page_reaches_the_destination(data):
@@ -118,6 +108,6 @@ def test_every_written_page_reaches_the_destination(data):
 @given(sessions())
 def test_the_same_session_gives_the_same_result(data):
     a, b = Simulation.from_dict(data), Simulation.from_dict(data)
-    assert _without_wall_times(a.run()) == _without_wall_times(b.run())
+    assert without_measured(a.run()) == without_measured(b.run())
     for sid, m in a.migration.slots.items():
         assert (m.dest == b.migration.slots[sid].dest).all()

@@ -363,3 +363,16 @@ def test_protection_layer_matches_a_walk_of_every_page(mode):
     # (logging protects pages in bitmap mode; in DBM mode they are writable-clean instead)
     want = {1, 2} if mode == "bitmap" else {2, 5}
     assert set(np.unique(prot_layer(vm, vm.slots[1].slot)).tolist()) == want
+
+
+def test_next_set_bits_scans_only_as_far_as_it_needs():
+    rng = np.random.default_rng(4)
+    words = np.zeros(5000, np.uint64)
+    words[rng.choice(5000, 60, replace=False)] = rng.integers(1, 2**63, 60).astype(np.uint64)
+    all_bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
+    for lo, hi in ((0, 5000 * 64), (1000, 200_000), (64 * 17 + 3, 64 * 4000 - 5)):
+        inside = all_bits[(all_bits >= lo) & (all_bits < hi)]
+        for limit in (1, 37, 65, inside.size, inside.size + 5):
+            got = DL.next_set_bits(words, lo, hi, limit)
+            assert got.tolist() == inside[:limit].tolist()
+    assert DL.next_set_bits(np.zeros(4, np.uint64), 0, 256, 10).size == 0

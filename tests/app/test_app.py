@@ -113,7 +113,7 @@ def test_rounds_table_and_graphs_have_one_point_per_round(qtbot, window):
     assert pens == list(PALETTE[:3])
     # modelled and measured walks are separate plots with their units on the axis
     assert "modelled" in window.graphs.plots["walk_model"].getAxis("left").labelText
-    assert "measured" in window.graphs.plots["walk_wall"].getAxis("left").labelText
+    assert "measured" in window.graphs.plots["walk_cpu"].getAxis("left").labelText
 
 
 def test_heat_map_pixels_hot_and_cold(qtbot, window):
@@ -395,15 +395,3 @@ def test_scripted_mode_without_a_migration_runs_simulated_seconds(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert shot.exists()
-
-
-def test_first_set_bits_unpacks_only_what_it_returns():
-    from app.runner import first_set_bits
-
-    rng = np.random.default_rng(4)
-    words = np.zeros(500, np.uint64)
-    words[rng.choice(500, 60, replace=False)] = rng.integers(1, 2**63, 60).astype(np.uint64)
-    all_bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
-    for limit in (1, 37, 64, 65, all_bits.size, all_bits.size + 5):
-        assert first_set_bits(words, limit).tolist() == all_bits[:limit].tolist()
-    assert first_set_bits(np.zeros(4, np.uint64), 10).size == 0

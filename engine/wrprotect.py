@@ -236,14 +236,15 @@ def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tu
     """
     w, _ = scratch(sub.shape)
     bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(sub.shape)
-    mapped = 0
-    if count_mapped:  # rmap reads a leaf only where the reverse map has one (VALID is bit 0)
-        np.copyto(w, bits)
-        np.bitwise_and(sub, w, out=w)
-        mapped = int(np.count_nonzero(w))
-    np.multiply(bits, np.uint8(D.S2AP_W), out=bits)  # (numpy's uint8 shifts are not SIMD)
+    # rmap reads a leaf only where the reverse map has one: VALID (bit 0) is probed as well
+    probe = (D.VALID | D.S2AP_W) if count_mapped else D.S2AP_W
+    np.multiply(bits, np.uint8(probe), out=bits)  # (numpy's uint8 shifts are not SIMD)
     np.copyto(w, bits)
     np.bitwise_and(sub, w, out=w)
+    mapped = 0
+    if count_mapped:
+        mapped = int(np.count_nonzero(w))
+        np.bitwise_and(w, U64(D.S2AP_W), out=w)
     n = int(np.count_nonzero(w))
     if n:
         np.bitwise_xor(sub, w, out=sub)

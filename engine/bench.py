@@ -17,11 +17,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from engine import dirtylog as DL
 from engine.cli import register
+from engine.errors import ConfigError
 from engine.geometry import Geometry
 from engine.pgtable import PageTable
 from engine.reference import REFERENCES
@@ -224,16 +226,22 @@ def _machine() -> dict[str, object]:
     }
 
 
-def run_bench(quick: bool) -> list[Figure]:
+def run_bench(quick: bool, report: Callable[[Figure], None] = lambda f: None) -> list[Figure]:
+    """Every figure, in order; ``report`` sees each one as soon as it is measured."""
     scale = 1 << 18 if quick else 1 << 24
-    figures = [
-        fig_enable(scale),
-        fig_get(scale),
-        fig_reference(1 << 14 if quick else 1 << 18),
-        fig_write_path(1 << 16 if quick else 1 << 20),
+    steps: list[Callable[[], list[Figure]]] = [
+        lambda: [fig_enable(scale)],
+        lambda: [fig_get(scale)],
+        lambda: [fig_reference(1 << 14 if quick else 1 << 18)],
+        lambda: [fig_write_path(1 << 16 if quick else 1 << 20)],
+        lambda: migration_figures(quick),
+        lambda: app_figures(quick),
     ]
-    figures += migration_figures(quick)
-    figures += app_figures(quick)
+    figures: list[Figure] = []
+    for step in steps:
+        for f in step():
+            report(f)
+            figures.append(f)
     return figures
 
 
@@ -277,11 +285,19 @@ def app_figures(quick: bool) -> list[Figure]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    figures = run_bench(args.quick)
-    for f in figures:
+    def report(f: Figure) -> None:
         mark = {True: "met", False: "MISSED", None: "n/a"}[f.met]
         value = "—" if f.value is None else f"{f.value:g}"
-        print(f"{f.id}. {f.name}: {value} {f.unit} (goal {f.goal}) {mark}")
+        print(f"{f.id}. {f.name}: {value} {f.unit} (goal {f.goal}) {mark}", flush=True)
+
+    if args.json:  # refuse a path it cannot write before a minute of measuring, not after
+        parent = Path(args.json).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError(
+                "--json", f"cannot write {args.json}: {parent} is not a writable folder"
+            )
+    print("measuring (about a minute; figures 5-8 take the longest) …", file=sys.stderr)
+    figures = run_bench(args.quick, report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(

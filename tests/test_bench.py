@@ -33,3 +33,19 @@ def test_quick_bench_reports_every_figure(tmp_path):
         assert f["goal"] and f["unit"] and isinstance(f["met"], bool)
     for i in range(1, 9):
         assert f"{i}. " in proc.stdout
+
+
+def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--json", str(tmp_path / "no" / "b.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"dirtylog bench: --json: cannot write {tmp_path / 'no' / 'b.json'}: "
+        f"{tmp_path / 'no'} is not a writable folder"
+    ]
+    assert proc.stdout == ""  # (nothing was measured)

@@ -158,20 +158,21 @@ class SimWorker(QObject):
     # -- the loop -----------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.running:
-            budget_end = time.perf_counter() + SLICE_BUDGET_S
-            target = self.sim.t_ns + int(self.speed * SLICE_BUDGET_S * 1e9)
-            while self.running and self.sim.t_ns < target and time.perf_counter() < budget_end:
-                if not self._guarded(lambda: self.sim.advance(self._max_ticks(target))):
-                    break
-                if self._reached_round_goal():
-                    break
-            if self.sim.finished or self._reached_round_goal():
-                self.running = False
-                self._run_until_round = None
-                self.running_changed.emit(False)
-                self._emit(force=True)
-                return
+        if not self.running:
+            return  # nothing changes while paused: edits, steps and view changes emit at once
+        budget_end = time.perf_counter() + SLICE_BUDGET_S
+        target = self.sim.t_ns + int(self.speed * SLICE_BUDGET_S * 1e9)
+        while self.running and self.sim.t_ns < target and time.perf_counter() < budget_end:
+            if not self._guarded(lambda: self.sim.advance(self._max_ticks(target))):
+                break
+            if self._reached_round_goal():
+                break
+        if self.sim.finished or self._reached_round_goal():
+            self.running = False
+            self._run_until_round = None
+            self.running_changed.emit(False)
+            self._emit(force=True)
+            return
         self._emit()
 
     def _max_ticks(self, target: int) -> int:

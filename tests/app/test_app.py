@@ -395,3 +395,17 @@ def test_scripted_mode_without_a_migration_runs_simulated_seconds(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert shot.exists()
+
+
+def test_a_paused_run_sends_no_frames_until_something_changes(qtbot, window):
+    """Paused, the worker renders nothing (it used to redraw the same frame 30 times a second);
+    a step or a view change still shows at once."""
+    load(window, small_session())
+    qtbot.waitUntil(lambda: window.last_frame is not None, timeout=5000)
+    frames = []
+    window.frame_shown.connect(frames.append)
+    qtbot.wait(400)
+    assert frames == []
+    window.runner.req_step_tick.emit()
+    qtbot.waitUntil(lambda: len(frames) == 1, timeout=5000)
+    assert frames[0].snapshot.tick == 1 and not frames[0].running

@@ -376,3 +376,44 @@ def test_next_set_bits_scans_only_as_far_as_it_needs():
             got = DL.next_set_bits(words, lo, hi, limit)
             assert got.tolist() == inside[:limit].tolist()
     assert DL.next_set_bits(np.zeros(4, np.uint64), 0, 256, 10).size == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["bitmap", "ring", "dbm", "manual-clear"]),
+    st.lists(
+        st.tuples(st.integers(0, 1023), st.integers(0, 1), st.booleans()), min_size=1, max_size=300
+    ),
+    st.integers(1, 40),
+)
+def test_a_big_batch_applied_in_slices_is_one_batch(mode, accesses, slice_size):
+    """VM.access applies long batches a slice at a time; every outcome is the one batch's:
+    faults, dirty events, deferred accesses of a full ring, versions, logs and tables."""
+    import engine.vm as V
+
+    gfn = np.array([(BASE >> 12) + g for g, _, _ in accesses], dtype=np.int64)
+    vcpu = np.array([v for _, v, _ in accesses], dtype=np.int64)
+    write = np.array([w for _, _, w in accesses], dtype=bool)
+    out = []
+    for size in (V.ACCESS_SLICE, slice_size):
+        vm = make_vm(mode, "range", ring=128)  # (the smallest ring fills: deferred accesses)
+        old, V.ACCESS_SLICE = V.ACCESS_SLICE, size
+        try:
+            res = vm.access(gfn, vcpu, write)
+        finally:
+            V.ACCESS_SLICE = old
+        rings = [r.collect() for r in vm.rings] if vm.rings else []
+        out.append((res, vm, rings))
+    (a, vm_a, rings_a), (b, vm_b, rings_b) = out
+    assert np.array_equal(a.faults, b.faults) and np.array_equal(a.dirty_events, b.dirty_events)
+    assert a.applied_writes == b.applied_writes and a.ring_full == b.ring_full
+    assert (a.deferred is None) == (b.deferred is None)
+    if a.deferred is not None:
+        assert np.array_equal(a.deferred, b.deferred)
+    assert np.array_equal(vm_a.pgt.pool, vm_b.pgt.pool)
+    for sid in (0, 1):
+        assert np.array_equal(vm_a.slots[sid].version, vm_b.slots[sid].version)
+        if vm_a.slots[sid].bitmap is not None:
+            assert np.array_equal(vm_a.slots[sid].bitmap, vm_b.slots[sid].bitmap)
+    for (sa, oa), (sb, ob) in zip(rings_a, rings_b, strict=True):
+        assert np.array_equal(sa, sb) and np.array_equal(oa, ob)

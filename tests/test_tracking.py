@@ -417,3 +417,17 @@ def test_a_big_batch_applied_in_slices_is_one_batch(mode, accesses, slice_size):
             assert np.array_equal(vm_a.slots[sid].bitmap, vm_b.slots[sid].bitmap)
     for (sa, oa), (sb, ob) in zip(rings_a, rings_b, strict=True):
         assert np.array_equal(sa, sb) and np.array_equal(oa, ob)
+
+
+def test_a_new_block_is_charged_to_the_vcpu_that_touched_it_first():
+    """Not logging, a 2 MiB-backed slot maps a block on the first fault in it; the other
+    pages of the block find it mapped. The fault goes to the earliest access of the block,
+    whatever its page (here not the lowest gfn)."""
+    vm = VM(G, Tracking("bitmap", "range"), nr_vcpus=3)
+    vm.set_memslot(0, BASE, 8 << 20, 0, 2 << 20)
+    b0, b1 = BASE >> 12, (BASE >> 12) + 512
+    gfn = np.array([b0 + 300, b0 + 5, b1 + 7, b0 + 5, b1 + 1, b0 + 511])
+    vcpu = np.array([2, 0, 1, 1, 0, 0])
+    res = vm.access(gfn, vcpu, np.ones(gfn.size, bool))
+    assert res.faults.tolist() == [0, 1, 1]  # block 0: vCPU 2 (gfn +300), block 1: vCPU 1
+    assert vm.stats["block_maps"] == 2 and vm.stats["translation_faults"] == 2

@@ -183,8 +183,31 @@ def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
 
 def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.ndarray) -> OpStats:
     """KVM_CLEAR_DIRTY_LOG: clear ``mask`` bits from ``first_page``; re-protect what was set."""
+    return clear_dirty_log_many(vm, slot_id, [(first_page, num_pages, mask)])
+
+
+def clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
+    """Several KVM_CLEAR_DIRTY_LOG ioctls on one slot, given as (first_page, num_pages, mask),
+    applied together: each is checked, clears its bits, re-protects and flushes as its own
+    ioctl would (masked-skip's cached walk does not carry from one into the next), but the
+    re-protection runs once over all their words.  QEMU clears a 256 KiB chunk before it
+    sends a page of it, so a sparse round makes hundreds of these calls per tick.
+
+    The returned OpStats is the sum of the ioctls'.
+    """
     st = vm.slots[slot_id]
     bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
+    calls = [(first, num, _check_clear(vm, st, first, num, mask)) for first, num, mask in calls]
+    if vm.tracking.initially_set and vm.tracking.eager_split:  # splits per ioctl: one by one
+        op = OpStats("clear")
+        for call in calls:
+            op.add(_clear_many(vm, st, bitmap, [call]))
+        return op
+    return _clear_many(vm, st, bitmap, calls)
+
+
+def _check_clear(vm, st, first_page: int, num_pages: int, mask) -> np.ndarray:
+    """KVM's checks of one CLEAR; returns the mask as words."""
     npages = st.slot.npages
     if not vm.tracking.manual:
         raise KvmError(
@@ -200,26 +223,40 @@ def clear_dirty_log(vm, slot_id: int, first_page: int, num_pages: int, mask: np.
         )
     if first_page > npages or num_pages > npages - first_page:
         raise KvmError("EINVAL", "num_pages", f"range goes beyond the slot's {npages} pages")
-    w0, nw = first_page // 64, (num_pages + 63) // 64
-    mask = np.asarray(mask, dtype=U64)[:nw]
+    return np.asarray(mask, dtype=U64)[: (num_pages + 63) // 64]
+
+
+def _clear_many(vm, st, bitmap: np.ndarray, calls) -> OpStats:
+    offsets, masks, starts = [], [], []
     with _Measure(vm, OpStats("clear")) as op:
-        op.words = nw
-        cleared = bitmap[w0 : w0 + nw] & mask  # atomic_long_fetch_andnot
-        bitmap[w0 : w0 + nw] &= ~mask
-        nz = np.flatnonzero(cleared)
-        op.pages = popcount(cleared[nz])
-        if nz.size:
-            protect(vm, st, (w0 + nz) * 64, cleared[nz], op)
-            if vm.tracking.initially_set and vm.tracking.eager_split:
-                for off, m in zip((w0 + nz) * 64, cleared[nz], strict=True):
-                    lo = st.slot.base_gfn + int(off) + (int(m) & -int(m)).bit_length() - 1
-                    hi = st.slot.base_gfn + int(off) + int(m).bit_length()
-                    _split_slot(vm, st.slot, lo << vm.page_shift, hi << vm.page_shift)
+        for first_page, num_pages, mask in calls:
+            w0, nw = first_page // 64, (num_pages + 63) // 64
+            op.words += nw
+            cleared = bitmap[w0 : w0 + nw] & mask  # atomic_long_fetch_andnot
+            bitmap[w0 : w0 + nw] &= ~mask
+            nz = np.flatnonzero(cleared)
+            if not nz.size:
+                continue  # nothing was set: no re-protection, no flush
+            starts.append(sum(o.size for o in offsets))
+            offsets.append((w0 + nz) * 64)
+            masks.append(cleared[nz])
             _flush_slot(vm, op)
+        if not offsets:
+            return op
+        offsets, masks = np.concatenate(offsets), np.concatenate(masks)
+        op.pages = popcount(masks)
+        protect(vm, st, offsets, masks, op, np.array(starts, dtype=np.int64))
+        if vm.tracking.initially_set and vm.tracking.eager_split:
+            for off, m in zip(offsets, masks, strict=True):
+                lo = st.slot.base_gfn + int(off) + (int(m) & -int(m)).bit_length() - 1
+                hi = st.slot.base_gfn + int(off) + int(m).bit_length()
+                _split_slot(vm, st.slot, lo << vm.page_shift, hi << vm.page_shift)
     return op
 
 
-def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None:
+def protect(
+    vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats, starts: np.ndarray | None = None
+) -> None:
     """kvm_arch_mmu_enable_log_dirty_pt_masked for many words, with the VM's strategy.
 
     In compare mode every other strategy runs first on the VM's own tables, and the tables
@@ -234,9 +271,9 @@ def protect(vm, st, offsets: np.ndarray, masks: np.ndarray, op: OpStats) -> None
         for name in STRATEGIES:
             if name == vm.tracking.strategy or (name == "rmap" and vm.pgt.rmap is None):
                 continue  # (compare switched on mid-run: there is no reverse map to use)
-            op.strategies[name] = run_strategy(name, vm.pgt, base, offsets, masks)
+            op.strategies[name] = run_strategy(name, vm.pgt, base, offsets, masks, starts)
             vm.pgt.pool[rows] = saved
-    chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks)
+    chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks, starts)
     op.strategies[vm.tracking.strategy] = chosen
     op.counters.add(chosen.counters)
 

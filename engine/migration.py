@@ -298,19 +298,22 @@ class Migration:
         snap = m.clear_snapshot
         assert snap is not None
         npages = m.dest.size
-        for c in unique_fast(pages // chunk):
-            first = int(c) * chunk
+        calls = []
+        for c in unique_fast(pages // chunk).tolist():
+            first = c * chunk
             w0, w1 = first // 64, min((first + chunk + 63) // 64, snap.size)
             mask = snap[w0:w1].copy()
             if not mask.any():
                 continue
             snap[w0:w1] = 0
-            num = min(chunk, npages - first)
-            op = DL.clear_dirty_log(self.vm, sid, first, num, mask)
-            cost = op.model_ns(self.vm.costs)
-            self.busy_until_ns = max(self.busy_until_ns, self.sim.t_ns) + int(cost)
-            if self.acc:
-                self.acc.harvest.add(op)
+            calls.append((first, min(chunk, npages - first), mask))
+        if not calls:
+            return
+        op = DL.clear_dirty_log_many(self.vm, sid, calls)  # one ioctl per chunk, as QEMU does
+        cost = op.model_ns(self.vm.costs)
+        self.busy_until_ns = max(self.busy_until_ns, self.sim.t_ns) + int(cost)
+        if self.acc:
+            self.acc.harvest.add(op)
 
     # -- harvest ------------------------------------------------------------------------------
 

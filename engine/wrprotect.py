@@ -97,7 +97,11 @@ class ProtectStats:
         return d
 
 
-Protect = Callable[[PageTable, int, np.ndarray, np.ndarray, WalkCounters], None]
+# (pgt, base_gfn, offsets, masks, counters, starts): ``starts`` are the word indices where
+# another ioctl begins when several CLEARs are applied together (None: one ioctl).  Only
+# masked-skip cares: its cached upper-level lookup never carries over into the next ioctl;
+# range and visitor walk every word from the top anyway, and rmap never walks.
+Protect = Callable[..., None]
 
 
 def _spans(base_gfn: int, offsets: np.ndarray, masks: np.ndarray, page_shift: int):
@@ -273,7 +277,12 @@ def _span_masks(masks: np.ndarray) -> np.ndarray:
 
 
 def protect_range(
-    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+    pgt: PageTable,
+    base_gfn: int,
+    offsets: np.ndarray,
+    masks: np.ndarray,
+    counters: WalkCounters,
+    starts: np.ndarray | None = None,
 ) -> None:
     """Per word, walk [ffs, fls] top down, one level function after another."""
     g = pgt.geom
@@ -320,7 +329,12 @@ _, _WRPROTECT_BULK = set_clear_visitor(0, D.S2AP_W)
 
 
 def protect_visitor(
-    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+    pgt: PageTable,
+    base_gfn: int,
+    offsets: np.ndarray,
+    masks: np.ndarray,
+    counters: WalkCounters,
+    starts: np.ndarray | None = None,
 ) -> None:
     """kvm_pgtable_stage2_wrprotect per word: stage2_update_leaf_attrs(clr=S2AP_W)."""
     fast = _WordChunks.of(pgt, base_gfn + offsets)
@@ -336,17 +350,25 @@ def protect_visitor(
 
 
 def protect_masked_skip(
-    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+    pgt: PageTable,
+    base_gfn: int,
+    offsets: np.ndarray,
+    masks: np.ndarray,
+    counters: WalkCounters,
+    starts: np.ndarray | None = None,
 ) -> None:
     """Look the upper levels up only when a set bit lands in another last-level table."""
     g = pgt.geom
     fast = _WordChunks.of(pgt, base_gfn + offsets)
     if fast is not None:
-        fast.upper_walks(pgt, counters, int(np.count_nonzero(fast.new_walk)))
+        new_walk = fast.new_walk.copy()
+        if starts is not None:
+            new_walk[starts] = True
+        fast.upper_walks(pgt, counters, int(np.count_nonzero(new_walk)))
         fast.apply(pgt, masks, counters, "mask")
         return
     order = np.argsort(offsets, kind="stable")
-    gfn, _ = bits_to_offsets(offsets[order], masks[order])
+    gfn, word = bits_to_offsets(offsets[order], masks[order])
     if not gfn.size:
         return
     gfn = gfn + base_gfn
@@ -355,6 +377,10 @@ def protect_masked_skip(
     region = ipa >> g.level_shift(2)
     walk_here = np.ones(region.shape, dtype=bool)
     walk_here[1:] = region[1:] != region[:-1]
+    if starts is not None:  # and so does the first bit of each ioctl
+        opens = np.zeros(offsets.size, dtype=bool)
+        opens[starts] = True
+        walk_here[1:] |= opens[order][word[1:]] & (word[1:] != word[:-1])
     level, pos, desc = pgt.lookup(ipa[walk_here])
     # upper reads: one per level from the start level to where the walk stopped (≤ L2)
     stop = np.minimum(level.astype(np.int64), 2)
@@ -379,7 +405,12 @@ def protect_masked_skip(
 
 
 def protect_rmap(
-    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+    pgt: PageTable,
+    base_gfn: int,
+    offsets: np.ndarray,
+    masks: np.ndarray,
+    counters: WalkCounters,
+    starts: np.ndarray | None = None,
 ) -> None:
     """gfn → leaf position from the reverse map; one read per set bit, no walk."""
     if pgt.rmap is None:
@@ -417,9 +448,15 @@ PROTECT: dict[str, Protect] = {
 
 
 def run_strategy(
-    name: str, pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray
+    name: str,
+    pgt: PageTable,
+    base_gfn: int,
+    offsets: np.ndarray,
+    masks: np.ndarray,
+    starts: np.ndarray | None = None,
 ) -> ProtectStats:
-    """Run one strategy and measure it; counts come from what it gathered."""
+    """Run one strategy and measure it; counts come from what it gathered (``starts``: see
+    ``Protect``)."""
     import time
 
     masks = np.ascontiguousarray(masks, dtype=U64)
@@ -428,7 +465,7 @@ def run_strategy(
     if masks.size:
         stats.pages = int(np.bitwise_count(masks).sum(dtype=np.int64))
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        PROTECT[name](pgt, base_gfn, offsets, masks, stats.counters)
+        PROTECT[name](pgt, base_gfn, offsets, masks, stats.counters, starts)
         stats.wall_ns = time.perf_counter_ns() - t0
         stats.cpu_ns = time.thread_time_ns() - c0
     if name == "rmap":

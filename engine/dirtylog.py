@@ -18,8 +18,8 @@ import numpy as np
 from engine import descriptor as D
 from engine.dirtyring import merge_masks
 from engine.errors import KvmError
-from engine.pgtable import unique_fast
-from engine.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
+from engine.pgtable import _first_of_runs, unique_fast
+from engine.walk import WalkCounters, expand_runs, leaf_batches, set_clear_visitor, walk_bulk
 from engine.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
 
 U64 = np.uint64
@@ -91,9 +91,9 @@ def set_all(words: np.ndarray, npages: int) -> None:
         words[-1] = U64((1 << (npages % 64)) - 1)
 
 
-def _flush_slot(vm, op: OpStats) -> None:
-    """kvm_flush_remote_tlbs_memslot: one range invalidation over the slot."""
-    vm.pgt.tlbi["range"] += 1
+def _flush_slot(vm, op: OpStats, times: int = 1) -> None:
+    """kvm_flush_remote_tlbs_memslot: one range invalidation over the slot (per ioctl)."""
+    vm.pgt.tlbi["range"] += times
 
 
 # -- enable / disable -----------------------------------------------------------------------
@@ -198,12 +198,17 @@ def clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
     st = vm.slots[slot_id]
     bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
     calls = [(first, num, _check_clear(vm, st, first, num, mask)) for first, num, mask in calls]
-    if vm.tracking.initially_set and vm.tracking.eager_split:  # splits per ioctl: one by one
-        op = OpStats("clear")
-        for call in calls:
-            op.add(_clear_many(vm, st, bitmap, [call]))
-        return op
-    return _clear_many(vm, st, bitmap, calls)
+    if not calls:
+        return OpStats("clear")
+    w0 = np.array([first // 64 for first, _, _ in calls], dtype=np.int64)
+    nw = np.array([mask.size for _, _, mask in calls], dtype=np.int64)
+    apart = bool(np.all(w0[1:] >= w0[:-1] + nw[:-1]))  # in order, no word cleared twice
+    if apart and not (vm.tracking.initially_set and vm.tracking.eager_split):
+        return _clear_many(vm, st, bitmap, calls, w0, nw)
+    op = OpStats("clear")  # one by one: overlapping ranges, or eager splits per ioctl
+    for i, call in enumerate(calls):
+        op.add(_clear_many(vm, st, bitmap, [call], w0[i : i + 1], nw[i : i + 1]))
+    return op
 
 
 def _check_clear(vm, st, first_page: int, num_pages: int, mask) -> np.ndarray:
@@ -226,26 +231,23 @@ def _check_clear(vm, st, first_page: int, num_pages: int, mask) -> np.ndarray:
     return np.asarray(mask, dtype=U64)[: (num_pages + 63) // 64]
 
 
-def _clear_many(vm, st, bitmap: np.ndarray, calls) -> OpStats:
-    offsets, masks, starts = [], [], []
+def _clear_many(vm, st, bitmap: np.ndarray, calls, w0: np.ndarray, nw: np.ndarray) -> OpStats:
+    """The CLEARs ``calls`` (checked, apart) over words [w0, w0 + nw) each, in one pass."""
     with _Measure(vm, OpStats("clear")) as op:
-        for first_page, num_pages, mask in calls:
-            w0, nw = first_page // 64, (num_pages + 63) // 64
-            op.words += nw
-            cleared = bitmap[w0 : w0 + nw] & mask  # atomic_long_fetch_andnot
-            bitmap[w0 : w0 + nw] &= ~mask
-            nz = np.flatnonzero(cleared)
-            if not nz.size:
-                continue  # nothing was set: no re-protection, no flush
-            starts.append(sum(o.size for o in offsets))
-            offsets.append((w0 + nz) * 64)
-            masks.append(cleared[nz])
-            _flush_slot(vm, op)
-        if not offsets:
-            return op
-        offsets, masks = np.concatenate(offsets), np.concatenate(masks)
+        op.words = sum((num + 63) // 64 for _, num, _ in calls)
+        words = expand_runs(w0, nw)
+        mask = np.concatenate([m for _, _, m in calls])
+        cleared = bitmap[words] & mask  # atomic_long_fetch_andnot
+        bitmap[words] &= ~mask
+        nz = np.flatnonzero(cleared)
+        if not nz.size:
+            return op  # nothing was set: no re-protection, no flush
+        call = np.repeat(np.arange(len(calls)), nw)[nz]
+        starts = np.flatnonzero(_first_of_runs(call))  # each ioctl that re-protects flushes
+        _flush_slot(vm, op, int(starts.size))
+        offsets, masks = words[nz] * 64, cleared[nz]
         op.pages = popcount(masks)
-        protect(vm, st, offsets, masks, op, np.array(starts, dtype=np.int64))
+        protect(vm, st, offsets, masks, op, starts)
         if vm.tracking.initially_set and vm.tracking.eager_split:
             for off, m in zip(offsets, masks, strict=True):
                 lo = st.slot.base_gfn + int(off) + (int(m) & -int(m)).bit_length() - 1

@@ -22,6 +22,7 @@ from engine.dirtylog import OpStats
 from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES
 from engine.pgtable import unique_fast
 from engine.session import MigrationCfg
+from engine.walk import expand_runs
 
 U64 = np.uint64
 NS = 1_000_000_000
@@ -298,15 +299,18 @@ class Migration:
         snap = m.clear_snapshot
         assert snap is not None
         npages = m.dest.size
-        calls = []
-        for c in unique_fast(pages // chunk).tolist():
-            first = c * chunk
-            w0, w1 = first // 64, min((first + chunk + 63) // 64, snap.size)
-            mask = snap[w0:w1].copy()
-            if not mask.any():
-                continue
-            snap[w0:w1] = 0
-            calls.append((first, min(chunk, npages - first), mask))
+        first = unique_fast(pages // chunk) * chunk
+        w0 = first // 64
+        nw = np.minimum((first + chunk + 63) // 64, snap.size) - w0
+        words = expand_runs(w0, nw)
+        mask = snap[words]
+        ends = np.cumsum(nw)
+        has_bits = np.logical_or.reduceat(mask != 0, ends - nw)
+        snap[words] = 0
+        calls = [
+            (int(first[i]), int(min(chunk, npages - first[i])), mask[ends[i] - nw[i] : ends[i]])
+            for i in np.flatnonzero(has_bits).tolist()
+        ]
         if not calls:
             return
         op = DL.clear_dirty_log_many(self.vm, sid, calls)  # one ioctl per chunk, as QEMU does

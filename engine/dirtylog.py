@@ -382,22 +382,23 @@ def collect_rings(vm) -> tuple[np.ndarray, np.ndarray]:
 def reset_rings(vm) -> OpStats:
     """KVM_RESET_DIRTY_RINGS: merge harvested entries into masks, re-protect, flush once."""
     with _Measure(vm, OpStats("ring-reset")) as op:
-        by_slot: dict[int, list[tuple[int, int]]] = {}
+        merged = []
         for ring in vm.rings:
             slots, offsets = ring.reset_entries()
             op.pages += int(offsets.size)
-            for slot, off, mask in merge_masks(slots, offsets):
-                by_slot.setdefault(slot, []).append((off, mask))
-        for slot_id, pairs in by_slot.items():
+            merged.append(merge_masks(slots, offsets))
+        slot_of, offs, masks = (np.concatenate(col) for col in zip(*merged, strict=True))
+        if not slot_of.size:
+            return op
+        ids, first = np.unique(slot_of, return_index=True)
+        for slot_id in ids[np.argsort(first)].tolist():  # slots in the order the rings name them
             st = vm.slots.get(slot_id)
             if st is None or not st.logging:
                 continue  # the slot went away or stopped logging meanwhile
-            offs = np.array([p[0] for p in pairs], dtype=np.int64)
-            masks = np.array([p[1] for p in pairs], dtype=U64)
-            op.words += int(masks.size)
-            protect(vm, st, offs, masks, op)
-        if by_slot:
-            vm.pgt.tlbi["vmid"] += 1  # kvm_flush_remote_tlbs
+            sel = slot_of == slot_id
+            op.words += int(np.count_nonzero(sel))
+            protect(vm, st, offs[sel], masks[sel], op)
+        vm.pgt.tlbi["vmid"] += 1  # kvm_flush_remote_tlbs
     return op
 
 

@@ -81,14 +81,52 @@ class DirtyRing:
         return self.slot[idx], self.offset[idx]
 
 
-def merge_masks(slot: np.ndarray, offset: np.ndarray) -> Iterator[tuple[int, int, int]]:
+def merge_masks(slot: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kvm_dirty_ring_reset's merging: consecutive same-slot entries into (slot, offset, mask).
 
     An entry within 64 pages above the current offset joins the mask; one a little below it
     shifts the mask down if no bit would fall off ("backwards visit"); anything else flushes.
+
+    The loop is sequential, but where it must flush is known in advance: the current offset
+    is always within 63 pages below the previous entry, so an entry of another slot, 64 or
+    more pages above the previous one or 127 or more below it starts a new mask whatever came
+    before.  Entries between such breaks that stand alone (the rule for randomly dirtied
+    memory) become masks of one bit at once; only runs of nearby entries take the loop.
+    Returns the masks in ring order as (slots, offsets, masks) arrays.
     """
+    n = slot.size
+    s, off = slot.astype(np.int64), offset.astype(np.int64)
+    brk = np.ones(n, dtype=bool)
+    d = np.diff(off)
+    brk[1:] = (s[1:] != s[:-1]) | (d >= BITS_PER_LONG) | (d <= -2 * BITS_PER_LONG + 1)
+    starts = np.flatnonzero(brk)
+    lengths = np.diff(np.append(starts, n))
+    runs = np.flatnonzero(lengths > 1)
+    if not runs.size:
+        return s[starts].astype(np.uint32), off[starts], np.ones(starts.size, dtype=np.uint64)
+    merged = [
+        list(_merge_run(s[a : a + k].tolist(), off[a : a + k].tolist()))
+        for a, k in zip(starts[runs].tolist(), lengths[runs].tolist(), strict=True)
+    ]
+    count = np.ones(starts.size, dtype=np.int64)
+    count[runs] = [len(m) for m in merged]
+    at = np.cumsum(count) - count  # where each break's masks go
+    out_s = np.repeat(s[starts], count)
+    out_off = np.repeat(off[starts], count)
+    out_mask = np.ones(int(count.sum()), dtype=np.uint64)
+    where = np.concatenate(
+        [np.arange(a, a + len(m)) for a, m in zip(at[runs], merged, strict=True)]
+    )
+    flat = [x for m in merged for x in m]
+    out_off[where] = [o for _, o, _ in flat]
+    out_mask[where] = np.array([m for _, _, m in flat], dtype=np.uint64)
+    return out_s.astype(np.uint32), out_off, out_mask
+
+
+def _merge_run(slot: list[int], offset: list[int]) -> Iterator[tuple[int, int, int]]:
+    """The loop itself, over a run of entries of one slot."""
     cur_slot = cur_off = mask = 0
-    for s, off in zip(slot.tolist(), offset.tolist(), strict=True):
+    for s, off in zip(slot, offset, strict=True):
         if mask:
             if s == cur_slot:
                 delta = off - cur_off

@@ -57,17 +57,21 @@ def _ref_merge(slot, offset):
     return out
 
 
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 300)), max_size=80))
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 300) | st.integers(0, 2**40)), max_size=80)
+)
 def test_merge_matches_kvm(entries):
+    """Near entries (merged by the loop) and far ones (one-bit masks at once), mixed."""
     slot = [s for s, _ in entries]
     off = [o for _, o in entries]
-    got = list(merge_masks(np.array(slot, np.uint32), np.array(off, np.uint64)))
-    assert got == _ref_merge(slot, off)
+    slots, offs, masks = merge_masks(np.array(slot, np.uint32), np.array(off, np.uint64))
+    got = list(zip(slots.tolist(), offs.tolist(), masks.tolist(), strict=True))
+    assert got == [tuple(e) for e in _ref_merge(slot, off)]
     # every entry's page is covered by exactly the masks of its slot
     covered = {(s, o + b) for s, o, m in got for b in range(64) if m >> b & 1}
     assert covered == set(entries)
 
 
 def test_backwards_merge():
-    got = list(merge_masks(np.array([0, 0, 0], np.uint32), np.array([10, 12, 8], np.uint64)))
-    assert got == [(0, 8, 0b10101)]
+    got = merge_masks(np.array([0, 0, 0], np.uint32), np.array([10, 12, 8], np.uint64))
+    assert [c.tolist() for c in got] == [[0], [8], [0b10101]]

@@ -54,6 +54,10 @@ def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduceat(values, starts)
 
 
+def _scaled(values: np.ndarray, gain: float) -> np.ndarray:
+    return values if gain == 1.0 else values * values.dtype.type(gain)
+
+
 def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[np.ndarray, float]:
     """Map a layer's values to 1..255 (0 is reserved for 'no page'); ``scale`` fixes the top."""
     if mode == "heat":  # log scale: a Zipf hot page must not blacken everything else
@@ -76,14 +80,21 @@ def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[
 
 
 def render(
-    layer: np.ndarray, mode: str, pages_per_row: int, max_cells: int, factor: int | None = None
+    layer: np.ndarray,
+    mode: str,
+    pages_per_row: int,
+    max_cells: int,
+    factor: int | None = None,
+    gain: float = 1.0,
 ) -> HeatImage:
-    """The image for ``layer`` (one value per page) at no more than ``max_cells`` cells."""
+    """The image for ``layer`` × ``gain`` (one value per page) at no more than ``max_cells``
+    cells.  ``gain`` (> 0) lets write heat be drawn from the simulation's own array and its
+    decay factor, without a scaled copy of every page."""
     total = int(layer.size)
     factor = factor or max(1, -(-total // max_cells))
-    # fold first (every mode's coding is monotonic, so max commutes with it): the coding
-    # then runs on the cells, not on millions of pages
-    folded, scale = to_codes(fold_max(layer, factor), mode)
+    # fold first (every mode's coding is monotonic, so max commutes with it, and with a
+    # positive gain): the coding then runs on the cells, not on millions of pages
+    folded, scale = to_codes(_scaled(fold_max(layer, factor), gain), mode)
     per_row = max(1, min(pages_per_row, folded.size or 1))
     rows = max(1, -(-folded.size // per_row))
     image = np.full(rows * per_row, EMPTY, dtype=np.uint8)
@@ -102,7 +113,13 @@ def detail_factor(overview_factor: int, pages: int, max_cells: int) -> int:
 
 
 def render_detail(
-    layer: np.ndarray, mode: str, overview: HeatImage, first_row: int, last_row: int, max_cells: int
+    layer: np.ndarray,
+    mode: str,
+    overview: HeatImage,
+    first_row: int,
+    last_row: int,
+    max_cells: int,
+    gain: float = 1.0,
 ) -> HeatImage | None:
     """A finer image of overview rows [first_row, last_row), or None when it would not be finer.
 
@@ -118,7 +135,7 @@ def render_detail(
     if factor >= overview.pages_per_cell:
         return None
     cells_per_row = overview.pages_per_row * (overview.pages_per_cell // factor)
-    codes, _ = to_codes(fold_max(layer[p0:p1], factor), mode, overview.scale)
+    codes, _ = to_codes(_scaled(fold_max(layer[p0:p1], factor), gain), mode, overview.scale)
     rows = -(-codes.size // cells_per_row)
     image = np.full(rows * cells_per_row, EMPTY, dtype=np.uint8)
     image[: codes.size] = codes

@@ -206,16 +206,21 @@ class SimWorker(QObject):
             # the frame carries no layer: the GUI draws the image rendered here, so the
             # worker keeps refilling one buffer instead of handing over a fresh array
             snap = self.sim.snapshot()
+            gain = 1.0
             if self.mode == "diff":
                 layer = self.diff if self.diff is not None else np.zeros(snap.total_pages, np.uint8)
+            elif self.mode == "heat":  # drawn from the simulation's array and its decay
+                layer, gain = self.sim.heat_state()
             else:
                 layer = self._layer_buf = self.sim.layer(self.mode, out=self._layer_buf)
             image = detail = None
             if layer is not None:
-                image = render(layer, self.mode, self.pages_per_row, self.max_cells)
+                image = render(layer, self.mode, self.pages_per_row, self.max_cells, gain=gain)
                 if self.detail_rows is not None:
                     first, last = self.detail_rows
-                    detail = render_detail(layer, self.mode, image, first, last, self.max_cells)
+                    detail = render_detail(
+                        layer, self.mode, image, first, last, self.max_cells, gain
+                    )
             self._update_touched()
             frame = Frame(snap, image, detail, self._touched, self.running, self.sim.finished)
             self.frame.emit(frame)

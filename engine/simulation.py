@@ -573,6 +573,16 @@ class Simulation:
         layer.setflags(write=False)
         return layer
 
+    def heat_state(self) -> tuple[np.ndarray, float]:
+        """The write-heat array as kept (as of a reference time) and the factor that brings it
+        to now: heat = array × factor.  The array is the simulation's own (read it before the
+        next step); a view draws a large guest's heat from it without a scaled copy."""
+        total = sum(s.npages for s in self.vm.memslots.sorted())
+        if self.heat is None or self.heat.size != total:
+            self.heat = np.zeros(total, dtype=np.float32)
+            self._heat_t = self.t_ns
+        return self.heat, 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
+
     def layer(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
         """One per-page layer over all slots (see snapshot.LAYERS).
 
@@ -582,12 +592,8 @@ class Simulation:
         """
         slots = self.vm.memslots.sorted()
         if name == "heat":
-            total = sum(s.npages for s in slots)
-            if self.heat is None or self.heat.size != total:
-                self.heat = np.zeros(total, dtype=np.float32)
-                self._heat_t = self.t_ns
-            decay = np.float32(0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS))
-            return np.multiply(self.heat, decay, out=_fits(out, self.heat.dtype, total))
+            heat, decay = self.heat_state()
+            return np.multiply(heat, np.float32(decay), out=_fits(out, heat.dtype, heat.size))
         parts = [self._slot_layer(name, s) for s in slots]
         if not parts:
             return np.zeros(0, dtype=np.uint8)

@@ -409,3 +409,21 @@ def test_a_paused_run_sends_no_frames_until_something_changes(qtbot, window):
     window.runner.req_step_tick.emit()
     qtbot.waitUntil(lambda: len(frames) == 1, timeout=5000)
     assert frames[0].snapshot.tick == 1 and not frames[0].running
+
+
+def test_heat_drawn_with_a_gain_is_the_scaled_layer():
+    """The live view draws heat from the simulation's own array and its decay factor; the
+    image (overview and detail) is the one of the decayed layer itself."""
+    from app.heatmap_data import render_detail
+
+    rng = np.random.default_rng(5)
+    raw = (rng.random(20_000, dtype=np.float32) * 40) ** 2
+    raw[::3] = 0
+    gain = 0.3125  # (exact in float32: the two ways round the same)
+    scaled = raw * np.float32(gain)
+    a = render(raw, "heat", 64, 1000, gain=gain)
+    b = render(scaled, "heat", 64, 1000)
+    assert np.array_equal(a.codes, b.codes) and a.scale == b.scale
+    da = render_detail(raw, "heat", a, 3, 9, 1000, gain)
+    db = render_detail(scaled, "heat", b, 3, 9, 1000)
+    assert np.array_equal(da.codes, db.codes) and da.first_page == db.first_page

@@ -57,8 +57,17 @@ def fig_frame_rate(app, npages: int, frames: int) -> dict:
     }
 
 
+MAX_GUESTS = 10
+
+
 def fig_stall(app, npages: int, seconds: float) -> dict:
-    """Figure 8: the worst lateness of a 10 ms GUI timer while the guest migrates in the app."""
+    """Figure 8: the worst lateness of a 10 ms GUI timer while the guest migrates in the app.
+
+    Only time during which a migration runs counts: the guest is loaded (not timed), started,
+    then timed from its first frame until its migration ends; that repeats with a fresh guest
+    until ``seconds`` of migration have been timed (a 64 GiB guest migrates in a few seconds
+    at full speed, and a finished run sends no frames), or ``MAX_GUESTS`` guests have run.
+    """
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
     from app.main_window import MainWindow
@@ -69,33 +78,47 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
     window = MainWindow(settings, None)
     window.resize(1400, 900)
     window.show()
-    window.load_simulation(Simulation.from_dict(realtime_session(npages)), None)
-    window.speed.setCurrentIndex(window.speed.count() - 1)
-    window.runner.req_running.emit(True)
     clock = QElapsedTimer()
     clock.start()
-    state = {"last": clock.elapsed(), "worst": 0.0, "frames": 0}
+    state = {"last": 0, "worst": 0.0, "frames": 0, "timing": False}
 
     def beat() -> None:
         now = clock.elapsed()
-        state["worst"] = max(state["worst"], now - state["last"] - 10)
+        if state["timing"]:
+            state["worst"] = max(state["worst"], now - state["last"] - 10)
         state["last"] = now
 
-    window.frame_shown.connect(lambda f: state.__setitem__("frames", state["frames"] + 1))
+    def shown(frame) -> None:
+        state["frames"] += state["timing"]
+
+    window.frame_shown.connect(shown)
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(beat)
-    warmup = time.perf_counter() + 1.0
-    while time.perf_counter() < warmup:  # let the first frames (and allocation) happen
-        app.processEvents()
-    state["last"], state["worst"] = clock.elapsed(), 0.0
     timer.start()
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents()
-        time.sleep(0.001)
+    timed = simulated = 0.0
+    runs = 0
+    while timed < seconds and runs < MAX_GUESTS:
+        window.load_simulation(Simulation.from_dict(realtime_session(npages)), None)
+        window.speed.setCurrentIndex(window.speed.count() - 1)
+        window.last_frame = None
+        window.runner.req_running.emit(True)
+        while window.last_frame is None or not (
+            window.last_frame.running or window.last_frame.finished
+        ):
+            _spin(app, 0.0)  # until it runs (the first frame is the paused one)
+        runs += 1
+        state["timing"], state["last"] = True, clock.elapsed()
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds - timed:
+            frame = window.last_frame
+            if frame is not None and frame.finished:
+                break
+            _spin(app, 0.0)
+        state["timing"] = False
+        timed += time.perf_counter() - t0
+        simulated += window.last_frame.snapshot.t_ns / 1e9 if window.last_frame else 0.0
     timer.stop()
-    simulated = window.last_frame.snapshot.t_ns / 1e9 if window.last_frame else 0.0
     window.close()
     worst = state["worst"]
     return {
@@ -105,8 +128,23 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
         "unit": "ms",
         "goal": "<= 50",
         "met": worst <= 50,
-        "detail": {"frames": state["frames"], "simulated_s": simulated, "seconds": seconds},
+        "detail": {
+            "frames": state["frames"],
+            "migrating_s": round(timed, 2),
+            "guests": runs,
+            "simulated_s": round(simulated, 1),
+        },
     }
+
+
+def _spin(app, seconds: float) -> None:
+    """Run the event loop for ``seconds`` (one pass when 0), as an application would."""
+    end = time.perf_counter() + seconds
+    while True:
+        app.processEvents()
+        time.sleep(0.001)
+        if time.perf_counter() >= end:
+            return
 
 
 def run_app_bench(quick: bool) -> int:

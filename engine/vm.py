@@ -30,7 +30,7 @@ from engine.memslots import (
     MemslotUpdate,
 )
 from engine.pgtable import PageTable, _first_of_runs, unique_fast
-from engine.scatter import add_counts, minimum_at
+from engine.scatter import DENSE_SPAN, add_counts, minimum_at
 from engine.wrprotect import STRATEGIES
 
 MODES = ("bitmap", "manual-clear", "ring", "dbm")
@@ -266,8 +266,7 @@ class VM:
         gfn, sidx = gfn[write], sidx[write]
         for i in unique_fast(sidx):
             slot = slots[int(i)]
-            rel = gfn - slot.base_gfn if len(slots) == 1 else gfn[sidx == i] - slot.base_gfn
-            add_counts(self.slots[slot.id].version, rel)
+            add_counts(self.slots[slot.id].version, gfn[sidx == i] - slot.base_gfn)
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -445,7 +444,6 @@ class VM:
 
 
 ACCESS_SLICE = 1 << 20  # accesses applied at a time (see VM.access)
-_DENSE_SPAN = 16  # group by per-gfn tables when the batch's gfn range is at most this × its size
 
 
 @dataclass
@@ -465,7 +463,7 @@ class _Pages:
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
         lo = int(gfn.min())
         span = int(gfn.max()) - lo + 1
-        if span <= _DENSE_SPAN * gfn.size:
+        if span <= DENSE_SPAN * gfn.size:  # (per-gfn tables cost at most this × the batch)
             keys = _AccessKeys.pack(vcpu, sidx, write)
             if keys is not None:
                 return cls._group_dense(gfn - lo, lo, span, keys, write)

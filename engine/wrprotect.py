@@ -434,9 +434,8 @@ def tables_in_reach(pgt: PageTable, base_gfn: int, offsets: np.ndarray) -> np.nd
     ends = np.concatenate([gfn, gfn + 63])
     region = unique_fast(ends >> pgt.geom.bits_per_level)
     leaf = pgt.last_level_tables(region << pgt.geom.level_shift(2))
-    levels = pgt.table_level[: pgt.pool.shape[0]]
-    upper = np.flatnonzero((levels >= 0) & (levels < 3))
-    return np.concatenate([upper, leaf[leaf >= 0]])
+    live = pgt.live_tables()
+    return np.concatenate([live[pgt.table_level[live] < 3], leaf[leaf >= 0]])
 
 
 PROTECT: dict[str, Protect] = {

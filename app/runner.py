@@ -171,9 +171,9 @@ class SimWorker(QObject):
             self.running = False
             self._run_until_round = None
             self.running_changed.emit(False)
-            self._emit(force=True)
-            return
-        self._emit()
+        # a run that stopped here (finished, goal reached, engine error) sends its last frame
+        # now: no paused tick sends another
+        self._emit(force=not self.running)
 
     def _max_ticks(self, target: int) -> int:
         return max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns))

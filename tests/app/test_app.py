@@ -102,7 +102,12 @@ def test_rounds_table_and_graphs_have_one_point_per_round(qtbot, window):
     # the plots catch up one per event-loop pass
     key = ("pages", "dirty harvested")
     curves = window.graphs.curves
-    qtbot.waitUntil(lambda: key in curves and len(curves[key].getData()[0]) == n, timeout=2000)
+
+    def caught_up() -> bool:  # (a curve exists before its first data: getData() is None)
+        xs = curves[key].getData()[0] if key in curves else None
+        return xs is not None and len(xs) == n
+
+    qtbot.waitUntil(caught_up, timeout=2000)
     # series other than strategies take the palette in order: distinct, the same every run
     from app.graphs import PALETTE
 
@@ -128,10 +133,10 @@ def test_heat_map_pixels_hot_and_cold(qtbot, window):
     qtbot.waitUntil(lambda: not window.last_frame.running, timeout=10_000)
     img = window.heatmap.image
     assert img.mode == "heat" and img.pages_per_cell == 1
+    # render now: ImageItem keeps the qimage of its last paint until it paints again, which
+    # may be an earlier frame's (a paused run sends no more frames to repaint it)
+    window.heatmap.image_item.render()
     qimage = window.heatmap.image_item.qimage
-    if qimage is None:
-        window.heatmap.image_item.render()
-        qimage = window.heatmap.image_item.qimage
     # hot set: the first 1 % of the slot (81 pages); cold: the rest, never written
     hot = qimage.pixelColor(5, 0)
     cold = qimage.pixelColor(300, 10)

@@ -17,10 +17,11 @@ run: $(STAMP)
 	@$(BIN)/python -m app.launch $(SESSION)
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/dirtylog bench

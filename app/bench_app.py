@@ -71,8 +71,8 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
     from app.main_window import MainWindow
-    from engine.bench_migration import realtime_session
-    from engine.simulation import Simulation
+    from engine.cli.bench_migration import realtime_session
+    from engine.migration.simulation import Simulation
 
     settings = QSettings(os.devnull, QSettings.Format.IniFormat)
     window = MainWindow(settings, None)

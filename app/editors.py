@@ -26,10 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import DirtylogError
-from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
-from engine.snapshot import Snapshot
-from engine.units import format_bytes
+from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from engine.migration.snapshot import Snapshot
+from engine.util.errors import DirtylogError
+from engine.util.units import format_bytes
 
 ERROR_STYLE = "color: #c0392b;"
 
@@ -333,7 +333,7 @@ class SettingsEditor(_Editor):
         self.autoconv.setChecked(bool(m.get("auto_converge", False)))
 
     def _apply(self) -> None:
-        from engine.units import parse_size
+        from engine.util.units import parse_size
 
         try:
             eager = parse_size(self.eager.text() or "0", "eager split")

@@ -14,7 +14,7 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
-from engine.snapshot import PROT_NAMES, Snapshot
+from engine.migration.snapshot import PROT_NAMES, Snapshot
 
 
 def _ramp(name: str) -> np.ndarray:

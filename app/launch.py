@@ -96,8 +96,8 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import DEMO, MainWindow
-    from engine.errors import DirtylogError
-    from engine.simulation import Simulation
+    from engine.migration.simulation import Simulation
+    from engine.util.errors import DirtylogError
 
     # hand the GIL over every 1 ms (not 5): the GUI thread waits less for the worker
     sys.setswitchinterval(0.001)

@@ -37,11 +37,11 @@ from app.heatmap import HeatMap
 from app.heatmap_data import MODE_LABELS, MODES
 from app.runner import Frame, Runner
 from app.tree_model import PageTableModel
-from engine import descriptor as D
-from engine.errors import DirtylogError
-from engine.session import save_session_file
-from engine.simulation import Simulation
-from engine.units import format_bytes
+from engine.files.session import save_session_file
+from engine.migration.simulation import Simulation
+from engine.stage2 import descriptor as D
+from engine.util.errors import DirtylogError
+from engine.util.units import format_bytes
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO = RESOURCES / "sessions" / "demo.json"
@@ -635,7 +635,7 @@ class MainWindow(QMainWindow):
     # -- export, help, close ------------------------------------------------------------------
 
     def export(self, what: str) -> None:
-        from engine.cli_run import write_rounds_csv
+        from engine.cli.run import write_rounds_csv
 
         snap = self.last_frame.snapshot if self.last_frame else None
         suffix = {
@@ -672,7 +672,7 @@ class MainWindow(QMainWindow):
             self.report(f"export failed: {exc}")
 
     def export_bitmaps(self, out: Path) -> list[Path]:
-        from engine.export import BitmapSnapshot, write_snapshot
+        from engine.files.export import BitmapSnapshot, write_snapshot
 
         sim = self.sim
         if sim is None or sim.migration is None or not sim.migration.last_harvest:
@@ -701,7 +701,7 @@ class MainWindow(QMainWindow):
     def show_diff(self, a_path: str, b_path: str) -> dict[str, int] | None:
         """Import two snapshots, diff them, and show the diff in the heat map."""
         from app.heatmap_data import diff_layer
-        from engine.export import diff, read_snapshot
+        from engine.files.export import diff, read_snapshot
 
         try:
             a, b = read_snapshot(a_path), read_snapshot(b_path)

@@ -27,10 +27,10 @@ from PySide6.QtCore import (
 )
 
 from app.heatmap_data import HeatImage, render, render_detail
-from engine.dirtylog import next_set_bits
-from engine.errors import DirtylogError
-from engine.simulation import Simulation
-from engine.snapshot import Snapshot
+from engine.kvm.dirtylog import next_set_bits
+from engine.migration.simulation import Simulation
+from engine.migration.snapshot import Snapshot
+from engine.util.errors import DirtylogError
 
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02

@@ -15,8 +15,8 @@ import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
-from engine import descriptor as D
-from engine.pgtable import PageTable
+from engine.stage2 import descriptor as D
+from engine.stage2.pgtable import PageTable
 
 COLUMNS = (
     "index",

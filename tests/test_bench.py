@@ -16,7 +16,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "engine.cli.main", "bench", "--quick", "--json", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,7 +37,14 @@ def test_quick_bench_reports_every_figure(tmp_path):
 
 def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "bench", "--json", str(tmp_path / "no" / "b.json")],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.main",
+            "bench",
+            "--json",
+            str(tmp_path / "no" / "b.json"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

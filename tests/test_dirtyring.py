@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.dirtyring import DirtyRing, merge_masks
-from engine.errors import ConfigError
+from engine.kvm.dirtyring import DirtyRing, merge_masks
+from engine.util.errors import ConfigError
 
 
 def test_size_must_be_a_power_of_two():

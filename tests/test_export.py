@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import ConfigError
-from engine.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
+from engine.files.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
+from engine.util.errors import ConfigError
 
 
 def _snap(pages, npages=200, base=0x40000, rnd=3):

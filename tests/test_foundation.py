@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import descriptor as D
-from engine.cli import main as cli_main
-from engine.errors import ConfigError
-from engine.geometry import Geometry
-from engine.pgtable import HOST_PA_OFFSET, PageTable
-from engine.units import parse_bandwidth, parse_rate, parse_size
-from engine.walk import Visit, set_clear_visitor, walk, walk_bulk
+from engine.cli.main import main as cli_main
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.stage2.pgtable import HOST_PA_OFFSET, PageTable
+from engine.stage2.walk import Visit, set_clear_visitor, unmap_range, walk, walk_bulk
+from engine.util.errors import ConfigError
+from engine.util.units import parse_bandwidth, parse_rate, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,7 @@ def test_map_unmap_split_against_a_reference(operations):
                         ref[g] = (3, ref[g][1])
             ref.update(new)
         elif op == "unmap":
-            pgt.unmap_range(start, size)
+            unmap_range(pgt, start, size)
             for r in {first >> 9, (first + pages - 1) >> 9}:  # edge blocks are split first
                 for g in range(r << 9, (r << 9) + 512):
                     if g in ref and ref[g][0] == 2:
@@ -394,7 +394,7 @@ def test_last_level_tables_agree_with_the_walk(operations):
     for op, chunk, n, backing, _ in operations:
         start, size = BASE + chunk * (2 << 20), n * (2 << 20)
         if op == "unmap":
-            pgt.unmap_range(start, size)
+            unmap_range(pgt, start, size)
         else:
             pgt.map_range(start, size, backing)
     regions = BASE + np.arange(24, dtype=np.int64) * (2 << 20)

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import KvmError
-from engine.memslots import (
+from engine.kvm.memslots import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEM_READONLY,
     MemslotChange,
     Memslots,
 )
+from engine.util.errors import KvmError
 
 GiB = 1 << 30
 

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from engine import dirtylog as DL
-from engine.cli import main as cli_main
-from engine.errors import ConfigError
-from engine.migration import without_measured
-from engine.simulation import Simulation
-from engine.traces import save_trace_csv
+from engine.cli.main import main as cli_main
+from engine.kvm import dirtylog as DL
+from engine.migration.precopy import without_measured
+from engine.migration.simulation import Simulation
+from engine.migration.traces import save_trace_csv
+from engine.util.errors import ConfigError
 
 ZERO_COSTS = {
     k: 0
@@ -316,7 +316,7 @@ def test_deleted_memslot_leaves_the_migration():
 
 def test_bad_edit_is_refused_and_changes_nothing():
     sim = Simulation.from_dict(session())
-    from engine.errors import KvmError
+    from engine.util.errors import KvmError
 
     with pytest.raises(KvmError) as e:
         sim.apply_edit({"action": "add_memslot", "id": 2, "base": "0x40100000", "size": "1MiB"})
@@ -502,8 +502,8 @@ def test_a_layer_refills_a_buffer_that_fits_and_equals_a_fresh_one(name):
 def test_heat_is_the_decayed_count_of_writes_across_rescaling():
     """Heat is kept as of a reference time (new writes weigh 2^(age/half-life)) and rescaled
     now and then; what the layer shows is still sum(0.5^(age/half-life)) per page."""
-    from engine.simulation import HEAT_HALF_LIFE_NS
-    from engine.workloads import Accesses
+    from engine.migration.simulation import HEAT_HALF_LIFE_NS
+    from engine.migration.workloads import Accesses
 
     sim = Simulation.from_dict(session())
     sim.layer("heat")  # (the heat array exists once a view asks for it)

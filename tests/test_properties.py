@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.migration import without_measured
-from engine.simulation import Simulation
+from engine.migration.precopy import without_measured
+from engine.migration.simulation import Simulation
 
 MODES = ["bitmap", "manual-clear", "ring", "dbm"]
 STRATEGIES = ["range", "masked-skip", "visitor", "rmap"]

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import scatter
+from engine.util import scatter
 
 
 @settings(max_examples=60, deadline=None)

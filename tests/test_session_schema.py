@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import ConfigError
-from engine.session import (
+from engine.files.session import (
     CURRENT_VERSION,
     load_session,
     parse_session,
     read_session_file,
     save_session_file,
 )
+from engine.util.errors import ConfigError
 
 SESSIONS = Path(__file__).resolve().parent.parent / "resources" / "sessions"
 
@@ -234,7 +234,7 @@ def test_memslot_ids_must_be_unique():
 def test_the_bundled_bench_sessions_are_benchmark_figures_5_and_6():
     """`/usr/bin/time dirtylog run resources/sessions/bench-*.json` measures, from outside,
     the guests that `dirtylog bench` measures for figures 5 and 6."""
-    from engine.bench_migration import realtime_session, terabyte_session
+    from engine.cli.bench_migration import realtime_session, terabyte_session
 
     cfg, _ = load_session(SESSIONS / "bench-64gib.json")
     assert cfg == parse_session(realtime_session(1 << 24))

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import descriptor as D
-from engine import dirtylog as DL
-from engine.errors import KvmError
-from engine.geometry import Geometry
-from engine.vm import VM, Tracking, slot_flags
+from engine.kvm import dirtylog as DL
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.util.errors import KvmError
 
 G = Geometry(4096, 40)
 BASE = 0x40000000
@@ -275,7 +275,7 @@ def test_grouping_by_page_tables_matches_the_sort(accesses):
     """The write path groups a batch by page with per-gfn tables when the batch is dense and by
     a sort otherwise: both give every page its first access, first write, writer and count
     (vCPU -1 is a device write with no running vCPU)."""
-    from engine.vm import _AccessKeys, _Pages
+    from engine.kvm.vm import _AccessKeys, _Pages
 
     gfn, vcpu, write, sidx = (
         np.array(c, dtype=t)
@@ -321,7 +321,7 @@ def test_versions_count_every_write_in_both_slots(accesses, spread):
 
 def _prot_by_walk(vm, slot) -> np.ndarray:
     """The protection layer page by page from a full walk (the reference)."""
-    from engine import snapshot as S
+    from engine.migration import snapshot as S
 
     gfn = np.arange(slot.base_gfn, slot.base_gfn + slot.npages)
     level, _, desc = vm.pgt.lookup(gfn << 12)
@@ -343,7 +343,7 @@ def _prot_by_walk(vm, slot) -> np.ndarray:
 def test_protection_layer_matches_a_walk_of_every_page(mode):
     """Blocks, logged pages (read-only, then written), DBM writable-clean pages, unmapped
     holes and a slot that starts and ends inside 2 MiB regions."""
-    from engine.simulation import prot_layer
+    from engine.migration.simulation import prot_layer
 
     vm = VM(G, Tracking(mode, "range"), nr_vcpus=1)
     vm.set_memslot(0, BASE, 8 << 20, 0, 2 << 20, populate=True)  # blocks
@@ -389,7 +389,7 @@ def test_next_set_bits_scans_only_as_far_as_it_needs():
 def test_a_big_batch_applied_in_slices_is_one_batch(mode, accesses, slice_size):
     """VM.access applies long batches a slice at a time; every outcome is the one batch's:
     faults, dirty events, deferred accesses of a full ring, versions, logs and tables."""
-    import engine.vm as V
+    import engine.kvm.vm as V
 
     gfn = np.array([(BASE >> 12) + g for g, _, _ in accesses], dtype=np.int64)
     vcpu = np.array([v for _, v, _ in accesses], dtype=np.int64)

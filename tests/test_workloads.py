@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.cli import main as cli_main
-from engine.errors import ConfigError
-from engine.traces import load_trace, save_trace_csv
-from engine.workloads import Accesses, Region, make_workload
+from engine.cli.main import main as cli_main
+from engine.migration.traces import load_trace, save_trace_csv
+from engine.migration.workloads import Accesses, Region, make_workload
+from engine.util.errors import ConfigError
 
 REGION = Region(0x40000, 4096)
 MS = 1_000_000

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import descriptor as D
-from engine.geometry import Geometry
-from engine.pgtable import PageTable
-from engine.reference import REFERENCES, set_bits
-from engine.wrprotect import STRATEGIES, ffs64, fls64, run_strategy
+from engine.kvm.reference import REFERENCES, set_bits
+from engine.kvm.wrprotect import STRATEGIES, ffs64, fls64, run_strategy
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.stage2.pgtable import PageTable
 
 G4K = Geometry(4096, 40)
 BASE = 0x40000000
@@ -195,9 +195,9 @@ def test_compare_mode_runs_the_others_in_place_and_keeps_only_the_chosen_change(
     reach back after each: every strategy reports what it reports on a copy of its own, and
     the tables end as the chosen strategy alone leaves them. Words are unaligned (as after
     ring resets) and one straddles two last-level tables."""
-    from engine import dirtylog as DL
-    from engine.dirtylog import OpStats
-    from engine.vm import VM, Tracking, slot_flags
+    from engine.kvm import dirtylog as DL
+    from engine.kvm.dirtylog import OpStats
+    from engine.kvm.vm import VM, Tracking, slot_flags
 
     vm = VM(G4K, Tracking("bitmap", chosen, compare=True), nr_vcpus=1)
     vm.set_memslot(0, BASE, 8 << 20, 0, 4096, populate=True)

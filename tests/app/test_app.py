@@ -19,9 +19,9 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from app.heatmap_data import fold_max, render  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.tree_model import PageTableModel  # noqa: E402
-from engine.geometry import Geometry  # noqa: E402
-from engine.pgtable import PageTable  # noqa: E402
-from engine.simulation import Simulation  # noqa: E402
+from engine.migration.simulation import Simulation  # noqa: E402
+from engine.stage2.geometry import Geometry  # noqa: E402
+from engine.stage2.pgtable import PageTable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -343,7 +343,7 @@ def test_workload_editor_adds_and_refuses(qtbot, window):
 
 
 def test_snapshot_diff_shown_in_the_heat_map(qtbot, window, tmp_path):
-    from engine.export import BitmapSnapshot, write_snapshot
+    from engine.files.export import BitmapSnapshot, write_snapshot
 
     load(window, small_session())
     qtbot.waitUntil(lambda: window.last_frame is not None, timeout=5_000)

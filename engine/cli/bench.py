@@ -16,45 +16,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engine import dirtylog as DL
-from engine.cli import register
-from engine.errors import ConfigError
-from engine.geometry import Geometry
-from engine.pgtable import PageTable
-from engine.reference import REFERENCES
-from engine.vm import VM, Tracking, slot_flags
-from engine.wrprotect import STRATEGIES, run_strategy
+from engine.cli.bench_figure import Figure
+from engine.cli.bench_migration import fig_realtime, fig_terabyte
+from engine.kvm import dirtylog as DL
+from engine.kvm.reference import REFERENCES
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.kvm.wrprotect import STRATEGIES, run_strategy
+from engine.stage2.geometry import Geometry
+from engine.stage2.pgtable import PageTable
+from engine.util.errors import ConfigError
 
 BASE = 0x40000000
-
-
-@dataclass
-class Figure:
-    id: int
-    name: str
-    value: float | None
-    unit: str
-    goal: str
-    met: bool | None
-    detail: dict[str, object] | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        d = {
-            "id": self.id,
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "goal": self.goal,
-            "met": self.met,
-        }
-        if self.detail:
-            d["detail"] = self.detail
-        return d
 
 
 def _best(fn: Callable[[], object], reps: int = 3) -> float:
@@ -246,8 +222,6 @@ def run_bench(quick: bool, report: Callable[[Figure], None] = lambda f: None) ->
 
 
 def migration_figures(quick: bool) -> list[Figure]:
-    from engine.bench_migration import fig_realtime, fig_terabyte
-
     return [fig_realtime(quick), fig_terabyte(quick)]
 
 
@@ -306,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure the performance figures (ratios against baselines in the same run)",
@@ -319,6 +293,3 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", help="write the machine and every figure as JSON")
     p.add_argument("--quick", action="store_true", help="small sizes: checks it runs, not goals")
     p.set_defaults(func=cmd_bench)
-
-
-register(_register)

@@ -11,7 +11,7 @@ from enum import Enum
 
 import numpy as np
 
-from engine.errors import KvmError
+from engine.util.errors import KvmError
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1

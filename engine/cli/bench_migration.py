@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from engine.bench import Figure
+from engine.cli.bench_figure import Figure
 
 
 def realtime_session(npages: int) -> dict:
@@ -51,7 +51,7 @@ def realtime_session(npages: int) -> dict:
 
 def fig_realtime(quick: bool) -> Figure:
     """Figure 5: simulated migration time ÷ wall time for a 64 GiB guest."""
-    from engine.simulation import Simulation
+    from engine.migration.simulation import Simulation
 
     npages = (1 << 18) if quick else (1 << 24)
     sim = Simulation.from_dict(realtime_session(npages), track_last_sent=False)
@@ -90,7 +90,7 @@ def terabyte_child(npages: int) -> None:
     """Run in a child process: migrate the guest, print the result and peak RSS as JSON."""
     import resource
 
-    from engine.simulation import Simulation
+    from engine.migration.simulation import Simulation
 
     sim = Simulation.from_dict(terabyte_session(npages), track_last_sent=False)
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def fig_terabyte(quick: bool) -> Figure:
     cmd = [
         sys.executable,
         "-c",
-        f"from engine.bench_migration import terabyte_child; terabyte_child({npages})",
+        f"from engine.cli.bench_migration import terabyte_child; terabyte_child({npages})",
     ]
     try:
         out = subprocess.run(

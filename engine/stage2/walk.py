@@ -22,8 +22,9 @@ from enum import IntFlag
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.pgtable import PageTable, unique_fast
+from engine.stage2 import descriptor as D
+from engine.stage2.pgtable import PageTable
+from engine.util.arrays import expand_runs, unique_fast
 
 U64 = np.uint64
 _CHUNK_ROWS = 512  # rows per numpy pass: keeps temporaries in cache-sized pieces
@@ -304,14 +305,6 @@ def scratch(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return bufs
 
 
-def expand_runs(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate ``arange(s, s + c)`` for each (s, c), vectorised."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + offsets
-
-
 BulkVisitor = Callable[[LeafBatch], None]
 
 
@@ -414,3 +407,41 @@ def set_clear_visitor(set_bits: int, clr_bits: int) -> tuple[Visitor, BulkVisito
         batch.apply(set_bits, clr_bits)
 
     return per_entry, bulk
+
+
+def unmap_range(pgt: PageTable, start: int, size: int) -> int:
+    """Remove every mapping in [start, start+size); returns leaves removed.
+
+    Blocks that straddle an edge are split first; tables left empty are freed. A walker
+    user, as ``kvm_pgtable_stage2_unmap`` is in ``arch/arm64/kvm/hyp/pgtable.c``: the tables
+    module itself never walks.
+    """
+    end = start + size
+    removed = 0
+    while True:
+        straddling = pgt._straddling_blocks(start, end)
+        if not straddling:
+            break
+        for level, pos in straddling:
+            pgt.split_blocks(pos, level)
+    touched: list[np.ndarray] = []
+    for batch in leaf_batches(pgt, start, end):
+        pos = batch.positions()
+        # only entries whose whole region is inside the range go; tables that straddle
+        # an edge are descended by the walk
+        first = pgt.entry_ipa(pos)
+        pos = pos[(first >= start) & (first + pgt.geom.level_size(batch.level) <= end)]
+        desc = pgt.flat[pos]
+        if batch.level < 3:
+            tabs = D.is_table(desc, batch.level)
+            if tabs.any():
+                removed += pgt._free_subtrees(pgt.table_of(desc[tabs]))
+                pgt.tlbi["range"] += int(tabs.sum())
+        leaves = D.is_leaf(desc, batch.level)
+        removed += int(leaves.sum())
+        pgt._rmap_clear_positions(pos[leaves], batch.level)
+        pgt.flat[pos] = 0
+        touched.append(unique_fast(batch.tables))
+    if touched:
+        pgt._collect_empty(unique_fast(np.concatenate(touched)))
+    return removed

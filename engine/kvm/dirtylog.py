@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.dirtyring import merge_masks
-from engine.errors import KvmError
-from engine.pgtable import _first_of_runs, unique_fast
-from engine.walk import WalkCounters, expand_runs, leaf_batches, set_clear_visitor, walk_bulk
-from engine.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
+from engine.kvm.dirtyring import merge_masks
+from engine.kvm.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
+from engine.stage2 import descriptor as D
+from engine.stage2.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
+from engine.util.arrays import expand_runs, first_of_runs, unique_fast
+from engine.util.errors import KvmError
 
 U64 = np.uint64
 _, _WRPROTECT = set_clear_visitor(0, D.S2AP_W)
@@ -243,7 +243,7 @@ def _clear_many(vm, st, bitmap: np.ndarray, calls, w0: np.ndarray, nw: np.ndarra
         if not nz.size:
             return op  # nothing was set: no re-protection, no flush
         call = np.repeat(np.arange(len(calls)), nw)[nz]
-        starts = np.flatnonzero(_first_of_runs(call))  # each ioctl that re-protects flushes
+        starts = np.flatnonzero(first_of_runs(call))  # each ioctl that re-protects flushes
         _flush_slot(vm, op, int(starts.size))
         offsets, masks = words[nz] * 64, cleared[nz]
         op.pages = popcount(masks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from engine import dirtylog as DL
-from engine import snapshot as S
-from engine.costs import CostModel
-from engine.errors import ConfigError, DirtylogError
-from engine.geometry import Geometry
-from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
-from engine.migration import Migration
-from engine.scatter import add_counts
-from engine.session import SessionCfg, load_session, parse_session
-from engine.units import parse_size
-from engine.vm import VM, Tracking
-from engine.workloads import Accesses, Region, Workload, make_workload
+from engine.files.session import SessionCfg, load_session, parse_session
+from engine.kvm import dirtylog as DL
+from engine.kvm.costs import CostModel
+from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from engine.kvm.vm import VM, Tracking
+from engine.migration import snapshot as S
+from engine.migration.precopy import Migration
+from engine.migration.workloads import Accesses, Region, Workload, make_workload
+from engine.stage2.geometry import Geometry
+from engine.util.errors import ConfigError, DirtylogError
+from engine.util.scatter import add_counts
+from engine.util.units import parse_size
 
 NS_PER_MS = 1_000_000
 MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
@@ -369,7 +369,7 @@ class Simulation:
         """A live edit now (between ticks); recorded in the session so a replay is exact."""
         ev = {k: v for k, v in event.items() if k != "t_ms"}
         ev = {"t_ms": self.t_ns / NS_PER_MS, **ev}
-        from engine.session import EventCfg
+        from engine.files.session import EventCfg
 
         try:
             EventCfg.model_validate(ev)
@@ -424,7 +424,7 @@ class Simulation:
         return v
 
     def _edit_add_memslot(self, ev: dict[str, Any]) -> None:
-        from engine.session import MemslotCfg
+        from engine.files.session import MemslotCfg
 
         spec = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
         try:
@@ -440,7 +440,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            from engine.errors import KvmError
+            from engine.util.errors import KvmError
 
             raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to delete")
         self.vm.set_memslot(sid, st.slot.base, 0)
@@ -455,7 +455,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            from engine.errors import KvmError
+            from engine.util.errors import KvmError
 
             raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to move")
         base = parse_size(ev.get("base"), "base")
@@ -475,7 +475,7 @@ class Simulation:
             raise ConfigError("migration", "this session has no migration (policy none)")
         data = self.migration.cfg.model_dump()
         data.update({k: v for k, v in ev.items() if k not in ("t_ms", "action")})
-        from engine.session import MigrationCfg
+        from engine.files.session import MigrationCfg
 
         try:
             self.migration.cfg = MigrationCfg.model_validate(data)
@@ -645,7 +645,7 @@ _PROT_ROWS = 256  # last-level tables per pass (the temporaries stay in cache)
 
 def _prot_index(d: np.ndarray) -> np.ndarray:
     """VALID, DBM and S2AP W of each descriptor packed into one byte (bits 0, 1 and 7)."""
-    from engine import descriptor as D
+    from engine.stage2 import descriptor as D
 
     x = d & np.uint64(D.VALID | D.S2AP_W | D.DBM)
     x |= x >> np.uint64((D.DBM.bit_length() - 1) - 1)

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.errors import ConfigError
-from engine.units import parse_rate
+from engine.util.errors import ConfigError
+from engine.util.units import parse_rate
 
 NS = 1_000_000_000
 
@@ -403,7 +403,7 @@ def make_workload(
             raise ConfigError(f"{field}.{key}", f"is not a field of a {kind} workload")
     extra: dict[str, Any] = {}
     if kind == "trace":
-        from engine.traces import load_trace
+        from engine.migration.traces import load_trace
 
         path = spec.get("path")
         if not isinstance(path, str) or not path:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 
 @dataclass(frozen=True)

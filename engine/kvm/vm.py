@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.costs import CostModel
-from engine.dirtylog import set_bits
-from engine.dirtyring import DirtyRing, check_ring_size
-from engine.errors import ConfigError
-from engine.geometry import Geometry
-from engine.memslots import (
+from engine.kvm.costs import CostModel
+from engine.kvm.dirtylog import set_bits
+from engine.kvm.dirtyring import DirtyRing, check_ring_size
+from engine.kvm.memslots import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEM_READONLY,
     Memslot,
@@ -29,9 +26,14 @@ from engine.memslots import (
     Memslots,
     MemslotUpdate,
 )
-from engine.pgtable import PageTable, _first_of_runs, unique_fast
-from engine.scatter import DENSE_SPAN, add_counts, minimum_at
-from engine.wrprotect import STRATEGIES
+from engine.kvm.wrprotect import STRATEGIES
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.stage2.pgtable import PageTable
+from engine.stage2.walk import unmap_range
+from engine.util.arrays import first_of_runs, unique_fast
+from engine.util.errors import ConfigError
+from engine.util.scatter import DENSE_SPAN, add_counts, minimum_at
 
 MODES = ("bitmap", "manual-clear", "ring", "dbm")
 U64 = np.uint64
@@ -155,7 +157,7 @@ class VM:
         old, new = update.old, update.new
         change = update.change
         if change in (MemslotChange.DELETE, MemslotChange.MOVE) and old is not None:
-            self.pgt.unmap_range(old.base, old.size)
+            unmap_range(self.pgt, old.base, old.size)
             state = self.slots.pop(old.id)
         if change == MemslotChange.CREATE and new is not None:
             self.slots[new.id] = SlotState(new, np.zeros(new.npages, dtype=np.uint32))
@@ -186,11 +188,11 @@ class VM:
     def _sync_logging(self, st: SlotState) -> None:
         want = st.slot.log_dirty and not st.slot.readonly
         if want and not st.logging:
-            from engine.dirtylog import enable_logging
+            from engine.kvm.dirtylog import enable_logging
 
             enable_logging(self, st)
         elif st.logging and not want:
-            from engine.dirtylog import disable_logging
+            from engine.kvm.dirtylog import disable_logging
 
             disable_logging(self, st)
 
@@ -341,7 +343,7 @@ class VM:
             idx, leaf_gfn, sidx = idx[order], leaf_gfn[order], sidx[order]
         # pages come in gfn order, so each leaf's pages are a run: its owner is the run's
         # earliest access (a minimum over (time, position) keys per run, no sort)
-        starts = np.flatnonzero(_first_of_runs(leaf_gfn))
+        starts = np.flatnonzero(first_of_runs(leaf_gfn))
         n = idx.size
         keys = pages.t_first[idx] * n + np.arange(n, dtype=np.int64)
         at = np.minimum.reduceat(keys, starts) % n
@@ -437,7 +439,7 @@ class VM:
         if not sel.size:
             return sel
         order = sel[np.argsort(gfn[sel], kind="stable")]
-        first = order[_first_of_runs(gfn[order])]
+        first = order[first_of_runs(gfn[order])]
         _, _, desc = self.pgt.lookup(gfn[first] << self.page_shift)
         need = ~(D.is_valid(desc) & D.is_writable(desc))
         return np.sort(first[need & (vcpu[first] >= 0)])
@@ -508,7 +510,7 @@ class _Pages:
     @classmethod
     def _group_sorted(cls, gfn, vcpu, write, sidx) -> _Pages:
         order, g = _sort_with_index(gfn)
-        starts = np.flatnonzero(_first_of_runs(g))
+        starts = np.flatnonzero(first_of_runs(g))
         first = order[starts]  # the sort keeps time order within a page
         if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
             written = np.ones(starts.size, dtype=bool)

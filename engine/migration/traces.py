@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 MAX_TRACE_BYTES = 2 << 30
 MAX_ROWS = 100_000_000

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import ConfigError
-from engine.units import parse_bandwidth, parse_size
+from engine.util.errors import ConfigError
+from engine.util.units import parse_bandwidth, parse_size
 
 FORMAT = "dirtylog-session"
 CURRENT_VERSION = 2

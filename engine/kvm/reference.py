@@ -11,9 +11,9 @@ from collections import Counter
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.pgtable import PageTable
-from engine.walk import Visit, WalkCounters, set_clear_visitor, walk
+from engine.stage2 import descriptor as D
+from engine.stage2.pgtable import PageTable
+from engine.stage2.walk import Visit, WalkCounters, set_clear_visitor, walk
 
 
 def set_bits(mask: int) -> list[int]:

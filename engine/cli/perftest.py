@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import dirtylog as DL
-from engine.cli import register
-from engine.costs import CostModel
-from engine.errors import ConfigError
-from engine.geometry import Geometry
-from engine.units import parse_size
-from engine.vm import VM, Tracking, slot_flags
+from engine.kvm import dirtylog as DL
+from engine.kvm.costs import CostModel
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.stage2.geometry import Geometry
+from engine.util.errors import ConfigError
+from engine.util.units import parse_size
 
 BACKINGS = {"anonymous": 4096, "anonymous_hugetlb_2mb": 2 << 20, "anonymous_hugetlb_1gb": 1 << 30}
 GUEST_BASE = 1 << 32  # memstress places its region high in the IPA space
@@ -192,7 +191,7 @@ def _check(o: PerfOptions) -> None:
         raise ConfigError("--mode", "must be bitmap, ring or dbm")
 
 
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "perftest",
         help="dirty_log_perf_test on the model (modelled times)",
@@ -217,6 +216,3 @@ def _register(sub: argparse._SubParsersAction) -> None:
         "--strategy", default="range", choices=("range", "masked-skip", "visitor", "rmap")
     )
     p.set_defaults(func=cmd_perftest)
-
-
-register(_register)

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import dirtylog as DL
-from engine.dirtylog import OpStats
-from engine.memslots import KVM_MEM_LOG_DIRTY_PAGES
-from engine.pgtable import unique_fast
-from engine.session import MigrationCfg
-from engine.walk import expand_runs
+from engine.files.session import MigrationCfg
+from engine.kvm import dirtylog as DL
+from engine.kvm.dirtylog import OpStats
+from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES
+from engine.util.arrays import expand_runs, unique_fast
 
 U64 = np.uint64
 NS = 1_000_000_000

@@ -6,13 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.cli import register
-from engine.errors import ConfigError, DirtylogError
-from engine.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
+from engine.files.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
+from engine.util.errors import ConfigError, DirtylogError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.simulation import Simulation
+    from engine.migration.simulation import Simulation
 
     sim = Simulation.from_file(args.session)
     sim.keep_harvests = True
@@ -66,7 +65,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="run a session and export one round's dirty-bitmap snapshot",
@@ -90,6 +89,3 @@ def _register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("b")
     q.add_argument("--json", action="store_true", help="print the three gfn lists as JSON")
     q.set_defaults(func=cmd_diff)
-
-
-register(_register)

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.pgtable import PageTable, _first_of_runs, unique_fast
-from engine.walk import WalkCounters, expand_runs, scratch, set_clear_visitor, walk_bulk_spans
+from engine.stage2 import descriptor as D
+from engine.stage2.pgtable import PageTable
+from engine.stage2.walk import WalkCounters, scratch, set_clear_visitor, walk_bulk_spans
+from engine.util.arrays import expand_runs, first_of_runs, unique_fast
 
 U64 = np.uint64
 _BLOCK_WORDS = 2048  # words per numpy pass in the per-word fast path
@@ -120,7 +121,7 @@ def _write_protect(
     if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
         order = np.argsort(pos, kind="stable")
         pos, level_of = pos[order], level_of[order]
-        first = _first_of_runs(pos)
+        first = first_of_runs(pos)
         pos, level_of = pos[first], level_of[first]
     d = pgt.flat[pos]
     change = D.is_valid(d) & D.is_writable(d) & ~_is_table_at(d, level_of)

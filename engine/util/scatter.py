@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pgtable import _first_of_runs
+from engine.util.arrays import first_of_runs
 
 SLICE = 1 << 15  # updates per minimum.at call
 DENSE_SPAN = 16  # count over the index range when it is at most this × the number of indices
@@ -37,7 +37,7 @@ def add_counts(target: np.ndarray, idx: np.ndarray, weight=1) -> None:
         where, counts = slice(lo, lo + span), np.bincount(idx - lo, minlength=span)
     else:  # sort, count the runs, add at the distinct indices
         s = np.sort(idx)
-        run = np.flatnonzero(_first_of_runs(s))
+        run = np.flatnonzero(first_of_runs(s))
         where, counts = s[run], np.diff(run, append=s.size)
     counts = counts.astype(target.dtype)
     if weight != 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 SIDECAR_FORMAT = "dirtylog-bitmap"
 MAX_SNAPSHOT_BYTES = 1 << 30  # 2^33 pages of bitmap: more than any slot we model

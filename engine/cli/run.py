@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.cli import register
-from engine.errors import DirtylogError
-from engine.units import format_bytes
+from engine.util.errors import DirtylogError
+from engine.util.units import format_bytes
 
 ROUND_COLUMNS = (
     "round",
@@ -38,7 +37,7 @@ ROUND_COLUMNS = (
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.simulation import Simulation
+    from engine.migration.simulation import Simulation
 
     # (the round each page was last sent is a layer for the app's heat map, not a CLI output)
     sim = Simulation.from_file(args.session, track_last_sent=False)
@@ -196,7 +195,7 @@ class _RoundPrinter:
         )
 
 
-def _register_run(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a session headless: per-round table, outcome, verification",
@@ -220,6 +219,3 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_run)
-
-
-register(_register_run)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 RING_SLACK = 64  # KVM_DIRTY_RING_RSVD_ENTRIES; kvm_cpu_dirty_log_size() is 0 on arm64
 BITS_PER_LONG = 64

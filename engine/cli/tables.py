@@ -1,32 +1,16 @@
-"""The ``dirtylog`` command: the engine from the shell.
-
-Every subcommand refuses bad input with one sentence on stderr and exit status 2, as the
-selftests' option parsing does, never with a traceback.
-"""
+"""``dirtylog tables``: KVM's translation regime for a granule and IPA size, and a table census."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from collections.abc import Callable, Sequence
 
-from engine.errors import DirtylogError
-from engine.geometry import Geometry
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that prints one line (not the whole usage) and exits 2 on a bad option."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+from engine.stage2.geometry import Geometry
+from engine.util.errors import DirtylogError
 
 
 def _map_arg(text: str) -> tuple[int, int]:
-    from engine.units import parse_size
+    from engine.util.units import parse_size
 
     base, sep, size = text.partition(":")
     if not sep:
@@ -36,9 +20,9 @@ def _map_arg(text: str) -> tuple[int, int]:
 
 def cmd_tables(args: argparse.Namespace) -> int:
     """Build the tables for some mapped ranges and print the geometry and a summary."""
-    from engine.geometry import parse_granule
-    from engine.pgtable import PageTable
-    from engine.units import parse_size
+    from engine.stage2.geometry import parse_granule
+    from engine.stage2.pgtable import PageTable
+    from engine.util.units import parse_size
 
     geom = Geometry(parse_granule(args.granule, "--granule"), args.ipa_bits)
     backing = parse_size(args.backing, "--backing") if args.backing else geom.granule
@@ -79,19 +63,7 @@ def _check_map(geom: Geometry, base: int, size: int, text: str) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="dirtylog",
-        description="DirtyLog Inspector engine: KVM arm64 stage-2 dirty logging and pre-copy "
-        "live migration, simulated.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in _REGISTRY:
-        register(sub)
-    return parser
-
-
-def _register_tables(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tables",
         help="build stage-2 tables for mapped ranges and summarise them",
@@ -116,52 +88,3 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tables)
-
-
-_REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_register_tables]
-
-
-def register(fn: Callable[[argparse._SubParsersAction], None]) -> None:
-    """Subcommands defined in other modules add themselves here."""
-    _REGISTRY.append(fn)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    _load_subcommands()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DirtylogError as exc:
-        print(f"dirtylog {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MemoryError:
-        print(f"dirtylog {args.command}: not enough memory for this run", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"dirtylog {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug, not bad input: one line unless debugging
-        if os.environ.get("DIRTYLOG_DEBUG"):
-            raise
-        print(
-            f"dirtylog {args.command}: internal error ({type(exc).__name__}: {exc}); "
-            "set DIRTYLOG_DEBUG=1 for the traceback and please report it",
-            file=sys.stderr,
-        )
-        return 1
-
-
-def _load_subcommands() -> None:
-    """Import the modules that register further subcommands (run, perftest, export, bench)."""
-    import engine.bench
-    import engine.cli_export
-    import engine.cli_run
-    import engine.perftest  # noqa: F401
-
-
-if __name__ == "__main__":
-    # run the importable module's main, so subcommands register into one registry
-    from engine.cli import main as _main
-
-    sys.exit(_main())

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.util.errors import ConfigError
 
 GRANULES = {4096: 12, 16384: 14, 65536: 16}
 MIN_IPA_BITS, MAX_IPA_BITS = 32, 48
@@ -151,7 +151,7 @@ def _fmt(size: int) -> str:
 
 def parse_granule(value: object, field: str = "granule") -> int:
     """Accept 4K/16K/64K spelled as KiB strings or bytes."""
-    from engine.units import parse_size
+    from engine.util.units import parse_size
 
     size = parse_size(value, field)
     if size not in GRANULES:

@@ -18,8 +18,9 @@ from collections import Counter
 
 import numpy as np
 
-from engine import descriptor as D
-from engine.geometry import Geometry
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.util.arrays import first_of_runs, unique_fast
 
 POOL_PA_BASE = 0xF000_0000_0000
 HOST_PA_OFFSET = 0x4000_0000  # the host page backing IPA x sits at PA x + offset (mod 2^48)
@@ -33,28 +34,6 @@ def host_pa(ipa: np.ndarray | int) -> np.ndarray | int:
     if isinstance(ipa, np.ndarray):
         return (ipa.astype(U64) + U64(HOST_PA_OFFSET)) & U64((1 << D.OA_TOP) - 1)
     return (int(ipa) + HOST_PA_OFFSET) & ((1 << D.OA_TOP) - 1)
-
-
-def _first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
-    """Mask of the first element of each run of equal values in a sorted array."""
-    mask = np.empty(sorted_keys.shape, dtype=bool)
-    if sorted_keys.size:
-        mask[0] = True
-        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=mask[1:])
-    return mask
-
-
-def unique_fast(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values; free when ``a`` is already strictly increasing (walk order).
-
-    numpy's own ``unique`` hashes first, which is several times slower on the int64 arrays
-    of positions and gfns this engine deduplicates.
-    """
-    a = np.asarray(a)
-    if a.size < 2 or bool(np.all(a[1:] > a[:-1])):
-        return a
-    a = np.sort(a)
-    return a[_first_of_runs(a)]
 
 
 class PageTable:
@@ -174,7 +153,7 @@ class PageTable:
         """Sorted IPAs: walk the upper levels once per last-level table region, then read
         every leaf with one gather (IPAs of a region share their path down to it)."""
         region = ipa >> self.geom.level_shift(2)
-        starts = np.flatnonzero(_first_of_runs(region))
+        starts = np.flatnonzero(first_of_runs(region))
         if starts.size * 4 > ipa.size:  # too few IPAs per region to be worth grouping
             return self._lookup_direct(ipa)
         lv_u, pos_u, desc_u = self._lookup_direct(ipa[starts])
@@ -310,7 +289,7 @@ class PageTable:
             return self.root_position(ipas) // self.E
         # one pass over the IPAs: the distinct entries at level-1 that must point to tables
         parent_keys = ipas >> g.level_shift(level - 1)
-        starts = np.flatnonzero(_first_of_runs(parent_keys))
+        starts = np.flatnonzero(first_of_runs(parent_keys))
         deep = parent_keys[starts]
         keys = self._root_keys(deep, level - 1)
         tables = keys // self.E  # the entry-level tables are consecutive rows
@@ -383,43 +362,6 @@ class PageTable:
         return new
 
     # -- unmap -------------------------------------------------------------------------------
-
-    def unmap_range(self, start: int, size: int) -> int:
-        """Remove every mapping in [start, start+size); returns leaves removed.
-
-        Blocks that straddle an edge are split first; tables left empty are freed.
-        """
-        from engine.walk import leaf_batches
-
-        end = start + size
-        removed = 0
-        while True:
-            straddling = self._straddling_blocks(start, end)
-            if not straddling:
-                break
-            for level, pos in straddling:
-                self.split_blocks(pos, level)
-        touched: list[np.ndarray] = []
-        for batch in leaf_batches(self, start, end):
-            pos = batch.positions()
-            # only entries whose whole region is inside the range go; tables that straddle
-            # an edge are descended by the walk
-            first = self.entry_ipa(pos)
-            pos = pos[(first >= start) & (first + self.geom.level_size(batch.level) <= end)]
-            desc = self.flat[pos]
-            if batch.level < 3:
-                tabs = D.is_table(desc, batch.level)
-                if tabs.any():
-                    removed += self._free_subtrees(self.table_of(desc[tabs]))
-                    self.tlbi["range"] += int(tabs.sum())
-            leaves = D.is_leaf(desc, batch.level)
-            removed += int(leaves.sum())
-            self._rmap_clear_positions(pos[leaves], batch.level)
-            self.flat[pos] = 0
-            touched.append(unique_fast(batch.tables))
-        if touched:
-            self._collect_empty(unique_fast(np.concatenate(touched)))
-        return removed
 
     def _straddling_blocks(self, start: int, end: int) -> list[tuple[int, np.ndarray]]:
         found = []

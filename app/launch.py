@@ -95,7 +95,8 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import DEMO, MainWindow
+    from app.main_window import MainWindow
+    from app.session_files import DEMO
     from engine.migration.simulation import Simulation
     from engine.util.errors import DirtylogError
 

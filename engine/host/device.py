@@ -26,8 +26,9 @@ def arch() -> str:
     return platform.machine()
 
 
-def unavailable_reason(dev: str = DEV) -> str | None:
+def unavailable_reason(dev: str | None = None) -> str | None:
     """None when the host's KVM can run the guest writer, else why not (one sentence)."""
+    dev = dev or DEV
     if arch() not in SUPPORTED_ARCHES:
         return (
             f"this host is {arch()}; the real-KVM backend runs on x86-64 hosts only "
@@ -55,8 +56,9 @@ def unavailable_reason(dev: str = DEV) -> str | None:
     return None
 
 
-def open_kvm(dev: str = DEV) -> int:
+def open_kvm(dev: str | None = None) -> int:
     """An fd of /dev/kvm; raises KvmUnavailable with the reason when it cannot be used."""
+    dev = dev or DEV
     reason = unavailable_reason(dev)
     if reason:
         raise KvmUnavailable(reason)
@@ -124,7 +126,7 @@ def module_parameters() -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(mods), params
 
 
-def probe(dev: str = DEV) -> HostInfo:
+def probe(dev: str | None = None) -> HostInfo:
     """Read the capabilities; the ring caps need a VM fd, so one is created and closed."""
     fd = open_kvm(dev)
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.kvm import oplog as OL
 from engine.kvm.dirtyring import merge_masks
 from engine.kvm.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
 from engine.stage2 import descriptor as D
@@ -161,6 +162,13 @@ def _require_bitmap(vm, st, ioctl: str):
 
 def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
     """KVM_GET_DIRTY_LOG: the slot's dirty words (a copy) and what producing them cost."""
+    snapshot, op = _get_dirty_log(vm, slot_id)
+    if vm.oplog is not None:
+        vm.oplog.append(OL.GetLog(slot_id, OL.frozen(snapshot), op.model_ns(vm.costs)))
+    return snapshot, op
+
+
+def _get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
     st = vm.slots[slot_id]
     bitmap = _require_bitmap(vm, st, "KVM_GET_DIRTY_LOG")
     if vm.tracking.mode == "dbm":
@@ -195,6 +203,14 @@ def clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
 
     The returned OpStats is the sum of the ioctls'.
     """
+    op = _clear_dirty_log_many(vm, slot_id, calls)
+    if vm.oplog is not None and calls:
+        logged = tuple((int(f), int(n), OL.frozen(m, np.uint64)) for f, n, m in calls)
+        vm.oplog.append(OL.ClearLog(slot_id, logged, op.model_ns(vm.costs)))
+    return op
+
+
+def _clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
     st = vm.slots[slot_id]
     bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
     calls = [(first, num, _check_clear(vm, st, first, num, mask)) for first, num, mask in calls]
@@ -376,11 +392,21 @@ def collect_rings(vm) -> tuple[np.ndarray, np.ndarray]:
     parts = [ring.collect() for ring in vm.rings]
     if not parts:
         return np.zeros(0, np.uint32), np.zeros(0, np.uint64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    slots, offsets = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
+    if vm.oplog is not None:
+        vm.oplog.append(OL.RingCollect(OL.frozen(slots), OL.frozen(offsets)))
+    return slots, offsets
 
 
 def reset_rings(vm) -> OpStats:
     """KVM_RESET_DIRTY_RINGS: merge harvested entries into masks, re-protect, flush once."""
+    op = _reset_rings(vm)
+    if vm.oplog is not None:
+        vm.oplog.append(OL.RingReset(op.pages, op.model_ns(vm.costs)))
+    return op
+
+
+def _reset_rings(vm) -> OpStats:
     with _Measure(vm, OpStats("ring-reset")) as op:
         merged = []
         for ring in vm.rings:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.kvm import oplog as OL
 from engine.kvm.costs import CostModel
 from engine.kvm.dirtylog import set_bits
 from engine.kvm.dirtyring import DirtyRing, check_ring_size
@@ -125,6 +126,7 @@ class VM:
         )
         self.stats: Counter[str] = Counter()
         self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
+        self.oplog: list | None = None  # engine.kvm.oplog records, when a replay asks for them
 
     @property
     def page_shift(self) -> int:
@@ -149,8 +151,22 @@ class VM:
         """KVM_SET_USER_MEMORY_REGION and what the arch code does after it."""
         if backing is not None:
             self.geom.leaf_level_for(backing)
+        mark = len(self.op_log)
         update = self.memslots.set_user_memory_region(slot_id, base, size, flags, backing, name)
         self._commit(update, populate)
+        if self.oplog is not None:
+            s = update.new or update.old
+            self.oplog.append(
+                OL.SetMemslot(
+                    slot_id,
+                    base >> self.page_shift,
+                    size >> self.page_shift,
+                    flags,
+                    s.backing if s is not None else self.page_size,
+                    populate and update.change == MemslotChange.CREATE,
+                    OL.model_ns_since(self, mark),
+                )
+            )
         return update
 
     def _commit(self, update: MemslotUpdate, populate: bool) -> None:
@@ -226,6 +242,18 @@ class VM:
                 deferred.append(part.deferred + lo)
         if deferred:
             res.deferred = np.concatenate(deferred)
+        if self.oplog is not None:
+            keep = np.ones(gfn.size, dtype=bool)
+            keep[res.deferred if res.deferred is not None else []] = False
+            self.oplog.append(
+                OL.Access(
+                    OL.frozen(gfn[keep]),
+                    OL.frozen(write[keep]),
+                    OL.frozen(vcpu[keep]),
+                    int(res.faults.sum()),
+                    tuple(sorted(res.ring_full)),
+                )
+            )
         return res
 
     def _access_slice(self, gfn: np.ndarray, vcpu: np.ndarray, write: np.ndarray) -> AccessResult:

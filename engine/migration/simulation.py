@@ -22,6 +22,7 @@ from engine.files.session import SessionCfg, load_session, parse_session
 from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from engine.kvm.oplog import Harvest, frozen
 from engine.kvm.vm import VM, Tracking
 from engine.migration import snapshot as S
 from engine.migration.precopy import Migration
@@ -504,6 +505,10 @@ class Simulation:
     # -- harvest record (exports) ---------------------------------------------------------------
 
     def record_harvest(self, round_no: int, t_ns: int, reported: dict[int, np.ndarray]) -> None:
+        if self.vm.oplog is not None:
+            self.vm.oplog.append(
+                Harvest(round_no, t_ns, {s: frozen(w) for s, w in reported.items()})
+            )
         if self.keep_harvests:
             self.harvests.append(
                 {

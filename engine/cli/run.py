@@ -119,6 +119,8 @@ def export_harvests(sim, out: Path) -> None:
             }
         index.append({"round": h["round"], "t_ns": h["t_ns"], "slots": slots})
     _write_text(out / "rounds.json", json.dumps(index, indent=2) + "\n")
+    if sim.migration is not None and sim.vm.tracking.manual:
+        _write_text(out / "clears.json", json.dumps(sim.migration.clears, indent=1) + "\n")
 
 
 def export_dest(sim, out: Path) -> None:
@@ -210,7 +212,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--export-bitmaps",
         metavar="DIR",
-        help="write what each harvest reported: round-NNNN-slot-S.bin (KVM layout) + rounds.json",
+        help="write what each harvest reported: round-NNNN-slot-S.bin (KVM layout) + "
+        "rounds.json, and in manual-clear mode clears.json (every KVM_CLEAR_DIRTY_LOG made)",
     )
     p.add_argument(
         "--export-dest",

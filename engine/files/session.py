@@ -93,7 +93,7 @@ class MemslotCfg(_Model):
 
 
 class MigrationCfg(_Model):
-    policy: Literal["qemu", "xen", "none"] = "qemu"
+    policy: Literal["qemu", "xen", "fixed", "none"] = "qemu"
     start_ms: float = Field(0, ge=0)
     bandwidth: float = 128 << 20
     downtime_limit_ms: float = Field(300, gt=0, le=2_000_000)
@@ -107,6 +107,7 @@ class MigrationCfg(_Model):
     xen_max_rounds: int = Field(30, ge=1)
     xen_min_pages: int = Field(50, ge=0)
     xen_max_factor: float = Field(3.0, gt=0)
+    harvest_every_ms: float = Field(100, gt=0, le=3_600_000)  # policy fixed: the interval
 
     @field_validator("bandwidth", mode="before")
     @classmethod
@@ -134,6 +135,7 @@ class EventCfg(BaseModel):
         "resume_vcpu",
         "set_tracking",
         "set_migration",
+        "harvest",
     ]
 
 

@@ -86,6 +86,8 @@ class Migration:
         self.verification: dict[str, object] | None = None
         self.last_harvest: dict[int, np.ndarray] = {}
         self._remaining: int | None = None
+        self.next_harvest_ns = 0  # policy fixed: when the next harvest is due
+        self.clears: list[dict[str, object]] = []  # CLEAR calls made, kept for --export-bitmaps
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class Migration:
         self.setup_ns = enable_cost
         self.busy_until_ns = t_ns + int(enable_cost)
         self.round = 1
+        self.next_harvest_ns = t_ns + int(self.cfg.harvest_every_ms * 1e6)
         self.acc = RoundAcc(t_ns, tlbi0=Counter(self.vm.pgt.tlbi))
         self.acc.harvest.add(_merge(self.vm.op_log[before:]))
         self.period = {"t": t_ns, "xfer": 0, "dirty": 0, "high": 0}
@@ -160,6 +163,9 @@ class Migration:
     def tick(self, t0: int, t1: int) -> None:
         """After the guest's writes of (t0, t1]: send, and harvest/switch over as due."""
         if self.phase != "iterating":
+            return
+        if self.cfg.policy == "fixed":
+            self._fixed_step(t1)
             return
         self._send(t0, t1)
         if self.cfg.policy == "xen":
@@ -201,6 +207,39 @@ class Migration:
             return
         self.stop_and_copy(t)
 
+    def _fixed_step(self, t: int) -> None:
+        """Policy ``fixed``: harvest every ``harvest_every_ms``, never send or switch over
+        (dirty_log_test's loop); stop at max_rounds or timeout_s."""
+        every = int(self.cfg.harvest_every_ms * 1e6)
+        if t >= self.next_harvest_ns:
+            self.harvest_now(t)
+            while self.next_harvest_ns <= t:
+                self.next_harvest_ns += every
+        if self.round > self.cfg.max_rounds or t - self.t_start_ns >= self.cfg.timeout_s * NS:
+            self.phase = "done"
+            self.outcome = "harvest-only"
+            self.reason = f"fixed: harvested every {self.cfg.harvest_every_ms:g} ms, no migration"
+            self.t_end_ns = t
+            self.sim.message(self.reason)
+
+    def harvest_now(self, t: int) -> int:
+        """A harvest now (the ``harvest`` event, or policy ``fixed``): migration_bitmap_sync.
+
+        With policy ``fixed`` nothing is ever sent, so in manual-clear mode what GET returned
+        is cleared at once, a ``clear_chunk`` at a time (GET then CLEAR, as dirty_log_test
+        does), and the migration bitmap is emptied.  Returns the dirty pages harvested.
+        """
+        dirty = self.sync(t)
+        if self.cfg.policy == "fixed":
+            for sid, m in self.slots.items():
+                if self.vm.tracking.manual and m.clear_snapshot is not None:
+                    pages = DL.bitmap_pages(m.clear_snapshot)
+                    if pages.size:
+                        self._clear_before_send(sid, m, pages)
+                m.bitmap[:] = 0
+            self._remaining = 0
+        return dirty
+
     def _check_limits(self, t: int) -> None:
         if self.phase != "iterating":
             return
@@ -223,6 +262,11 @@ class Migration:
         What is left to send falls by at most one tick's bandwidth per tick, so it cannot
         reach the harvest threshold (QEMU: bandwidth × downtime limit; Xen: zero) sooner.
         """
+        if self.cfg.policy == "fixed":
+            ticks = -(
+                -(min(self.next_harvest_ns, self.t_start_ns + self.cfg.timeout_s * NS) - t) // tick
+            )
+            return max(1, int(ticks))
         per_tick = int(self.cfg.bandwidth * tick / NS // self.page) + 2
         floor = 0 if self.cfg.policy == "xen" else int(self.threshold_bytes // self.page)
         ticks = (self.remaining_pages() - floor) // per_tick
@@ -313,6 +357,12 @@ class Migration:
         if not calls:
             return
         op = DL.clear_dirty_log_many(self.vm, sid, calls)  # one ioctl per chunk, as QEMU does
+        if self.sim.keep_harvests:
+            self.clears += [
+                {"t_ns": self.sim.t_ns, "round": self.round, "slot": sid, "first_page": f,
+                 "num_pages": n, "mask": [f"{int(w):#x}" for w in mask]}
+                for f, n, mask in calls
+            ]  # fmt: skip
         cost = op.model_ns(self.vm.costs)
         self.busy_until_ns = max(self.busy_until_ns, self.sim.t_ns) + int(cost)
         if self.acc:

@@ -471,6 +471,15 @@ class Simulation:
                 s = self.vm.slots[target["slot"]].slot
                 w.bind(Region(s.base_gfn, s.npages))
 
+    def _edit_harvest(self, ev: dict[str, Any]) -> None:
+        """Harvest now (migration_bitmap_sync), whatever the policy's schedule says."""
+        m = self.migration
+        if m is None or m.phase != "iterating":
+            raise ConfigError(
+                "action", "harvest needs dirty logging on: a migration started, not switched over"
+            )
+        m.harvest_now(self.t_ns)
+
     def _edit_set_migration(self, ev: dict[str, Any]) -> None:
         if self.migration is None:
             raise ConfigError("migration", "this session has no migration (policy none)")

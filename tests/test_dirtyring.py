@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.kvm.dirtyring import DirtyRing, merge_masks
-from engine.util.errors import ConfigError
-
-
-def test_size_must_be_a_power_of_two():
-    with pytest.raises(ConfigError, match="power of two"):
-        DirtyRing(1000)
-    with pytest.raises(ConfigError):
-        DirtyRing(64)
 
 
 def test_soft_limit_and_reset():

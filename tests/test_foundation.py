@@ -75,9 +75,9 @@ def test_bit_positions():
 
 def test_human_decoding():
     d = D.make_leaf(0x80042000, 3, 12)
-    assert D.decode(d, 3, 12) == "L3 page OA=0x8004_2000 S2AP=RW AF SH=IS XN=0 DBM=0"
+    assert D.decode(d, 3, 12) == "L3 page OA=0x8004_2000 S2AP=RW AF SH=IS XN=2 DBM=0"
     ro_block = D.make_leaf(0x40000000, 2, 12, writable=False, extra=D.DBM)
-    assert D.decode(ro_block, 2, 12) == "L2 block OA=0x4000_0000 S2AP=RO AF SH=IS XN=0 DBM=1"
+    assert D.decode(ro_block, 2, 12) == "L2 block OA=0x4000_0000 S2AP=RO AF SH=IS XN=2 DBM=1"
     assert D.decode(0, 1, 12) == "L1 invalid"
 
 

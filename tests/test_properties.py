@@ -19,7 +19,7 @@ def sessions(draw):
     tracking = {
         "mode": mode,
         "strategy": draw(st.sampled_from(STRATEGIES)),
-        "ring_entries": draw(st.sampled_from([128, 256, 1024])),
+        "ring_entries": draw(st.sampled_from([256, 512, 1024])),
         "eager_split": draw(st.sampled_from([0, "2MiB"])),
         "clear_chunk": draw(st.sampled_from(["256KiB", "1MiB"])),
     }

@@ -247,11 +247,13 @@ def test_initially_set_protects_nothing_at_enable():
 
 
 def test_ring_soft_full_defers_and_exits():
-    vm = make_vm("ring", "range", ring=128)
-    gfn = (BASE >> 12) + np.arange(0, 200, 2)
+    """256 entries: soft limit 192; the 192nd push exits and its store is retried with the
+    rest (so 300 - 192 + 1 accesses are deferred)."""
+    vm = make_vm("ring", "range", ring=256)
+    gfn = (BASE >> 12) + np.arange(0, 600, 2)
     res = vm.access(gfn, np.zeros(gfn.size, np.int64), np.ones(gfn.size, bool))
     assert res.ring_full == {0}
-    assert vm.rings[0].used == 64 and res.deferred.size == gfn.size - 64
+    assert vm.rings[0].used == 192 and res.deferred.size == gfn.size - 192 + 1
     assert vm.rings[0].soft_full
 
 
@@ -396,7 +398,7 @@ def test_a_big_batch_applied_in_slices_is_one_batch(mode, accesses, slice_size):
     write = np.array([w for _, _, w in accesses], dtype=bool)
     out = []
     for size in (V.ACCESS_SLICE, slice_size):
-        vm = make_vm(mode, "range", ring=128)  # (the smallest ring fills: deferred accesses)
+        vm = make_vm(mode, "range", ring=256)  # (the smallest ring fills: deferred accesses)
         old, V.ACCESS_SLICE = V.ACCESS_SLICE, size
         try:
             res = vm.access(gfn, vcpu, write)

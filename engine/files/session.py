@@ -53,7 +53,7 @@ class GeometryCfg(_Model):
 class TrackingCfg(_Model):
     mode: Literal["bitmap", "manual-clear", "ring", "dbm"] = "bitmap"
     strategy: Literal["range", "masked-skip", "visitor", "rmap"] = "range"
-    ring_entries: int = Field(4096, ge=128, le=65536)
+    ring_entries: int = Field(4096, ge=1)  # KVM's range depends on the granule (kvm.dirtyring)
     eager_split: int = 0
     initially_set: bool = False
     clear_chunk: int = 256 << 10

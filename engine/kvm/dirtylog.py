@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.kvm import oplog as OL
 from engine.kvm.dirtyring import merge_masks
+from engine.kvm.memslots import KVM_USER_MEM_SLOTS
 from engine.kvm.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
 from engine.stage2 import descriptor as D
 from engine.stage2.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
@@ -152,12 +153,17 @@ def disable_logging(vm, st) -> None:
 # -- GET / CLEAR -----------------------------------------------------------------------------
 
 
-def _require_bitmap(vm, st, ioctl: str):
-    if st.bitmap is None:
-        raise KvmError(
-            "ENOENT", "slot", f"{ioctl} on slot {st.slot.id}: dirty logging is not enabled"
-        )
-    return st.bitmap
+def _slot_with_bitmap(vm, slot_id: int, ioctl: str):
+    """The slot state an ioctl names, with KVM's errnos: EINVAL for an id at or above
+    KVM_USER_MEM_SLOTS, ENOENT for no such slot or a slot without a dirty bitmap
+    (``kvm_get_dirty_log_protect`` / ``kvm_clear_dirty_log_protect``, v6.17)."""
+    if not 0 <= slot_id < KVM_USER_MEM_SLOTS:
+        raise KvmError("EINVAL", "slot", f"{ioctl}: slot {slot_id} is not 0..32766")
+    st = vm.slots.get(slot_id)
+    if st is None or st.bitmap is None:
+        why = "there is no such memslot" if st is None else "dirty logging is not enabled"
+        raise KvmError("ENOENT", "slot", f"{ioctl} on slot {slot_id}: {why}")
+    return st
 
 
 def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
@@ -169,8 +175,8 @@ def get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
 
 
 def _get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
-    st = vm.slots[slot_id]
-    bitmap = _require_bitmap(vm, st, "KVM_GET_DIRTY_LOG")
+    st = _slot_with_bitmap(vm, slot_id, "KVM_GET_DIRTY_LOG")
+    bitmap = st.bitmap
     if vm.tracking.mode == "dbm":
         scan_dbm(vm, st)
     with _Measure(vm, OpStats("get")) as op:
@@ -211,9 +217,11 @@ def clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
 
 
 def _clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
-    st = vm.slots[slot_id]
-    bitmap = _require_bitmap(vm, st, "KVM_CLEAR_DIRTY_LOG")
-    calls = [(first, num, _check_clear(vm, st, first, num, mask)) for first, num, mask in calls]
+    for first, _, _ in calls:
+        _check_first_page(slot_id, first)
+    st = _slot_with_bitmap(vm, slot_id, "KVM_CLEAR_DIRTY_LOG")
+    bitmap = st.bitmap
+    calls = [(first, num, _check_clear(st, first, num, mask)) for first, num, mask in calls]
     if not calls:
         return OpStats("clear")
     w0 = np.array([first // 64 for first, _, _ in calls], dtype=np.int64)
@@ -227,23 +235,26 @@ def _clear_dirty_log_many(vm, slot_id: int, calls) -> OpStats:
     return op
 
 
-def _check_clear(vm, st, first_page: int, num_pages: int, mask) -> np.ndarray:
-    """KVM's checks of one CLEAR; returns the mask as words."""
-    npages = st.slot.npages
-    if not vm.tracking.manual:
-        raise KvmError(
-            "EINVAL", "mode", "KVM_CLEAR_DIRTY_LOG needs manual protect (mode manual-clear)"
-        )
+def _check_first_page(slot_id: int, first_page: int) -> None:
+    """CLEAR checks ``first_page & 63`` before it looks the slot up (EINVAL before ENOENT)."""
+    if not 0 <= slot_id < KVM_USER_MEM_SLOTS:
+        raise KvmError("EINVAL", "slot", f"KVM_CLEAR_DIRTY_LOG: slot {slot_id} is not 0..32766")
     if first_page % 64:
         raise KvmError("EINVAL", "first_page", f"must be a multiple of 64, got {first_page}")
-    if num_pages % 64 and first_page + num_pages != npages:
+
+
+def _check_clear(st, first_page: int, num_pages: int, mask) -> np.ndarray:
+    """KVM's range checks of one CLEAR (no manual-protect check: KVM has none); returns
+    the mask as words."""
+    npages = st.slot.npages
+    if first_page > npages or num_pages > npages - first_page:
+        raise KvmError("EINVAL", "num_pages", f"range goes beyond the slot's {npages} pages")
+    if num_pages < npages - first_page and num_pages % 64:
         raise KvmError(
             "EINVAL",
             "num_pages",
             "must be a multiple of 64 unless the range reaches the slot's end",
         )
-    if first_page > npages or num_pages > npages - first_page:
-        raise KvmError("EINVAL", "num_pages", f"range goes beyond the slot's {npages} pages")
     return np.asarray(mask, dtype=U64)[: (num_pages + 63) // 64]
 
 
@@ -316,6 +327,14 @@ def set_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
 def clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
     w, m = _word_masks(pages)
     bitmap[w] &= ~m
+
+
+def _fls(masks: np.ndarray) -> np.ndarray:
+    """Index of the highest set bit of each non-zero uint64 (the kernel's ``__fls``)."""
+    m = np.asarray(masks, dtype=U64).copy()
+    for shift in (1, 2, 4, 8, 16, 32):
+        m |= m >> U64(shift)
+    return np.bitwise_count(m).astype(np.int64) - 1
 
 
 def popcount(words: np.ndarray) -> int:
@@ -399,7 +418,12 @@ def collect_rings(vm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reset_rings(vm) -> OpStats:
-    """KVM_RESET_DIRTY_RINGS: merge harvested entries into masks, re-protect, flush once."""
+    """KVM_RESET_DIRTY_RINGS: merge harvested entries into masks, re-protect, flush once.
+
+    ``kvm_dirty_ring_reset`` / ``kvm_reset_dirty_gfn`` (virt/kvm/dirty_ring.c, v6.17):
+    entries are looked up by slot id when they are reset, so a slot that moved is
+    protected where it is now, a deleted slot's entries are dropped, and a slot that no
+    longer logs is write-protected all the same."""
     op = _reset_rings(vm)
     if vm.oplog is not None:
         vm.oplog.append(OL.RingReset(op.pages, op.model_ns(vm.costs)))
@@ -419,11 +443,16 @@ def _reset_rings(vm) -> OpStats:
         ids, first = np.unique(slot_of, return_index=True)
         for slot_id in ids[np.argsort(first)].tolist():  # slots in the order the rings name them
             st = vm.slots.get(slot_id)
-            if st is None or not st.logging:
-                continue  # the slot went away or stopped logging meanwhile
+            if st is None:
+                continue  # kvm_reset_dirty_gfn: the slot was deleted meanwhile
+            # a mask reaching past the slot's end is skipped; a slot that stopped logging
+            # is still write-protected (v6.17 checks only the slot and the range)
             sel = slot_of == slot_id
+            top = offs[sel] + _fls(masks[sel])
+            sel[sel] = top < st.slot.npages
             op.words += int(np.count_nonzero(sel))
-            protect(vm, st, offs[sel], masks[sel], op)
+            if sel.any():
+                protect(vm, st, offs[sel], masks[sel], op)
         vm.pgt.tlbi["vmid"] += 1  # kvm_flush_remote_tlbs
     return op
 

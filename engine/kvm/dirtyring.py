@@ -14,17 +14,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.util.errors import ConfigError
+from engine.util.errors import KvmError
 
 RING_SLACK = 64  # KVM_DIRTY_RING_RSVD_ENTRIES; kvm_cpu_dirty_log_size() is 0 on arm64
+KVM_DIRTY_RING_MAX_ENTRIES = 65536  # include/linux/kvm_dirty_ring.h
+DIRTY_GFN_BYTES = 16  # sizeof(struct kvm_dirty_gfn): u32 flags, u32 slot, u64 offset
 BITS_PER_LONG = 64
 
 
-def check_ring_size(entries: int, field: str = "tracking.ring_entries") -> int:
-    """KVM_CAP_DIRTY_LOG_RING takes a power-of-two byte size; we take entries (16 B each)."""
-    if entries < 2 * RING_SLACK or entries & (entries - 1):
-        raise ConfigError(
-            field, f"must be a power of two of at least {2 * RING_SLACK}, got {entries}"
+def ring_entry_limits(page_size: int) -> tuple[int, int]:
+    """(fewest, most) entries a ring may have with this host page size (= granule on arm64).
+
+    ``kvm_vm_ioctl_enable_dirty_log_ring`` (virt/kvm/kvm_main.c, v6.17) takes the size in
+    bytes: at least ``KVM_DIRTY_RING_RSVD_ENTRIES`` entries and at least one page, at most
+    ``KVM_DIRTY_RING_MAX_ENTRIES`` entries of 16 bytes.  In entries: 4K pages 256..65536,
+    16K pages 1024..65536, 64K pages 4096..65536.
+    """
+    return max(RING_SLACK, page_size // DIRTY_GFN_BYTES), KVM_DIRTY_RING_MAX_ENTRIES
+
+
+def check_ring_size(
+    entries: int, page_size: int = 4096, field: str = "tracking.ring_entries"
+) -> int:
+    """KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING_ACQ_REL, entries × 16 bytes), as v6.17 checks it.
+
+    Raises KvmError: EINVAL when the byte size is not a power of two or is smaller than the
+    reserved entries or one page; E2BIG when it is more than 65,536 entries (1 MiB).
+    """
+    lo, hi = ring_entry_limits(page_size)
+    size = entries * DIRTY_GFN_BYTES
+    if entries <= 0 or entries & (entries - 1):
+        raise KvmError("EINVAL", field, f"must be a power of two, got {entries}")
+    if entries < lo:
+        raise KvmError(
+            "EINVAL",
+            field,
+            f"{entries} entries ({size} bytes) is less than one {page_size}-byte page of "
+            f"16-byte entries; at least {lo}",
+        )
+    if entries > hi:
+        raise KvmError(
+            "E2BIG", field, f"{entries} entries is more than KVM_DIRTY_RING_MAX_ENTRIES ({hi})"
         )
     return entries
 
@@ -37,7 +67,8 @@ class DirtyRing:
     reset_index: int = 0
 
     def __post_init__(self) -> None:
-        check_ring_size(self.size)
+        if self.size <= RING_SLACK or self.size & (self.size - 1):
+            raise ValueError(f"a ring needs a power-of-two size above {RING_SLACK}")
         self.slot = np.zeros(self.size, dtype=np.uint32)
         self.offset = np.zeros(self.size, dtype=np.uint64)
 

@@ -198,9 +198,11 @@ class Memslots:
         page = 1 << self.page_shift
         allowed = (page, *_BLOCK_BACKINGS[self.page_shift])
         if backing not in allowed:
-            sizes = ", ".join(_fmt(b) for b in allowed)
+            sizes = ", ".join(fmt_size(b) for b in allowed)
             raise KvmError(
-                "EINVAL", "backing", f"{_fmt(backing)} is not a backing page size here; use {sizes}"
+                "EINVAL",
+                "backing",
+                f"{fmt_size(backing)} is not a backing page size here; use {sizes}",
             )
         return backing
 
@@ -247,7 +249,8 @@ class Memslots:
         self._sorted = None
 
 
-def _fmt(size: int) -> str:
+def fmt_size(size: int) -> str:
+    """``2MiB``, ``4KiB``, ``3 bytes``: a size the way a refusal names it."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if size >= 1 << shift and size % (1 << shift) == 0:
             return f"{size >> shift}{unit}"

@@ -11,7 +11,7 @@ that every applied write increments, so a migration can be verified page by page
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from engine.kvm.memslots import (
     MemslotChange,
     Memslots,
     MemslotUpdate,
+    fmt_size,
 )
 from engine.kvm.wrprotect import STRATEGIES
 from engine.stage2 import descriptor as D
@@ -33,7 +34,7 @@ from engine.stage2.geometry import Geometry
 from engine.stage2.pgtable import PageTable
 from engine.stage2.walk import unmap_range
 from engine.util.arrays import first_of_runs, unique_fast
-from engine.util.errors import ConfigError
+from engine.util.errors import ConfigError, KvmError
 from engine.util.scatter import DENSE_SPAN, add_counts, minimum_at
 
 MODES = ("bitmap", "manual-clear", "ring", "dbm")
@@ -61,8 +62,6 @@ class Tracking:
                 "tracking.strategy",
                 f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
             )
-        if self.mode == "ring":
-            check_ring_size(self.ring_entries)
         if self.initially_set and self.mode != "manual-clear":
             raise ConfigError(
                 "tracking.initially_set",
@@ -70,6 +69,7 @@ class Tracking:
             )
         if self.eager_split < 0:
             raise ConfigError("tracking.eager_split", "must be 0 (off) or a size such as 2MiB")
+        # the ring size and the eager-split chunk depend on the granule: the VM checks them
 
     @property
     def manual(self) -> bool:
@@ -119,6 +119,9 @@ class VM:
         self.pgt = PageTable(geom, rmap=need_rmap)
         self.memslots = Memslots(geom.page_shift, geom.ipa_bits)
         self.slots: dict[int, SlotState] = {}
+        self.enable_eager_split(self.tracking.eager_split)
+        if self.tracking.mode == "ring":
+            check_ring_size(self.tracking.ring_entries, geom.granule)
         self.rings = (
             [DirtyRing(self.tracking.ring_entries) for _ in range(nr_vcpus)]
             if (self.tracking.mode == "ring")
@@ -127,6 +130,29 @@ class VM:
         self.stats: Counter[str] = Counter()
         self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
         self.oplog: list | None = None  # engine.kvm.oplog records, when a replay asks for them
+
+    def enable_eager_split(self, chunk: int, field: str = "tracking.eager_split") -> None:
+        """KVM_ENABLE_CAP(KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, chunk) as v6.17 checks it.
+
+        ``kvm_vm_ioctl_enable_cap`` (arch/arm64/kvm/arm.c) refuses with EINVAL while any
+        memslot exists, and a non-zero chunk that is not a size ``kvm_is_block_size_supported``
+        accepts: the page or a block size of the granule (4K: 4KiB, 2MiB, 1GiB; 16K: 16KiB,
+        32MiB; 64K: 64KiB, 512MiB; ``kvm_supported_block_sizes`` in kvm_pgtable.h).
+        """
+        if len(self.memslots):
+            raise KvmError(
+                "EINVAL", field, "the eager-split chunk can only be set while no memslot exists"
+            )
+        allowed = eager_split_sizes(self.geom)
+        if chunk and chunk not in allowed:
+            sizes = ", ".join(fmt_size(a) for a in allowed)
+            raise KvmError(
+                "EINVAL",
+                field,
+                f"{fmt_size(chunk)} is not 0 or a block size of the "
+                f"{fmt_size(self.geom.granule)} granule ({sizes})",
+            )
+        self.tracking = replace(self.tracking, eager_split=chunk)
 
     @property
     def page_shift(self) -> int:
@@ -180,7 +206,9 @@ class VM:
             if populate:
                 self.populate(new.id)
         elif change == MemslotChange.MOVE and new is not None:
-            self.slots[new.id] = SlotState(new, state.version)
+            # kvm_prepare_memory_region: a slot that logs before and after keeps its bitmap
+            keep = state.logging and new.log_dirty and not new.readonly
+            self.slots[new.id] = SlotState(new, state.version, state.bitmap if keep else None, keep)
         elif change == MemslotChange.FLAGS_ONLY and new is not None:
             self.slots[new.id].slot = new
         if new is not None and change != MemslotChange.NONE:
@@ -266,18 +294,47 @@ class VM:
         self.stats["mmio_exits"] += int(mmio.sum())
         self.stats["user_exits"] += int(user.sum())
         ok = ~(mmio | user)
+        host = ok & (vcpu < 0)
+        if host.any():  # no running vCPU: kvm_write_guest, no stage-2 access at all
+            self._host_writes(gfn[host], write[host], sidx[host], slots, res)
+            ok &= ~host
+        retry = np.zeros(gfn.size, dtype=bool)
         if self.rings:
-            ok = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
+            ok, retry = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
         keep = np.flatnonzero(ok)
-        self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res)
+        self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, ~retry[keep])
         return res
 
-    def _apply(self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
+    def _host_writes(self, gfn, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
+        """Writes with no running vCPU (``kvm_write_guest`` → ``mark_page_dirty_in_slot``).
+
+        The page's content changes and a logging slot's bitmap gets the bit (in ring mode
+        the ring-with-bitmap backup bitmap, ``kvm_dirty_ring_check_request``'s companion for
+        arm64's vgic/ITS saves); stage 2 is not touched, so a later vCPU write to a
+        write-protected page still faults and is logged again (virt/kvm/kvm_main.c, v6.17).
+        """
+        gfn, sidx = gfn[write], sidx[write]
+        if not gfn.size:
+            return
+        self._bump_versions(gfn, np.ones(gfn.size, dtype=bool), sidx, slots)
+        res.applied_writes += int(gfn.size)
+        self.stats["host_writes"] += int(gfn.size)
+        for i in unique_fast(sidx):
+            st = self.slots[slots[int(i)].id]
+            if st.bitmap is not None:
+                set_bits(st.bitmap, gfn[sidx == i] - st.slot.base_gfn)
+
+    def _apply(
+        self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...], res: AccessResult, done=None
+    ) -> None:
+        """Guest accesses in time order; ``done`` is False for a write whose fault is handled
+        but whose store has not happened yet (a ring-full exit: it is retried)."""
         if not gfn.size:
             return
         pages = _Pages.group(gfn, vcpu, write, sidx)
-        self._bump_versions(gfn, write, sidx, slots)
-        res.applied_writes += int(write.sum())
+        stored = write if done is None else write & done
+        self._bump_versions(gfn, stored, sidx, slots)
+        res.applied_writes += int(stored.sum())
         logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)[pages.sidx]
         ipa = pages.gfn << self.page_shift
         level, pos, desc = self.pgt.lookup(ipa)
@@ -288,8 +345,33 @@ class VM:
             self._split_for_write(pos[blocks], level[blocks])
             level, pos, desc = self.pgt.lookup(ipa)
             valid = D.is_valid(desc)
-        self._translation_faults(pages, ~valid, logging, slots, res)
-        self._permission_faults(pages, valid, level, pos, desc, logging, res)
+        refault = self._collapsible(pages, valid, level, desc, logging, slots)
+        if not refault.any():
+            self._translation_faults(pages, ~valid, logging, slots, res)
+            self._permission_faults(pages, valid, level, pos, desc, logging, res)
+            return
+        # not logging (any more): a write to a read-only page where the backing allows a
+        # block maps the block again, replacing the table a split left (user_mem_abort:
+        # vma_pagesize > fault_granule → kvm_pgtable_stage2_map); it is handled as the
+        # translation faults are, and the rest is looked up again after the collapse
+        handled = ~valid | refault
+        self._translation_faults(pages, handled, logging, slots, res)
+        level, pos, desc = self.pgt.lookup(ipa)
+        self._permission_faults(pages, D.is_valid(desc) & ~handled, level, pos, desc, logging, res)
+
+    def _collapsible(self, pages, valid, level, desc, logging, slots) -> np.ndarray:
+        """Written read-only pages of slots that do not log, inside a block the backing and
+        the slot allow: their fault maps that block (the smallest block level decides)."""
+        cand = pages.written & valid & (level == 3) & ~logging & ~D.is_writable(desc)
+        if not cand.any():
+            return cand
+        npg = self.geom.level_size(max(self.geom.block_levels)) >> self.page_shift
+        backing = np.array([s.backing for s in slots], dtype=np.int64)[pages.sidx]
+        base = np.array([s.base_gfn for s in slots], dtype=np.int64)[pages.sidx]
+        end = np.array([s.end_gfn for s in slots], dtype=np.int64)[pages.sidx]
+        start = pages.gfn // npg * npg
+        fits = (backing >= npg << self.page_shift) & (start >= base) & (start + npg <= end)
+        return cand & fits
 
     def _bump_versions(self, gfn, write, sidx, slots: tuple[Memslot, ...]) -> None:
         """Add every write to its page's version (what the destination must end up with)."""
@@ -439,27 +521,46 @@ class VM:
             self.rings[int(v)].push(slot_ids[sel], rel[sel].astype(U64))
         self.stats["ring_pushes"] += int(order.size)
 
-    def _ring_admission(self, gfn, vcpu, write, sidx, ok, res: AccessResult) -> np.ndarray:
-        """Hold back each vCPU's accesses after the push that fills its ring to the soft limit."""
+    def _ring_admission(
+        self, gfn, vcpu, write, sidx, ok, res: AccessResult
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which accesses run before each vCPU's ring reaches its soft limit, and which one
+        filled it.
+
+        ``kvm_dirty_ring_push`` raises KVM_REQ_DIRTY_RING_SOFT_FULL on the push that fills the
+        ring; the vCPU leaves with KVM_EXIT_DIRTY_RING_FULL before it re-enters the guest, so
+        the faulting store has not happened yet.  User space resets the ring (which
+        write-protects that page again) and the store is retried: it faults and pushes the
+        same page a second time (``kvm_dirty_ring_check_request``, virt/kvm/dirty_ring.c
+        v6.17; seen on this host's KVM as +1 fault and +1 entry per exit).  Returns
+        (allowed, retry): ``retry`` marks the filling accesses, applied now without their
+        store and deferred with the rest.
+        """
         slots = self.memslots.sorted()
         logging = np.array([self.slots[s.id].logging for s in slots] + [False], dtype=bool)
         allowed = ok.copy()
+        filling: dict[int, int] = {}
         for _ in range(self.nr_vcpus + 1):
             events = self._dry_run_events(gfn, vcpu, write, sidx, allowed, logging)
             cut = np.zeros(gfn.size, dtype=bool)
+            filling = {}
             for v in range(self.nr_vcpus):
                 ev = events[vcpu[events] == v]
                 room = self.rings[v].room()
                 if ev.size >= room:
-                    last = ev[room - 1] if room > 0 else -1
+                    last = int(ev[room - 1]) if room > 0 else -1
                     cut |= (vcpu == v) & (np.arange(gfn.size) > last)
                     res.ring_full.add(v)
+                    if last >= 0:
+                        filling[v] = last
             new_allowed = ok & ~cut
             if np.array_equal(new_allowed, allowed):
                 break
             allowed = new_allowed
-        res.deferred = np.flatnonzero(ok & ~allowed)
-        return allowed
+        retry = np.zeros(gfn.size, dtype=bool)
+        retry[list(filling.values())] = True
+        res.deferred = np.flatnonzero((ok & ~allowed) | retry)
+        return allowed, retry
 
     def _dry_run_events(self, gfn, vcpu, write, sidx, allowed, logging) -> np.ndarray:
         """Access indices that would push a dirty entry: first writes to non-writable pages."""
@@ -616,6 +717,11 @@ def _sort_with_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return keys & ((1 << bits) - 1), keys >> bits
     order = np.argsort(values, kind="stable")
     return order, values[order]
+
+
+def eager_split_sizes(geom: Geometry) -> tuple[int, ...]:
+    """Chunk sizes KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE accepts besides 0, in bytes, ascending."""
+    return tuple(sorted({geom.granule, *geom.block_sizes().values()}))
 
 
 def slot_flags(log_dirty: bool = False, readonly: bool = False) -> int:

@@ -153,6 +153,10 @@ class Migration:
         self.slots[s.id] = SlotMig(bitmap, np.zeros(s.npages, dtype=np.uint32), last, None, tracked)
         self._remaining = None
 
+    def remaining_pages_changed(self) -> None:
+        """A slot's migration bitmap was changed from outside (a live edit): recount."""
+        self._remaining = None
+
     def remove_slot(self, slot_id: int) -> None:
         self.slots.pop(slot_id, None)
         self._remaining = None

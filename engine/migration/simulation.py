@@ -464,6 +464,42 @@ class Simulation:
         self.vm.set_memslot(sid, base, s.size, s.flags, s.backing, s.name)
         self._rebind_workloads()
 
+    def _edit_set_memslot_flags(self, ev: dict[str, Any]) -> None:
+        """KVM_SET_USER_MEMORY_REGION with new flags only (``KVM_MR_FLAGS_ONLY``).
+
+        Logging switched off mid-migration: the bits KVM still holds are folded into the
+        migration first (QEMU syncs a region before it stops logging it) and the slot is
+        then untracked, so it is sent again in full at switchover; switched on, the slot is
+        tracked from then on and every page is dirty once more.  READONLY cannot toggle.
+        """
+        sid = ev.get("id")
+        st = self.vm.slots.get(sid)
+        if st is None:
+            from engine.util.errors import KvmError
+
+            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r}")
+        names = ev.get("flags", [])
+        if not isinstance(names, list) or set(names) - {"log_dirty", "readonly"}:
+            raise ConfigError("flags", 'must be a list of "log_dirty" and "readonly"')
+        flags = (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in names else 0) | (
+            KVM_MEM_READONLY if "readonly" in names else 0
+        )
+        m = self.migration
+        mig = m.slots.get(sid) if m is not None and m.active else None
+        s = st.slot
+        kvm_flags = flags if mig is not None else flags & ~KVM_MEM_LOG_DIRTY_PAGES
+        if mig is not None and st.logging and not flags & KVM_MEM_LOG_DIRTY_PAGES:
+            mig.bitmap |= DL.get_dirty_log(self.vm, sid)[0]
+            m.remaining_pages_changed()
+        self.vm.set_memslot(sid, s.base, s.size, kvm_flags, s.backing, s.name)
+        self.slot_flags[sid] = flags
+        if mig is not None:
+            tracked = self.vm.slots[sid].logging or bool(flags & KVM_MEM_READONLY)
+            if tracked and not mig.tracked:
+                DL.set_all(mig.bitmap, s.npages)
+                m.remaining_pages_changed()
+            mig.tracked = tracked
+
     def _rebind_workloads(self) -> None:
         for w in self.workloads:
             target = self.targets.get(w.name, {})

@@ -26,10 +26,15 @@ XN_SHIFT, XN_MASK = 53, 3 << 53
 SW_SHIFT, SW_MASK = 55, 0xF << 55
 OA_TOP = 48  # KVM_PTE_ADDR_MASK = GENMASK(47, PAGE_SHIFT)
 
-MT_S2_NORMAL = 0xF << MEMATTR_SHIFT  # Normal, inner/outer write-back cacheable
+S2_XN = 1 << 54  # KVM_PTE_LEAF_ATTR_HI_S2_XN: XN[1:0] = 0b10, no execution at EL1 or EL0
+
+MT_S2_NORMAL = 0xF << MEMATTR_SHIFT  # Normal, inner/outer write-back cacheable (no S2FWB)
 LEAF_RW = S2AP_R | S2AP_W
-# What KVM puts in a fresh leaf besides the address and S2AP (stage2_set_prot_attr).
-LEAF_DEFAULT = MT_S2_NORMAL | SH_IS | AF
+# What KVM puts in a leaf it maps on a data fault besides the address and S2AP
+# (arch/arm64/kvm/hyp/pgtable.c stage2_set_prot_attr, v6.17): Normal memory, inner
+# shareable, AF set, and XN because user_mem_abort adds KVM_PGTABLE_PROT_X only on an
+# instruction fault (or with CTR_EL0.DIC, which the model does not assume).
+LEAF_DEFAULT = MT_S2_NORMAL | SH_IS | AF | S2_XN
 
 
 def oa_mask(page_shift: int) -> int:
@@ -126,7 +131,9 @@ _SH = {0: "NS", 1: "RES", 2: "OS", 3: "IS"}
 
 
 def decode(d: int, level: int, page_shift: int) -> str:
-    """One line, e.g. ``L3 page OA=0x8004_2000 S2AP=RW AF SH=IS XN=0 DBM=0``."""
+    """One line, e.g. ``L3 page OA=0x8004_2000 S2AP=RW AF SH=IS XN=2 DBM=0``.
+
+    XN is the two-bit field [54:53]: KVM sets only bit 54 (value 2, execute-never)."""
     d = int(d)
     kind = leaf_kind(d, level)
     if kind == "invalid":

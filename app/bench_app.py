@@ -1,4 +1,4 @@
-"""``dirtylog-inspector --bench``: figures 7 (heat-map frame rate) and 8 (event-loop stalls).
+"""``dirtylog-inspector --bench``: figures 7 (heat-map frame rate), 8 and 10 (event-loop stalls).
 
 Prints one JSON line ``{"figures": [...]}`` that ``dirtylog bench`` merges into its report.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -60,8 +61,42 @@ def fig_frame_rate(app, npages: int, frames: int) -> dict:
 MAX_GUESTS = 10
 
 
-def fig_stall(app, npages: int, seconds: float) -> dict:
-    """Figure 8: the worst lateness of a 10 ms GUI timer while the guest migrates in the app.
+def fig_stall(app, npages: int, seconds: float) -> list[dict]:
+    """Figures 8 and 10: how late a 10 ms GUI timer fires while the guest migrates in the app.
+
+    Figure 8 is the worst lateness on a quiet machine (goal ≤ 50 ms); figure 10 is the 99th
+    percentile with one core kept busy by a competing process this bench starts itself (goal
+    ≤ 20 ms), since a stall that appears whenever another program runs is what users meet.
+    Each reports the other statistic in its detail. Units: milliseconds, measured on this host.
+    """
+    quiet = _stall_samples(app, npages, seconds)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = _stall_samples(app, npages, seconds)
+    finally:
+        hog.kill()
+        hog.wait()
+    return [
+        _stall_figure(8, "worst event-loop stall", "quiet machine", quiet, "worst", 50),
+        _stall_figure(10, "99th-percentile event-loop stall", "one core busy", busy, "p99", 20),
+    ]
+
+
+def _stall_figure(fid: int, what: str, where: str, s: dict, key: str, goal: float) -> dict:
+    value = round(s[key], 1)
+    return {
+        "id": fid,
+        "name": f"{what} while a {s['npages']:,}-page guest migrates ({where})",
+        "value": value,
+        "unit": "ms",
+        "goal": f"<= {goal:g}",
+        "met": value <= goal,
+        "detail": {k: v for k, v in s.items() if k != key},
+    }
+
+
+def _stall_samples(app, npages: int, seconds: float) -> dict:
+    """Lateness of every 10 ms timer beat while migrations run, summarised (ms).
 
     Only time during which a migration runs counts: the guest is loaded (not timed), started,
     then timed from its first frame until its migration ends; that repeats with a fresh guest
@@ -80,12 +115,13 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
     window.show()
     clock = QElapsedTimer()
     clock.start()
-    state = {"last": 0, "worst": 0.0, "frames": 0, "timing": False}
+    state = {"last": 0, "frames": 0, "timing": False}
+    late: list[float] = []
 
     def beat() -> None:
         now = clock.elapsed()
         if state["timing"]:
-            state["worst"] = max(state["worst"], now - state["last"] - 10)
+            late.append(max(0.0, now - state["last"] - 10))
         state["last"] = now
 
     def shown(frame) -> None:
@@ -120,20 +156,16 @@ def fig_stall(app, npages: int, seconds: float) -> dict:
         simulated += window.last_frame.snapshot.t_ns / 1e9 if window.last_frame else 0.0
     timer.stop()
     window.close()
-    worst = state["worst"]
+    samples = np.asarray(late or [0.0])
     return {
-        "id": 8,
-        "name": f"worst event-loop stall while a {npages:,}-page guest migrates",
-        "value": round(worst, 1),
-        "unit": "ms",
-        "goal": "<= 50",
-        "met": worst <= 50,
-        "detail": {
-            "frames": state["frames"],
-            "migrating_s": round(timed, 2),
-            "guests": runs,
-            "simulated_s": round(simulated, 1),
-        },
+        "npages": npages,
+        "worst": float(samples.max()),
+        "p99": float(np.percentile(samples, 99)),
+        "beats": int(samples.size),
+        "frames": state["frames"],
+        "migrating_s": round(timed, 2),
+        "guests": runs,
+        "simulated_s": round(simulated, 1),
     }
 
 
@@ -156,7 +188,7 @@ def run_app_bench(quick: bool) -> int:
     npages = 1 << 18 if quick else 1 << 24
     figures = [
         fig_frame_rate(app, npages, 10 if quick else 60),
-        fig_stall(app, npages, 2.0 if quick else 10.0),
+        *fig_stall(app, npages, 2.0 if quick else 10.0),
     ]
     print(json.dumps({"figures": figures}))
     return 0

@@ -459,3 +459,93 @@ def test_data_fault_leaves_are_execute_never():
     eager.set_memslot(0, BASE, 2 << 20, 0, 2 << 20, populate=True)
     eager.set_memslot(0, BASE, 2 << 20, LOG, 2 << 20)
     assert desc_of(eager, BGFN + 100)[1] & (1 << 54)
+
+
+# -- dirtylog perftest follows dirty_log_perf_test.c (v6.17) --------------------------------
+
+
+def perftest(capsys, *args):
+    code = cli_main(["perftest", "-b", "64M", *args])
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err
+
+
+def test_perftest_default_is_manual_protect_with_initially_set(capsys):
+    """Without -g the selftest enables MANUAL_PROTECT_ENABLE | INITIALLY_SET: nothing is
+    write-protected at enable, so iteration 1 takes no fault (16 384 pages × 25 ns =
+    0.000409600 s); its CLEAR protects everything, so iteration 2 faults on every page
+    (16 384 × (25 ns + 2.5 µs fault exit) = 0.041369600 s)."""
+    code, lines, _ = perftest(capsys)
+    assert code == 0
+    assert lines[1] == "Test iterations: 2"
+    assert lines[2] == "Testing guest mode: PA-bits:40,  VA-bits:48,  4K pages"
+    # memstress: the region at the top of a 40-bit space, (2^28 − 16384 − 1) pages up
+    assert lines[3] == "guest physical test memory: [0xfffbfff000, 0xfffffff000)"
+    assert "Iteration 1 dirty memory time: 0.000409600s" in lines
+    assert "Iteration 2 dirty memory time: 0.041369600s" in lines
+    assert any(line.startswith("Clear dirty log over 2 iterations took") for line in lines)
+
+
+def test_perftest_g_tracks_from_enable(capsys):
+    """-g: no manual protect, every page write-protected at enable: iteration 1 faults on
+    all 16 384 pages, and no CLEAR lines are printed."""
+    code, lines, _ = perftest(capsys, "-g")
+    assert code == 0
+    assert "Iteration 1 dirty memory time: 0.041369600s" in lines
+    assert not any("clear dirty log" in line.lower() for line in lines)
+
+
+def test_perftest_modes_and_backing_alignment(capsys):
+    """-m picks enum vm_guest_mode ids (repeatable); the region is aligned down to the
+    backing size (memstress_create_vm: align_down(gpa, backing_src_pagesz))."""
+    code, lines, _ = perftest(capsys, "-m", "6", "-m", "7", "-s", "anonymous_thp")
+    assert code == 0
+    modes = [line for line in lines if line.startswith("Testing guest mode")]
+    assert modes == [
+        "Testing guest mode: PA-bits:40,  VA-bits:48,  4K pages",
+        "Testing guest mode: PA-bits:40,  VA-bits:48, 16K pages",
+    ]
+    assert "guest physical test memory: [0xfffbe00000, 0xffffe00000)" in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["-c", "0,1"], "-c (pin vCPU threads"),
+        (["-e"], "-e (keep the vCPUs running while dirty logging is disabled)"),
+        (["-n"], "-n (run the vCPUs nested"),
+        (["-m", "0"], "-m: guest mode 0 is PA-bits:52"),
+        (["-m", "9"], "an x86-64 mode"),
+        (["-m", "17"], "-m: guest mode ID 17 is not 0..16"),
+        (["-x", "3"], "-x: guest memory cannot be evenly divided into 3 slots"),
+        (["-i", "1"], "-i: iterations must be at least 2"),
+        (["-r", "0"], "-r: the random seed must be positive"),
+        (["-w", "101"], "-w: write percentage must be 0..100"),
+        (["--eager-split", "3M"], "EINVAL: tracking.eager_split: 3MiB"),
+        (["-m", "8", "-s", "anonymous_hugetlb_2mb"], "-s: anonymous_hugetlb_2mb has no"),
+    ],
+)
+def test_perftest_refusals_name_the_option(capsys, args, words):
+    """Every selftest option works as in the selftest or is refused with one sentence
+    naming it (exit status 2); the selftest's own checks (atoi_positive, -i ≥ 2, -w ≤ 100,
+    slots dividing the pages) are kept."""
+    code, _, err = perftest(capsys, *args)
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
+def test_perftest_p_is_accepted_and_ignored_like_the_selftest(capsys):
+    """v6.17 parses -p into test_params.phys_offset and never uses it: same output."""
+    _, plain, _ = perftest(capsys)
+    _, with_p, _ = perftest(capsys, "-p", "0x10000000")
+    assert plain == with_p
+
+
+def test_perftest_overlap_and_eager_split(capsys):
+    """-o: every vCPU walks the whole region (memstress: vcpu_args->pages = all pages);
+    --eager-split 2M is the chunk in the model's own spelling (the selftest's -e is another
+    option)."""
+    code, lines, _ = perftest(
+        capsys, "-v", "2", "-o", "-s", "anonymous_hugetlb_2mb", "--eager-split", "2M"
+    )
+    assert code == 0
+    assert "guest physical test memory: [0xfff7e00000, 0xffffe00000)" in lines

@@ -27,8 +27,8 @@ def test_quick_bench_reports_every_figure(tmp_path):
     data = json.loads(out.read_text())
     assert {"python", "numpy", "cpus"} <= set(data["machine"])
     figures = {f["id"]: f for f in data["figures"]}
-    ids = [*range(1, 9), 10]
-    assert sorted(figures) == ids
+    ids = [1, 2, 3, 4, "5a", "5b", "5c", "5d", "5e", 6, 7, 8, 10]
+    assert sorted(figures, key=str) == sorted(ids, key=str)
     for f in figures.values():
         assert isinstance(f["value"], (int, float)), f
         assert f["goal"] and f["unit"] and isinstance(f["met"], bool)
@@ -41,6 +41,17 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert busy["value"] <= busy["detail"]["worst"]
     assert quiet["detail"]["beats"] > 0 and busy["detail"]["beats"] > 0
     assert "quiet machine" in quiet["name"] and "one core busy" in busy["name"]
+    # figure 5 in every tracking mode: each run completes and verifies
+    modes = {fid: figures[fid]["name"].split(",")[1].split(":")[0].strip() for fid in ids[4:9]}
+    assert modes == {
+        "5a": "bitmap",
+        "5b": "manual-clear",
+        "5c": "manual-clear + initially-set",
+        "5d": "ring",
+        "5e": "dbm",
+    }
+    for fid in modes:
+        assert figures[fid]["detail"]["mismatches"] == 0, figures[fid]
 
 
 def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.cli.bench_figure import Figure
-from engine.cli.bench_migration import fig_realtime, fig_terabyte
+from engine.cli.bench_migration import fig_terabyte, realtime_figures
 from engine.kvm import dirtylog as DL
 from engine.kvm.reference import REFERENCES
 from engine.kvm.vm import VM, Tracking, slot_flags
@@ -222,7 +222,7 @@ def run_bench(quick: bool, report: Callable[[Figure], None] = lambda f: None) ->
 
 
 def migration_figures(quick: bool) -> list[Figure]:
-    return [fig_realtime(quick), fig_terabyte(quick)]
+    return [*realtime_figures(quick), fig_terabyte(quick)]
 
 
 def app_figures(quick: bool) -> list[Figure]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass
 class Figure:
-    id: int
+    id: int | str  # "5a"… for the variants of one figure
     name: str
     value: float | None
     unit: str

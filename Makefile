@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SESSION ?= resources/sessions/demo.json
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutants clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/dirtylog bench
+
+# Mutation testing (not part of `make test`: minutes per group).  GROUPS="dirtyring memslots"
+# picks groups of mutation/modules.toml; the default is all of them.
+MUTANTS_STAMP := $(VENV)/.mutants-installed
+$(MUTANTS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,mutants]'
+	@touch $(MUTANTS_STAMP)
+
+mutants: $(MUTANTS_STAMP)
+	nice -n 10 $(BIN)/python mutation/run.py $(GROUPS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

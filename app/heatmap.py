@@ -17,9 +17,10 @@ from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
 from engine.migration.snapshot import PROT_NAMES, Snapshot
 
 
-def _ramp(name: str) -> np.ndarray:
+def _ramp(name: str, n: int = 255) -> np.ndarray:
+    """``n`` colours from the start to the end of a colour map (both ends included)."""
     cmap = pg.colormap.get(name)
-    return cmap.getLookupTable(0.0, 1.0, 255, alpha=False)
+    return cmap.getLookupTable(0.0, 1.0, n, alpha=False)
 
 
 def _lut(mode: str) -> np.ndarray:
@@ -30,7 +31,7 @@ def _lut(mode: str) -> np.ndarray:
         lut[1:] = _ramp("inferno")
     elif mode == "last_sent":
         lut[1] = (90, 90, 90)  # never sent
-        lut[2:] = _ramp("viridis")[:254]
+        lut[2:] = _ramp("viridis", 254)  # round 0 .. the top round: the whole ramp
     elif mode == "dirty":
         lut[1:128] = (235, 235, 235)
         lut[128:] = (220, 40, 40)

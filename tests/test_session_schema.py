@@ -152,11 +152,15 @@ def test_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # the process is killed between write and rename
 
     monkeypatch.setattr(os, "fsync", die)
+    data = copy.deepcopy(V1)
+    data["name"] = "changed"  # new content, so the old file can be told from the new one
     with pytest.raises(KeyboardInterrupt):
-        save_session_file(path, parse_session(copy.deepcopy(V1)))
+        save_session_file(path, parse_session(data))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert path.read_bytes() == before
-    assert json.loads(before)["name"] == "demo"
+    assert json.loads(path.read_bytes())["name"] == "demo"
+    save_session_file(path, parse_session(data))  # and a save that completes replaces it
+    assert json.loads(path.read_bytes())["name"] == "changed"
 
 
 @pytest.mark.parametrize(

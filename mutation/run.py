@@ -1,0 +1,151 @@
+"""`make mutants`: mutation testing of the engine's rule modules, the heat map's colours and
+the save path, one group at a time with that group's targeted tests (mutmut 3.x).
+
+Each group of ``mutation/modules.toml`` gets a work directory ``build/mutation/<group>`` that
+links to the project's sources and holds a generated ``pyproject.toml`` naming the files to
+mutate and the tests to run; mutmut copies the sources into ``mutants/`` there, runs the tests
+once to learn which test calls which function, then runs each mutant against the tests that
+reach it.  Results are cached per function (a rerun tries only what changed).
+
+The score counts a mutant killed when a test failed (or timed out) with it applied; mutants
+listed in ``mutation/equivalent.txt`` (one line each: name, colon, why no test can tell it from
+the original) are left out of the denominator.  Survivors are printed with their diffs.
+
+Usage: ``python mutation/run.py [GROUP ...] [--max-children N] [--no-run]``
+(``make mutants GROUPS="dirtyring memslots"``).  Exit status 0 when every rule group reached
+the goal, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "mutation"
+WORK = ROOT / "build" / "mutation"
+LINKED = ("engine", "app", "tests", "resources")
+GOAL = 0.90
+KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}  # mutmut's codes: failed, error, timeout, crash
+
+
+def load_groups() -> dict[str, dict]:
+    """The groups of modules.toml, in file order."""
+    return tomllib.loads((HERE / "modules.toml").read_text())["groups"]
+
+
+def load_equivalent() -> dict[str, str]:
+    """mutant name -> reason, from equivalent.txt (``#`` starts a comment line)."""
+    out = {}
+    for line in (HERE / "equivalent.txt").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, reason = line.partition(":")
+            out[name.strip()] = reason.strip()
+    return out
+
+
+def prepare(name: str, group: dict) -> Path:
+    """Create or refresh the group's work directory; return it."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    tests = [t for t in group["tests"] if (ROOT / t).exists()]
+    for sub in LINKED:
+        link = work / sub
+        if not link.is_symlink():
+            link.symlink_to(ROOT / sub)
+    pytest_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["engine", "app"]',
+        f"only_mutate = {json.dumps(group['mutate'])}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
+        'also_copy = ["resources"]',
+        "",
+        "[tool.pytest.ini_options]",
+    ]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in pytest_cfg["ini_options"].items()]
+    text = "\n".join(lines) + "\n"
+    cfg = work / "pyproject.toml"
+    if not cfg.exists() or cfg.read_text() != text:
+        cfg.write_text(text)
+    return work
+
+
+def run_group(work: Path, max_children: int) -> None:
+    """Run mutmut in the work directory (its output goes to the terminal)."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    subprocess.run(
+        [str(mutmut), "run", "--max-children", str(max_children)], cwd=work, env=env, check=False
+    )
+
+
+def results(work: Path, group: dict) -> dict[str, int | None]:
+    """mutant name -> mutmut exit code, for the group's files."""
+    out: dict[str, int | None] = {}
+    for src in group["mutate"]:
+        meta = work / "mutants" / (src + ".meta")
+        if meta.exists():
+            out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def diff(work: Path, mutant: str) -> str:
+    """mutmut's diff of one mutant against the original."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    done = subprocess.run(
+        [str(mutmut), "show", mutant], cwd=work, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
+
+
+def report(name: str, group: dict, codes: dict[str, int | None], equivalent: dict) -> float:
+    """Print the group's score and its survivors; return the score (killed / non-equivalent)."""
+    eq = [m for m in codes if m in equivalent]
+    live = {m: c for m, c in codes.items() if m not in equivalent}
+    unchecked = [m for m, c in live.items() if c is None]
+    if unchecked:
+        print(f"== {name}: {len(unchecked)} of {len(live)} mutants not checked (run incomplete)")
+        return 0.0
+    killed = [m for m, c in live.items() if c in KILLED]
+    survivors = sorted(m for m in live if m not in killed)
+    score = len(killed) / len(live) if live else 1.0
+    tag = "rules" if group.get("rules") else "other"
+    print(
+        f"== {name} ({tag}): {len(killed)}/{len(live)} killed = {100 * score:.1f} %"
+        f" ({len(eq)} equivalent, {len(survivors)} surviving)"
+    )
+    work = WORK / name
+    for m in survivors:
+        print(f"-- survived ({codes[m]}): {m}")
+        print(diff(work, m))
+    return score
+
+
+def main(argv: list[str] | None = None) -> int:
+    groups = load_groups()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("groups", nargs="*", choices=[[], *groups], help="default: all groups")
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--no-run", action="store_true", help="only report the cached results")
+    args = ap.parse_args(argv)
+    equivalent = load_equivalent()
+    scores = {}
+    for name in args.groups or list(groups):
+        work = prepare(name, groups[name])
+        if not args.no_run:
+            run_group(work, args.max_children)
+        scores[name] = report(name, groups[name], results(work, groups[name]), equivalent)
+    print("== summary: " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in scores.items()))
+    short = [n for n, s in scores.items() if groups[n].get("rules") and s < GOAL]
+    return 1 if short else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

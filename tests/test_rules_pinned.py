@@ -1,0 +1,170 @@
+"""Rules pinned by hand-derived values: each test would fail under one realistic slip.
+
+Every expected value here is worked out by hand from the kernel/QEMU rule named in the test's
+docstring, never read back from the engine.  `make mutants` (mutation/run.py) checks that
+these tests notice the slips they are written against.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from engine.files.session import MigrationCfg
+from engine.kvm import dirtylog as DL
+from engine.kvm.memslots import Memslots
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.migration.precopy import Migration, SlotMig
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.util.errors import KvmError
+
+G4K = Geometry(4096, 40)
+BASE = 0x40000000
+BGFN = BASE >> 12
+
+
+def _ring_vm(ring: int = 256, npages: int = 512) -> VM:
+    vm = VM(G4K, Tracking("ring", "range", ring), nr_vcpus=1)
+    vm.set_memslot(0, BASE, npages * 4096, slot_flags(log_dirty=True), 4096, populate=True)
+    return vm
+
+
+# -- dirty ring: the soft-full exit ------------------------------------------------------------
+
+
+def test_writes_that_exactly_fill_the_ring_stop_the_vcpu():
+    """virt/kvm/dirty_ring.c (Linux 6.12): kvm_dirty_ring_soft_full() is ``used >= soft_limit``
+    and soft_limit = size - KVM_DIRTY_RING_RSVD_ENTRIES (64; kvm_cpu_dirty_log_size() is 0
+    on arm64).  A 256-entry ring (4 KiB, the smallest KVM takes) stops its vCPU after the
+    192nd push: 192 first writes to protected pages fill it exactly, so the vCPU exits
+    (ring_full) and nothing is held back."""
+    vm = _ring_vm()
+    res = vm.access(BGFN + np.arange(192), np.zeros(192, np.int64), np.ones(192, bool))
+    assert res.ring_full == {0}
+    assert res.deferred is not None and res.deferred.size == 0
+    assert vm.rings[0].used == 192 and vm.rings[0].soft_full
+
+
+def test_one_write_short_of_the_soft_limit_keeps_the_vcpu_running():
+    """Same rule, 191 pushes: used 191 < 192, no exit."""
+    vm = _ring_vm()
+    res = vm.access(BGFN + np.arange(191), np.zeros(191, np.int64), np.ones(191, bool))
+    assert res.ring_full == set()
+    assert vm.rings[0].used == 191 and not vm.rings[0].soft_full
+
+
+def test_the_write_after_the_soft_limit_waits_for_the_harvest():
+    """193 first writes into a 256-entry ring: the first 192 are pushed, the 193rd (index 192
+    of the batch) is held back until user space harvests and resets the ring."""
+    vm = _ring_vm()
+    res = vm.access(BGFN + np.arange(193), np.zeros(193, np.int64), np.ones(193, bool))
+    assert res.ring_full == {0}
+    assert res.deferred is not None and res.deferred.tolist() == [192]
+    assert vm.rings[0].used == 192
+
+
+# -- memslots: touching is fine, overlapping by one page is EEXIST -----------------------------
+
+
+def test_two_memslots_that_merely_touch_are_accepted():
+    """__kvm_set_memory_region (virt/kvm/kvm_main.c, 6.12): a new slot is refused with EEXIST
+    only if ``base < other.base + other.npages && other.base < base + npages`` — half-open
+    ranges, so [1 GiB, 1 GiB + 2 MiB) and [1 GiB + 2 MiB, ...) do not overlap."""
+    ms = Memslots(12, 40)
+    ms.set_user_memory_region(0, BASE, 2 << 20)
+    ms.set_user_memory_region(1, BASE + (2 << 20), 2 << 20)  # starts where slot 0 ends
+    ms.set_user_memory_region(2, BASE - (1 << 20), 1 << 20)  # ends where slot 0 starts
+    assert [(s.id, s.base_gfn) for s in ms.sorted()] == [
+        (2, BGFN - 256),
+        (0, BGFN),
+        (1, BGFN + 512),
+    ]
+
+
+@pytest.mark.parametrize(
+    "base",
+    [BASE + (2 << 20) - 4096, BASE - (1 << 20) + 4096],
+    ids=["starts-one-page-inside", "ends-one-page-inside"],
+)
+def test_memslots_overlapping_by_one_page_are_eexist(base):
+    """Same rule: one page in common on either side is an overlap (errno EEXIST), and the
+    refused call changes nothing."""
+    ms = Memslots(12, 40)
+    ms.set_user_memory_region(0, BASE, 2 << 20)
+    with pytest.raises(KvmError) as err:
+        ms.set_user_memory_region(1, base, 1 << 20)
+    assert err.value.errno_name == "EEXIST"
+    assert err.value.field == "guest_phys_addr"
+    assert [s.id for s in ms.sorted()] == [0]
+
+
+# -- eager split at enable ---------------------------------------------------------------------
+
+
+def test_eager_split_at_enable_splits_every_chunk_of_the_slot():
+    """kvm_mmu_split_memory_region (arch/arm64/kvm/mmu.c, 6.12) splits the whole slot when
+    logging is enabled with KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE set, chunk after chunk.  An
+    8 MiB slot backed by 2 MiB blocks is four chunks of 2 MiB: afterwards every one of its
+    2048 pages is an L3 page, write-protected, and a write to the last page of the last chunk
+    takes a permission fault (no block split)."""
+    vm = VM(G4K, Tracking("bitmap", "range", 4096, 2 << 20), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 8 << 20, 0, 2 << 20, populate=True)
+    level, _, desc = vm.pgt.lookup(np.array([BASE, BASE + (6 << 20)], np.int64))
+    assert level.tolist() == [2, 2]  # blocks before logging
+    vm.set_memslot(0, BASE, 8 << 20, slot_flags(log_dirty=True), 2 << 20)
+    ipa = BASE + np.arange(2048, dtype=np.int64) * 4096
+    level, _, desc = vm.pgt.lookup(ipa)
+    assert (level == 3).all()
+    assert D.is_valid(desc).all() and not D.is_writable(desc).any()
+    res = vm.access(np.array([BGFN + 2047]), np.zeros(1, np.int64), np.ones(1, bool))
+    assert vm.stats["block_splits"] == 0
+    assert res.faults.tolist() == [1]
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert DL.bitmap_pages(words).tolist() == [2047]
+
+
+# -- migration: the switchover threshold and the final verification -----------------------------
+
+
+def _migration(**cfg) -> Migration:
+    sim = SimpleNamespace(vm=SimpleNamespace(page_size=4096, slots={}), message=lambda *_: None)
+    return Migration(sim, MigrationCfg(**cfg), clear_chunk=1 << 30)
+
+
+def test_switchover_threshold_is_bandwidth_times_downtime_in_seconds():
+    """QEMU migration/migration.c (9.x) migration_update_counters: threshold_size =
+    bandwidth (bytes/ms) × downtime_limit (ms).  With 128 MiB/s and 300 ms that is
+    134 217 728 × 0.300 = 40 265 318.4 bytes (not 39 321 600 as ms/1024 would give)."""
+    assert _migration(bandwidth=128 << 20, downtime_limit_ms=300).threshold_bytes == pytest.approx(
+        40_265_318.4, abs=1e-6
+    )
+    assert _migration(bandwidth=1e9 / 8, downtime_limit_ms=1000).threshold_bytes == 125e6
+
+
+def test_verification_flags_every_destination_page_that_differs():
+    """The migration is correct when every destination page holds the source's version at
+    switchover (DESIGN.md).  Pages differ here in three ways — destination older and sent,
+    destination older and never sent, destination newer — and each one is a mismatch."""
+    mig = _migration()
+    src = np.array([3, 3, 3, 3, 3, 0], np.uint32)
+    dest = np.array([3, 2, 3, 0, 5, 0], np.uint32)  # pages 1, 3, 4 differ
+    last_sent = np.array([1, 1, 2, -1, 1, -1], np.int16)
+    mig.vm.slots[7] = SimpleNamespace(version=src)
+    mig.slots[7] = SlotMig(np.zeros(1, np.uint64), dest, last_sent)
+    got = mig.verify()
+    assert got["pages_checked"] == 6 and got["mismatches"] == 3
+    assert [(e["page"], e["source"], e["dest"]) for e in got["examples"]] == [
+        (1, 3, 2),
+        (3, 3, 0),
+        (4, 3, 5),
+    ]
+
+
+def test_verification_of_identical_memory_has_no_mismatch():
+    mig = _migration()
+    mig.vm.slots[0] = SimpleNamespace(version=np.array([1, 2, 3], np.uint32))
+    mig.slots[0] = SlotMig(np.zeros(1, np.uint64), np.array([1, 2, 3], np.uint32), None)
+    assert mig.verify() == {"pages_checked": 3, "mismatches": 0}

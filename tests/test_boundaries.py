@@ -43,18 +43,6 @@ def test_ring_soft_limit(size, soft_limit, step):
     assert ring.room() == (1 if step == -1 else 0)
 
 
-@pytest.mark.parametrize("entries, ok", [(127, False), (128, True), (192, False), (1024, True)])
-def test_ring_size_is_a_power_of_two_holding_the_reserved_entries(entries, ok):
-    """kvm_vm_ioctl_enable_dirty_log_ring: the size must be a power of two and hold more than
-    the 64 reserved entries (the engine asks for twice that: 128 entries)."""
-    if ok:
-        assert DirtyRing(entries).size == entries
-    else:
-        with pytest.raises(ConfigError) as err:
-            DirtyRing(entries)
-        assert err.value.field == "tracking.ring_entries"
-
-
 # -- KVM_CLEAR_DIRTY_LOG alignment -------------------------------------------------------------
 
 NPAGES = 4096 + 37  # the slot's last word is partial

@@ -36,33 +36,38 @@ def _ring_vm(ring: int = 256, npages: int = 512) -> VM:
 
 
 def test_writes_that_exactly_fill_the_ring_stop_the_vcpu():
-    """virt/kvm/dirty_ring.c (Linux 6.12): kvm_dirty_ring_soft_full() is ``used >= soft_limit``
-    and soft_limit = size - KVM_DIRTY_RING_RSVD_ENTRIES (64; kvm_cpu_dirty_log_size() is 0
-    on arm64).  A 256-entry ring (4 KiB, the smallest KVM takes) stops its vCPU after the
-    192nd push: 192 first writes to protected pages fill it exactly, so the vCPU exits
-    (ring_full) and nothing is held back."""
+    """virt/kvm/dirty_ring.c (Linux v6.17): kvm_dirty_ring_soft_full() is ``used >=
+    soft_limit`` and soft_limit = size - KVM_DIRTY_RING_RSVD_ENTRIES (64;
+    kvm_cpu_dirty_log_size() is 0 on arm64).  A 256-entry ring (4 KiB, the smallest KVM takes
+    with 4K pages) is full after the 192nd push: 192 first writes to protected pages fill it
+    exactly, so the vCPU exits with KVM_EXIT_DIRTY_RING_FULL.  The push that filled it came
+    from the fault of write 192 (batch index 191), whose store is retried after the reset
+    (kvm_dirty_ring_check_request): 191 stores done, that one write deferred."""
     vm = _ring_vm()
     res = vm.access(BGFN + np.arange(192), np.zeros(192, np.int64), np.ones(192, bool))
     assert res.ring_full == {0}
-    assert res.deferred is not None and res.deferred.size == 0
     assert vm.rings[0].used == 192 and vm.rings[0].soft_full
+    assert res.faults.tolist() == [192] and res.applied_writes == 191
+    assert res.deferred is not None and res.deferred.tolist() == [191]
 
 
 def test_one_write_short_of_the_soft_limit_keeps_the_vcpu_running():
-    """Same rule, 191 pushes: used 191 < 192, no exit."""
+    """Same rule, 191 pushes: used 191 < 192, no exit, every store done."""
     vm = _ring_vm()
     res = vm.access(BGFN + np.arange(191), np.zeros(191, np.int64), np.ones(191, bool))
     assert res.ring_full == set()
     assert vm.rings[0].used == 191 and not vm.rings[0].soft_full
+    assert res.applied_writes == 191
+    assert res.deferred is None or res.deferred.size == 0
 
 
-def test_the_write_after_the_soft_limit_waits_for_the_harvest():
-    """193 first writes into a 256-entry ring: the first 192 are pushed, the 193rd (index 192
-    of the batch) is held back until user space harvests and resets the ring."""
+def test_the_writes_after_the_soft_limit_wait_for_the_harvest():
+    """193 first writes into a 256-entry ring: 192 pushes fill it; the filling write (index
+    191) and the one after it (192) wait for user space to harvest and reset the ring."""
     vm = _ring_vm()
     res = vm.access(BGFN + np.arange(193), np.zeros(193, np.int64), np.ones(193, bool))
     assert res.ring_full == {0}
-    assert res.deferred is not None and res.deferred.tolist() == [192]
+    assert res.deferred is not None and res.deferred.tolist() == [191, 192]
     assert vm.rings[0].used == 192
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -87,9 +85,17 @@ def test_create_move_flags_delete_and_no_op():
 )
 def test_find_matches_a_plain_loop(layout, gfns):
     m = Memslots(12, 40)
+    accepted: list[tuple[int, int]] = []  # [start, end) in MiB, by hand
     for i, (chunk, n) in enumerate(layout):
-        with contextlib.suppress(KvmError):  # overlapping: refused, as it should be
+        overlaps = any(chunk < end and start < chunk + n for start, end in accepted)
+        if overlaps:  # half-open ranges: touching is fine, one common MiB is EEXIST
+            with pytest.raises(KvmError) as e:
+                m.set_user_memory_region(i, chunk * (1 << 20), n * (1 << 20))
+            assert e.value.errno_name == "EEXIST"
+        else:
             m.set_user_memory_region(i, chunk * (1 << 20), n * (1 << 20))
+            accepted.append((chunk, chunk + n))
+    assert len(m) == len(accepted)
     g = np.array(gfns, dtype=np.int64)
     got = m.find(g)
     ordered = m.sorted()

@@ -297,7 +297,10 @@ class SettingsEditor(_Editor):
         self.strategy.addItems(["range", "masked-skip", "visitor", "rmap"])
         self.compare = QCheckBox("compare every strategy on each harvest")
         self.eager = QLineEdit()
-        self.eager.setToolTip("KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, e.g. 2MiB; 0 = off")
+        self.eager.setToolTip(
+            "KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: 0 (off) or a block size of the granule "
+            "(4K: 4KiB, 2MiB, 1GiB; 16K: 16KiB, 32MiB; 64K: 64KiB, 512MiB); others: EINVAL"
+        )
         self.policy = QComboBox()
         self.policy.addItems(["qemu", "xen"])
         self.bandwidth = QLineEdit()

@@ -549,3 +549,39 @@ def test_perftest_overlap_and_eager_split(capsys):
     )
     assert code == 0
     assert "guest physical test memory: [0xfff7e00000, 0xffffe00000)" in lines
+
+
+@pytest.mark.parametrize(("init_set", "expected"), [(False, []), (True, list(range(70)))])
+def test_readonly_logging_slot_has_a_bitmap(init_set, expected):
+    """kvm_prepare_memory_region allocates a bitmap for any slot with LOG_DIRTY_PAGES, a
+    READONLY one included (all ones with manual protect + INITIALLY_SET), while arm64's
+    memslot_is_logging() is false for it (no write protection): GET answers (ENOENT only
+    without the flag)."""
+    mode = "manual-clear" if init_set else "bitmap"
+    vm = VM(G4, Tracking(mode, initially_set=init_set))
+    flags = slot_flags(log_dirty=True, readonly=True)
+    vm.set_memslot(0, BASE, 70 * 4096, flags, populate=True)
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert DL.bitmap_pages(words).tolist() == expected
+    assert not desc_of(vm, BGFN + 3)[1] & D.S2AP_W  # read-only slot, mapped read-only
+    vm.set_memslot(0, BASE, 70 * 4096, slot_flags(readonly=True))
+    with pytest.raises(KvmError, match="ENOENT"):
+        DL.get_dirty_log(vm, 0)
+
+
+def test_ring_entries_past_a_slot_that_shrank_are_dropped():
+    """QEMU's kvm_dirty_ring_mark_page (accel/kvm/kvm-all.c) ignores an offset at or past
+    the slot's size (a slot deleted and re-created smaller under the same id)."""
+    sim = Simulation.from_dict(
+        {
+            "format": "dirtylog-session",
+            "version": 2,
+            "tracking": {"mode": "ring"},
+            "memslots": [{"id": 0, "base": "0x40000000", "size": "256KiB", "flags": ["log_dirty"]}],
+            "migration": {"bandwidth": "1GiB/s"},
+        }
+    )
+    sim.advance(1)
+    m = sim.migration
+    m.add_ring_pages(np.array([0, 0], dtype=np.uint32), np.array([63, 64], dtype=np.uint64))
+    assert [p.tolist() for p in m.ring_pending[0]] == [[63]]

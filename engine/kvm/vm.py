@@ -207,8 +207,10 @@ class VM:
                 self.populate(new.id)
         elif change == MemslotChange.MOVE and new is not None:
             # kvm_prepare_memory_region: a slot that logs before and after keeps its bitmap
-            keep = state.logging and new.log_dirty and not new.readonly
-            self.slots[new.id] = SlotState(new, state.version, state.bitmap if keep else None, keep)
+            keep = new.log_dirty and state.bitmap is not None
+            self.slots[new.id] = SlotState(
+                new, state.version, state.bitmap if keep else None, keep and not new.readonly
+            )
         elif change == MemslotChange.FLAGS_ONLY and new is not None:
             self.slots[new.id].slot = new
         if new is not None and change != MemslotChange.NONE:
@@ -230,15 +232,23 @@ class VM:
     # -- logging on/off ----------------------------------------------------------------------
 
     def _sync_logging(self, st: SlotState) -> None:
+        """Logging follows KVM_MEM_LOG_DIRTY_PAGES.  A READONLY slot with the flag gets a
+        bitmap too (``kvm_prepare_memory_region`` allocates it, all ones with INITIALLY_SET)
+        but is never write-protected (``memslot_is_logging`` is false for it, mmu.c v6.17):
+        its GET answers instead of ENOENT."""
+        from engine.kvm.dirtylog import disable_logging, enable_logging, set_all
+
         want = st.slot.log_dirty and not st.slot.readonly
         if want and not st.logging:
-            from engine.kvm.dirtylog import enable_logging
-
             enable_logging(self, st)
         elif st.logging and not want:
-            from engine.kvm.dirtylog import disable_logging
-
             disable_logging(self, st)
+        if st.slot.log_dirty and st.slot.readonly and st.bitmap is None:
+            st.bitmap = np.zeros(st.nwords, dtype=U64)
+            if self.tracking.manual and self.tracking.initially_set:
+                set_all(st.bitmap, st.slot.npages)
+        elif not st.slot.log_dirty:
+            st.bitmap = None
 
     def slot_of_ipa(self, ipa: int) -> SlotState | None:
         idx = self.memslots.find(np.array([ipa >> self.page_shift], dtype=np.int64))[0]

@@ -426,8 +426,10 @@ class Migration:
     def add_ring_pages(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         """Entries the reaper collected from the rings, to go into the next sync."""
         for sid in unique_fast(slots):
-            if int(sid) in self.slots:
-                self.ring_pending.setdefault(int(sid), []).append(offsets[slots == sid])
+            m = self.slots.get(int(sid))
+            if m is not None:  # an offset past a slot that shrank is dropped, as QEMU does
+                offs = offsets[slots == sid]
+                self.ring_pending.setdefault(int(sid), []).append(offs[offs < m.dest.size])
 
     # -- rounds, auto-converge ----------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine.cli import bench, export, kvm, perftest, run, tables
+from engine.cli import bench, export, kvm, perftest, run, sweep, tables
 from engine.util.errors import DirtylogError
 
-SUBCOMMANDS = (tables, run, export, perftest, bench, kvm)
+SUBCOMMANDS = (tables, run, export, perftest, bench, kvm, sweep)
 """Each module adds its subparser with ``add_parser``; none of them imports this one."""
 
 EXIT_USAGE = 2

@@ -56,6 +56,8 @@ def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
     rate = _parse_rate_text(value, field, page_size=None)
     if rate[1] != "bytes":
         raise ConfigError(field, f"expected a bandwidth in bytes or bits per second, got {value!r}")
+    if rate[0] <= 0:
+        raise ConfigError(field, f"a bandwidth must be positive, got {value!r}")
     return rate[0]
 
 

@@ -1,0 +1,194 @@
+"""``dirtylog sweep``: a grid of migrations over session fields, run on Dask distributed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from engine.files.session import save_session_file
+from engine.sweep.cluster import check_address, local_client, plan_local, remote_client
+from engine.sweep.grid import Axis, Point, make_points, parse_vary, relative_paths, seed_axis
+from engine.sweep.rows import output_kind, read_rows, write_rows
+from engine.sweep.runner import Row, SweepRun
+from engine.sweep.spec import load_start
+from engine.util.errors import ConfigError
+
+WRITE_EVERY_S = 2.0  # rows on disk at least this often while running (and at the end)
+EXIT_INTERRUPTED = 130
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    out = args.out or args.resume
+    if out is None:
+        raise ConfigError("--out", "is required: the CSV or JSON file for the rows")
+    output_kind(out)
+    if args.scheduler:
+        check_address(args.scheduler)
+    start = load_start(args.session)
+    axes = [parse_vary(v) for v in (*start.vary, *(args.vary or []))]
+    seeds = args.seeds if args.seeds is not None else start.seeds
+    if seeds is not None:
+        axes.append(seed_axis(int(start.base.get("seed", 0)), seeds))
+    points = make_points(start.base, axes)
+    done = _resumed_rows(args.resume, points) if args.resume else {}
+    if args.sessions:
+        write_sessions(Path(args.sessions), points)
+    pending = [p for p in points if p.digest not in done]
+    rows: list[Row] = list(done.values())
+    writer = _RowWriter(Path(out), axes, str(start.session_path), rows)
+    say = (lambda *_: None) if args.quiet else _stderr
+    if done:
+        say(f"resuming: {len(done)} of {len(points)} points already in {args.resume}")
+    finished = True
+    if pending:
+        finished = _run(args, pending, writer, say, len(points))
+    writer.flush()
+    counts = Counter(str(r.get("outcome")) for r in rows)
+    say(
+        f"{len(rows)} of {len(points)} points: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        + f"; rows in {out}"
+    )
+    if not finished:
+        say(f"interrupted: the rest runs with --resume {out}")
+        return EXIT_INTERRUPTED
+    return 1 if any(_int(r.get("mismatches")) for r in rows) else 0
+
+
+def _run(args, pending: list[Point], writer: _RowWriter, say, total: int) -> bool:
+    from tqdm import tqdm
+
+    if args.scheduler:
+        client_cm = remote_client(args.scheduler, pending)
+        say(f"{len(pending)} points on the cluster at {args.scheduler}")
+    else:
+        plan = plan_local(pending, args.workers)
+        client_cm = local_client(plan.workers)
+        say(
+            f"{len(pending)} points on {plan.note}; about "
+            f"{plan.point_bytes / 2**30:.2f} GiB per point (estimate)"
+        )
+    bar = tqdm(
+        total=total,
+        initial=total - len(pending),
+        unit="point",
+        desc="sweep",
+        file=sys.stderr,
+        disable=True if args.quiet else None,
+        smoothing=0.1,
+    )
+
+    def on_row(row: Row) -> None:
+        writer.add(row)
+        bar.update(1)
+
+    try:
+        with client_cm as client:
+            run = SweepRun(client, pending, on_row)
+            try:
+                return run.run()
+            except KeyboardInterrupt:
+                run.cancel()
+                return False
+    finally:
+        bar.close()
+
+
+def write_sessions(directory: Path, points: list[Point]) -> None:
+    """``point-NNNN.json`` per point, trace paths relative to ``directory``: each replays
+    with ``dirtylog run``."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("--sessions", f"{directory}: cannot create ({exc.strerror})") from None
+    width = max(4, len(str(len(points))))
+    for p in points:
+        save_session_file(
+            directory / f"point-{p.index:0{width}d}.json", relative_paths(p.session, directory)
+        )
+
+
+def _resumed_rows(path: str, points: list[Point]) -> dict[str, Row]:
+    """Rows of ``path`` whose session digest is a point of this grid, renumbered to it; a
+    missing file resumes nothing."""
+    if not Path(path).exists():
+        return {}
+    index = {p.digest: p.index for p in points}
+    kept: dict[str, Row] = {}
+    for r in read_rows(path):
+        digest = str(r.get("session_sha256"))
+        if digest in index:
+            kept[digest] = {**r, "point": index[digest]}
+    return kept
+
+
+class _RowWriter:
+    """Collects rows and rewrites the output file at most every WRITE_EVERY_S, and on flush."""
+
+    def __init__(self, path: Path, axes: list[Axis], session: str, rows: list[Row]) -> None:
+        self.path, self.axes, self.session, self.rows = path, axes, session, rows
+        self.last = time.monotonic()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        if time.monotonic() - self.last >= WRITE_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        write_rows(self.path, self.rows, self.axes, self.session)
+        self.last = time.monotonic()
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="what-if grid: run a session over values of its fields on Dask, one row per point",
+        description="Run the cartesian product of varied session fields, each point exactly "
+        "as `dirtylog run` would run its session, on Dask distributed (a local cluster of "
+        "worker processes, or an existing cluster). Every point is validated before anything "
+        "runs. Rows: the varied values, outcome, reason, rounds, downtime_ms, total_time_ms, "
+        "transferred_bytes, throttle_pct (modelled), mismatches, wall_s_measured (measured). "
+        "Ctrl-C cancels and keeps the rows finished so far. Exit status: 0 when every point "
+        "verified, 1 when one had mismatches, 2 on invalid input, 130 when interrupted.",
+    )
+    p.add_argument("session", help="session file, or a sweep file (resources/sweeps/*.json)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        metavar="FIELD=VALUES",
+        help="a session field path and its values: V1,V2,... (e.g. tracking.mode=bitmap,ring; "
+        "migration.auto_converge=false,true) or a range A..B[UNIT]:N, log:A..B[UNIT]:N "
+        "(e.g. migration.bandwidth=log:1..25Gbit/s:9, workloads[0].rate=1000..50000 pages/s:5); "
+        "repeat for more axes",
+    )
+    p.add_argument("--seeds", type=int, metavar="K", help="also vary seed over K seeds")
+    p.add_argument("--out", metavar="FILE", help="rows as .csv or .json")
+    p.add_argument(
+        "--sessions", metavar="DIR", help="also write each point's session as DIR/point-NNNN.json"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="run on this existing Dask cluster"
+    )
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="local worker processes (default: cores that fit)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="skip the points whose rows are already in FILE (a previous --out; the default --out)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,161 @@
+"""Where a sweep runs: a Dask ``LocalCluster`` of worker processes sized to this machine, or an
+existing Dask cluster reached through its scheduler's address.
+
+A local cluster gets one single-threaded worker process per usable core, fewer when the
+largest point's memory estimate (``Simulation``'s ``estimate_bytes``) times the workers would
+not fit in what the machine has available; ``--workers N`` asks for N and is refused, with the
+number that fits, when N would not fit.  Against an existing cluster the estimate must fit each
+worker's own memory limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from engine.files.session import parse_session
+from engine.migration.simulation import available_bytes, estimate_bytes
+from engine.sweep.grid import Point
+from engine.util.errors import ConfigError
+
+CONNECT_TIMEOUT_S = 10
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def point_bytes(points: list[Point]) -> int:
+    """The largest memory estimate of one point's run, in bytes (as ``dirtylog run`` builds it)."""
+    return max(estimate_bytes(parse_session(p.session), track_last_sent=False) for p in points)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many local worker processes, and why."""
+
+    workers: int
+    point_bytes: int
+    available_bytes: int | None
+    note: str
+
+
+def plan_local(points: list[Point], requested: int | None) -> WorkerPlan:
+    """Local worker count: ``requested`` if it fits, else the cores (and the points) that fit.
+    ConfigError when one point alone does not fit or ``requested`` is more than fits."""
+    need, have = point_bytes(points), available_bytes()
+    cores = usable_cores()
+    fit = cores * 64 if have is None else have // need
+    gib = 2.0**30
+    if fit < 1:
+        raise ConfigError(
+            "memslots",
+            f"one point of this sweep needs about {need / gib:.1f} GiB but only "
+            f"{(have or 0) / gib:.1f} GiB is available on this machine",
+        )
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError("--workers", f"must be at least 1, got {requested}")
+        if requested > fit:
+            raise ConfigError(
+                "--workers",
+                f"{requested} workers × {need / gib:.2f} GiB per point need "
+                f"{requested * need / gib:.1f} GiB but {(have or 0) / gib:.1f} GiB is "
+                f"available; this machine can run {fit} (--workers {fit})",
+            )
+        return WorkerPlan(requested, need, have, f"{requested} local workers (--workers)")
+    n = max(1, min(cores, fit, len(points)))
+    why = f"{n} local workers ({cores} cores"
+    if fit < cores:
+        why += f"; memory fits {fit} at {need / gib:.2f} GiB per point"
+    return WorkerPlan(n, need, have, why + ")")
+
+
+@contextlib.contextmanager
+def local_client(workers: int) -> Iterator[object]:
+    """A Client on a new LocalCluster of ``workers`` single-threaded worker processes on
+    127.0.0.1 (no dashboard), closed on exit.  The workers ignore SIGINT: Ctrl-C is the
+    caller's to handle (it cancels the sweep), not a crash in every worker."""
+    from distributed import Client, LocalCluster
+
+    with _sigint_ignored():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def remote_client(address: str, points: list[Point]) -> Iterator[object]:
+    """A Client on the existing cluster at ``address`` (``tcp://HOST:PORT``), after checking it
+    has workers and that a point's estimate fits each one's memory limit."""
+    from distributed import Client
+
+    check_address(address)
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError("--scheduler", f"cannot reach {address} ({exc})") from None
+    try:
+        _check_remote(client, address, point_bytes(points))
+        yield client
+    finally:
+        client.close()
+
+
+def check_address(address: str) -> None:
+    """ConfigError unless ``address`` looks like a scheduler address (``tcp://HOST:PORT``)."""
+    if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        raise ConfigError(
+            "--scheduler", f"expected an address such as tcp://HOST:8786, got {address!r}"
+        )
+
+
+def _check_remote(client, address: str, need: int) -> None:
+    workers = client.scheduler_info().get("workers", {})
+    if not workers:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise ConfigError("--scheduler", f"the scheduler at {address} has no workers") from None
+        workers = client.scheduler_info().get("workers", {})
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    small = [lim for lim in limits if 0 < lim < need]
+    if small:
+        raise ConfigError(
+            "--scheduler",
+            f"a point needs about {need / 2**30:.2f} GiB but {len(small)} of the "
+            f"{len(limits)} workers at {address} have a memory limit of "
+            f"{min(small) / 2**30:.2f} GiB",
+        )
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes are spawned (they inherit it), if we may."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -1,0 +1,539 @@
+"""dirtylog sweep: grids, validation, worker sizing, rows, and identity with dirtylog run on a
+local Dask cluster and on a real scheduler + worker started on 127.0.0.1.
+
+Expected values are worked out by hand (range values, grid order, worker counts) or taken from
+``dirtylog run`` of the very session file the sweep wrote, at the same commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli.main import main
+from engine.migration.precopy import without_measured
+from engine.sweep import cluster
+from engine.sweep.grid import (
+    Axis,
+    expand_values,
+    make_points,
+    parse_path,
+    parse_vary,
+    resolve_paths,
+    seed_axis,
+    set_field,
+)
+from engine.sweep.rows import read_rows, write_rows
+from engine.util.errors import ConfigError
+
+TINY = {
+    "format": "dirtylog-session",
+    "version": 2,
+    "name": "tiny",
+    "seed": 3,
+    "vcpus": 1,
+    "memslots": [
+        {
+            "id": 0,
+            "name": "ram",
+            "base": "0x40000000",
+            "size": "16MiB",
+            "flags": ["log_dirty"],
+            "backing": "4KiB",
+        }
+    ],
+    "workloads": [
+        {
+            "name": "w",
+            "kind": "hotcold",
+            "vcpu": 0,
+            "slot": 0,
+            "rate": "5000 pages/s",
+            "hot_fraction": 0.1,
+            "hot_share": 0.9,
+        }
+    ],
+    "migration": {
+        "policy": "qemu",
+        "bandwidth": "200Mbit/s",
+        "downtime_limit_ms": 30,
+        "timeout_s": 1,
+    },
+}
+VARY = [  # 4 points: one side of the convergence boundary and the other
+    "migration.bandwidth=100Mbit/s,1Gbit/s",
+    "tracking.mode=ring",
+    "migration.auto_converge=false,true",
+]
+RESULT_KEYS = {  # row column -> dirtylog run --json key
+    "outcome": ("outcome",),
+    "reason": ("reason",),
+    "rounds": ("rounds_count",),
+    "downtime_ms": ("downtime_ms",),
+    "total_time_ms": ("total_time_ms",),
+    "transferred_bytes": ("transferred_bytes",),
+    "throttle_pct": ("throttle_pct",),
+    "mismatches": ("verification", "mismatches"),
+}
+
+
+def _tiny_base() -> dict:
+    from engine.files.session import parse_session
+
+    return parse_session(json.loads(json.dumps(TINY))).model_dump(mode="json")
+
+
+# -- grid ---------------------------------------------------------------------------------------
+
+
+def test_linear_range_with_unit_gives_evenly_spaced_values():
+    # (10 - 1) / 4 = 2.25 apart
+    assert expand_values("1..10Gbit/s:5", "f") == (
+        "1Gbit/s",
+        "3.25Gbit/s",
+        "5.5Gbit/s",
+        "7.75Gbit/s",
+        "10Gbit/s",
+    )
+
+
+def test_log_range_is_geometric():
+    assert expand_values("log:1..100:3", "f") == (1, 10, 100)
+    assert expand_values("log:30..1000:2", "f") == (30, 1000)
+    # 10^(1/3) = 2.15443469...; rounded to 6 significant digits
+    assert expand_values("log:1..10MiB/s:4", "f") == (
+        "1MiB/s",
+        "2.15443MiB/s",
+        "4.64159MiB/s",
+        "10MiB/s",
+    )
+
+
+@pytest.mark.parametrize(
+    "spec, rule",
+    [
+        ("1..10:1", "2..10000 values"),  # one below the smallest count
+        ("log:0..10:3", "above zero"),
+        ("1Gbit/s..10MiB/s:3", "one unit"),
+        ("1,,2", "empty value"),
+        ("1.0..1.0000001:3", "repeat after rounding"),
+    ],
+)
+def test_bad_value_specs_are_refused_with_the_rule(spec, rule):
+    with pytest.raises(ConfigError, match=rule):
+        expand_values(spec, "migration.bandwidth")
+
+
+def test_two_values_is_the_smallest_range():
+    assert expand_values("1..2:2", "f") == (1, 2)
+
+
+def test_comma_values_are_typed_like_json():
+    axis = parse_vary("migration.auto_converge=true,false")
+    assert axis == Axis("migration.auto_converge", (True, False))
+    assert parse_vary("migration.downtime_limit_ms=30,300.5").values == (30, 300.5)
+    assert parse_vary("tracking.mode=bitmap,ring").values == ("bitmap", "ring")
+    assert parse_vary("workloads[0].rate=1 pages/s,2 pages/s").values == ("1 pages/s", "2 pages/s")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["migration.bandwidth", "=1,2", "migration.bandwidth=", "a..b=1,2", "[0].rate=1", "x=1,1"],
+)
+def test_malformed_vary_is_refused(text):
+    with pytest.raises(ConfigError):
+        parse_vary(text)
+
+
+def test_field_paths():
+    assert parse_path("workloads[0].rate") == ["workloads", 0, "rate"]
+    assert parse_path("seed") == ["seed"]
+    base = _tiny_base()
+    set_field(base, "workloads[0].rate", "1 pages/s")
+    assert base["workloads"][0]["rate"] == "1 pages/s"
+    with pytest.raises(ConfigError, match=r"workloads has 1 elements, so no \[1\]"):
+        set_field(base, "workloads[1].rate", 1)
+    with pytest.raises(ConfigError, match="migration.bandwith: is not a field of this session"):
+        set_field(base, "migration.bandwith", 1)
+
+
+def test_points_are_the_product_first_axis_slowest():
+    axes = [
+        parse_vary(v)
+        for v in (
+            "migration.bandwidth=100Mbit/s,1Gbit/s",
+            "tracking.mode=bitmap,ring",
+            "migration.auto_converge=false,true",
+        )
+    ]
+    points = make_points(_tiny_base(), axes)
+    assert len(points) == 8
+    assert [p.index for p in points] == list(range(1, 9))
+    assert [dict(p.values)["migration.bandwidth"] for p in points] == ["100Mbit/s"] * 4 + [
+        "1Gbit/s"
+    ] * 4
+    assert [dict(p.values)["migration.auto_converge"] for p in points] == [False, True] * 4
+    p6 = points[5]  # 1Gbit/s, bitmap, true
+    assert p6.session["migration"]["bandwidth"] == "1Gbit/s"
+    assert p6.session["tracking"]["mode"] == "bitmap"
+    assert p6.session["migration"]["auto_converge"] is True
+    assert len({p.digest for p in points}) == 8
+
+
+def test_seeds_axis_counts_up_from_the_session_seed():
+    assert seed_axis(3, 3) == Axis("seed", (3, 4, 5))
+    with pytest.raises(ConfigError, match="--seeds"):
+        seed_axis(3, 0)
+
+
+def test_a_bad_point_is_named_with_its_field_before_anything_runs():
+    axes = [parse_vary("migration.bandwidth=1Gbit/s,0Gbit/s"), parse_vary("vcpus=1,2")]
+    with pytest.raises(ConfigError) as err:
+        make_points(_tiny_base(), axes)
+    assert str(err.value) == (
+        "point 3 of 4 (migration.bandwidth=0Gbit/s, vcpus=1): migration.bandwidth: "
+        "a bandwidth must be positive, got '0Gbit/s'"
+    )
+
+
+def test_a_bad_workload_value_is_named():
+    with pytest.raises(
+        ConfigError,
+        match=r"point 2 of 2 \(workloads\[0\].rate=2 bogus\): "
+        r"workloads\[0\].rate: unknown unit 'bogus'",
+    ):
+        make_points(_tiny_base(), [parse_vary("workloads[0].rate=2 pages/s,2 bogus")])
+
+
+def test_same_field_twice_is_refused():
+    with pytest.raises(ConfigError, match="varied twice"):
+        make_points(_tiny_base(), [parse_vary("seed=1,2"), parse_vary("seed=3,4")])
+
+
+def test_trace_paths_become_absolute(tmp_path):
+    base = {"workloads": [{"kind": "trace", "path": "t.csv", "name": "t"}], "events": []}
+    out = resolve_paths(base, tmp_path)
+    assert out["workloads"][0]["path"] == str((tmp_path / "t.csv").resolve())
+    assert base["workloads"][0]["path"] == "t.csv"
+
+
+# -- worker sizing ------------------------------------------------------------------------------
+
+
+def _sized(monkeypatch, have: int, cores: int):
+    points = make_points(_tiny_base(), [parse_vary("seed=1,2,3,4")])
+    need = cluster.point_bytes(points)
+    monkeypatch.setattr(cluster, "available_bytes", lambda: have(need) if callable(have) else have)
+    monkeypatch.setattr(cluster, "usable_cores", lambda: cores)
+    return points, need
+
+
+def test_workers_default_to_cores_when_memory_fits(monkeypatch):
+    points, need = _sized(monkeypatch, lambda need: 4 * need, 2)
+    assert cluster.plan_local(points, None).workers == 2
+
+
+def test_workers_shrink_to_what_memory_fits(monkeypatch):
+    # room for exactly 2 points, one byte short of 3
+    points, need = _sized(monkeypatch, lambda need: 3 * need - 1, 4)
+    plan = cluster.plan_local(points, None)
+    assert plan.workers == 2
+    assert "memory fits 2" in plan.note
+    assert cluster.plan_local(points, 2).workers == 2
+    with pytest.raises(ConfigError, match=r"this machine can run 2 \(--workers 2\)"):
+        cluster.plan_local(points, 3)
+
+
+def test_a_point_larger_than_memory_is_refused(monkeypatch):
+    points, need = _sized(monkeypatch, lambda need: need - 1, 2)
+    with pytest.raises(ConfigError, match="one point of this sweep needs about"):
+        cluster.plan_local(points, None)
+
+
+def test_workers_never_exceed_the_points(monkeypatch):
+    points, _ = _sized(monkeypatch, 1 << 50, 64)
+    assert cluster.plan_local(points, None).workers == 4
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", ["csv", "json"])
+def test_rows_round_trip(tmp_path, ext):
+    axes = [Axis("migration.auto_converge", (False, True)), Axis("tracking.mode", ("ring",))]
+    rows = [
+        {
+            "point": 2,
+            "migration.auto_converge": True,
+            "tracking.mode": "ring",
+            "outcome": "completed",
+            "reason": "1,000 bytes fit",
+            "rounds": 3,
+            "downtime_ms": 29.5,
+            "session_sha256": "b",
+        },
+        {
+            "point": 1,
+            "migration.auto_converge": False,
+            "tracking.mode": "ring",
+            "outcome": "error",
+            "reason": "x",
+            "rounds": "",
+            "downtime_ms": "",
+            "session_sha256": "a",
+        },
+    ]
+    path = tmp_path / f"rows.{ext}"
+    write_rows(path, rows, axes, "s.json")
+    back = read_rows(path)
+    assert [r["point"] for r in back] == [1, 2]
+    assert back[1]["migration.auto_converge"] is True
+    assert back[1]["reason"] == "1,000 bytes fit"
+    assert back[1]["downtime_ms"] == 29.5
+    assert back[0]["rounds"] == ""
+
+
+def test_rows_of_another_kind_are_refused(tmp_path):
+    (tmp_path / "x.json").write_text('{"format": "dirtylog-session"}')
+    with pytest.raises(ConfigError, match="is not a sweep's rows"):
+        read_rows(tmp_path / "x.json")
+
+
+# -- the CLI against dirtylog run ---------------------------------------------------------------
+
+
+def _digest(result: dict) -> str:
+    """sha256 of the run result without measured times, as sorted compact JSON."""
+    text = json.dumps(without_measured(result), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _without_wall(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k != "wall_s_measured"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The grid run once by `dirtylog sweep` on a local cluster of 2 worker processes."""
+    d = tmp_path_factory.mktemp("sweep")
+    session = d / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    argv = [
+        "sweep",
+        str(session),
+        "--out",
+        str(d / "rows.csv"),
+        "--sessions",
+        str(d / "pts"),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
+    for v in VARY:
+        argv += ["--vary", v]
+    assert main(argv) == 0
+    return d, session, argv
+
+
+def test_every_row_equals_dirtylog_run_of_its_written_session(local_sweep, tmp_path):
+    d, _, _ = local_sweep
+    rows = _csv_rows(d / "rows.csv")
+    assert [r["point"] for r in rows] == [str(i) for i in range(1, 5)]
+    files = sorted((d / "pts").glob("point-*.json"))
+    assert [f.name for f in files] == [f"point-{i:04d}.json" for i in range(1, 5)]
+    outcomes = set()
+    for row, f in zip(rows, files, strict=True):
+        out = tmp_path / f"{f.stem}.json"
+        assert main(["run", str(f), "--json", str(out), "--quiet"]) == 0
+        result = json.loads(out.read_text())
+        for col, keys in RESULT_KEYS.items():
+            want = result
+            for k in keys:
+                want = want[k]
+            assert row[col] == str(want), (f.name, col)
+        assert row["result_sha256"] == _digest(result), f.name
+        assert float(row["wall_s_measured"]) > 0
+        session = json.loads(f.read_text())
+        assert session["migration"]["bandwidth"] == row["migration.bandwidth"]
+        assert session["tracking"]["mode"] == row["tracking.mode"]
+        outcomes.add(row["outcome"])
+    assert outcomes == {"completed", "not-converged"}  # the grid crosses the boundary
+
+
+def test_a_real_scheduler_and_worker_give_the_same_rows(local_sweep, tmp_path):
+    d, session, argv = local_sweep
+    sched_file = tmp_path / "scheduler.json"
+    cmd = [sys.executable, "-m", "dask"]
+    common = dict(
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with contextlib.ExitStack() as stack:
+        sched = subprocess.Popen(
+            cmd
+            + [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            **common,
+        )
+        stack.callback(_stop, sched)
+        # the worker starts alongside and finds the scheduler through its file
+        worker = subprocess.Popen(
+            cmd
+            + [
+                "worker",
+                "--scheduler-file",
+                str(sched_file),
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--no-dashboard",
+            ],
+            **common,
+        )
+        stack.callback(_stop, worker)
+        address = _wait_for_address(sched_file, sched)
+        assert address.startswith("tcp://127.0.0.1:")
+        out = tmp_path / "remote.csv"
+        remote = [a for a in argv if a not in ("--workers", "2")]
+        remote[remote.index("--out") + 1] = str(out)
+        remote += ["--scheduler", address]
+        assert main(remote) == 0
+    assert _without_wall(_csv_rows(out)) == _without_wall(_csv_rows(d / "rows.csv"))
+
+
+def _wait_for_address(path: Path, proc: subprocess.Popen, timeout: float = 30) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "dask scheduler exited"
+        if path.exists():
+            with contextlib.suppress(ValueError):
+                return json.loads(path.read_text())["address"]
+        time.sleep(0.1)
+    raise AssertionError("dask scheduler did not write its address")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- interruption and resume (an in-process cluster: what matters is the CLI's handling) ---------
+
+
+@pytest.fixture
+def thread_cluster(monkeypatch):
+    """local_client replaced by a one-thread in-process cluster (fast to start)."""
+    from distributed import Client, LocalCluster
+
+    @contextlib.contextmanager
+    def fake(workers):
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as lc,
+            Client(lc) as c,
+        ):
+            yield c
+
+    monkeypatch.setattr("engine.cli.sweep.local_client", fake)
+
+
+def test_ctrl_c_keeps_finished_rows_and_resume_runs_only_the_rest(
+    tmp_path, monkeypatch, thread_cluster, capsys
+):
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    out = tmp_path / "rows.json"
+    argv = [
+        "sweep",
+        str(session),
+        "--vary",
+        "seed=1,2,3",
+        "--vary",
+        "migration.bandwidth=1Gbit/s",
+        "--out",
+        str(out),
+    ]
+    from engine.cli import sweep as sweep_cli
+
+    real_add = sweep_cli._RowWriter.add
+
+    def interrupted_after_first(self, row):
+        real_add(self, row)
+        raise KeyboardInterrupt  # Ctrl-C lands while the first row is handled
+
+    monkeypatch.setattr(sweep_cli._RowWriter, "add", interrupted_after_first)
+    assert main(argv) == 130
+    first = read_rows(out)
+    assert len(first) == 1
+    assert "interrupted: the rest runs with --resume" in capsys.readouterr().err
+
+    monkeypatch.setattr(sweep_cli._RowWriter, "add", real_add)
+    ran = []
+    real_run = sweep_cli.SweepRun.run
+
+    def counting(self):
+        ran.extend(p.index for p in self.points)
+        return real_run(self)
+
+    monkeypatch.setattr(sweep_cli.SweepRun, "run", counting)
+    assert main([*argv, "--resume", str(out)]) == 0
+    assert sorted(ran) == sorted({1, 2, 3} - {first[0]["point"]})
+    rows = read_rows(out)
+    assert [r["point"] for r in rows] == [1, 2, 3]
+    assert [r["seed"] for r in rows] == [1, 2, 3]
+    assert rows[first[0]["point"] - 1] == first[0]
+
+
+def test_cli_refusals_exit_2_with_one_sentence(tmp_path, capsys):
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    cases = [
+        (
+            ["--vary", "migration.bandwith=1,2", "--out", "x.csv"],
+            "migration.bandwith: is not a field of this session",
+        ),
+        (["--vary", "seed=1,2", "--out", "x.txt"], "the extension must be .csv or .json"),
+        (["--vary", "seed=1,2"], "--out: is required"),
+        (
+            ["--vary", "tracking.mode=bitmap,rings", "--out", "x.csv"],
+            "point 2 of 2 (tracking.mode=rings): tracking.mode: must be",
+        ),
+        (
+            ["--vary", "seed=1", "--out", "x.csv", "--scheduler", "localhost:1"],
+            "--scheduler: expected an address such as tcp://HOST:8786",
+        ),
+    ]
+    for extra, sentence in cases:
+        assert main(["sweep", str(session), *extra]) == 2
+        err = capsys.readouterr().err
+        assert sentence in err and err.count("\n") == 1, err

@@ -27,7 +27,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     data = json.loads(out.read_text())
     assert {"python", "numpy", "cpus"} <= set(data["machine"])
     figures = {f["id"]: f for f in data["figures"]}
-    ids = [1, 2, 3, 4, "5a", "5b", "5c", "5d", "5e", 6, 7, 8, 10]
+    ids = [1, 2, 3, 4, "5a", "5b", "5c", "5d", "5e", 6, 7, 8, 9, 10]
     assert sorted(figures, key=str) == sorted(ids, key=str)
     for f in figures.values():
         assert isinstance(f["value"], (int, float)), f

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.cli.bench_figure import Figure
 from engine.cli.bench_migration import fig_terabyte, realtime_figures
+from engine.cli.bench_sweep import fig_sweep
 from engine.kvm import dirtylog as DL
 from engine.kvm.reference import REFERENCES
 from engine.kvm.vm import VM, Tracking, slot_flags
@@ -212,6 +213,7 @@ def run_bench(quick: bool, report: Callable[[Figure], None] = lambda f: None) ->
         lambda: [fig_write_path(1 << 16 if quick else 1 << 20)],
         lambda: migration_figures(quick),
         lambda: app_figures(quick),
+        lambda: [fig_sweep(quick)],
     ]
     figures: list[Figure] = []
     for step in steps:
@@ -296,8 +298,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Measure every performance figure of the product, each next to its goal: "
         "enable logging and GET_DIRTY_LOG against a streaming copy of the same descriptors, "
         "vectorised strategies against plain references, the write path, the simulation's "
-        "real-time factor, a 1 TiB guest's memory, and the app's frame rate and event-loop "
-        "stalls. --quick runs small versions (for the test suite).",
+        "real-time factor, a 1 TiB guest's memory, the app's frame rate and event-loop "
+        "stalls, and a sweep's points per minute on 2 local Dask workers ÷ 1. --quick runs "
+        "small versions (for the test suite).",
     )
     p.add_argument("--json", metavar="OUT", help="write the machine and every figure as JSON")
     p.add_argument("--quick", action="store_true", help="small sizes: checks it runs, not goals")

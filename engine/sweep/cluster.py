@@ -94,6 +94,8 @@ def local_client(workers: int) -> Iterator[object]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # no dashboard; its plain HTTP routes on a free loopback port, not on 8787
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
         )
     try:

@@ -1,0 +1,434 @@
+"""Tools → Sweep: a what-if grid over the current session, run on Dask, shown as a map.
+
+Pick one or two axes (a session field and its values, written as for ``dirtylog sweep
+--vary``) and a metric; Run expands and validates the grid (a bad point is refused with the
+engine's sentence), then runs it with the same runner as the CLI (``engine.sweep``: a local
+cluster of worker processes sized to cores and memory) in a worker thread, so the GUI never
+waits.  The map fills in as rows arrive; Cancel stops the cluster's remaining points and keeps
+the rows.  Hover a cell for its row, click it to open that point as a session in the main
+window.  Export the map as PNG or SVG and the rows as CSV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.sweep_map import METRICS, SweepMap, build_grid, describe_row
+from engine.sweep.cluster import local_client, plan_local
+from engine.sweep.grid import Axis, Point, make_points, parse_vary, resolve_paths
+from engine.sweep.rows import write_rows
+from engine.sweep.runner import SweepRun
+from engine.util.errors import DirtylogError
+
+ClientFactory = Callable[[int], contextlib.AbstractContextManager[Any]]
+DEFAULT_AXES = (
+    ("migration.bandwidth", "log:1..25Gbit/s:6"),
+    ("migration.downtime_limit_ms", "log:30..1000:5"),
+)
+COMMON_FIELDS = (
+    "migration.bandwidth",
+    "migration.downtime_limit_ms",
+    "migration.auto_converge",
+    "migration.policy",
+    "tracking.mode",
+    "tracking.strategy",
+    "seed",
+)
+NO_AXIS = "(none)"
+
+
+class SweepWorker(QObject):
+    """Runs the points on a Dask client in its own thread; rows and the end come back as
+    signals (queued to the GUI thread)."""
+
+    row = Signal(object)
+    finished = Signal(bool, str)  # all done, the error sentence ("" when none)
+
+    def __init__(self, points: list[Point], workers: int, client_factory: ClientFactory):
+        super().__init__()
+        self.points, self.workers, self.client_factory = points, workers, client_factory
+        self._run: SweepRun | None = None
+        self._cancelled = False
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            with self.client_factory(self.workers) as client:
+                self._run = SweepRun(client, self.points, self.row.emit)
+                if self._cancelled:
+                    self._run.cancel()
+                done = self._run.run()
+        except DirtylogError as exc:
+            self.finished.emit(False, str(exc))
+            return
+        except Exception as exc:  # a bug or a cluster failure: reported, never raised into Qt
+            self.finished.emit(False, f"the sweep stopped: {type(exc).__name__}: {exc}")
+            return
+        self.finished.emit(done, "")
+
+    def cancel(self) -> None:
+        """Thread-safe: cancel the remaining points (or, before the cluster is up, all)."""
+        self._cancelled = True
+        if self._run is not None:
+            self._run.cancel()
+
+
+class _AxisPicker(QWidget):
+    def __init__(self, fields: list[str], field: str, values: str, optional: bool) -> None:
+        super().__init__()
+        self.field = QComboBox()
+        self.field.setEditable(True)
+        self.field.addItems(([NO_AXIS] if optional else []) + fields)
+        self.field.setCurrentText(field)
+        self.field.setToolTip("a session field path, e.g. migration.bandwidth or workloads[0].rate")
+        self.values = QLineEdit(values)
+        self.values.setToolTip(
+            "V1,V2,... or a range A..B[UNIT]:N, log:A..B[UNIT]:N (e.g. log:1..25Gbit/s:6)"
+        )
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.field, 2)
+        lay.addWidget(self.values, 3)
+
+    def axis(self) -> Axis | None:
+        field = self.field.currentText().strip()
+        if field in ("", NO_AXIS):
+            return None
+        return parse_vary(f"{field}={self.values.text()}")
+
+
+class SweepWindow(QMainWindow):
+    """The sweep tool over ``session`` (a session dict; trace paths relative to ``base_dir``).
+    ``open_point(session)`` opens a point's session; ``client_factory(workers)`` gives the
+    Dask client (default: a local cluster of worker processes)."""
+
+    def __init__(
+        self,
+        session: dict[str, Any],
+        base_dir: Path | None,
+        open_point: Callable[[dict[str, Any]], None],
+        client_factory: ClientFactory = local_client,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Sweep — {session.get('name', 'session')}")
+        self.base = resolve_paths(session, base_dir) if base_dir else dict(session)
+        self.open_point = open_point
+        self.client_factory = client_factory
+        self.points: list[Point] = []
+        self.axes: list[Axis] = []
+        self.rows: list[dict[str, Any]] = []
+        self.sweep_thread: QThread | None = None
+        self.worker: SweepWorker | None = None
+        self._t0 = 0.0
+        self._build(session)
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build(self, session: dict[str, Any]) -> None:
+        fields = list(COMMON_FIELDS) + [
+            f"workloads[{i}].rate" for i in range(len(session.get("workloads", [])))
+        ]
+        self.x_axis = _AxisPicker(fields, *DEFAULT_AXES[0], optional=False)
+        self.y_axis = _AxisPicker(fields, *DEFAULT_AXES[1], optional=True)
+        self.metric_box = QComboBox()
+        for key, label in METRICS.items():
+            self.metric_box.addItem(label, key)
+        self.metric_box.currentIndexChanged.connect(self._redraw)
+        self.workers = QSpinBox()
+        self.workers.setRange(0, 256)
+        self.workers.setSpecialValueText("auto")
+        self.workers.setToolTip("local worker processes; auto: the cores whose memory fits")
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m points")
+        self.status = QLabel("pick the axes and Run")
+        self.status.setWordWrap(True)
+        self.map = SweepMap()
+        self.map.hovered.connect(self._hovered)
+        self.map.clicked.connect(self._clicked)
+        self.row_label = QLabel("hover a cell for its row; click it to open the point")
+        self.row_label.setWordWrap(True)
+        self.row_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        exports = QHBoxLayout()
+        for text, kind in (("Map as PNG…", "png"), ("Map as SVG…", "svg"), ("Rows as CSV…", "csv")):
+            b = QPushButton(text)
+            b.clicked.connect(lambda _=False, k=kind: self._export_dialog(k))
+            exports.addWidget(b)
+        form = QGridLayout()
+        form.addWidget(QLabel("x axis"), 0, 0)
+        form.addWidget(self.x_axis, 0, 1, 1, 3)
+        form.addWidget(QLabel("y axis"), 1, 0)
+        form.addWidget(self.y_axis, 1, 1, 1, 3)
+        form.addWidget(QLabel("metric"), 2, 0)
+        form.addWidget(self.metric_box, 2, 1)
+        form.addWidget(QLabel("workers"), 2, 2)
+        form.addWidget(self.workers, 2, 3)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.progress, 1)
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.status)
+        lay.addWidget(self.map, 1)
+        lay.addWidget(self.row_label)
+        lay.addLayout(exports)
+        self.setCentralWidget(body)
+        self.resize(900, 760)
+
+    # -- running --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.sweep_thread is not None
+
+    def start(self) -> bool:
+        """Expand and validate the grid, then run it off the GUI thread; False (with the
+        sentence in the status line) when the grid is refused."""
+        if self.running:
+            return False
+        try:
+            axes = [a for a in (self.x_axis.axis(), self.y_axis.axis()) if a is not None]
+            points = make_points(self.base, axes)
+            plan = plan_local(points, self.workers.value() or None)
+        except DirtylogError as exc:
+            self.status.setText(f"refused: {exc}")
+            return False
+        self.axes, self.points, self.rows = axes, points, []
+        self.progress.setRange(0, len(points))
+        self.progress.setValue(0)
+        self.status.setText(f"{len(points)} points on {plan.note}; starting the cluster…")
+        self._redraw()
+        self._t0 = time.monotonic()
+        self.sweep_thread = QThread()
+        self.worker = SweepWorker(points, plan.workers, self.client_factory)
+        self.worker.moveToThread(self.sweep_thread)
+        queued = Qt.ConnectionType.QueuedConnection
+        self.worker.row.connect(self._row_arrived, queued)
+        self.worker.finished.connect(self._finished, queued)
+        self.sweep_thread.started.connect(self.worker.run)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.sweep_thread.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.status.setText("cancelling: rows finished so far are kept")
+            self.worker.cancel()
+
+    def _row_arrived(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        n, total = len(self.rows), len(self.points)
+        self.progress.setValue(n)
+        elapsed = time.monotonic() - self._t0
+        rate = n / elapsed if elapsed > 0 else 0.0
+        left = (total - n) / rate if rate else 0.0
+        self.status.setText(
+            f"{n} of {total} points, {rate * 60:.1f} points/min (measured), about {left:.0f} s left"
+        )
+        self._redraw()
+
+    def _finished(self, done: bool, error: str) -> None:
+        if self.sweep_thread is not None:
+            self.sweep_thread.quit()
+            self.sweep_thread.wait()
+        self.sweep_thread, self.worker = None, None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        n = len(self.rows)
+        if error:
+            self.status.setText(f"stopped after {n} points: {error}")
+        elif done:
+            self.status.setText(
+                f"{n} points in {time.monotonic() - self._t0:.1f} s (measured, cluster start "
+                "included)"
+            )
+        else:
+            self.status.setText(f"cancelled: {n} of {len(self.points)} points kept")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.sweep_thread is not None:
+            self.sweep_thread.quit()
+            self.sweep_thread.wait()
+        super().closeEvent(event)
+
+    def show_rows(self, points: list[Point], axes: list[Axis], rows: list[dict[str, Any]]) -> None:
+        """Show rows already run (e.g. read from ``dirtylog sweep --out``) over ``axes`` (one
+        or two of the grid's); ``points`` is the whole grid the rows' indices refer to."""
+        self.points, self.axes, self.rows = points, axes, list(rows)
+        self.progress.setRange(0, len(rows))
+        self.progress.setValue(len(rows))
+        self._redraw()
+
+    # -- the map --------------------------------------------------------------------------------
+
+    def grid(self):
+        """The map's MapGrid for the rows so far (None before a run)."""
+        if not self.axes:
+            return None
+        limits = {p.index: float(p.session["migration"]["downtime_limit_ms"]) for p in self.points}
+        return build_grid(
+            self.rows,
+            [(a.field, a.values) for a in self.axes],
+            self.metric_box.currentData(),
+            limits,
+        )
+
+    def _redraw(self) -> None:
+        grid = self.grid()
+        if grid is not None:
+            self.map.show_grid(grid)
+
+    def _hovered(self, row: dict[str, Any] | None) -> None:
+        if row is not None:
+            self.row_label.setText(describe_row(row, [a.field for a in self.axes]))
+
+    def _clicked(self, row: dict[str, Any]) -> None:
+        self.open_point(self.points[int(row["point"]) - 1].session)
+
+    # -- exports --------------------------------------------------------------------------------
+
+    def _export_dialog(self, kind: str) -> None:
+        filters = {"png": "PNG (*.png)", "svg": "SVG (*.svg)", "csv": "CSV (*.csv)"}
+        path, _ = QFileDialog.getSaveFileName(self, "Export", f"sweep.{kind}", filters[kind])
+        if path:
+            self.export(kind, Path(path))
+
+    def export(self, kind: str, path: Path) -> None:
+        """``png``/``svg``: the map as shown; ``csv``: the rows (as ``dirtylog sweep``)."""
+        try:
+            if kind == "csv":
+                write_rows(path, self.rows, self.axes, self.base.get("name", "session"))
+            elif kind == "png":
+                self.map.plot.grab().save(str(path))
+            else:
+                _export_svg(self.map.plot, path)
+        except (DirtylogError, OSError) as exc:
+            self.status.setText(f"cannot export: {exc}")
+            return
+        self.status.setText(f"exported {path}")
+
+
+def _export_svg(widget: QWidget, path: Path) -> None:
+    from PySide6.QtCore import QRect, QSize
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(QSize(widget.width(), widget.height()))
+    gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
+    gen.setTitle("DirtyLog Inspector sweep map")
+    painter = QPainter(gen)
+    widget.render(painter)
+    painter.end()
+
+
+def add_to_menu(window, menu) -> None:
+    """Tools → Sweep…: opens the sweep tool on the window's current session."""
+    from app.menus import add_action
+    from engine.migration.simulation import Simulation
+
+    def open_point(session: dict[str, Any]) -> None:
+        window.load_simulation(Simulation.from_dict(session), None)
+
+    def show() -> None:
+        if window.sim is None:
+            return
+        sw = SweepWindow(window.session_data(), window.sim.base_dir, open_point, parent=window)
+        sw.setWindowFlag(Qt.WindowType.Window)
+        window.sweep_window = sw
+        sw.show()
+
+    add_action(
+        window,
+        menu,
+        "&Sweep…",
+        show,
+        tip="What-if grid over this session's fields, run on Dask, shown as a map",
+    )
+
+
+def render(argv: list[str] | None = None) -> int:
+    """``python -m app.sweep_window SWEEP ROWS --x F --y F [--where F=V] --png OUT``: the map of
+    rows from ``dirtylog sweep`` as a PNG, offscreen (how the README's pictures are made)."""
+    import argparse
+    import os
+
+    from engine.sweep.grid import format_value, seed_axis
+    from engine.sweep.rows import read_rows
+    from engine.sweep.spec import load_start
+
+    p = argparse.ArgumentParser(prog="python -m app.sweep_window", description=render.__doc__)
+    p.add_argument("sweep", help="the sweep file (or session) the rows were run from")
+    p.add_argument("rows", help="the rows (.csv or .json) dirtylog sweep wrote")
+    p.add_argument("--x", required=True, help="field on the x axis")
+    p.add_argument("--y", help="field on the y axis")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="keep only rows with this value of another varied field",
+    )
+    p.add_argument("--metric", choices=sorted(METRICS), default="downtime_ms")
+    p.add_argument("--title", help="window title drawn above the map")
+    p.add_argument("--png", required=True)
+    args = p.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import pyqtgraph as pg
+
+    app = pg.mkQApp("sweep map")
+    start = load_start(args.sweep)
+    axes = [parse_vary(v) for v in start.vary]
+    if start.seeds:
+        axes.append(seed_axis(int(start.base.get("seed", 0)), start.seeds))
+    points = make_points(start.base, axes)
+    by_field = {a.field: a for a in axes}
+    where = dict(w.split("=", 1) for w in args.where)
+    rows = [
+        r for r in read_rows(args.rows) if all(format_value(r[f]) == v for f, v in where.items())
+    ]
+    w = SweepWindow(start.base, None, lambda s: None)
+    w.metric_box.setCurrentIndex(w.metric_box.findData(args.metric))
+    w.show_rows(points, [by_field[f] for f in (args.x, args.y) if f], rows)
+    w.map.plot.setTitle(args.title or w.map.plot.getPlotItem().titleLabel.text)
+    w.map.resize(900, 560)
+    w.map.show()
+    app.processEvents()
+    w.map.plot.grab().save(args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(render())

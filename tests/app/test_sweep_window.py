@@ -1,0 +1,175 @@
+"""Tools → Sweep, offscreen: the map against the rows, hover, click to open, cancel, exports.
+
+The points run on a one-thread in-process Dask cluster (fast to start); the CLI's tests cover
+worker processes and a real scheduler.  Expected cells are placed from the rows by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QPointF, Qt  # noqa: E402
+
+from app.sweep_map import ERROR, FIRST_LEVEL, NOT_CONVERGED  # noqa: E402
+from app.sweep_window import SweepWindow  # noqa: E402
+
+BANDWIDTHS = ["100Mbit/s", "400Mbit/s", "1Gbit/s"]
+LIMITS = [5, 30]
+TINY = {
+    "format": "dirtylog-session",
+    "version": 2,
+    "name": "tiny",
+    "seed": 3,
+    "vcpus": 1,
+    "memslots": [
+        {
+            "id": 0,
+            "name": "ram",
+            "base": "0x40000000",
+            "size": "16MiB",
+            "flags": ["log_dirty"],
+            "backing": "4KiB",
+        }
+    ],
+    "workloads": [
+        {
+            "name": "w",
+            "kind": "hotcold",
+            "vcpu": 0,
+            "slot": 0,
+            "rate": "5000 pages/s",
+            "hot_fraction": 0.1,
+            "hot_share": 0.9,
+        }
+    ],
+    "migration": {
+        "policy": "qemu",
+        "bandwidth": "200Mbit/s",
+        "downtime_limit_ms": 30,
+        "timeout_s": 1,
+    },
+}
+
+
+@contextlib.contextmanager
+def thread_client(workers):
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def sweep(qtbot):
+    opened = []
+    w = SweepWindow(TINY, None, opened.append, client_factory=thread_client)
+    qtbot.addWidget(w)
+    w.x_axis.field.setCurrentText("migration.bandwidth")
+    w.x_axis.values.setText(",".join(BANDWIDTHS))
+    w.y_axis.field.setCurrentText("migration.downtime_limit_ms")
+    w.y_axis.values.setText(",".join(map(str, LIMITS)))
+    w.show()
+    yield w, opened
+    w.close()
+    assert w.sweep_thread is None
+
+
+def _cell_pos(w, y, x):
+    """The map widget's viewport position of the centre of cell (y, x)."""
+    scene = w.map.plot.getViewBox().mapViewToScene(QPointF(x + 0.5, y + 0.5))
+    return w.map.plot.mapFromScene(scene)
+
+
+def test_the_map_shows_the_rows(sweep, qtbot, tmp_path):
+    w, opened = sweep
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert w.status.text().startswith("6 points in")
+    assert w.progress.value() == 6
+    rows = w.rows
+    assert sorted(r["point"] for r in rows) == [1, 2, 3, 4, 5, 6]
+    image = w.map.image.image
+    assert image.shape == (2, 3) and image.dtype == np.uint8
+    converged = {}
+    for r in rows:  # first axis (bandwidth) slowest: point = 1 + 2 * x + y
+        x, y = (
+            BANDWIDTHS.index(r["migration.bandwidth"]),
+            LIMITS.index(r["migration.downtime_limit_ms"]),
+        )
+        assert r["point"] == 1 + 2 * x + y
+        if r["outcome"] == "completed":
+            assert image[y, x] >= FIRST_LEVEL
+            converged[(y, x)] = r["downtime_ms"]
+            assert w.map.grid.inside[y, x] == (r["downtime_ms"] <= LIMITS[y])
+        else:
+            assert image[y, x] == (ERROR if r["outcome"] == "error" else NOT_CONVERGED)
+            assert w.map.grid.inside[y, x] == 0
+    outcomes = {r["outcome"] for r in rows}
+    assert outcomes == {"completed", "not-converged"}
+    # colours follow the metric: the smallest downtime is the darkest level, the largest 255
+    lo = min(converged, key=converged.get)
+    hi = max(converged, key=converged.get)
+    assert image[lo] == FIRST_LEVEL and image[hi] == 255
+    # ✕ marks exactly the non-converged cells
+    marked = {(int(p.pos().y() - 0.5), int(p.pos().x() - 0.5)) for p in w.map.marks.points()}
+    assert marked == {
+        (LIMITS.index(r["migration.downtime_limit_ms"]), BANDWIDTHS.index(r["migration.bandwidth"]))
+        for r in rows
+        if r["outcome"] == "not-converged"
+    }
+
+    # the other metric redraws from the same rows
+    w.metric_box.setCurrentIndex(w.metric_box.findData("total_time_ms"))
+    totals = {c: w.map.grid.cells[c]["total_time_ms"] for c in converged}
+    assert w.map.image.image[max(totals, key=totals.get)] == 255
+
+    # hover a cell: its row; click it: that point opens as a session
+    qtbot.mouseMove(w.map.plot.viewport(), _cell_pos(w, 1, 2))
+    qtbot.waitUntil(lambda: w.row_label.text().startswith("point 6: "))
+    assert "migration.bandwidth=1Gbit/s, migration.downtime_limit_ms=30" in w.row_label.text()
+    qtbot.mouseClick(w.map.plot.viewport(), Qt.MouseButton.LeftButton, pos=_cell_pos(w, 0, 0))
+    qtbot.waitUntil(lambda: len(opened) == 1)
+    assert opened[0]["migration"]["bandwidth"] == "100Mbit/s"
+    assert opened[0]["migration"]["downtime_limit_ms"] == 5
+
+    # exports
+    w.export("csv", tmp_path / "rows.csv")
+    with open(tmp_path / "rows.csv", newline="") as fh:
+        back = list(csv.DictReader(fh))
+    assert [int(r["point"]) for r in back] == [1, 2, 3, 4, 5, 6]
+    w.export("png", tmp_path / "map.png")
+    w.export("svg", tmp_path / "map.svg")
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (tmp_path / "map.svg").read_text()
+
+
+def test_cancel_keeps_the_rows_so_far(sweep, qtbot):
+    w, _ = sweep
+    assert w.start()
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert w.status.text().startswith("cancelled: ")
+    assert len(w.rows) < 6
+    assert w.run_button.isEnabled()
+
+
+def test_a_bad_axis_is_refused_with_its_sentence(sweep):
+    w, _ = sweep
+    w.x_axis.values.setText("0Gbit/s,1Gbit/s")
+    assert not w.start()
+    assert w.status.text() == (
+        "refused: point 1 of 4 (migration.bandwidth=0Gbit/s, migration.downtime_limit_ms=5): "
+        "migration.bandwidth: a bandwidth must be positive, got '0Gbit/s'"
+    )
+    assert w.sweep_thread is None

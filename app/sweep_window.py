@@ -330,9 +330,9 @@ class SweepWindow(QMainWindow):
             if kind == "csv":
                 write_rows(path, self.rows, self.axes, self.base.get("name", "session"))
             elif kind == "png":
-                self.map.plot.grab().save(str(path))
+                self.map.grab().save(str(path))
             else:
-                _export_svg(self.map.plot, path)
+                _export_svg(self.map, path)
         except (DirtylogError, OSError) as exc:
             self.status.setText(f"cannot export: {exc}")
             return
@@ -402,7 +402,7 @@ def render(argv: list[str] | None = None) -> int:
         help="keep only rows with this value of another varied field",
     )
     p.add_argument("--metric", choices=sorted(METRICS), default="downtime_ms")
-    p.add_argument("--title", help="window title drawn above the map")
+    p.add_argument("--title", help="a prefix for the map's title")
     p.add_argument("--png", required=True)
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -422,11 +422,14 @@ def render(argv: list[str] | None = None) -> int:
     w = SweepWindow(start.base, None, lambda s: None)
     w.metric_box.setCurrentIndex(w.metric_box.findData(args.metric))
     w.show_rows(points, [by_field[f] for f in (args.x, args.y) if f], rows)
-    w.map.plot.setTitle(args.title or w.map.plot.getPlotItem().titleLabel.text)
-    w.map.resize(900, 560)
+    if args.title:
+        w.map.plot.setTitle(f"{args.title} — {w.map.plot.getPlotItem().titleLabel.text}")
+    w.map.resize(900, 600)
     w.map.show()
-    app.processEvents()
-    w.map.plot.grab().save(args.png)
+    for _ in range(3):  # the axes widen to their labels on the first paint
+        app.processEvents()
+        w.map.grab()
+    w.map.grab().save(args.png)
     return 0
 
 

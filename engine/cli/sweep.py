@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -48,11 +49,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         finished = _run(args, pending, writer, say, len(points))
     writer.flush()
     counts = Counter(str(r.get("outcome")) for r in rows)
-    say(
-        f"{len(rows)} of {len(points)} points: "
-        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        + f"; rows in {out}"
-    )
+    tally = "".join(f", {n} {k}" for k, n in sorted(counts.items()))
+    say(f"{len(rows)} of {len(points)} points{tally}; rows in {out}")
     if not finished:
         say(f"interrupted: the rest runs with --resume {out}")
         return EXIT_INTERRUPTED
@@ -60,8 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _run(args, pending: list[Point], writer: _RowWriter, say, total: int) -> bool:
-    from tqdm import tqdm
-
+    """Run ``pending`` on the chosen cluster with a progress bar; False when interrupted."""
     if args.scheduler:
         client_cm = remote_client(args.scheduler, pending)
         say(f"{len(pending)} points on the cluster at {args.scheduler}")
@@ -70,30 +67,36 @@ def _run(args, pending: list[Point], writer: _RowWriter, say, total: int) -> boo
         client_cm = local_client(plan.workers)
         say(
             f"{len(pending)} points on {plan.note}; about "
-            f"{plan.point_bytes / 2**30:.2f} GiB per point (estimate)"
+            f"{plan.point_bytes / 2**30:.2f} GiB per point (estimate); starting the cluster"
         )
+    try:
+        with client_cm as client, _progress(args, total, total - len(pending)) as bar:
+
+            def on_row(row: Row) -> None:
+                writer.add(row)
+                bar.update(1)
+
+            return SweepRun(client, pending, on_row).run()
+    except KeyboardInterrupt:  # SweepRun cancelled what was left; the cluster is closed
+        return False
+
+
+@contextlib.contextmanager
+def _progress(args, total: int, done: int):
+    """tqdm on stderr (a terminal only): points done, points per second, time left."""
+    from tqdm import tqdm
+
     bar = tqdm(
         total=total,
-        initial=total - len(pending),
+        initial=done,
         unit="point",
         desc="sweep",
         file=sys.stderr,
         disable=True if args.quiet else None,
         smoothing=0.1,
     )
-
-    def on_row(row: Row) -> None:
-        writer.add(row)
-        bar.update(1)
-
     try:
-        with client_cm as client:
-            run = SweepRun(client, pending, on_row)
-            try:
-                return run.run()
-            except KeyboardInterrupt:
-                run.cancel()
-                return False
+        yield bar
     finally:
         bar.close()
 

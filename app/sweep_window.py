@@ -356,7 +356,8 @@ def _export_svg(widget: QWidget, path: Path) -> None:
 
 def add_to_menu(window, menu) -> None:
     """Tools → Sweep…: opens the sweep tool on the window's current session."""
-    from app.menus import add_action
+    from PySide6.QtGui import QAction
+
     from engine.migration.simulation import Simulation
 
     def open_point(session: dict[str, Any]) -> None:
@@ -370,13 +371,10 @@ def add_to_menu(window, menu) -> None:
         window.sweep_window = sw
         sw.show()
 
-    add_action(
-        window,
-        menu,
-        "&Sweep…",
-        show,
-        tip="What-if grid over this session's fields, run on Dask, shown as a map",
-    )
+    act = QAction("&Sweep…", window)
+    act.setStatusTip("What-if grid over this session's fields, run on Dask, shown as a map")
+    act.triggered.connect(show)
+    menu.addAction(act)
 
 
 def render(argv: list[str] | None = None) -> int:

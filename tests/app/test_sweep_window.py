@@ -173,3 +173,30 @@ def test_a_bad_axis_is_refused_with_its_sentence(sweep):
         "migration.bandwidth: a bandwidth must be positive, got '0Gbit/s'"
     )
     assert w.sweep_thread is None
+
+
+def test_tools_menu_opens_the_sweep_on_the_current_session(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+    from engine.migration.simulation import Simulation
+
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    main = MainWindow(settings, tmp_path / "autosave")
+    qtbot.addWidget(main)
+    main.load_simulation(Simulation.from_dict(TINY), None)
+    action = next(a for a in main.tools_menu.actions() if a.text() == "&Sweep…")
+    assert main.tools_menu.menuAction().isVisible()
+    action.trigger()
+    sw = main.sweep_window
+    assert sw.windowTitle() == "Sweep — tiny"
+    assert sw.base["migration"]["timeout_s"] == 1
+    # a clicked cell opens its point in the main window as the session
+    from engine.sweep.grid import make_points, parse_vary
+
+    sw.points = make_points(sw.base, [parse_vary("migration.bandwidth=1Gbit/s,3Gbit/s")])
+    sw._clicked({"point": 2})
+    assert main.sim.cfg.migration.bandwidth == 3e9 / 8
+    assert main.sim.cfg.name == "tiny [migration.bandwidth=3Gbit/s]"
+    sw.close()
+    main.close()

@@ -340,7 +340,7 @@ class SweepWindow(QMainWindow):
 
 
 def _export_svg(widget: QWidget, path: Path) -> None:
-    from PySide6.QtCore import QRect, QSize
+    from PySide6.QtCore import QPoint, QRect, QSize
     from PySide6.QtGui import QPainter
     from PySide6.QtSvg import QSvgGenerator
 
@@ -350,8 +350,10 @@ def _export_svg(widget: QWidget, path: Path) -> None:
     gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
     gen.setTitle("DirtyLog Inspector sweep map")
     painter = QPainter(gen)
-    widget.render(painter)
-    painter.end()
+    try:
+        widget.render(painter, QPoint(0, 0))
+    finally:
+        painter.end()
 
 
 def add_to_menu(window, menu) -> None:

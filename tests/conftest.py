@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
@@ -14,3 +15,30 @@ settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture
+def thread_client_factory():
+    """``factory(workers)``: a Dask client on a one-thread in-process cluster bound to
+    127.0.0.1 (fast to start), for tests of how a sweep is driven; tests/test_sweep.py covers
+    worker processes and a real scheduler."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def factory(workers=1):
+        from distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(
+                n_workers=1,
+                threads_per_worker=1,
+                processes=False,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                worker_dashboard_address="127.0.0.1:0",
+            ) as cluster,
+            Client(cluster) as c,
+        ):
+            yield c
+
+    return factory

@@ -392,6 +392,8 @@ def test_a_real_scheduler_and_worker_give_the_same_rows(local_sweep, tmp_path):
                 "--port",
                 "0",
                 "--no-dashboard",
+                "--dashboard-address",  # its plain HTTP routes: loopback, any free port
+                "127.0.0.1:0",
                 "--scheduler-file",
                 str(sched_file),
             ],
@@ -412,6 +414,8 @@ def test_a_real_scheduler_and_worker_give_the_same_rows(local_sweep, tmp_path):
                 "--nworkers",
                 "1",
                 "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
             ],
             **common,
         )
@@ -450,21 +454,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def thread_cluster(monkeypatch):
+def thread_cluster(monkeypatch, thread_client_factory):
     """local_client replaced by a one-thread in-process cluster (fast to start)."""
-    from distributed import Client, LocalCluster
-
-    @contextlib.contextmanager
-    def fake(workers):
-        with (
-            LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-            ) as lc,
-            Client(lc) as c,
-        ):
-            yield c
-
-    monkeypatch.setattr("engine.cli.sweep.local_client", fake)
+    monkeypatch.setattr("engine.cli.sweep.local_client", thread_client_factory)
 
 
 def test_ctrl_c_keeps_finished_rows_and_resume_runs_only_the_rest(

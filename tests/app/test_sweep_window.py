@@ -6,7 +6,6 @@ worker processes and a real scheduler.  Expected cells are placed from the rows 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 
 import numpy as np
@@ -57,23 +56,10 @@ TINY = {
 }
 
 
-@contextlib.contextmanager
-def thread_client(workers):
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
-def sweep(qtbot):
+def sweep(qtbot, thread_client_factory):
     opened = []
-    w = SweepWindow(TINY, None, opened.append, client_factory=thread_client)
+    w = SweepWindow(TINY, None, opened.append, client_factory=thread_client_factory)
     qtbot.addWidget(w)
     w.x_axis.field.setCurrentText("migration.bandwidth")
     w.x_axis.values.setText(",".join(BANDWIDTHS))

@@ -585,3 +585,42 @@ def test_ring_entries_past_a_slot_that_shrank_are_dropped():
     m = sim.migration
     m.add_ring_pages(np.array([0, 0], dtype=np.uint32), np.array([63, 64], dtype=np.uint64))
     assert [p.tolist() for p in m.ring_pending[0]] == [[63]]
+
+
+def _flags_session(events, flags1):
+    return {
+        "format": "dirtylog-session",
+        "version": 2,
+        "tick_ms": 1,
+        "memslots": [
+            {"id": 0, "base": "0x40000000", "size": "4MiB", "flags": ["log_dirty"]},
+            {"id": 1, "base": "0x48000000", "size": "4MiB", "flags": flags1},
+        ],
+        "workloads": [
+            {"name": "w", "kind": "uniform", "vcpu": 0, "slot": 1, "rate": "2000 pages/s"}
+        ],
+        "migration": {"bandwidth": "8MiB/s", "max_rounds": 20},
+        "events": events,
+    }
+
+
+def test_set_memslot_flags_logging_on_mid_migration_tracks_the_slot():
+    """KVM_MR_FLAGS_ONLY adding LOG_DIRTY_PAGES: a bitmap is allocated and the slot
+    write-protected (kvm_arch_commit_memory_region); the migration tracks it from then on
+    and sends it all again, so nothing written before is lost."""
+    ev = [{"t_ms": 20, "action": "set_memslot_flags", "id": 1, "flags": ["log_dirty"]}]
+    sim = Simulation.from_dict(_flags_session(ev, []))
+    out = sim.run()
+    assert not any("refused" in m for m in out["messages"])
+    assert sim.vm.slots[1].logging and sim.migration.slots[1].tracked
+    assert out["verification"]["mismatches"] == 0
+
+
+def test_set_memslot_flags_cannot_toggle_readonly():
+    """kvm_set_memory_region: ``(mem->flags ^ old->flags) & KVM_MEM_READONLY`` → EINVAL;
+    the edit is refused with that errno and nothing changes."""
+    ev = [{"t_ms": 5, "action": "set_memslot_flags", "id": 1, "flags": ["readonly"]}]
+    sim = Simulation.from_dict(_flags_session(ev, ["log_dirty"]))
+    sim.run_for(10_000_000)
+    assert any("EINVAL" in m and "READONLY" in m for m in sim.messages)
+    assert sim.vm.slots[1].logging and not sim.vm.slots[1].slot.readonly

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli.bench_sweep import small_guest
 from engine.cli.main import main
 from engine.migration.precopy import without_measured
 from engine.sweep import cluster
@@ -34,40 +35,9 @@ from engine.sweep.grid import (
 from engine.sweep.rows import read_rows, write_rows
 from engine.util.errors import ConfigError
 
-TINY = {
-    "format": "dirtylog-session",
-    "version": 2,
-    "name": "tiny",
-    "seed": 3,
-    "vcpus": 1,
-    "memslots": [
-        {
-            "id": 0,
-            "name": "ram",
-            "base": "0x40000000",
-            "size": "16MiB",
-            "flags": ["log_dirty"],
-            "backing": "4KiB",
-        }
-    ],
-    "workloads": [
-        {
-            "name": "w",
-            "kind": "hotcold",
-            "vcpu": 0,
-            "slot": 0,
-            "rate": "5000 pages/s",
-            "hot_fraction": 0.1,
-            "hot_share": 0.9,
-        }
-    ],
-    "migration": {
-        "policy": "qemu",
-        "bandwidth": "200Mbit/s",
-        "downtime_limit_ms": 30,
-        "timeout_s": 1,
-    },
-}
+TINY = small_guest(  # 16 MiB, dirtying faster than 100 Mbit/s, slower than 1 Gbit/s
+    size="16MiB", rate="5000 pages/s", bandwidth="200Mbit/s", timeout_s=1, name="tiny", seed=3
+)
 VARY = [  # 4 points: one side of the convergence boundary and the other
     "migration.bandwidth=100Mbit/s,1Gbit/s",
     "tracking.mode=ring",

@@ -17,43 +17,13 @@ from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 from app.sweep_map import ERROR, FIRST_LEVEL, NOT_CONVERGED  # noqa: E402
 from app.sweep_window import SweepWindow  # noqa: E402
+from engine.cli.bench_sweep import small_guest  # noqa: E402
 
 BANDWIDTHS = ["100Mbit/s", "400Mbit/s", "1Gbit/s"]
 LIMITS = [5, 30]
-TINY = {
-    "format": "dirtylog-session",
-    "version": 2,
-    "name": "tiny",
-    "seed": 3,
-    "vcpus": 1,
-    "memslots": [
-        {
-            "id": 0,
-            "name": "ram",
-            "base": "0x40000000",
-            "size": "16MiB",
-            "flags": ["log_dirty"],
-            "backing": "4KiB",
-        }
-    ],
-    "workloads": [
-        {
-            "name": "w",
-            "kind": "hotcold",
-            "vcpu": 0,
-            "slot": 0,
-            "rate": "5000 pages/s",
-            "hot_fraction": 0.1,
-            "hot_share": 0.9,
-        }
-    ],
-    "migration": {
-        "policy": "qemu",
-        "bandwidth": "200Mbit/s",
-        "downtime_limit_ms": 30,
-        "timeout_s": 1,
-    },
-}
+TINY = small_guest(  # 16 MiB, dirtying faster than 100 Mbit/s, slower than 1 Gbit/s
+    size="16MiB", rate="5000 pages/s", bandwidth="200Mbit/s", timeout_s=1, name="tiny", seed=3
+)
 
 
 @pytest.fixture

@@ -302,7 +302,7 @@ class SettingsEditor(_Editor):
             "(4K: 4KiB, 2MiB, 1GiB; 16K: 16KiB, 32MiB; 64K: 64KiB, 512MiB); others: EINVAL"
         )
         self.policy = QComboBox()
-        self.policy.addItems(["qemu", "xen"])
+        self.policy.addItems(["qemu", "xen", "xen-4.5"])
         self.bandwidth = QLineEdit()
         self.downtime = QLineEdit()
         self.autoconv = QCheckBox("auto-converge")

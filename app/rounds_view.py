@@ -11,7 +11,7 @@ from app.runner import Frame
 from engine.util.units import format_bytes
 
 ROUND_COLUMNS = [
-    "round",
+    "round (dirty-sync-count)",
     "end (ms)",
     "sent",
     "dirty pages",

@@ -16,14 +16,20 @@ from engine.util.units import format_bytes
 
 ROUND_COLUMNS = (
     "round",
+    "dirty_sync_count",
     "t_start_ns",
     "t_end_ns",
     "transferred_bytes",
     "pages_sent",
     "remaining_bytes",
+    "duplicate",
+    "normal",
     "dirty_pages",
+    "new_dirty_pages",
     "dirty_pages_rate",
+    "reported_pages_rate",
     "mbps",
+    "threshold_bytes",
     "expected_downtime_ms",
     "throttle_pct",
     "faults",
@@ -145,7 +151,7 @@ class _RoundPrinter:
         self.tty = sys.stderr.isatty()
         if not quiet:
             print(
-                f"{'round':>5} {'t_end ms':>10} {'sent':>10} {'dirty pages':>11} "
+                f"{'sync#':>5} {'t_end ms':>10} {'sent':>10} {'dirty pages':>11} "
                 f"{'remaining':>10} {'exp.downtime':>12} {'thr%':>4} {'faults':>8} "
                 f"{'harvest (modelled)':>18}"
             )
@@ -188,10 +194,13 @@ class _RoundPrinter:
         print(
             f"outcome: {result.get('outcome')} ({result.get('reason', '')})\n"
             f"total time: {result.get('total_time_ms', 0):,.1f} ms (simulated), downtime: "
-            f"{result.get('downtime_ms', 0):,.1f} ms, "
+            f"{result.get('downtime_ms', 0):,.1f} ms (expected "
+            f"{result.get('expected_downtime_ms', 0):,.1f} ms), "
             f"setup: {result.get('setup_time_ms', 0):,.3f} ms, "
             f"sent: {format_bytes(result.get('transferred_bytes', 0))} in "
-            f"{result.get('rounds_count', 0)} rounds\n"
+            f"{result.get('rounds_count', 0)} rounds (dirty-sync-count "
+            f"{result.get('dirty_sync_count', 0)}; duplicate {result.get('duplicate', 0):,}, "
+            f"normal {result.get('normal', 0):,} pages)\n"
             f"verification: {ver.get('pages_checked', 0):,} pages checked, "
             f"{ver.get('mismatches', 0)} mismatches"
         )

@@ -15,7 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from engine.util.errors import ConfigError
 from engine.util.units import parse_bandwidth, parse_size
@@ -50,19 +58,31 @@ class GeometryCfg(_Model):
         return size
 
 
+# QEMU's clear bitmap (migration/migration.h, 10.x): one bit covers 2^shift pages
+CLEAR_SHIFT_MIN = 6  # CLEAR_BITMAP_SHIFT_MIN: 64 pages, 256 KiB with 4 KiB pages
+CLEAR_SHIFT_DEFAULT = 18  # CLEAR_BITMAP_SHIFT_DEFAULT: 1 GiB with 4 KiB pages
+CLEAR_SHIFT_MAX = 31  # CLEAR_BITMAP_SHIFT_MAX: 8 TiB with 4 KiB pages
+
+
 class TrackingCfg(_Model):
     mode: Literal["bitmap", "manual-clear", "ring", "dbm"] = "bitmap"
     strategy: Literal["range", "masked-skip", "visitor", "rmap"] = "range"
     ring_entries: int = Field(4096, ge=1)  # KVM's range depends on the granule (kvm.dirtyring)
     eager_split: int = 0
     initially_set: bool = False
-    clear_chunk: int = 256 << 10
+    clear_chunk: int | None = None  # bytes; or clear_bitmap_shift (QEMU's x-clear-bitmap-shift)
+    clear_bitmap_shift: int | None = Field(None, ge=CLEAR_SHIFT_MIN, le=CLEAR_SHIFT_MAX)
     compare: bool = False
 
-    @field_validator("eager_split", "clear_chunk", mode="before")
+    @field_validator("eager_split", mode="before")
     @classmethod
     def _sizes(cls, v: Any) -> int:
         return _size(v)
+
+    @field_validator("clear_chunk", mode="before")
+    @classmethod
+    def _chunk(cls, v: Any) -> int | None:
+        return None if v is None else _size(v)
 
     @field_validator("ring_entries")
     @classmethod
@@ -92,10 +112,25 @@ class MemslotCfg(_Model):
         return None if v is None else _size(v)
 
 
+class KubevirtCfg(_Model):
+    """KubeVirt's migration monitor (virt-launcher): abort when stuck or too slow; 0 = off."""
+
+    progress_timeout_s: float = Field(150, ge=0)  # progressTimeout
+    completion_timeout_per_gib: float = Field(150, ge=0)  # completionTimeoutPerGiB
+    progress: Literal["previous-sample", "new-low"] = "previous-sample"
+
+
+QEMU_RELEASES = ("7.2", "8.2", "9.2", "10.1")
+
+
 class MigrationCfg(_Model):
-    policy: Literal["qemu", "xen", "fixed", "none"] = "qemu"
+    policy: Literal["qemu", "xen", "xen-4.5", "fixed", "none"] = "qemu"
+    qemu: Literal["7.2", "8.2", "9.2", "10.1"] = "10.1"  # release whose rules the loop follows
     start_ms: float = Field(0, ge=0)
-    bandwidth: float = 128 << 20
+    bandwidth: float = 128 << 20  # QEMU's max-bandwidth (the rate limit); Xen: the link
+    link_speed: float = 10e9 / 8  # what the wire carries: the stop-and-copy is not rate-limited
+    avail_switchover_bandwidth: float = Field(0, ge=0)  # QEMU >= 8.2; 0 = use the measured one
+    zero_page_detection: Literal["legacy", "none"] = "legacy"
     downtime_limit_ms: float = Field(300, gt=0, le=2_000_000)
     max_rounds: int = Field(100, ge=1, le=100_000)
     timeout_s: float = Field(3600, gt=0)
@@ -104,18 +139,43 @@ class MigrationCfg(_Model):
     cpu_throttle_initial: int = Field(20, ge=1, le=99)
     cpu_throttle_increment: int = Field(10, ge=1, le=99)
     max_cpu_throttle: int = Field(99, ge=1, le=99)
-    xen_max_rounds: int = Field(30, ge=1)
+    xen_max_rounds: int | None = Field(None, ge=1)  # live iterations: xen 5, xen-4.5 29
     xen_min_pages: int = Field(50, ge=0)
-    xen_max_factor: float = Field(3.0, gt=0)
+    xen_max_factor: float = Field(3.0, gt=0)  # xen-4.5 only
     harvest_every_ms: float = Field(100, gt=0, le=3_600_000)  # policy fixed: the interval
+    kubevirt: KubevirtCfg | None = None
 
-    @field_validator("bandwidth", mode="before")
+    @field_validator("bandwidth", "link_speed", mode="before")
     @classmethod
     def _bw(cls, v: Any) -> float:
         try:
             return parse_bandwidth(v, "")
         except ConfigError as exc:
             raise ValueError(exc.rule) from None
+
+    @field_validator("avail_switchover_bandwidth", mode="before")
+    @classmethod
+    def _avail(cls, v: Any) -> float:
+        if v in (0, "0"):
+            return 0.0
+        try:
+            return parse_bandwidth(v, "")
+        except ConfigError as exc:
+            raise ValueError(exc.rule) from None
+
+    @model_validator(mode="after")
+    def _release_features(self) -> MigrationCfg:
+        if self.avail_switchover_bandwidth and self.qemu == "7.2":
+            raise PydanticCustomError(
+                "release", "avail_switchover_bandwidth needs QEMU 8.2 or later (qemu is 7.2)"
+            )
+        return self
+
+    def live_iterations(self) -> int:
+        """Xen's limit on live iterations: SPP_MAX_ITERATIONS 5 today, DEF_MAX_ITERS 29 in 4.5."""
+        if self.xen_max_rounds is not None:
+            return self.xen_max_rounds
+        return 29 if self.policy == "xen-4.5" else 5
 
 
 class EventCfg(BaseModel):
@@ -136,6 +196,7 @@ class EventCfg(BaseModel):
         "set_tracking",
         "set_migration",
         "harvest",
+        "cancel",
     ]
 
 
@@ -255,9 +316,46 @@ def parse_session(data: Any) -> SessionCfg:
         raise ConfigError("format", f'must be "{FORMAT}" (is this a DirtyLog Inspector session?)')
     data = migrate(data)
     try:
-        return SessionCfg.model_validate(data)
+        cfg = SessionCfg.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    clear_chunk_pages(cfg.tracking, cfg.geometry.granule)
+    return cfg
+
+
+def clear_chunk_pages(t: TrackingCfg, page_size: int) -> int:
+    """Pages one clear-bitmap bit covers: 2^x-clear-bitmap-shift (default 18: 1 GiB of 4 KiB
+    pages), given as the shift or as a size (page size × 2^6 .. 2^31).
+
+    Raises ConfigError naming ``tracking.clear_chunk`` when the size is not such a power of
+    two or disagrees with ``tracking.clear_bitmap_shift``.
+    Source: qemu migration/migration.h CLEAR_BITMAP_SHIFT_{MIN,DEFAULT,MAX} (QEMU 10.x).
+    """
+    shift = t.clear_bitmap_shift
+    if t.clear_chunk is not None:
+        pages, rest = divmod(t.clear_chunk, page_size)
+        got = pages.bit_length() - 1
+        if (
+            rest
+            or pages <= 0
+            or pages & (pages - 1)
+            or not CLEAR_SHIFT_MIN <= got <= CLEAR_SHIFT_MAX
+        ):
+            lo, hi = page_size << CLEAR_SHIFT_MIN, page_size << CLEAR_SHIFT_MAX
+            raise ConfigError(
+                "tracking.clear_chunk",
+                f"must be the page size times a power of two from 2^{CLEAR_SHIFT_MIN} to "
+                f"2^{CLEAR_SHIFT_MAX} (QEMU's x-clear-bitmap-shift {CLEAR_SHIFT_MIN}..."
+                f"{CLEAR_SHIFT_MAX}): {lo >> 10} KiB to {hi >> 40} TiB with {page_size >> 10} KiB "
+                f"pages, got {t.clear_chunk} bytes",
+            )
+        if shift is not None and shift != got:
+            raise ConfigError(
+                "tracking.clear_chunk",
+                f"is 2^{got} pages but tracking.clear_bitmap_shift says {shift}; give one of them",
+            )
+        shift = got
+    return 1 << (CLEAR_SHIFT_DEFAULT if shift is None else shift)
 
 
 def read_session_file(path: str | Path) -> dict[str, Any]:

@@ -1,17 +1,29 @@
 """The pre-copy loop, as QEMU runs it (or with Xen's stop rules), over the simulated VM.
 
-Setup enables dirty logging and counts every page dirty (QEMU's migration bitmap starts all
-ones), so the first pass sends all of RAM.  Each tick the sender sends what the bandwidth
-allows, in address order from where it stopped.  When the pages still to send fit in
-bandwidth × downtime limit, the KVM log is harvested (``migration_bitmap_sync``) and, if what
-is dirty then still fits, the guest is stopped and the rest is sent (the downtime).  A
-harvest's modelled cost holds the sender up while the guest keeps running.  Each page's
-version is copied to the destination when it is sent, so the end state can be verified.
+QEMU (migration/ram.c, migration/migration.c; the release in ``migration.qemu``, default
+10.1): setup enables dirty logging, counts every page dirty and syncs the dirty log once
+(``ram_init_bitmaps`` → ``migration_bitmap_sync_precopy``: dirty-sync-count 1), so with
+manual-clear the first pass CLEARs each clear-bitmap chunk just before sending it.  The
+sender works in 100 ms windows (``BUFFER_DELAY``): it sends at the link's speed until the
+window's share of ``max-bandwidth`` is used, then waits for the window's end, where it measures
+the bandwidth it really achieved (``migration_update_counters``: threshold = measured bandwidth
+× downtime limit, or avail-switchover-bandwidth) and asks how much is pending
+(``migration_iteration_run``): below the threshold it syncs, and switches over when what is
+pending then fits.  It also decides when it runs out of pages and, when the link is the limit,
+after ``MAX_WAIT`` 50 ms of sending.  The stop-and-copy is not rate-limited
+(``ram_save_complete``): it goes at the link's speed.  Pages the guest never wrote go as
+zero pages (a header and one byte, ``save_zero_page``).  Rounds are numbered by
+dirty-sync-count: round n is what was sent while the count was n.
+
+Xen: see ``engine.migration.xen``.  A harvest's modelled cost holds the sender up while the
+guest keeps running.  Each page's version is copied to the destination when it is sent, so
+the end state can be verified.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -21,11 +33,15 @@ from engine.files.session import MigrationCfg
 from engine.kvm import dirtylog as DL
 from engine.kvm.dirtylog import OpStats
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES
+from engine.migration import qemu_rules as Q
+from engine.migration import xen as X
+from engine.migration.kubevirt import KubevirtMonitor
 from engine.util.arrays import expand_runs, unique_fast
 
 U64 = np.uint64
 NS = 1_000_000_000
-PERIOD_NS = NS  # auto-converge looks at most once per simulated second
+MAX_QUIET = 1 << 30  # no bound from sending
+REAP_NS = NS  # accel/kvm/kvm-all.c kvm_dirty_ring_reaper_thread: sleep(1) between reaps
 
 
 @dataclass
@@ -37,6 +53,7 @@ class SlotMig:
     last_sent: np.ndarray | None  # round each page was last sent in (-1 never), for the heat map
     clear_snapshot: np.ndarray | None = None  # manual-clear: bits of the last GET, not yet cleared
     tracked: bool = True  # dirty logging on: writes are caught; else resent in full at stop
+    populated: bool = True  # the guest touched every page at start: none is a zero page
 
 
 @dataclass
@@ -46,6 +63,8 @@ class RoundAcc:
     t_start_ns: int
     transferred_bytes: int = 0
     pages_sent: int = 0
+    duplicate: int = 0
+    normal: int = 0
     faults: int = 0
     ring_full_exits: int = 0
     active_ns: float = 0.0
@@ -54,47 +73,96 @@ class RoundAcc:
     tlbi0: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass
+class Sent:
+    """What one call of the sender did."""
+
+    pages: int = 0
+    nbytes: int = 0
+    dry: bool = False  # no dirty page left to send
+    link_bound: bool = False  # stopped by the link's time, more could have gone
+
+
 class Migration:
     """One pre-copy migration of the simulation's VM."""
 
-    def __init__(self, sim, cfg: MigrationCfg, clear_chunk: int, track_last_sent: bool = True):
+    def __init__(
+        self, sim, cfg: MigrationCfg, clear_chunk_pages: int, track_last_sent: bool = True
+    ):
         self.sim = sim
         self.vm = sim.vm
         self.cfg = cfg
         self.page = self.vm.page_size
-        self.clear_chunk_pages = max(64, clear_chunk // self.page // 64 * 64)
+        self.clear_chunk_pages = max(64, int(clear_chunk_pages))
         self.track_last_sent = track_last_sent
         self.phase = "idle"
         self.outcome: str | None = None
         self.reason = ""
         self.slots: dict[int, SlotMig] = {}
-        self.round = 0  # dirty-sync-count
+        self.round = 0  # dirty-sync-count (Xen: CLEANs + 1)
         self.rounds: list[dict[str, object]] = []
         self.throttle_pct = 0
         self.busy_until_ns = 0
         self.carry_bytes = 0.0
         self.cursor = (0, 0)
-        self.t_setup_ns = self.t_start_ns = self.t_stop_ns = self.t_end_ns = 0
+        self.t_start_ns = self.t_stop_ns = self.t_end_ns = 0
         self.setup_ns = 0.0
         self.total_bytes = 0
+        self.duplicate = self.normal = 0  # QEMU target pages (4 KiB)
         self.downtime_ns = 0.0
         self.ring_pending: dict[int, list[np.ndarray]] = {}
         self.acc: RoundAcc | None = None
-        self.period = {"t": 0, "xfer": 0, "dirty": 0, "high": 0}
-        self.dirty_pages_rate = 0.0
-        self.expected_downtime_ms = float(cfg.downtime_limit_ms)
         self.verification: dict[str, object] | None = None
         self.last_harvest: dict[int, np.ndarray] = {}
         self._remaining: int | None = None
+        self.syncs = 0  # harvests so far (QEMU: dirty-sync-count), numbering the exports
         self.next_harvest_ns = 0  # policy fixed: when the next harvest is due
         self.clears: list[dict[str, object]] = []  # CLEAR calls made, kept for --export-bitmaps
+        # QEMU: the sender's window, measured bandwidth and rates
+        self.win_start = 0
+        self.win_xfer0 = 0
+        self.threshold = 0.0  # threshold_size (bytes); 0 until the first window is measured
+        self.bw_per_ms = 0.0
+        self.mbps = 0.0
+        self.last_decision = 0
+        self.decision_due = False
+        self.period = {"t": 0, "xfer0": 0, "new": 0, "high": 0}
+        self.dirty_pages_rate = 0.0  # QEMU's dirty-pages-rate (newly dirtied pages/s)
+        self.reported_pages_rate = 0.0  # every page the dirty log reported, per second
+        self.dirty_bytes_last_sync = 0
+        self.expected_downtime_ms = float(cfg.downtime_limit_ms)
+        self.throttle_timer_next = self.throttle_timer_prev = 0
+        self.reap_next = 0
+        self.kubevirt: KubevirtMonitor | None = None
+        # Xen
+        self.live_iters = 0
+        self.stop_after_batch = False
+        self.iter_pages = 0
+        self.total_pages_sent = 0
 
     # -- helpers ------------------------------------------------------------------------------
 
     @property
+    def release(self) -> Q.Release:
+        return Q.RELEASES[self.cfg.qemu]
+
+    @property
+    def is_xen(self) -> bool:
+        return self.cfg.policy in ("xen", "xen-4.5")
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.cfg.policy == "fixed"
+
+    @property
     def threshold_bytes(self) -> float:
-        """bandwidth × downtime limit: what may stay dirty at switchover."""
-        return self.cfg.bandwidth * self.cfg.downtime_limit_ms / 1000.0
+        """QEMU's threshold_size now: what may stay dirty at switchover."""
+        return self.threshold
+
+    @property
+    def live_rate(self) -> float:
+        """Bytes/s the wire carries while iterating (QEMU: the link; Xen: ``bandwidth``)."""
+        return self.cfg.bandwidth if self.is_xen else self.cfg.link_speed
 
     def remaining_pages(self) -> int:
         """Pages still to send (kept as a count: recounting 16 M bits per tick is too slow)."""
@@ -111,25 +179,38 @@ class Migration:
 
     @property
     def guest_paused(self) -> bool:
-        return self.phase in ("stop-and-copy", "done") and self.outcome != "not-converged"
+        return self.phase == "stop-and-copy" or (
+            self.phase == "done" and self.outcome == "completed"
+        )
 
     # -- setup --------------------------------------------------------------------------------
 
     def start(self, t_ns: int) -> None:
-        """ram_save_setup: enable logging, every page dirty, first sync."""
+        """ram_save_setup: enable logging, every page dirty; QEMU then syncs once (count 1)."""
         self.phase = "iterating"
         self.t_start_ns = t_ns
         before = len(self.vm.op_log)
         for st in self.vm.slots.values():
             self.add_slot(st.slot.id, all_dirty=True)
         enable_cost = sum(op.model_ns(self.vm.costs) for op in self.vm.op_log[before:])
-        self.setup_ns = enable_cost
         self.busy_until_ns = t_ns + int(enable_cost)
-        self.round = 1
-        self.next_harvest_ns = t_ns + int(self.cfg.harvest_every_ms * 1e6)
         self.acc = RoundAcc(t_ns, tlbi0=Counter(self.vm.pgt.tlbi))
         self.acc.harvest.add(_merge(self.vm.op_log[before:]))
-        self.period = {"t": t_ns, "xfer": 0, "dirty": 0, "high": 0}
+        self.win_start = self.last_decision = t_ns
+        self.period = {"t": t_ns, "xfer0": 0, "new": 0, "high": 0}
+        self.throttle_timer_next = t_ns + Q.THROTTLE_SYNC_NS
+        self.reap_next = (t_ns // REAP_NS + 1) * REAP_NS
+        if self.cfg.kubevirt is not None:
+            memory = sum(st.slot.size for st in self.vm.slots.values())
+            self.kubevirt = KubevirtMonitor(self.cfg.kubevirt, t_ns, memory)
+        self.next_harvest_ns = t_ns + int(self.cfg.harvest_every_ms * 1e6)
+        if self.is_xen or self.is_fixed:
+            self.round = 1  # send_all_pages follows enable_logdirty with no CLEAN
+            self.iter_pages = 0
+            self.stop_after_batch = self.remaining_pages() < self.cfg.xen_min_pages
+        else:
+            self.sync(t_ns)  # ram_init_bitmaps → migration_bitmap_sync_precopy
+        self.setup_ns = self.busy_until_ns - t_ns
         self.sim.message(f"migration started: {self.remaining_pages():,} pages to send")
 
     def add_slot(self, slot_id: int, all_dirty: bool = True) -> None:
@@ -150,7 +231,10 @@ class Migration:
                 "again in full during stop-and-copy"
             )
         last = np.full(s.npages, -1, dtype=np.int16) if self.track_last_sent else None
-        self.slots[s.id] = SlotMig(bitmap, np.zeros(s.npages, dtype=np.uint32), last, None, tracked)
+        populated = bool(getattr(self.sim, "slot_populated", {}).get(s.id, True))
+        self.slots[s.id] = SlotMig(
+            bitmap, np.zeros(s.npages, dtype=np.uint32), last, None, tracked, populated
+        )
         self._remaining = None
 
     def remaining_pages_changed(self) -> None:
@@ -168,48 +252,93 @@ class Migration:
         """After the guest's writes of (t0, t1]: send, and harvest/switch over as due."""
         if self.phase != "iterating":
             return
-        if self.cfg.policy == "fixed":
+        if self.is_fixed:
             self._fixed_step(t1)
             return
-        self._send(t0, t1)
-        if self.cfg.policy == "xen":
+        if self.vm.tracking.mode == "ring" and t1 >= self.reap_next:
+            self.sim.reap_rings()  # the reaper thread: collect and reset every second
+            self.reap_next += REAP_NS
+        if self.is_xen:
+            self._send_plain(t0, t1)
             self._xen_step(t1)
         else:
+            self._send_windows(t0, t1)
             self._qemu_step(t1)
+        if self.phase == "iterating":
+            self._kubevirt_step(t1)
+        self._check_limits(t1)
 
     def _qemu_step(self, t: int) -> None:
-        if t < self.busy_until_ns or self.remaining_bytes() > self.threshold_bytes:
-            self._check_limits(t)
+        if self.release.throttle_sync and self.cfg.auto_converge and t >= self.throttle_timer_next:
+            self._throttle_timer(t)
+        if t - self.last_decision >= Q.MAX_WAIT_NS and self._window_left() > 0:
+            self.decision_due = True  # ram_save_iterate returned after MAX_WAIT
+        if not self.decision_due or t < self.busy_until_ns:
             return
-        self.sync(t)
-        if self.remaining_bytes() <= self.threshold_bytes:
-            fits = self.remaining_bytes()
+        self.decision_due = False
+        self.last_decision = t
+        self._iteration_run(t)
+
+    def _iteration_run(self, t: int) -> None:
+        """migration_iteration_run: exact sync below the threshold, then maybe complete."""
+        rel = self.release
+        if Q.should_sync(rel, self.remaining_bytes(), self.threshold):
+            self.sync(t)
+        pending = self.remaining_bytes()
+        if Q.should_complete(rel, pending, self.threshold):
             self.reason = (
-                f"{fits:,} dirty bytes fit in bandwidth × downtime limit = "
-                f"{self.threshold_bytes:,.0f} bytes"
+                f"{pending:,} dirty bytes {'≤' if rel.complete_le else '<'} threshold "
+                f"{self.threshold:,.0f} bytes (measured bandwidth × downtime limit, "
+                f"QEMU {rel.name})"
             )
-            self.stop_and_copy(t)
-        else:
-            self._check_limits(t)
+            self.stop_and_copy(max(t, self.busy_until_ns))
+
+    def _throttle_timer(self, t: int) -> None:
+        """cpu_throttle_dirty_sync_timer_tick (QEMU 9.2+): sync if none happened in 5 s."""
+        if self.round > 1 and self.round == self.throttle_timer_prev:
+            self.sync(t)
+        self.throttle_timer_prev = self.round
+        self.throttle_timer_next += Q.THROTTLE_SYNC_NS
 
     def _xen_step(self, t: int) -> None:
+        """At the end of each live batch (nothing left to send)."""
         if t < self.busy_until_ns or self.remaining_pages() > 0:
-            self._check_limits(t)
             return
-        dirty = self.sync(t)
-        total_pages = sum(st.slot.npages for st in self.vm.slots.values())
-        if self.round > self.cfg.xen_max_rounds:
-            self.reason = f"xen: {self.cfg.xen_max_rounds} rounds done"
-        elif dirty < self.cfg.xen_min_pages:
-            self.reason = f"xen: {dirty} pages dirty, fewer than {self.cfg.xen_min_pages}"
-        elif self.total_bytes > self.cfg.xen_max_factor * total_pages * self.page:
-            self.reason = (
-                f"xen: {self.total_bytes:,} bytes sent, over {self.cfg.xen_max_factor:g}× memory"
+        self.live_iters += 1
+        if self.cfg.policy == "xen-4.5":
+            total = sum(st.slot.npages for st in self.vm.slots.values())
+            why = X.classic_stop(
+                self.live_iters,
+                self.iter_pages,
+                self.total_pages_sent,
+                total,
+                self.cfg.live_iterations(),
+                self.cfg.xen_min_pages,
+                self.cfg.xen_max_factor,
             )
-        else:
-            self._check_limits(t)
+            if why:
+                self.reason = why
+                self.stop_and_copy(t)
+                return
+            self.sync(t)
+            self.iter_pages = 0
             return
-        self.stop_and_copy(t)
+        if self.stop_after_batch:  # the policy said stop; its batch has now gone live
+            self.stop_and_copy(t)
+            return
+        if X.spp_stop(self.live_iters, -1, self.cfg.live_iterations(), self.cfg.xen_min_pages):
+            self.reason = f"xen: {self.live_iters} live iterations done (SPP_MAX_ITERATIONS)"
+            self.stop_and_copy(t)
+            return
+        dirty, _ = self.sync(t)
+        if X.spp_stop(self.live_iters, dirty, self.cfg.live_iterations(), self.cfg.xen_min_pages):
+            self.reason = (
+                f"xen: {dirty} pages dirty, fewer than {self.cfg.xen_min_pages}: sent live, then "
+                "suspend"
+            )
+            self.stop_after_batch = True
+            if dirty == 0:
+                self.stop_and_copy(t)
 
     def _fixed_step(self, t: int) -> None:
         """Policy ``fixed``: harvest every ``harvest_every_ms``, never send or switch over
@@ -230,11 +359,11 @@ class Migration:
         """A harvest now (the ``harvest`` event, or policy ``fixed``): migration_bitmap_sync.
 
         With policy ``fixed`` nothing is ever sent, so in manual-clear mode what GET returned
-        is cleared at once, a ``clear_chunk`` at a time (GET then CLEAR, as dirty_log_test
+        is cleared at once, a clear-bitmap chunk at a time (GET then CLEAR, as dirty_log_test
         does), and the migration bitmap is emptied.  Returns the dirty pages harvested.
         """
-        dirty = self.sync(t)
-        if self.cfg.policy == "fixed":
+        dirty, _ = self.sync(t)
+        if self.is_fixed:
             for sid, m in self.slots.items():
                 if self.vm.tracking.manual and m.clear_snapshot is not None:
                     pages = DL.bitmap_pages(m.clear_snapshot)
@@ -243,6 +372,14 @@ class Migration:
                 m.bitmap[:] = 0
             self._remaining = 0
         return dirty
+
+    def _kubevirt_step(self, t: int) -> None:
+        kv = self.kubevirt
+        if kv is None or t < kv.next_ns:
+            return
+        why = kv.sample(t, self.remaining_bytes())
+        if why:
+            self.cancel(t, why)
 
     def _check_limits(self, t: int) -> None:
         if self.phase != "iterating":
@@ -253,95 +390,265 @@ class Migration:
             self._give_up(t, f"not converged within {self.cfg.timeout_s:g} s (timeout)")
 
     def _give_up(self, t: int, reason: str) -> None:
-        self._close_round(t, dirty_pages=0)
+        self._close_round(t)
         self.phase = "done"
         self.outcome = "not-converged"
         self.reason = reason
         self.t_end_ns = t
         self.sim.message(f"migration {reason}; the guest keeps running on the source")
 
+    def cancel(self, t: int, reason: str) -> None:
+        """migrate_cancel (or a management layer's abort): the migration stops, dirty logging
+        is switched off (memory_global_dirty_log_stop) and the guest goes on at the source."""
+        if not self.active:
+            return
+        self._close_round(t)
+        self.phase = "done"
+        self.outcome = "cancelled"
+        self.reason = reason
+        self.t_end_ns = t
+        for sid in list(self.slots):
+            st = self.vm.slots.get(sid)
+            if st is not None and st.logging:
+                s = st.slot
+                flags = s.flags & ~KVM_MEM_LOG_DIRTY_PAGES
+                self.vm.set_memslot(s.id, s.base, s.size, flags, s.backing, s.name)
+        self.sim.message(f"migration cancelled ({reason}); logging off, the guest goes on")
+
     def quiet_ticks(self, t: int, tick: int) -> int:
         """Ticks from ``t`` during which no harvest, switchover or limit can happen.
 
-        What is left to send falls by at most one tick's bandwidth per tick, so it cannot
-        reach the harvest threshold (QEMU: bandwidth × downtime limit; Xen: zero) sooner.
+        Xen harvests only when nothing is left to send.  QEMU syncs only when what is left is
+        below the threshold, which is at most (the bandwidth a window can measure) × downtime
+        limit; what is left falls no faster than the link and each window's rate limit allow.
+        Timers (the 5 s throttle sync, the ring reaper, KubeVirt's samples) end a batch.
         """
-        if self.cfg.policy == "fixed":
-            ticks = -(
-                -(min(self.next_harvest_ns, self.t_start_ns + self.cfg.timeout_s * NS) - t) // tick
-            )
-            return max(1, int(ticks))
-        per_tick = int(self.cfg.bandwidth * tick / NS // self.page) + 2
-        floor = 0 if self.cfg.policy == "xen" else int(self.threshold_bytes // self.page)
-        ticks = (self.remaining_pages() - floor) // per_tick
         deadline = self.t_start_ns + self.cfg.timeout_s * NS
-        ticks = min(ticks, int((deadline - t) // tick))
-        return max(1, ticks)
+        if self.is_fixed:
+            return max(1, -(-(min(self.next_harvest_ns, deadline) - t) // tick))
+        ends = [deadline]
+        if self.vm.tracking.mode == "ring":
+            ends.append(self.reap_next)
+        if self.kubevirt is not None:
+            ends.append(self.kubevirt.next_ns)
+        if self.release.throttle_sync and self.cfg.auto_converge and not self.is_xen:
+            ends.append(self.throttle_timer_next)
+        sending = self._quiet_sending(tick)
+        if sending <= 0 and not self.is_xen:
+            # a sync is possible: stop at the next point where QEMU decides (a window's end,
+            # MAX_WAIT after the last decision, or the first tick the sender may run dry)
+            if self.decision_due:
+                return 1
+            ends += [self._window_end_ns(), self.last_decision + Q.MAX_WAIT_NS]
+            cost = self._min_page_cost()
+            left = self.remaining_pages()
+            if left > max(self._window_left(), 0) // cost + 1:
+                sending = MAX_QUIET  # the window's share runs out before the pages do
+            else:
+                per_tick = int(self.cfg.link_speed * tick / NS / cost) + 2
+                sending = (left - 1) // per_tick + 1
+        ticks = min(max(1, math.ceil((e - t) / tick)) for e in ends)
+        return max(1, min(ticks, sending))
+
+    def _quiet_sending(self, tick: int) -> int:
+        min_cost = self._min_page_cost()
+        if self.is_xen:
+            per_tick = int(self.cfg.bandwidth * tick / NS // self.page) + 2
+            return self.remaining_pages() // per_tick
+        max_cost = Q.page_bytes(False, self.page)
+        bw_max = (
+            min(self.cfg.bandwidth, self.cfg.link_speed) + 2 * max_cost * NS / Q.BUFFER_DELAY_NS
+        )
+        bw_max = max(bw_max, self.cfg.avail_switchover_bandwidth)
+        floor = int(bw_max * self.cfg.downtime_limit_ms / 1000 // self.page) + 1
+        allowed = self.remaining_pages() - floor
+        if allowed <= 0:
+            return 0
+        by_link = allowed // (int(self.cfg.link_speed * tick / NS / min_cost) + 2)
+        now_pages = int(max(self._window_left(), 0) // min_cost) + 1  # this window's share
+        if allowed < now_pages:
+            return by_link
+        per_window = int(Q.rate_limit_per_window(self.cfg.bandwidth) / min_cost) + 2
+        window_ticks = math.ceil(Q.BUFFER_DELAY_NS / tick)
+        to_end = math.ceil((self._window_end_ns() - self.sim.t_ns) / tick)
+        by_window = to_end + (allowed - now_pages) // per_window * window_ticks
+        return max(by_link, by_window)
+
+    def _min_page_cost(self) -> int:
+        if self.is_xen:
+            return self.page
+        zero = self.cfg.zero_page_detection == "legacy" and any(
+            not m.populated for m in self.slots.values()
+        )
+        return Q.page_bytes(zero, self.page)
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _send(self, t0: int, t1: int) -> None:
-        start = max(t0, min(self.busy_until_ns, t1))
-        self.carry_bytes += self.cfg.bandwidth * (t1 - start) / NS
-        npages = int(self.carry_bytes // self.page)
-        if npages <= 0:
-            return
-        sent = self._send_pages(npages)
-        self.carry_bytes -= sent * self.page
-        if sent < npages:
-            self.carry_bytes = 0.0  # nothing more to send: unused bandwidth is not banked
+    def _window_left(self) -> float:
+        """Bytes the rate limit still allows in this window (migration_rate_exceeded)."""
+        return Q.rate_limit_per_window(self.cfg.bandwidth) - (self.total_bytes - self.win_xfer0)
 
-    def _send_pages(self, budget: int) -> int:
-        """Send up to ``budget`` dirty pages from the cursor on, wrapping once."""
+    def _window_end_ns(self) -> int:
+        """The tick at which the migration thread next measures: the window's 100 ms are over
+        and it is not held by a harvest (migration_rate_limit → migration_update_counters)."""
+        tick = self.sim.tick_ns
+        due = max(self.win_start + Q.BUFFER_DELAY_NS, self.busy_until_ns)
+        return -(-due // tick) * tick
+
+    def _send_windows(self, t0: int, t1: int) -> None:
+        """QEMU's sender over (t0, t1], window by window."""
+        cur = t0
+        while True:
+            we = self._window_end_ns()
+            end = min(we, t1)
+            start = max(cur, min(self.busy_until_ns, end))
+            if end > start:
+                budget = self.cfg.link_speed * (end - start) / NS + self.carry_bytes
+                sent = self._send_budget(budget, self._window_left())
+                self.carry_bytes = budget - sent.nbytes if sent.link_bound else 0.0
+                if sent.dry:
+                    self.decision_due = True  # ram_save_iterate found nothing more to send
+            if we > t1:
+                return
+            self._measure(we)
+            if we == t1:
+                self.decision_due = True
+                return
+            self.last_decision = we  # inside a batch: no sync can be due (quiet_ticks)
+            cur = we
+
+    def _measure(self, t: int) -> None:
+        """migration_update_counters at a window's end: bandwidth, threshold, mbps, expected
+        downtime, then a new window (migration_rate_reset, update_iteration_initial_status)."""
+        spent_ms = max((t - self.win_start) / 1e6, 1e-9)
+        transferred = self.total_bytes - self.win_xfer0
+        self.bw_per_ms = transferred / spent_ms
+        bw = Q.expected_bw_per_ms(self.bw_per_ms, self.cfg.avail_switchover_bandwidth)
+        self.threshold = Q.threshold_size(bw, self.cfg.downtime_limit_ms)
+        self.mbps = transferred * 8 / (spent_ms / 1000) / 1e6
+        if self.dirty_pages_rate and transferred > Q.EXPECTED_DOWNTIME_MIN_BYTES and bw > 0:
+            base = (
+                self.dirty_bytes_last_sync
+                if self.release.downtime_from_last_sync
+                else self.remaining_bytes()
+            )
+            self.expected_downtime_ms = base / bw
+        self.win_start = t
+        self.win_xfer0 = self.total_bytes
+
+    def _send_plain(self, t0: int, t1: int) -> None:
+        """Xen's sender: as fast as ``bandwidth`` allows, no windows."""
+        start = max(t0, min(self.busy_until_ns, t1))
+        budget = self.cfg.bandwidth * (t1 - start) / NS + self.carry_bytes
+        sent = self._send_budget(budget, math.inf)
+        self.carry_bytes = budget - sent.nbytes if sent.link_bound else 0.0
+
+    def _send_budget(self, link_bytes: float, window_bytes: float) -> Sent:
+        """Send dirty pages from the cursor on while they fit in ``link_bytes`` and each
+        starts before ``window_bytes`` are used (the rate limit is checked before a page)."""
+        out = Sent()
+        max_cost = self.page if self.is_xen else Q.page_bytes(False, self.page)
+        if math.isinf(link_bytes):
+            want = max(1, self.remaining_pages())
+        else:
+            want = int(link_bytes // max_cost) + 1
+        while True:
+            batch = self._collect(want)
+            if not batch:
+                out.dry = True
+                return out
+            costs = np.concatenate([self._costs(sid, pages) for sid, pages in batch])
+            cum = np.cumsum(costs)
+            by_link = int(np.searchsorted(cum, link_bytes - out.nbytes, side="right"))
+            by_window = int(np.searchsorted(cum - costs, window_bytes - out.nbytes, side="left"))
+            n = min(by_link, by_window)
+            self._commit(batch, n)
+            if n:
+                out.nbytes += int(cum[n - 1])
+                out.pages += n
+            if n < cum.size:  # the link's time or the window's share ran out
+                out.link_bound = by_link <= by_window
+                return out
+            if cum.size < want:
+                out.dry = True
+                return out
+            want *= 2
+
+    def _costs(self, sid: int, pages: np.ndarray) -> np.ndarray:
+        """Stream bytes per page: Xen the page; QEMU header + data, or a zero page."""
+        if self.is_xen:
+            return np.full(pages.size, self.page, dtype=np.int64)
+        normal = Q.page_bytes(False, self.page)
+        m = self.slots[sid]
+        if m.populated or self.cfg.zero_page_detection == "none":
+            return np.full(pages.size, normal, dtype=np.int64)
+        zero = self.vm.slots[sid].version[pages] == 0
+        return np.where(zero, Q.page_bytes(True, self.page), normal).astype(np.int64)
+
+    def _collect(self, limit: int) -> list[tuple[int, np.ndarray]]:
+        """Up to ``limit`` dirty pages in send order from the cursor, wrapping once."""
         order = sorted(self.slots)
-        if not order:
-            return 0
-        sent = 0
-        slot_i = order.index(self.cursor[0]) if self.cursor[0] in self.slots else 0
-        offset = self.cursor[1] if self.cursor[0] in self.slots else 0
+        if not order or limit <= 0:
+            return []
+        here = self.cursor[0] in self.slots
+        slot_i = order.index(self.cursor[0]) if here else 0
+        offset = self.cursor[1] if here else 0
+        out: list[tuple[int, np.ndarray]] = []
+        got = 0
         for step in range(len(order) + 1):
             sid = order[(slot_i + step) % len(order)]
             lo = offset if step == 0 else 0
-            hi = None if step < len(order) else offset  # the wrap ends where we began
-            got, next_off = self._send_from(sid, lo, hi, budget - sent)
-            sent += got
-            if sent >= budget:
-                self.cursor = (sid, next_off)
+            hi = self.slots[sid].dest.size if step < len(order) else offset
+            if hi <= lo:
+                continue
+            pages = DL.next_set_bits(self.slots[sid].bitmap, lo, hi, limit - got)
+            if pages.size:
+                out.append((sid, pages))
+                got += int(pages.size)
+            if got >= limit:
                 break
-        else:
-            self.cursor = (order[slot_i], offset)
-        return sent
+        return out
 
-    def _send_from(self, sid: int, lo: int, hi: int | None, budget: int) -> tuple[int, int]:
-        """Send dirty pages of one slot from page ``lo``; returns (sent, next offset)."""
+    def _commit(self, batch: list[tuple[int, np.ndarray]], n: int) -> None:
+        """Send the first ``n`` pages of ``batch``."""
+        for sid, pages in batch:
+            if n <= 0:
+                return
+            take = pages[:n]
+            n -= int(take.size)
+            self._send_pages_of(sid, take)
+            self.cursor = (sid, int(take[-1]) + 1)
+
+    def _send_pages_of(self, sid: int, pages: np.ndarray) -> None:
         m = self.slots[sid]
-        npages = m.dest.size
-        hi = npages if hi is None else hi
-        pages = DL.next_set_bits(m.bitmap, lo, hi, budget)
-        if not pages.size:
-            return 0, hi
         if self.vm.tracking.manual and m.clear_snapshot is not None:
             self._clear_before_send(sid, m, pages)
-        self._clear_bits(m.bitmap, pages)
+        DL.clear_bits(m.bitmap, pages)
         if self._remaining is not None:
             self._remaining -= int(pages.size)
+        costs = self._costs(sid, pages)
         m.dest[pages] = self.vm.slots[sid].version[pages]
         if m.last_sent is not None:
             m.last_sent[pages] = min(self.round, 32767)
-        nbytes = int(pages.size) * self.page
+        nbytes = int(costs.sum())
+        per = max(1, self.page // Q.TARGET_PAGE)
+        zero = (
+            int(np.count_nonzero(costs == Q.page_bytes(True, self.page))) if not self.is_xen else 0
+        )
         self.total_bytes += nbytes
-        self.period["xfer"] += nbytes
+        self.total_pages_sent += int(pages.size)
+        self.iter_pages += int(pages.size)
+        self.duplicate += zero * per
+        self.normal += (int(pages.size) - zero) * per
         if self.acc:
             self.acc.transferred_bytes += nbytes
             self.acc.pages_sent += int(pages.size)
-        return int(pages.size), int(pages[-1]) + 1
-
-    @staticmethod
-    def _clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
-        DL.clear_bits(bitmap, pages)
+            self.acc.duplicate += zero * per
+            self.acc.normal += (int(pages.size) - zero) * per
 
     def _clear_before_send(self, sid: int, m: SlotMig, pages: np.ndarray) -> None:
-        """QEMU's clear_bmap: KVM_CLEAR_DIRTY_LOG a chunk the first time one of its pages goes."""
+        """migration_clear_memory_region_dirty_bitmap: KVM_CLEAR_DIRTY_LOG a clear-bitmap
+        chunk the first time one of its pages goes (only bits the last GET reported)."""
         chunk = self.clear_chunk_pages
         snap = m.clear_snapshot
         assert snap is not None
@@ -374,37 +681,62 @@ class Migration:
 
     # -- harvest ------------------------------------------------------------------------------
 
-    def sync(self, t: int, close_round: bool = True) -> int:
-        """migration_bitmap_sync: harvest the KVM log into the migration bitmap; a new round.
-
-        The final sync after the guest stopped belongs to the stop-and-copy round instead.
+    def sync(self, t: int) -> tuple[int, int]:
+        """migration_bitmap_sync (Xen: XEN_DOMCTL_SHADOW_OP_CLEAN): harvest the KVM log into
+        the migration bitmap.  Closes the current round and starts the next (dirty-sync-count
+        + 1).  Returns (pages the log reported, pages newly dirty in the migration bitmap).
         """
         before = len(self.vm.op_log)
         reported: dict[int, np.ndarray] = {}
         if self.vm.tracking.mode == "ring":
             self.sim.reap_rings()
+        new = 0
         for sid, m in self.slots.items():
             words = self._harvest_slot(sid, m)
             if words is not None:
                 reported[sid] = words
+                new += DL.popcount(words & ~m.bitmap)  # ramblock_sync_dirty_bitmap
                 m.bitmap |= words
         self._remaining = None
         dirty = sum(DL.popcount(w) for w in reported.values())
         ops = _merge(self.vm.op_log[before:])
-        cost = ops.model_ns(self.vm.costs)
-        self.busy_until_ns = max(self.busy_until_ns, t) + int(cost)
+        self.busy_until_ns = max(self.busy_until_ns, t) + int(ops.model_ns(self.vm.costs))
         assert self.acc is not None
         self.acc.harvest.add(ops)
         self.last_harvest = reported
-        self.sim.record_harvest(self.round, t, reported)
-        if close_round:
-            self._close_round(t, dirty)
-            self._auto_converge(t, dirty)
+        self.syncs += 1
+        self.sim.record_harvest(self.syncs, t, reported)
+        if self.is_xen or self.is_fixed:
+            self.expected_downtime_ms = self.remaining_bytes() / self.cfg.bandwidth * 1000
+        else:
+            self._rates(t, dirty, new)
+        if self.round > 0:
+            self._close_round(t, dirty, new)
         self.round += 1
-        if close_round:
-            self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
-        self.expected_downtime_ms = self.remaining_bytes() / self.cfg.bandwidth * 1000
-        return dirty
+        self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
+        return dirty, new
+
+    def _rates(self, t: int, reported: int, new: int) -> None:
+        """The end of migration_bitmap_sync: dirty_bytes_last_sync, and once the period is
+        over a second long, migration_trigger_throttle and migration_update_rates."""
+        self.dirty_bytes_last_sync = self.remaining_bytes()
+        p = self.period
+        p["new"] += new
+        p["reported"] = p.get("reported", 0) + reported
+        if not Q.period_due(t, p["t"]):
+            return
+        span = t - p["t"]
+        self.dirty_pages_rate = Q.dirty_pages_rate(p["new"], span)
+        self.reported_pages_rate = Q.dirty_pages_rate(p["reported"], span)
+        step, p["high"] = Q.trigger_throttle(
+            self.total_bytes - p["xfer0"],
+            p["new"] * self.page,
+            self.cfg.throttle_trigger_threshold,
+            p["high"],
+        )
+        if step and self.cfg.auto_converge:
+            self._throttle_up()
+        p.update({"t": t, "xfer0": self.total_bytes, "new": 0, "reported": 0})
 
     def _harvest_slot(self, sid: int, m: SlotMig) -> np.ndarray | None:
         st = self.vm.slots[sid]
@@ -433,11 +765,11 @@ class Migration:
 
     # -- rounds, auto-converge ----------------------------------------------------------------
 
-    def _close_round(self, t: int, dirty_pages: int, number: int | None = None) -> None:
+    def _close_round(self, t: int, dirty_pages: int = 0, new_pages: int = 0) -> None:
         acc = self.acc
         if acc is None:
             return
-        dur = max(t - acc.t_start_ns, 1)
+        self.acc = None
         vm, costs = self.vm, self.vm.costs
         tlbi = Counter(vm.pgt.tlbi)
         tlbi.subtract(acc.tlbi0)
@@ -446,16 +778,23 @@ class Migration:
         flush = {k: v for k, v in h.tlbi.items()}
         self.rounds.append(
             {
-                "round": self.round if number is None else number,
+                "round": self.round,
+                "dirty_sync_count": self.round,
                 "t_start_ns": acc.t_start_ns,
                 "t_end_ns": t,
                 "transferred_bytes": acc.transferred_bytes,
                 "pages_sent": acc.pages_sent,
+                "duplicate": acc.duplicate,
+                "normal": acc.normal,
+                "normal_bytes": acc.normal * Q.TARGET_PAGE,
                 "remaining_bytes": self.remaining_bytes(),
                 "dirty_pages": dirty_pages,
-                "dirty_pages_rate": dirty_pages / (dur / NS),
-                "mbps": acc.transferred_bytes * 8 / (dur / NS) / 1e6,
-                "expected_downtime_ms": self.remaining_bytes() / self.cfg.bandwidth * 1000,
+                "new_dirty_pages": new_pages,
+                "dirty_pages_rate": self.dirty_pages_rate,
+                "reported_pages_rate": self.reported_pages_rate,
+                "mbps": self.mbps,
+                "threshold_bytes": self.threshold,
+                "expected_downtime_ms": self.expected_downtime_ms,
                 "throttle_pct": self.throttle_pct,
                 "faults": acc.faults,
                 "tlbi": {k: v for k, v in tlbi.items() if v},
@@ -476,53 +815,33 @@ class Migration:
             }
         )
 
-    def _auto_converge(self, t: int, dirty_pages: int) -> None:
-        """migration_trigger_throttle: two high periods → throttle up (20 %, +10 %, ≤ 99 %)."""
-        p = self.period
-        p["dirty"] += dirty_pages * self.page
-        if t - p["t"] < PERIOD_NS:
-            return
-        self.dirty_pages_rate = p["dirty"] / self.page / ((t - p["t"]) / NS)
-        if self.cfg.auto_converge:
-            threshold = p["xfer"] * self.cfg.throttle_trigger_threshold / 100
-            if p["dirty"] > threshold:
-                p["high"] += 1
-                if p["high"] >= 2:
-                    p["high"] = 0
-                    self._throttle_up()
-        p.update({"t": t, "xfer": 0, "dirty": 0})
-
     def _throttle_up(self) -> None:
-        if self.throttle_pct == 0:
-            self.throttle_pct = self.cfg.cpu_throttle_initial
-        else:
-            self.throttle_pct = min(
-                self.cfg.max_cpu_throttle, self.throttle_pct + self.cfg.cpu_throttle_increment
-            )
+        c = self.cfg
+        self.throttle_pct = Q.throttle_step(
+            self.throttle_pct, c.cpu_throttle_initial, c.cpu_throttle_increment, c.max_cpu_throttle
+        )
         self.sim.message(f"auto-converge: vCPUs throttled to {self.throttle_pct} %")
 
     # -- switchover ---------------------------------------------------------------------------
 
     def stop_and_copy(self, t: int) -> None:
-        """Stop the guest, final sync, send everything left at full bandwidth, verify."""
+        """Stop the guest, final sync, send everything left at the link's speed (QEMU's
+        ram_save_complete is not rate-limited), verify."""
         self.phase = "stop-and-copy"
         self.t_stop_ns = t
         self.sim.message(f"switchover at {t / 1e6:,.1f} ms: {self.reason}")
-        before_bytes = self.total_bytes
         busy_before = max(self.busy_until_ns, t)
-        number = self.round
-        dirty = self.sync(t, close_round=False)
+        self.sync(t)  # ram_save_complete's final sync / suspend_and_send_dirty's CLEAN
         for m in self.slots.values():
             if not m.tracked:
                 DL.set_all(m.bitmap, m.dest.size)
                 self._remaining = None
-        pages = self.remaining_pages()
-        self._send_pages(pages)
+        sent = self._send_budget(math.inf, math.inf)
         harvest_ns = max(self.busy_until_ns - busy_before, 0)
-        send_ns = (self.total_bytes - before_bytes) / self.cfg.bandwidth * NS
+        send_ns = sent.nbytes / self.live_rate * NS
         self.downtime_ns = harvest_ns + send_ns
         self.t_end_ns = int(t + self.downtime_ns)
-        self._close_round(self.t_end_ns, dirty, number)
+        self._close_round(self.t_end_ns)
         self.rounds[-1]["stop_and_copy"] = True
         self.phase = "done"
         self.outcome = "completed"
@@ -562,12 +881,19 @@ class Migration:
             "outcome": self.outcome or ("running" if self.active else "not-started"),
             "reason": self.reason,
             "policy": self.cfg.policy,
+            "qemu": None if self.is_xen else self.cfg.qemu,
             "total_time_ms": (end - self.t_start_ns) / 1e6 if self.phase != "idle" else 0.0,
             "downtime_ms": self.downtime_ns / 1e6,
+            "expected_downtime_ms": self.expected_downtime_ms,
             "setup_time_ms": self.setup_ns / 1e6,
             "transferred_bytes": self.total_bytes,
+            "duplicate": self.duplicate,
+            "normal": self.normal,
+            "normal_bytes": self.normal * Q.TARGET_PAGE,
             "rounds_count": len(self.rounds),
             "dirty_sync_count": self.round,
+            "dirty_pages_rate": self.dirty_pages_rate,
+            "mbps": self.mbps,
             "remaining_bytes": self.remaining_bytes(),
             "throttle_pct": self.throttle_pct,
             "verification": self.verification

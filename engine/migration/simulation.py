@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.files.session import SessionCfg, load_session, parse_session
+from engine.files.session import SessionCfg, clear_chunk_pages, load_session, parse_session
 from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
@@ -108,6 +108,7 @@ class Simulation:
         self._heat_t = 0
         self.migration: Migration | None = None
         self.slot_flags: dict[int, int] = {}  # the session's flags; logging starts with migration
+        self.slot_populated: dict[int, bool] = {}  # populated slots hold data: no zero pages
         self.targets: dict[str, dict[str, Any]] = {}  # workload name -> its target spec
         for i, m in enumerate(cfg.memslots):
             self._add_memslot(m.model_dump(), f"memslots[{i}]")
@@ -115,7 +116,7 @@ class Simulation:
         for i, spec in enumerate(cfg.workloads):
             self._add_workload(spec, f"workloads[{i}]")
         self.migration = (
-            Migration(self, cfg.migration, t.clear_chunk, track_last_sent)
+            Migration(self, cfg.migration, clear_chunk_pages(t, self.vm.page_size), track_last_sent)
             if cfg.migration.policy != "none"
             else None
         )
@@ -159,6 +160,7 @@ class Simulation:
         except DirtylogError as exc:
             raise _prefix(exc, field) from None
         self.slot_flags[m["id"]] = flags
+        self.slot_populated[m["id"]] = bool(m.get("populate", True))
 
     def _region(self, spec: dict[str, Any], field: str) -> Region | None:
         if "slot" in spec:
@@ -527,6 +529,12 @@ class Simulation:
             self.migration.cfg = MigrationCfg.model_validate(data)
         except Exception as exc:
             raise ConfigError("migration", _pydantic_sentence(exc)) from None
+
+    def _edit_cancel(self, ev: dict[str, Any]) -> None:
+        """migrate_cancel: the migration stops, logging goes off, the guest goes on."""
+        if self.migration is None or not self.migration.active:
+            raise ConfigError("action", "there is no migration running to cancel")
+        self.migration.cancel(self.t_ns, f"cancel event at {ev['t_ms']:g} ms")
 
     def _edit_set_tracking(self, ev: dict[str, Any]) -> None:
         changes = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}

@@ -1,0 +1,348 @@
+"""QEMU's pre-copy rules, each pinned by a value derived from the source (qemu/qemu).
+
+- migration/ram.c ram_init_bitmaps → migration_bitmap_sync_precopy: one sync in setup, so
+  dirty-sync-count is 1 during pass 1; ram_save_complete syncs once more after the stop.
+- migration/ram.c migration_clear_memory_region_dirty_bitmap: with manual protect, a
+  clear-bitmap chunk is CLEARed in KVM just before its first page is sent.
+- migration/migration.h CLEAR_BITMAP_SHIFT_MIN 6, _DEFAULT 18, _MAX 31.
+- migration/migration.c migration_iteration_run (10.1: ``pending_size <= threshold_size``
+  completes; 9.x: ``pending_size < threshold_size``; 8.2 syncs at ``must_precopy <=``),
+  migration_update_counters (threshold = bytes sent in the window / window ms × downtime),
+  migration_rate_limit (BUFFER_DELAY 100 ms windows of max-bandwidth / 10).
+- migration/ram.c migration_bitmap_sync: rates when ``end_time > time_last_bitmap_sync +
+  1000``; migration_trigger_throttle: ``bytes_dirty_period > bytes_xfer_period * 50 / 100``
+  twice; num_dirty_pages_period counts pages newly set in the migration bitmap.
+- migration/ram.c save_zero_page / save_page_header: 8 header bytes per 4 KiB page, + 1 byte
+  for a zero page, + 4096 for a normal one.
+- migration/cpu-throttle.c (9.2+): CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS 5000.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_migration import ZERO_COSTS, run, session
+
+from engine.files.session import CLEAR_SHIFT_DEFAULT, KubevirtCfg, clear_chunk_pages, parse_session
+from engine.migration import qemu_rules as Q
+from engine.migration.kubevirt import KubevirtMonitor
+from engine.migration.simulation import Simulation
+from engine.util.errors import ConfigError
+
+CASES = Path("/work/shared/cases/fidelity")
+NORMAL = 4096 + 8  # one normal page in the stream
+ZERO = 8 + 1  # one zero page in the stream
+
+
+# -- the clear-bitmap chunk ---------------------------------------------------------------------
+
+
+def _tracking(**t):
+    return parse_session(session(tracking={"mode": "manual-clear", **t}))
+
+
+def test_clear_chunk_default_is_shift_18():
+    cfg = _tracking()
+    assert clear_chunk_pages(cfg.tracking, 4096) == 1 << 18 == 262144  # 1 GiB of 4 KiB pages
+    assert CLEAR_SHIFT_DEFAULT == 18
+
+
+@pytest.mark.parametrize(
+    ("spec", "pages"),
+    [
+        ({"clear_bitmap_shift": 6}, 64),
+        ({"clear_bitmap_shift": 31}, 1 << 31),
+        ({"clear_chunk": "256KiB"}, 64),
+        ({"clear_chunk": "1GiB"}, 1 << 18),
+        ({"clear_chunk": "8TiB"}, 1 << 31),
+        ({"clear_chunk": "1GiB", "clear_bitmap_shift": 18}, 1 << 18),
+    ],
+)
+def test_clear_chunk_accepts_the_shift_or_a_size_within_6_to_31(spec, pages):
+    assert clear_chunk_pages(_tracking(**spec).tracking, 4096) == pages
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"clear_bitmap_shift": 5}, "tracking.clear_bitmap_shift"),
+        ({"clear_bitmap_shift": 32}, "tracking.clear_bitmap_shift"),
+        ({"clear_chunk": "128KiB"}, "tracking.clear_chunk"),  # 2^5 pages
+        ({"clear_chunk": "16TiB"}, "tracking.clear_chunk"),  # 2^32 pages
+        ({"clear_chunk": "3MiB"}, "tracking.clear_chunk"),  # not a power of two
+        ({"clear_chunk": "1GiB", "clear_bitmap_shift": 17}, "tracking.clear_chunk"),
+    ],
+)
+def test_clear_chunk_out_of_range_is_refused_naming_the_field(spec, field):
+    with pytest.raises(ConfigError) as err:
+        _tracking(**spec)
+    assert err.value.field == field
+
+
+def test_clear_chunk_scales_with_the_granule():
+    data = session(tracking={"clear_chunk": "1MiB"}, geometry={"granule": "16KiB", "ipa_bits": 40})
+    data["memslots"][0]["backing"] = None
+    cfg = parse_session(data)
+    assert clear_chunk_pages(cfg.tracking, 16384) == 64
+    data["tracking"]["clear_chunk"] = "512KiB"  # 32 pages of 16 KiB
+    with pytest.raises(ConfigError):
+        parse_session(data)
+
+
+# -- switchover and sync comparisons, release by release -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("release", "below", "at", "above"),
+    [
+        ("7.2", True, False, False),
+        ("8.2", True, True, False),
+        ("9.2", True, False, False),
+        ("10.1", True, False, False),
+    ],
+)
+def test_exact_sync_comparison(release, below, at, above):
+    rel = Q.RELEASES[release]
+    assert Q.should_sync(rel, 999, 1000) is below
+    assert Q.should_sync(rel, 1000, 1000) is at
+    assert Q.should_sync(rel, 1001, 1000) is above
+
+
+@pytest.mark.parametrize(
+    ("release", "at"), [("7.2", False), ("8.2", False), ("9.2", False), ("10.1", True)]
+)
+def test_switchover_comparison(release, at):
+    rel = Q.RELEASES[release]
+    assert Q.should_complete(rel, 999, 1000)
+    assert Q.should_complete(rel, 1000, 1000) is at
+    assert not Q.should_complete(rel, 1001, 1000)
+    assert Q.should_complete(rel, 0, 0)  # nothing pending completes even before a measurement
+
+
+# -- auto-converge trigger and rates ------------------------------------------------------------
+
+
+def test_throttle_trigger_needs_more_than_half_twice():
+    # 1000 bytes sent in the period: the threshold is 500 dirty bytes, strictly more needed
+    assert Q.trigger_throttle(1000, 500, 50, 0) == (False, 0)
+    assert Q.trigger_throttle(1000, 501, 50, 0) == (False, 1)
+    assert Q.trigger_throttle(1000, 501, 50, 1) == (True, 0)
+    assert Q.trigger_throttle(1000, 100, 50, 1) == (False, 1)  # a low period keeps the count
+
+
+def test_period_is_strictly_more_than_a_second():
+    assert not Q.period_due(1_000_000_000, 0)
+    assert Q.period_due(1_000_000_001, 0)
+
+
+@pytest.mark.parametrize(("now", "step"), [(0, 20), (20, 30), (90, 99), (99, 99)])
+def test_throttle_steps(now, step):
+    assert Q.throttle_step(now, 20, 10, 99) == step
+
+
+def test_page_costs():
+    assert Q.page_bytes(False, 4096) == NORMAL
+    assert Q.page_bytes(True, 4096) == ZERO
+    assert Q.page_bytes(False, 65536) == 16 * NORMAL  # 16 target pages in a 64 KiB page
+
+
+# -- the setup sync and initially-set ------------------------------------------------------------
+
+
+def test_r04_idle_initially_set_guest_sends_each_page_once():
+    """r04: 256 populated pages, nothing written.  The setup sync marks every chunk, pass 1
+    CLEARs before sending, so the first iterative sync finds nothing: 256 normal pages, each
+    sent once.  Syncs: setup (1), exact (2), ram_save_complete's (3)."""
+    result = Simulation.from_file(CASES / "r04_min_initially_set.json").run()
+    assert result["normal"] == 256 and result["duplicate"] == 0
+    assert result["normal_bytes"] == 1 << 20
+    assert result["transferred_bytes"] == 256 * NORMAL
+    assert result["dirty_sync_count"] == 3
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    assert result["verification"]["mismatches"] == 0
+
+
+def test_r15_initially_set_eager_split_faults_during_pass_1():
+    """r15: 64 MiB at 64 MiB/s, 256 KiB chunks, writes at 700 ms to pages 0, 1, 511, 512 and
+    16383.  A window carries ceil(6710886.4 / 4104) = 1636 pages, so by 700 ms pages
+    0..13087 went, their chunks CLEARed (write-protected, blocks split): the first four writes
+    fault, the last lands in a chunk not yet CLEARed (a writable block) and is sent later.
+    At 1000 ms 24 pages remain (16384 - 10 × 1636) < threshold 1636 × 4104 / 100 ms × 100 ms:
+    sync, 4 new pages, 28 pages ≤ threshold: switch over.  16388 pages sent in all."""
+    sim = Simulation.from_file(CASES / "r15_initset_eager_split.json")
+    sim.keep_harvests = True
+    result = sim.run()
+    assert sum(r["faults"] for r in result["rounds"]) == 4
+    first = result["rounds"][0]
+    assert first["dirty_pages"] == 4 and first["new_dirty_pages"] == 4
+    assert result["transferred_bytes"] == 16388 * NORMAL
+    assert first["threshold_bytes"] == 1636 * NORMAL  # bytes/ms × 100 ms downtime limit
+    assert result["verification"]["mismatches"] == 0
+
+
+# -- windows, measured bandwidth, link speed ------------------------------------------------------
+
+
+def _measured(**mig):
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[],
+        memslots=[{"id": 0, "base": "0x40000000", "size": "4MiB", "flags": ["log_dirty"]}],
+        migration={"bandwidth": 100 * NORMAL * 10, "downtime_limit_ms": 30, **mig},
+    )
+    return run(data)[1]
+
+
+def test_window_share_and_measured_threshold():
+    """max-bandwidth 4,104,000 B/s: a window's share is 410,400 bytes = exactly 100 pages.
+    1024 pages: after 10 windows (1.0 s) 24 are left, under the threshold measured over the
+    last window: 100 × 4104 bytes / 100 ms × 30 ms = 123,120 bytes (not the configured
+    4,104,000 B/s × 30 ms); the sync is at 1.0 s."""
+    result = _measured()
+    first = result["rounds"][0]
+    assert first["threshold_bytes"] == pytest.approx(100 * NORMAL / 100 * 30)
+    assert first["t_end_ns"] == 1_000_000_000
+
+
+def test_avail_switchover_bandwidth_sets_the_threshold():
+    result = _measured(avail_switchover_bandwidth="1MiB/s")
+    assert result["rounds"][0]["threshold_bytes"] == pytest.approx((1 << 20) / 1000 * 30)
+
+
+def test_stop_and_copy_goes_at_the_link_speed_not_the_limit():
+    """Every page dirty again at switchover: 1024 pages × 4104 bytes at 1 Gbit/s = 33.6 ms,
+    not 1024 × 4104 / 4,104,000 B/s = 1.02 s; with zero costs that is the whole downtime."""
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[],
+        memslots=[{"id": 0, "base": "0x40000000", "size": "4MiB", "flags": []}],
+        migration={
+            "bandwidth": 100 * NORMAL * 10,
+            "downtime_limit_ms": 30,
+            "link_speed": "1Gbit/s",
+        },
+    )
+    _, result = run(data)  # an untracked slot goes again in full during stop-and-copy
+    assert result["downtime_ms"] == pytest.approx(1024 * NORMAL / 125e6 * 1000)
+
+
+def test_idle_fresh_guest_sends_zero_pages():
+    """A 64 MiB guest never written (populate false): every page is a zero page, 9 bytes."""
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[],
+        memslots=[
+            {
+                "id": 0,
+                "base": "0x40000000",
+                "size": "64MiB",
+                "flags": ["log_dirty"],
+                "populate": False,
+            }
+        ],
+    )
+    _, result = run(data)
+    assert result["duplicate"] == 16384 and result["normal"] == 0
+    assert result["transferred_bytes"] == 16384 * ZERO
+    assert result["outcome"] == "completed"
+
+
+def test_dirty_pages_rate_counts_only_newly_dirtied_pages(tmp_path):
+    """64 MiB at 32 MiB/s, 10 ms limit: windows of ceil(3355443.2 / 4104) = 818 pages, 24
+    left after 20 windows (2.0 s) < threshold 818 × 4104 / 100 × 10 bytes: the sync at 2 s
+    reports pages 0 and 16383 (written at 1.5 s); 16383 is still to send, so only one is
+    new.  The period (setup sync at 0 → 2 s) is over a second: dirty-pages-rate = 1 / 2 s."""
+    trace = tmp_path / "w.csv"
+    trace.write_text("t_ns,ipa,vcpu\n1500000000,0x40000000,0\n1500000001,0x43fff000,0\n")
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[{"name": "t", "kind": "trace", "path": str(trace)}],
+        migration={"bandwidth": "32MiB/s", "downtime_limit_ms": 10},
+    )
+    _, result = run(data)
+    first = result["rounds"][0]
+    assert first["t_end_ns"] == 2_000_000_000
+    assert (first["dirty_pages"], first["new_dirty_pages"]) == (2, 1)
+    assert first["dirty_pages_rate"] == pytest.approx(0.5)
+    assert first["reported_pages_rate"] == pytest.approx(1.0)
+
+
+def test_throttle_sync_every_5_s_from_qemu_9_2():
+    """Auto-converge on, an iteration longer than 5 s: the timer (started with the
+    migration) ticks at 5, 10, 15 s; at 15 s no sync happened since the 10 s tick and
+    dirty-sync-count > 1, so it syncs.  QEMU 8.2 has no such timer."""
+
+    def syncs(release):
+        data = session(
+            costs=ZERO_COSTS,
+            workloads=[{"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": 4000}],
+            memslots=[{"id": 0, "base": "0x40000000", "size": "32MiB", "flags": ["log_dirty"]}],
+            migration={
+                "bandwidth": "4MiB/s",
+                "auto_converge": True,
+                "qemu": release,
+                "timeout_s": 16,
+            },
+        )
+        _, result = run(data)
+        return [r["t_end_ns"] for r in result["rounds"]]
+
+    assert 15_000_000_000 in syncs("10.1")
+    assert 15_000_000_000 not in syncs("8.2")
+
+
+# -- management layers ---------------------------------------------------------------------------
+
+
+def test_cancel_event_stops_migration_and_logging():
+    data = session(events=[{"t_ms": 500, "action": "cancel"}])
+    sim, result = run(data)
+    assert result["outcome"] == "cancelled"
+    assert not sim.vm.slots[0].logging
+    assert not sim.migration.guest_paused
+
+
+def test_kubevirt_completion_timeout_per_gb_rounds_the_size_up():
+    """64 MiB → ceil(0.067 GB) = 1; completionTimeoutPerGiB 2 → 2 s; samples every 400 ms:
+    the first with elapsed // 1 s > 2 is at 3.2 s (2.8 s gives 2)."""
+    data = session(
+        workloads=[{"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": 20000}],
+        migration={"kubevirt": {"completion_timeout_per_gib": 2, "progress_timeout_s": 0}},
+    )
+    _, result = run(data)
+    assert result["outcome"] == "cancelled"
+    assert result["total_time_ms"] == pytest.approx(3200)
+    assert "completionTimeoutPerGiB" in result["reason"]
+
+
+@pytest.mark.parametrize(("rule", "aborts_at"), [("new-low", 4.0), ("previous-sample", None)])
+def test_kubevirt_progress_rules(rule, aborts_at):
+    """Remaining bytes fall, then oscillate above their low: the old rule (a new low) sees
+    no progress; today's (below the previous sample) does.  progressTimeout 2 s: stuck once
+    (now - last) // 1 s > 2."""
+    mon = KubevirtMonitor(
+        KubevirtCfg(progress_timeout_s=2, completion_timeout_per_gib=0, progress=rule), 0, 1 << 30
+    )
+    samples = [100, 90, 95, 91, 95, 91, 95, 91, 95, 91, 95, 91]
+    got = None
+    for i, remaining in enumerate(samples, start=1):
+        t = i * 400_000_000
+        if mon.sample(t, remaining):
+            got = t / 1e9
+            break
+    # new low at 0.8 s (90); stuck when (t - 0.8) // 1 > 2, i.e. t >= 3.8 → sample at 4.0 s
+    assert got == aborts_at
+
+
+def test_nova_session_follows_downtime_steps():
+    """nova/virt/libvirt/migration.py downtime_steps: downtime 500 ms, 10 steps, delay 5 s ×
+    data_gb 2 = 10 s: (0, 50), (10, 95), (20, 140) … (100, 500)."""
+    from engine.files.session import load_session
+
+    cfg, _ = load_session(
+        Path(__file__).parent.parent / "resources/sessions/nova-downtime-steps.json"
+    )
+    steps = [(e.t_ms / 1000, e.model_extra["downtime_limit_ms"]) for e in cfg.events]
+    assert steps == [(10.0 * i, int(50 + 45 * i)) for i in range(11)]
+    assert cfg.migration.downtime_limit_ms == 50

@@ -779,7 +779,7 @@ class Migration:
         self.rounds.append(
             {
                 "round": self.round,
-                "dirty_sync_count": self.round,
+                "dirty_sync_count": self.round - int(self.is_xen or self.is_fixed),
                 "t_start_ns": acc.t_start_ns,
                 "t_end_ns": t,
                 "transferred_bytes": acc.transferred_bytes,
@@ -891,7 +891,7 @@ class Migration:
             "normal": self.normal,
             "normal_bytes": self.normal * Q.TARGET_PAGE,
             "rounds_count": len(self.rounds),
-            "dirty_sync_count": self.round,
+            "dirty_sync_count": self.syncs,
             "dirty_pages_rate": self.dirty_pages_rate,
             "mbps": self.mbps,
             "remaining_bytes": self.remaining_bytes(),

@@ -254,7 +254,7 @@ def test_r01_min_move_loses_nothing(tmp_path):
     sim.keep_harvests = True
     out = sim.run()
     assert out["verification"]["mismatches"] == 0
-    first = sim.harvests[0]["slots"][0]
+    first = sim.harvests[1]["slots"][0]  # harvests[0] is QEMU's setup sync, before any write
     assert DL.bitmap_pages(first).tolist() == [0]
 
 

@@ -160,6 +160,9 @@ def test_r04_idle_initially_set_guest_sends_each_page_once():
     assert result["transferred_bytes"] == 256 * NORMAL
     assert result["dirty_sync_count"] == 3
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    # expected-downtime starts at the downtime limit and changes only once dirty-pages-rate
+    # is non-zero (migration_update_counters): nothing was ever dirtied here
+    assert result["expected_downtime_ms"] == 10.0
     assert result["verification"]["mismatches"] == 0
 
 
@@ -346,3 +349,28 @@ def test_nova_session_follows_downtime_steps():
     steps = [(e.t_ms / 1000, e.model_extra["downtime_limit_ms"]) for e in cfg.events]
     assert steps == [(10.0 * i, int(50 + 45 * i)) for i in range(11)]
     assert cfg.migration.downtime_limit_ms == 50
+
+
+def test_ring_reaper_collects_every_second():
+    """accel/kvm/kvm-all.c kvm_dirty_ring_reaper_thread: sleep(1), then reap every ring, so
+    with no sync or ring-full exit in between the rings are still reset each second."""
+    data = session(
+        tick_ms=10,
+        tracking={"mode": "ring", "ring_entries": 4096},
+        workloads=[{"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": 200}],
+        migration={"bandwidth": "8MiB/s", "timeout_s": 3.5},
+    )
+    sim = Simulation.from_dict(data)
+    reaps = []
+    real = sim.reap_rings
+
+    def spy():
+        reaps.append(sim.t_ns)
+        return real()
+
+    sim.reap_rings = spy
+    while not sim.finished:
+        sim.advance(1)
+    # the tick that ends at each whole second starts 10 ms before it
+    assert {990_000_000, 1_990_000_000, 2_990_000_000} <= set(reaps)
+    assert sim.migration.round == 1  # no sync happened: these were the reaper's

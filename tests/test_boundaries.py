@@ -219,7 +219,15 @@ def test_ipa_size_range(ipa_bits, ok):
 
 def _auto_converge_migration() -> Migration:
     sim = SimpleNamespace(vm=SimpleNamespace(page_size=4096), message=lambda *_: None)
-    return Migration(sim, MigrationCfg(auto_converge=True), clear_chunk=1 << 30)
+    return Migration(sim, MigrationCfg(auto_converge=True), clear_chunk_pages=1 << 18)
+
+
+def _period(mig: Migration, k: int, new_pages: int) -> None:
+    """One sync period of a little more than a second (QEMU checks ``end_time >
+    time_last_bitmap_sync + 1000``) in which 200 pages were sent and ``new_pages`` newly
+    dirtied (num_dirty_pages_period)."""
+    mig.total_bytes += 200 * 4096
+    mig._rates(k * (NS + 1), new_pages, new_pages)
 
 
 @pytest.mark.parametrize("dirty_pages, high", [(99, False), (100, False), (101, True)])
@@ -229,8 +237,7 @@ def test_auto_converge_trigger(dirty_pages, high):
     the throttle goes up on the second high period.  200 pages sent → threshold 100 pages."""
     mig = _auto_converge_migration()
     for period in (1, 2):
-        mig.period.update(xfer=200 * 4096)
-        mig._auto_converge(period * NS, dirty_pages)
+        _period(mig, period, dirty_pages)
     assert mig.throttle_pct == (20 if high else 0)
 
 
@@ -240,8 +247,7 @@ def test_auto_converge_needs_two_high_periods_and_then_steps_by_ten_to_99():
     mig = _auto_converge_migration()
     seen = []
     for period in range(1, 25):
-        mig.period.update(xfer=200 * 4096)
-        mig._auto_converge(period * NS, 101)
+        _period(mig, period, 101)
         seen.append(mig.throttle_pct)
     assert seen[0] == 0 and seen[1] == 20
     assert seen[1::2] == [20, 30, 40, 50, 60, 70, 80, 90, 99, 99, 99, 99]

@@ -136,17 +136,22 @@ def test_eager_split_at_enable_splits_every_chunk_of_the_slot():
 
 def _migration(**cfg) -> Migration:
     sim = SimpleNamespace(vm=SimpleNamespace(page_size=4096, slots={}), message=lambda *_: None)
-    return Migration(sim, MigrationCfg(**cfg), clear_chunk=1 << 30)
+    return Migration(sim, MigrationCfg(**cfg), clear_chunk_pages=1 << 18)
 
 
 def test_switchover_threshold_is_bandwidth_times_downtime_in_seconds():
     """QEMU migration/migration.c (9.x) migration_update_counters: threshold_size =
-    bandwidth (bytes/ms) × downtime_limit (ms).  With 128 MiB/s and 300 ms that is
-    134 217 728 × 0.300 = 40 265 318.4 bytes (not 39 321 600 as ms/1024 would give)."""
-    assert _migration(bandwidth=128 << 20, downtime_limit_ms=300).threshold_bytes == pytest.approx(
-        40_265_318.4, abs=1e-6
-    )
-    assert _migration(bandwidth=1e9 / 8, downtime_limit_ms=1000).threshold_bytes == 125e6
+    bandwidth (bytes/ms) × downtime_limit (ms), the bandwidth being what the window really
+    carried.  128 MiB/s over a 100 ms window and 300 ms: 134 217.728 × 300 = 40 265 318.4
+    bytes (not 39 321 600 as ms/1024 would give)."""
+    mig = _migration(bandwidth=128 << 20, downtime_limit_ms=300)
+    mig.total_bytes = 13_421_772.8  # what a 100 ms window at 128 MiB/s carries
+    mig._measure(100_000_000)
+    assert mig.threshold_bytes == pytest.approx(40_265_318.4, abs=1e-6)
+    mig = _migration(downtime_limit_ms=1000)
+    mig.total_bytes = 12_500_000  # 1 Gbit/s for 100 ms
+    mig._measure(100_000_000)
+    assert mig.threshold_bytes == pytest.approx(125e6)
 
 
 def test_verification_flags_every_destination_page_that_differs():

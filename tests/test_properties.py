@@ -97,11 +97,21 @@ def sessions(draw):
 @settings(max_examples=25, deadline=None)
 @given(sessions())
 def test_every_written_page_reaches_the_destination(data):
-    result = Simulation.from_dict(data).run()
-    if result["outcome"] == "completed":
-        v = result["verification"]
-        assert v["mismatches"] == 0, v
-        assert v["pages_checked"] >= 3072
+    """Every run is checked: one that converged by itself, and one that gave up (about 40 % of
+    the drawn sessions), which is then switched over by force at the time it stopped — what
+    is still to send plus what the log still holds must be exactly what the destination lacks.
+    """
+    sim = Simulation.from_dict(data)
+    result = sim.run()
+    mig = sim.migration
+    if result["outcome"] != "completed":
+        assert result["outcome"] == "not-converged", result["outcome"]
+        mig.phase = "iterating"
+        mig.stop_and_copy(sim.t_ns)
+        assert mig.outcome == "completed"
+    v = mig.verification
+    assert v["mismatches"] == 0, v
+    assert v["pages_checked"] == sum(m.dest.size for m in mig.slots.values()) >= 3072
 
 
 @settings(max_examples=10, deadline=None)

@@ -14,6 +14,7 @@ import pytest
 
 from engine.files.session import MigrationCfg
 from engine.kvm import dirtylog as DL
+from engine.kvm.dirtyring import DirtyRing, check_ring_size, merge_masks, ring_entry_limits
 from engine.kvm.memslots import Memslots
 from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.migration.precopy import Migration, SlotMig
@@ -178,3 +179,85 @@ def test_verification_of_identical_memory_has_no_mismatch():
     mig.vm.slots[0] = SimpleNamespace(version=np.array([1, 2, 3], np.uint32))
     mig.slots[0] = SlotMig(np.zeros(1, np.uint64), np.array([1, 2, 3], np.uint32), None)
     assert mig.verify() == {"pages_checked": 3, "mismatches": 0}
+
+
+# -- dirty ring: reset merging, sizes, entry types ---------------------------------------------
+
+
+def _merged(offsets, slots=None):
+    off = np.array(offsets, np.uint64)
+    sl = np.zeros(off.size, np.uint32) if slots is None else np.array(slots, np.uint32)
+    s, o, m = merge_masks(sl, off)
+    assert s.dtype == np.uint32 and m.dtype == np.uint64
+    return list(zip(s.tolist(), o.tolist(), m.tolist(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "offsets, expected",
+    [
+        ([0, 63], [(0, 0, 1 | 1 << 63)]),  # 63 above: still in the mask
+        ([0, 64], [(0, 0, 1), (0, 64, 1)]),  # 64 above: a new mask
+        ([100, 37], [(0, 37, 1 | 1 << 63)]),  # 63 below, fits: shifted down
+        ([100, 36], [(0, 100, 1), (0, 36, 1)]),  # 64 below: a new mask
+        ([10, 73, 9], [(0, 10, 1 | 1 << 63), (0, 9, 1)]),  # shifting would drop bit 63
+        ([10, 12, 8, 50], [(0, 8, 0b10101 | 1 << 42)]),  # keeps merging after a shift
+        ([5, 5, 6], [(0, 5, 0b11)]),
+    ],
+)
+def test_ring_reset_merges_like_kvm(offsets, expected):
+    """kvm_dirty_ring_reset (virt/kvm/dirty_ring.c, v6.17): an entry of the same slot with
+    ``delta = offset - cur_offset`` in [0, 64) joins the mask; with delta in (-64, 0) the mask
+    is shifted down by -delta if ``(mask << -delta >> -delta) == mask`` (no bit falls off the
+    64-bit word); anything else flushes the mask and starts a new one.  Worked by hand."""
+    assert _merged(offsets) == expected
+
+
+def test_ring_reset_never_merges_across_slots():
+    assert _merged([0, 1, 2], [0, 1, 1]) == [(0, 0, 1), (1, 1, 0b11)]
+    assert _merged([7], [3]) == [(3, 7, 1)]  # a lone entry: the fast path, same types
+
+
+@pytest.mark.parametrize(
+    "entries, page, errno, words",
+    [
+        (0, 4096, "EINVAL", "must be a power of two, got 0"),
+        (1, 4096, "EINVAL", "1 entries (16 bytes) is less than one 4096-byte page"),
+        (128, 4096, "EINVAL", "128 entries (2048 bytes) is less than one 4096-byte page"),
+        (384, 4096, "EINVAL", "must be a power of two, got 384"),
+        (512, 16384, "EINVAL", "(8192 bytes) is less than one 16384-byte page"),
+        (131072, 4096, "E2BIG", "131072 entries is more than KVM_DIRTY_RING_MAX_ENTRIES (65536)"),
+    ],
+)
+def test_ring_size_refusals_say_why(entries, page, errno, words):
+    """kvm_vm_ioctl_enable_dirty_log_ring (virt/kvm/kvm_main.c, v6.17): EINVAL unless a power
+    of two of at least one page (16-byte entries), E2BIG above 65 536 entries."""
+    with pytest.raises(KvmError) as err:
+        check_ring_size(entries, page)
+    assert err.value.errno_name == errno and err.value.field == "tracking.ring_entries"
+    assert words in err.value.rule
+
+
+def test_ring_size_minimum_is_named_in_whole_entries():
+    with pytest.raises(KvmError) as err:
+        check_ring_size(128)
+    assert err.value.rule.endswith("at least 256")
+    assert ring_entry_limits(4096) == (256, 65536) and ring_entry_limits(65536) == (4096, 65536)
+    assert check_ring_size(256) == 256 and check_ring_size(1024, 16384) == 1024
+
+
+@pytest.mark.parametrize("size", [0, 64, 96, 200])
+def test_a_ring_object_needs_a_power_of_two_above_the_reserve(size):
+    with pytest.raises(ValueError, match="power-of-two size above 64"):
+        DirtyRing(size)
+
+
+def test_ring_entries_keep_kvm_dirty_gfn_types_and_order():
+    """struct kvm_dirty_gfn {u32 flags; u32 slot; u64 offset;}: collected entries are u32
+    slots and u64 offsets, in push order, across the wrap of the free-running indices."""
+    ring = DirtyRing(128)
+    ring.push(np.array([1, 2], np.uint32), np.array([2**40, 5], np.uint64))
+    s, o = ring.collect()
+    assert s.dtype == np.uint32 and o.dtype == np.uint64
+    assert s.tolist() == [1, 2] and o.tolist() == [2**40, 5]
+    rs, ro = ring.reset_entries()
+    assert rs.tolist() == [1, 2] and ro.tolist() == [2**40, 5] and ring.used == 0

@@ -15,7 +15,7 @@ import pytest
 from engine.files.session import MigrationCfg
 from engine.kvm import dirtylog as DL
 from engine.kvm.dirtyring import DirtyRing, check_ring_size, merge_masks, ring_entry_limits
-from engine.kvm.memslots import Memslots
+from engine.kvm.memslots import Memslots, fmt_size
 from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.migration.precopy import Migration, SlotMig
 from engine.stage2 import descriptor as D
@@ -261,3 +261,112 @@ def test_ring_entries_keep_kvm_dirty_gfn_types_and_order():
     assert s.tolist() == [1, 2] and o.tolist() == [2**40, 5]
     rs, ro = ring.reset_entries()
     assert rs.tolist() == [1, 2] and ro.tolist() == [2**40, 5] and ring.used == 0
+
+
+# -- memslots: every refusal's sentence, lookups at slot edges, names ---------------------------
+
+
+def _refusal(ms: Memslots, *args) -> tuple[str, str, str]:
+    with pytest.raises(KvmError) as err:
+        ms.set_user_memory_region(*args)
+    return err.value.errno_name, err.value.field, err.value.rule
+
+
+def test_memslot_refusals_are_one_sentence_naming_field_and_rule():
+    """Each refusal is KVM's errno, the ioctl field and a sentence with the offending value
+    (the sentences the editor and the CLI show, written out here in full)."""
+    ms = Memslots(12, 40)
+    ms.set_user_memory_region(0, BASE, 4 << 20, 0, 2 << 20, "ram")
+    assert _refusal(ms, 32767, BASE, 4096) == ("EINVAL", "slot", "must be 0..32766, got 32767")
+    assert _refusal(ms, 1, BASE, 4097) == (
+        "EINVAL",
+        "memory_size",
+        "0x1001 is not a multiple of the 4096-byte page",
+    )
+    assert _refusal(ms, 1, BASE + 1, 4096) == (
+        "EINVAL",
+        "guest_phys_addr",
+        "0x40000001 is not aligned to the 4096-byte page",
+    )
+    assert _refusal(ms, 1, (1 << 64) - 4096, 8192) == (
+        "EINVAL",
+        "memory_size",
+        "guest_phys_addr + memory_size wraps around 64 bits",
+    )
+    assert _refusal(ms, 1, 0, 1 << 43) == (
+        "EINVAL",
+        "memory_size",
+        "2147483648 pages is more than KVM_MEM_MAX_NR_PAGES (2^31 - 1)",
+    )
+    assert _refusal(ms, 1, BASE, 4096, 0, 8192) == (
+        "EINVAL",
+        "backing",
+        "8KiB is not a backing page size here; use 4KiB, 2MiB, 1GiB",
+    )
+    assert _refusal(ms, 5, 0, 0) == (
+        "EINVAL",
+        "slot",
+        "slot 5 does not exist, so it cannot be deleted",
+    )
+    assert _refusal(ms, 0, BASE, 8 << 20) == (
+        "EINVAL",
+        "memory_size",
+        "slot 0 exists with 1024 pages; an existing slot cannot be resized "
+        "(delete and re-create it)",
+    )
+    assert _refusal(ms, 0, BASE, 4 << 20, 2) == (
+        "EINVAL",
+        "flags",
+        "KVM_MEM_READONLY cannot be toggled on an existing slot",
+    )
+    assert _refusal(ms, 1, BASE + (1 << 20), 4 << 20) == (
+        "EEXIST",
+        "guest_phys_addr",
+        "[0x40100000, 0x40500000) overlaps slot 0 [0x40000000, 0x40400000)",
+    )
+    assert _refusal(ms, 1, (1 << 40) - 4096, 8192) == (
+        "EFAULT",
+        "guest_phys_addr",
+        "[0xfffffff000, 0x10000001000) ends beyond the 40-bit IPA space",
+    )
+    with pytest.raises(KvmError) as err:
+        ms.get(9)
+    assert (err.value.errno_name, err.value.rule) == ("EINVAL", "there is no memslot 9")
+    assert [s.id for s in ms] == [0] and ms.total_pages() == 1024
+
+
+@pytest.mark.parametrize(
+    "size, text",
+    [
+        (4096, "4KiB"),
+        (2 << 20, "2MiB"),
+        (1 << 30, "1GiB"),
+        (3 << 30, "3GiB"),
+        (1536, "1536 bytes"),
+        (6 << 10, "6KiB"),
+        (3, "3 bytes"),
+        (0, "0 bytes"),
+    ],
+)
+def test_sizes_in_refusals(size, text):
+    assert fmt_size(size) == text
+
+
+def test_lookup_at_the_first_and_last_page_of_each_slot():
+    """gfn -> slot index over half-open [base_gfn, base_gfn + npages) ranges, sorted by base."""
+    ms = Memslots(12, 40)
+    assert ms.find(np.array([5])).tolist() == [-1] and ms.find(np.array([5])).dtype == np.int64
+    ms.set_user_memory_region(3, BASE + (8 << 20), 1 << 20)  # gfns BGFN+2048 .. +2303
+    ms.set_user_memory_region(1, BASE, 1 << 20)  # gfns BGFN .. BGFN+255
+    g = BGFN + np.array([-1, 0, 255, 256, 2047, 2048, 2303, 2304])
+    assert ms.find(g).tolist() == [-1, 0, 0, -1, -1, 1, 1, -1]
+    assert ms.find(np.array([BGFN, BGFN + 2048])).tolist() == [0, 1]
+
+
+def test_names_are_kept_unless_given():
+    ms = Memslots(12, 40)
+    assert ms.set_user_memory_region(0, BASE, 4096).new.name == ""
+    ms.set_user_memory_region(1, BASE + (1 << 20), 4096, 0, None, "vram")
+    assert ms.set_user_memory_region(1, BASE + (1 << 20), 4096, 1).new.name == "vram"
+    assert ms.set_user_memory_region(1, BASE + (2 << 20), 4096, 1).new.name == "vram"  # move
+    assert ms.set_user_memory_region(1, BASE + (2 << 20), 4096, 1, None, "fb").new.name == "fb"

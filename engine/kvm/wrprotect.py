@@ -175,15 +175,17 @@ class _WordChunks:
         table_chunk0 = table * (E // 64) - ((gfn0[starts] >> 6) & ~(E // 64 - 1))
         chunk = gfn0 >> 6
         chunk += np.repeat(table_chunk0, np.diff(np.append(starts, region.size)))
-        return cls(chunk, new_walk, bool(np.all(chunk[1:] > chunk[:-1])))
+        # within a region the chunks ascend with the words: they ascend overall exactly
+        # when the regions' tables do
+        return cls(chunk, new_walk, table.size < 2 or bool(np.all(table[1:] > table[:-1])))
 
     def apply(
         self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str
     ) -> None:
         """Clear S2AP W on valid writable pages under ``masks``; count leaf reads.
 
-        Works through the words a block at a time so the temporaries stay in cache; a block
-        whose words are mostly consecutive is changed in place over its whole span (missing
+        Works through the words a block at a time so the temporaries stay in cache; words
+        that are mostly consecutive are changed in place over their whole span (missing
         words count as empty masks) instead of being gathered and scattered.
         """
         chunks = pgt.pool.reshape(-1, 64)
@@ -193,10 +195,43 @@ class _WordChunks:
             reads = nbits
         sparse = nbits * _SPARSE_DENSITY[count_reads] < masks.size * 64
         if masks.size <= _SPARSE_MAX_WORDS and sparse:
-            mapped, writes = _clear_w_at(pgt, self._positions(masks))
-            counters.reads[3] += reads if count_reads == "mask" else mapped
+            valid, writes = _clear_w_at(pgt, self._positions(masks))
+            counters.reads[3] += reads if count_reads == "mask" else valid
             counters.writes[3] += writes
             return
+        mapped = count_reads == "mapped"
+        first = int(self.chunk[0])
+        span = int(self.chunk[-1]) - first + 1
+        if self.increasing and span <= 2 * self.chunk.size:
+            # mostly consecutive words (a GET's): lay the masks over their whole span of
+            # chunks once (missing words are empty masks) and change it in place
+            full = masks
+            if span != self.chunk.size:
+                full = np.zeros(span, dtype=U64)
+                full[self.chunk - first] = masks  # one chunk per word: indices are distinct
+            r, w = self._apply_span(chunks[first : first + span], full, mapped)
+        else:
+            r, w = self._apply_blocks(chunks, masks, mapped)
+        counters.reads[3] += reads + r
+        if w:
+            counters.writes[3] += w
+
+    @staticmethod
+    def _apply_span(rows: np.ndarray, full: np.ndarray, mapped: bool) -> tuple[int, int]:
+        """``_clear_w_under`` over consecutive rows, a block at a time."""
+        reads = writes = 0
+        for lo in range(0, full.size, _BLOCK_WORDS):
+            r, w = _clear_w_under(
+                rows[lo : lo + _BLOCK_WORDS], full[lo : lo + _BLOCK_WORDS], mapped
+            )
+            reads += r
+            writes += w
+        return reads, writes
+
+    def _apply_blocks(self, chunks: np.ndarray, masks: np.ndarray, mapped: bool) -> tuple[int, int]:
+        """``_clear_w_under`` a block of words at a time, in place over a block's span where
+        its words are mostly consecutive, else gathered and scattered."""
+        reads = writes = 0
         for lo in range(0, self.chunk.size, _BLOCK_WORDS):
             idx = self.chunk[lo : lo + _BLOCK_WORDS]
             m = masks[lo : lo + _BLOCK_WORDS]
@@ -205,17 +240,14 @@ class _WordChunks:
             if span <= 2 * idx.size:
                 full = np.zeros(span, dtype=U64)
                 full[idx - first] = m  # one chunk per word: indices are distinct
-                sub = chunks[first : first + span]
-                r, w = _clear_w_under(sub, full, count_reads == "mapped")
+                r, w = self._apply_span(chunks[first : first + span], full, mapped)
             else:
                 sub = chunks[idx]
-                r, w = _clear_w_under(sub, m, count_reads == "mapped")
+                r, w = _clear_w_under(sub, m, mapped)
                 chunks[idx] = sub
             reads += r
             writes += w
-        counters.reads[3] += reads
-        if writes:
-            counters.writes[3] += writes
+        return reads, writes
 
     def _positions(self, masks: np.ndarray) -> np.ndarray:
         """Flat pool positions of the entries under set bits, in word order."""
@@ -250,7 +282,7 @@ def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tu
     if count_mapped:
         mapped = int(np.count_nonzero(w))
         np.bitwise_and(w, U64(D.S2AP_W), out=w)
-    n = int(np.count_nonzero(w))
+    n = int(w.sum()) // D.S2AP_W  # each entry is now 0 or S2AP_W (a sum is cheaper than a count)
     if n:
         np.bitwise_xor(sub, w, out=sub)
     return mapped, n

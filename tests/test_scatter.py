@@ -39,3 +39,11 @@ def test_dense_indices_are_counted_over_their_range_only():
     target = np.zeros(100, np.uint32)
     scatter.add_counts(target, np.array([40, 41, 41, 43]))
     assert target.nonzero()[0].tolist() == [40, 41, 43] and target[41] == 2
+
+
+def test_integer_counts_wrap_as_the_dtype_does():
+    """Integer targets are added to in place (no cast copy); a uint32 version wraps mod 2**32
+    exactly as ``+=`` on uint32 would (by hand: 2**32 - 1 + 2 = 1, + 1 = 0)."""
+    target = np.full(8, 2**32 - 1, np.uint32)
+    scatter.add_counts(target, np.array([5, 5, 6]))
+    assert target.tolist() == [2**32 - 1] * 5 + [1, 0, 2**32 - 1]

@@ -298,21 +298,29 @@ class VM:
         res = AccessResult(np.zeros(self.nr_vcpus, np.int64), np.zeros(self.nr_vcpus, np.int64))
         slots = self.memslots.sorted()
         sidx = self.memslots.find(gfn)
-        readonly = np.array([s.readonly for s in slots] + [False], dtype=bool)[sidx]
         mmio = sidx < 0
-        user = ~mmio & readonly & write
-        self.stats["mmio_exits"] += int(mmio.sum())
-        self.stats["user_exits"] += int(user.sum())
-        ok = ~(mmio | user)
+        ok = ~mmio
+        self.stats["mmio_exits"] += gfn.size - int(np.count_nonzero(ok))
+        if any(s.readonly for s in slots):
+            readonly = np.array([s.readonly for s in slots] + [False], dtype=bool)[sidx]
+            user = ok & readonly & write
+            self.stats["user_exits"] += int(np.count_nonzero(user))
+            ok &= ~user
+        else:
+            self.stats["user_exits"] += 0  # (reported as 0 rather than missing)
         host = ok & (vcpu < 0)
         if host.any():  # no running vCPU: kvm_write_guest, no stage-2 access at all
             self._host_writes(gfn[host], write[host], sidx[host], slots, res)
             ok &= ~host
-        retry = np.zeros(gfn.size, dtype=bool)
         if self.rings:
             ok, retry = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
-        keep = np.flatnonzero(ok)
-        self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, ~retry[keep])
+            keep = np.flatnonzero(ok)
+            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, ~retry[keep])
+        elif ok.all():  # (the common case: no gathers)
+            self._apply(gfn, vcpu, write, sidx, slots, res)
+        else:
+            keep = np.flatnonzero(ok)
+            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res)
         return res
 
     def _host_writes(self, gfn, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
@@ -329,10 +337,10 @@ class VM:
         self._bump_versions(gfn, np.ones(gfn.size, dtype=bool), sidx, slots)
         res.applied_writes += int(gfn.size)
         self.stats["host_writes"] += int(gfn.size)
-        for i in unique_fast(sidx):
-            st = self.slots[slots[int(i)].id]
+        for i, sel in _per_slot(sidx):
+            st = self.slots[slots[i].id]
             if st.bitmap is not None:
-                set_bits(st.bitmap, gfn[sidx == i] - st.slot.base_gfn)
+                set_bits(st.bitmap, gfn[sel] - st.slot.base_gfn)
 
     def _apply(
         self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...], res: AccessResult, done=None
@@ -385,10 +393,11 @@ class VM:
 
     def _bump_versions(self, gfn, write, sidx, slots: tuple[Memslot, ...]) -> None:
         """Add every write to its page's version (what the destination must end up with)."""
-        gfn, sidx = gfn[write], sidx[write]
-        for i in unique_fast(sidx):
-            slot = slots[int(i)]
-            add_counts(self.slots[slot.id].version, gfn[sidx == i] - slot.base_gfn)
+        if not write.all():
+            gfn, sidx = gfn[write], sidx[write]
+        for i, sel in _per_slot(sidx):
+            slot = slots[i]
+            add_counts(self.slots[slot.id].version, gfn[sel] - slot.base_gfn)
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -514,9 +523,9 @@ class VM:
         if self.rings:
             self._push_rings(pages, idx[vcpu >= 0], slots)
             idx = idx[vcpu < 0]  # no running vCPU: the backup bitmap (ring-with-bitmap)
-        for i in unique_fast(pages.sidx[idx]):
-            slot = slots[int(i)]
-            rel = pages.gfn[idx[pages.sidx[idx] == i]] - slot.base_gfn
+        for i, sel in _per_slot(pages.sidx[idx]):
+            slot = slots[i]
+            rel = pages.gfn[idx[sel]] - slot.base_gfn
             bitmap = self.slots[slot.id].bitmap
             if bitmap is not None:
                 set_bits(bitmap, rel)
@@ -585,6 +594,14 @@ class VM:
 
 
 ACCESS_SLICE = 1 << 20  # accesses applied at a time (see VM.access)
+
+
+def _per_slot(sidx: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """(slot index, selection of the entries in that slot) per distinct slot index, in
+    ascending order; the selection is the whole array when there is one slot (no mask)."""
+    if sidx.size and int(sidx.min()) == int(sidx.max()):
+        return [(int(sidx[0]), slice(None))]
+    return [(int(i), sidx == i) for i in unique_fast(sidx)]
 
 
 @dataclass
@@ -691,31 +708,48 @@ class _AccessKeys:
     keys: np.ndarray
     slot_bits: int
     vcpu_bits: int
+    vcpu_const: int | None = None  # the vCPU of every access, when they all have the same
+    slot_const: int | None = None  # the slot index of every access, likewise
 
     @classmethod
     def pack(cls, vcpu, sidx, write) -> _AccessKeys | None:
         """None when the fields do not fit in 62 bits (the caller sorts instead)."""
         n = vcpu.size
-        sb = max(1, (int(sidx.max()) + 1).bit_length())
-        vb = max(1, (int(vcpu.max()) + 2).bit_length())
+        vmin, vmax, smin, smax = int(vcpu.min()), int(vcpu.max()), int(sidx.min()), int(sidx.max())
+        sb = max(1, (smax + 1).bit_length())
+        vb = max(1, (vmax + 2).bit_length())
         low = 1 + sb + vb
-        if (n - 1).bit_length() + low > 62 or int(vcpu.min()) < -1 or int(sidx.min()) < 0:
+        if (n - 1).bit_length() + low > 62 or vmin < -1 or smin < 0:
             return None
         keys = np.arange(n, dtype=np.int64) << low
-        keys |= (vcpu.astype(np.int64) + 1) << (1 + sb)
-        keys |= sidx.astype(np.int64) << 1
-        keys |= write
-        return cls(keys, sb, vb)
+        # a field that is the same for every access is one constant (the usual batch: one
+        # slot, writes only), not a pass that converts, shifts and ORs a whole array
+        if vmin == vmax:
+            keys |= np.int64((vmin + 1) << (1 + sb))
+        else:
+            keys |= (vcpu.astype(np.int64) + 1) << (1 + sb)
+        if smin == smax:
+            keys |= np.int64(smin << 1)
+        else:
+            keys |= sidx.astype(np.int64) << 1
+        if write.all():
+            keys |= np.int64(1)
+        else:
+            keys |= write
+        return cls(keys, sb, vb, vmin if vmin == vmax else None, smin if smin == smax else None)
 
     def unpack(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(batch index, vCPU, slot index, is a write) of each key."""
         sb, vb = self.slot_bits, self.vcpu_bits
-        return (
-            k >> (1 + sb + vb),
-            ((k >> (1 + sb)) & ((1 << vb) - 1)) - 1,
-            (k >> 1) & ((1 << sb) - 1),
-            (k & 1).astype(bool),
-        )
+        if self.vcpu_const is not None:
+            vcpu = np.full(k.shape, self.vcpu_const, dtype=np.int64)
+        else:
+            vcpu = ((k >> (1 + sb)) & ((1 << vb) - 1)) - 1
+        if self.slot_const is not None:
+            slot = np.full(k.shape, self.slot_const, dtype=np.int64)
+        else:
+            slot = (k >> 1) & ((1 << sb) - 1)
+        return k >> (1 + sb + vb), vcpu, slot, (k & 1).astype(bool)
 
 
 def _sort_with_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,10 @@ def add_counts(target: np.ndarray, idx: np.ndarray, weight=1) -> None:
     span = int(idx.max()) - lo + 1
     if span <= DENSE_SPAN * idx.size:  # count over the range, add in one pass
         where, counts = slice(lo, lo + span), np.bincount(idx - lo, minlength=span)
+        if weight == 1 and target.dtype.kind in "iu":  # in place, no cast copy of the counts
+            view = target[where]
+            np.add(view, counts, out=view, casting="unsafe")  # wraps as += on the dtype
+            return
     else:  # sort, count the runs, add at the distinct indices
         s = np.sort(idx)
         run = np.flatnonzero(first_of_runs(s))

@@ -124,8 +124,8 @@ def fig_get(npages: int) -> Figure:
         f"GET_DIRTY_LOG, {npages:,} pages, 5 % dirty, best strategy ÷ streaming copy",
         round(best_ratio, 2),
         "ratio",
-        "<= 3.0",
-        best_ratio <= 3.0,
+        "<= 2.0",
+        best_ratio <= 2.0,
         detail,
     )
 
@@ -159,8 +159,8 @@ def fig_reference(npages: int) -> Figure:
         f"vectorised strategy vs plain reference on {npages:,} pages (slowest ratio)",
         round(worst, 1),
         "× faster",
-        ">= 100",
-        worst >= 100,
+        ">= 150",
+        worst >= 150,
         detail,
     )
 
@@ -187,8 +187,8 @@ def fig_write_path(nwrites: int) -> Figure:
         f"guest write path: {nwrites:,} random writes to a logged slot",
         round(ns, 1),
         "ns/write",
-        "<= 100",
-        ns <= 100,
+        "<= 70",
+        ns <= 70,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_DIFFERENT = 1
@@ -37,6 +38,19 @@ def add_parser(sub) -> None:
     rp.add_argument("--json", metavar="OUT", help="write the comparison per round as JSON")
     rp.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     rp.set_defaults(func=cmd_replay)
+    cal = kvm_sub.add_parser(
+        "calibrate",
+        help="measure this host's unit costs of dirty logging and write a costs profile",
+        description="Measures on the host's real KVM: fault exit and re-entry, GET per word "
+        "and per dirty page, CLEAR, enable per mapped page, ring push and reset per entry "
+        "(median and min-max over the repeats; Python's cost per ioctl is measured and "
+        "subtracted). --json writes them with a `costs` object that a session's `costs` "
+        "takes as it is.",
+    )
+    cal.add_argument("--json", metavar="FILE", help="write figures and the costs profile")
+    cal.add_argument("--pages", type=int, default=None, help="pages in the measured slot")
+    cal.add_argument("--repeats", type=int, default=5, help="fresh VMs per figure (default 5)")
+    cal.set_defaults(func=cmd_calibrate)
 
 
 def _unavailable() -> str | None:
@@ -206,3 +220,63 @@ def print_report(report, quiet: bool = False) -> None:
         + ("every one identical" if not bad else f"{bad} different")
         + (", memory content identical" if not report.content_mismatches else "")
     )
+
+
+# -- calibrate --------------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure, print the figures and the profile, optionally write them as JSON."""
+    from engine.util.errors import ConfigError
+
+    reason = _unavailable()
+    if reason:
+        print(f"dirtylog kvm calibrate: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    from engine.host.calibrate import DEFAULT_PAGES, calibrate, costs_profile
+    from engine.host.device import probe
+    from engine.kvm.costs import CostModel
+
+    pages = DEFAULT_PAGES if args.pages is None else args.pages
+    if not 256 <= pages <= 1 << 18:
+        raise ConfigError("--pages", f"must be 256 to 262144 (1 GiB), got {pages}")
+    if not 1 <= args.repeats <= 100:
+        raise ConfigError("--repeats", f"must be 1 to 100, got {args.repeats}")
+    if args.json:
+        from engine.cli.run import _write_text
+
+        _write_text(args.json, "")  # refuse an unwritable path before measuring
+    info = probe()
+    load = os.getloadavg()[0]
+    print(
+        f"measured on this host's real KVM ({info.arch}, {info.mmu}); {pages} pages, "
+        f"{args.repeats} repeats, load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+    figures = calibrate(pages, args.repeats)
+    print(f"{'figure':22s} {'median':>12s} {'min':>12s} {'max':>12s}  per")
+    for f in figures:
+        d = f.as_dict()
+        print(
+            f"{f.name:22s} {d['median_ns']:>9,.1f} ns {d['min_ns']:>9,.1f} ns "
+            f"{d['max_ns']:>9,.1f} ns  {f.per}"
+        )
+    profile = costs_profile(figures)
+    CostModel.from_dict(profile)  # the profile is a valid session `costs` object
+    defaults = CostModel().as_dict()
+    print("costs profile (measured here, x86) vs the engine's arm64 defaults (modelled):")
+    for k, v in profile.items():
+        print(f"  {k:18s} {v:>10,.1f} ns   (default {defaults[k]:,.1f} ns)")
+    if args.json:
+        from engine.cli.run import _write_text
+
+        doc = {
+            "format": "dirtylog-costs",
+            "host": {"arch": info.arch, "mmu": info.mmu, "loadavg": load, "cpus": os.cpu_count()},
+            "pages": pages,
+            "repeats": args.repeats,
+            "figures": {f.name: f.as_dict() for f in figures},
+            "costs": profile,
+            "note": "measured on this host's real KVM; `costs` is a session costs object",
+        }
+        _write_text(args.json, json.dumps(doc, indent=2) + "\n")
+    return 0

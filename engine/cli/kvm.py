@@ -280,3 +280,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         }
         _write_text(args.json, json.dumps(doc, indent=2) + "\n")
     return 0
+
+
+# -- perftest --kvm -----------------------------------------------------------------------------
+
+
+def perftest_on_kvm(o, backing_bytes: int, modelled: list[str] | None) -> int:
+    """``dirtylog perftest --kvm [--compare]``: the selftest's lines, measured on this host."""
+    from engine.cli.perftest import DEFAULT_MODE
+
+    reason = _unavailable()
+    if reason:
+        print(f"dirtylog perftest --kvm: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    from engine.host.device import probe
+    from engine.host.perftest import KvmPerfTest
+
+    test = KvmPerfTest(o, backing_bytes, DEFAULT_MODE)
+    info = probe()
+    print(
+        f"Times below are measured on this host's real KVM ({info.arch}, {info.mmu}): wall "
+        "time of each ioctl from Python; vCPUs run one after the other, a pass is the slowest"
+        + ("; [modelled …] is the engine's figure for the same line" if modelled else "")
+        + "."
+    )
+    model = {}
+    for line in modelled or []:
+        head, sep, value = line.partition(" took " if " took " in line else ": ")
+        if sep:
+            model[head] = value
+    for line in test.run():
+        head, sep, _ = line.partition(" took " if " took " in line else ": ")
+        if sep and head in model:
+            line += f"   [modelled {model[head].split('. (')[0].rstrip('.')}]"
+        print(line)
+    return 0

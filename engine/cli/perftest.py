@@ -229,6 +229,11 @@ def cmd_perftest(args: argparse.Namespace) -> int:
         strategy=args.strategy,
     )
     _check(o)
+    if args.kvm:
+        from engine.cli.kvm import perftest_on_kvm
+
+        modelled = PerfTest(o, o.modes[0]).run() if args.compare else None
+        return perftest_on_kvm(o, BACKINGS[o.backing].get(4096, 0), modelled)
     print(
         "Times below are modelled (operation counts × the cost model's unit costs), not measured."
     )
@@ -354,5 +359,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--strategy", default="range", choices=("range", "masked-skip", "visitor", "rmap")
+    )
+    p.add_argument(
+        "--kvm",
+        action="store_true",
+        help="run the memstress guest on this host's real KVM: measured times (x86-64)",
+    )
+    p.add_argument(
+        "--compare", action="store_true", help="with --kvm: each line's modelled time beside it"
     )
     p.set_defaults(func=cmd_perftest)

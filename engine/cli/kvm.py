@@ -118,45 +118,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- replay -----------------------------------------------------------------------------------
 
 
-def record_session(sim) -> list:
-    """Run ``sim`` to its end in the engine with its operation log on; returns the log.
-
-    The slots the session created before the log existed come first, as SetMemslot records
-    (populated ones as the session says)."""
-    from engine.kvm import oplog as OL
-
-    populate = {m.id: m.populate for m in sim.cfg.memslots}
-    sim.vm.oplog = [
-        OL.SetMemslot(s.id, s.base_gfn, s.npages, s.flags, s.backing, populate.get(s.id, True))
-        for s in sim.vm.memslots.sorted()
-    ]
-    sim.run()
-    ops, sim.vm.oplog = sim.vm.oplog, None
-    return ops
-
-
-def replay_setup(sim):
-    from engine.host.replay import ReplaySetup
-
-    t = sim.vm.tracking
-    return ReplaySetup(
-        t.mode, t.initially_set, t.ring_entries, sim.cfg.vcpus, sim.vm.page_size, t.strategy
-    )
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     """Engine run, real replay, one line per harvest and a verdict."""
     reason = _unavailable()
     if reason:
         print(f"dirtylog kvm replay: {reason}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    from engine.host.replay import check_replayable, replay
+    from engine.host.replay import check_replayable, record_run, replay, setup_of
     from engine.migration.simulation import Simulation
 
     sim = Simulation.from_file(args.session, track_last_sent=False)
-    setup = replay_setup(sim)
+    setup = setup_of(sim)
     check_replayable(setup, [])  # granule and mode, before running the engine
-    ops = record_session(sim)
+    ops = record_run(sim)
     report = replay(setup, ops)
     if args.json:
         from engine.cli.run import _write_text

@@ -24,6 +24,7 @@ from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError
 from engine.util.units import parse_size
+from engine.util.units import selftest_seconds as _fmt
 
 GUEST_WRITE_NS = 25.0  # a guest store to a page that is mapped writable (no exit)
 MEMSTRESS_MEM_SLOT_INDEX = 1  # lib/memstress.c: the test slots are 1, 2, ...
@@ -88,12 +89,6 @@ class PerfOptions:
     seed: int = 1
     mode: str = "bitmap"
     strategy: str = "range"
-
-
-def _fmt(ns: float) -> str:
-    """The selftest's %ld.%.9lds."""
-    ns = int(round(ns))
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}s"
 
 
 def mode_string(mode_id: int) -> str:

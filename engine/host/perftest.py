@@ -14,21 +14,18 @@ them in parallel and waits for all).  Ioctl times are wall times from Python (ea
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from engine.host.machine import PAGE, READ_FLAG, Machine
 from engine.host.replay import MAX_GUEST_BYTES
 from engine.host.uapi import KVM_MEM_LOG_DIRTY_PAGES
 from engine.util.errors import ConfigError
+from engine.util.units import selftest_seconds as fmt
 
 GUEST_BASE = 1 << 32  # memstress places its region high in guest-physical memory
 HUGE = 2 << 20
-
-
-def fmt(ns: float) -> str:
-    """The selftest's %ld.%.9lds."""
-    ns = int(round(ns))
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}s"
 
 
 class KvmPerfTest:
@@ -124,8 +121,6 @@ class KvmPerfTest:
 
     def _get(self, m: Machine, slots) -> tuple[int, list[np.ndarray]]:
         if self.ring:
-            import time
-
             t0 = time.perf_counter_ns()
             m.collect_rings()
             m.reset_rings()

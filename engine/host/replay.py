@@ -143,6 +143,21 @@ class ReplayReport:
         }
 
 
+def emulation_note(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """A warning when the guest writer ran in KVM's instruction emulator (binary stats:
+    ``insn_emulation`` counts every emulated instruction; natively it counts about one per
+    batch, the end-of-batch ``out``)."""
+    emulated = after.get("insn_emulation", 0) - before.get("insn_emulation", 0)
+    exits = after.get("exits", 0) - before.get("exits", 0)
+    if emulated > max(1000, exits):
+        return [
+            f"the guest writer ran in KVM's instruction emulator ({emulated:,} emulated "
+            "instructions): dirty sets are still right, but no write-protection fault "
+            "happened, so fault counts and times mean nothing here"
+        ]
+    return []
+
+
 def check_replayable(setup: ReplaySetup, ops: Sequence[OL.Op]) -> None:
     """Refuse, with one sentence naming the field, what the host's KVM cannot replay."""
     if setup.page_size != PAGE:
@@ -229,6 +244,7 @@ class Replayer:
             self.m = m
             self.shift = gpa_shift(self.ops, m.layout.data_min_gpa, m.layout.data_max_gpa)
             self.stats0 = m.vcpu_stats()
+            first = dict(self.stats0)
             cancelled = False
             for i, op in enumerate(self.ops):
                 if cancel is not None and cancel.is_set():
@@ -238,8 +254,9 @@ class Replayer:
                 if progress is not None and (i % 64 == 0 or i == len(self.ops) - 1):
                     progress(i + 1, len(self.ops))
             mismatches = 0 if cancelled else self._compare_content()
+            notes = [X86_NOTE, *emulation_note(first, m.vcpu_stats())]
             self.m = None
-        return ReplayReport(s, self.rounds, {}, [X86_NOTE], mismatches, cancelled)
+        return ReplayReport(s, self.rounds, {}, notes, mismatches, cancelled)
 
     # -- one operation ---------------------------------------------------------------------------
 
@@ -378,6 +395,31 @@ class Replayer:
         for sid, want in self.versions.items():
             bad += int(np.count_nonzero(self.m.content(sid + 1) != want.astype(np.uint32)))
         return bad
+
+
+def record_run(sim, progress: Callable[[object], None] | None = None) -> list[OL.Op]:
+    """Run a simulation (``engine.migration.simulation.Simulation``) to its end with its
+    operation log on; returns the log.  The slots it created before the log existed come
+    first, as SetMemslot records (populated as the session says).  ``progress(sim)`` is
+    passed to ``sim.run``."""
+    populate = {m.id: m.populate for m in sim.cfg.memslots}
+    sim.vm.oplog = [
+        OL.SetMemslot(s.id, s.base_gfn, s.npages, s.flags, s.backing, populate.get(s.id, True))
+        for s in sim.vm.memslots.sorted()
+    ]
+    try:
+        sim.run(progress)
+        return sim.vm.oplog
+    finally:
+        sim.vm.oplog = None
+
+
+def setup_of(sim) -> ReplaySetup:
+    """The real VM a simulation's replay needs (its tracking, vCPUs and page size)."""
+    t = sim.vm.tracking
+    return ReplaySetup(
+        t.mode, t.initially_set, t.ring_entries, sim.cfg.vcpus, sim.vm.page_size, t.strategy
+    )
 
 
 def replay(

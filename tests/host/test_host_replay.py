@@ -12,9 +12,8 @@ from conftest import needs_kvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cli.kvm import record_session, replay_setup
 from engine.cli.main import main
-from engine.host.replay import replay
+from engine.host.replay import record_run, replay, setup_of
 from engine.migration.simulation import Simulation
 
 pytestmark = needs_kvm()
@@ -50,8 +49,8 @@ def _session(tmp_path, rows, mode, strategy="rmap", ring=256, initially_set=Fals
 
 def _replay(tmp_path, data):
     sim = Simulation.from_dict(data, tmp_path)
-    setup = replay_setup(sim)
-    return replay(setup, record_session(sim))
+    setup = setup_of(sim)
+    return replay(setup, record_run(sim))
 
 
 traces = st.lists(
@@ -138,13 +137,13 @@ def test_sizes_beyond_the_limit_are_refused(tmp_path, capsys):
 
 def test_a_difference_is_reported_with_exit_1(tmp_path, capsys, monkeypatch):
     """Tamper with the engine's log (drop one page from a harvest): exit 1, the page named."""
-    import engine.cli.kvm as kvm_cli
+    import engine.host.replay as replay_mod
     from engine.kvm import oplog as OL
 
-    real_record = kvm_cli.record_session
+    real_record = replay_mod.record_run
 
-    def tampered(sim):
-        ops = real_record(sim)
+    def tampered(sim, progress=None):
+        ops = real_record(sim, progress)
         i = next(  # the first harvest that reports page 0 (QEMU's setup sync reports none)
             i
             for i, op in enumerate(ops)
@@ -155,7 +154,7 @@ def test_a_difference_is_reported_with_exit_1(tmp_path, capsys, monkeypatch):
         ops[i] = OL.Harvest(ops[i].round, ops[i].t_ns, {0: words})
         return ops
 
-    monkeypatch.setattr(kvm_cli, "record_session", tampered)
+    monkeypatch.setattr(replay_mod, "record_run", tampered)
     rows = [(0, 0, 0), (1000, 1, 0)]
     s = tmp_path / "s.json"
     s.write_text(json.dumps(_session(tmp_path, rows, "bitmap")))

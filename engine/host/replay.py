@@ -9,9 +9,12 @@ collect and KVM_RESET_DIRTY_RINGS.  At each harvest marker the pages the real KV
 since the previous one (GET results, or every ring entry collected, those of its own
 ring-full exits included) are compared with what the engine reported.
 
-Ring-full exits are not replayed: the real KVM takes its own, and ``Machine.run`` collects
-and resets at each.  Real KVM exits *before* the faulting write is retried, so each exit
-adds one fault and one ring entry that the engine does not model; page sets are unaffected.
+Ring-full exits are not replayed: each batch is run whole, the real KVM takes its own
+ring-full exits and ``Machine.run`` collects and resets at each (the engine's reaps and
+re-issued accesses at its ring-full exits are counted, not done).  Real KVM exits *before*
+the faulting write is retried, so the store faults and pushes its page again after the reset;
+the engine models that too, so faults, ring-full exits and ring entries are compared as
+they are.
 
 x86 (this backend) write-protects exactly the set bits of a CLEAR or GET mask (rmap); arm64
 re-protects each word's [ffs, fls] span.  Dirty sets agree for every strategy; fault counts
@@ -40,8 +43,7 @@ FAULT_EXACT_STRATEGIES = ("rmap", "masked-skip")
 X86_NOTE = (
     "x86 write-protects exactly the set bits of a mask (rmap); arm64 re-protects each word's "
     "[ffs, fls] span: dirty sets agree for every strategy, fault counts agree with the "
-    "engine's rmap and masked-skip strategies only; each real KVM_EXIT_DIRTY_RING_FULL adds "
-    "one fault and one ring entry (the faulting write is retried after the reset)"
+    "engine's rmap and masked-skip strategies only"
 )
 
 
@@ -280,11 +282,16 @@ class Replayer:
             self.cur.clear_model_ns += op.model_ns
         elif isinstance(op, OL.RingCollect):
             self.cur.ring_entries_model += int(op.offsets.size)
+            if op.at_ring_full:
+                return  # the real KVM takes its own ring-full exits (Machine.run reaps them)
             slots, offsets = m.collect_rings()
             self.cur.ring_entries_real += int(offsets.size)
             for real in np.unique(slots).tolist():
                 self.since_harvest.setdefault(real - 1, []).append(offsets[slots == real])
         elif isinstance(op, OL.RingReset):
+            if op.at_ring_full:
+                self.cur.reset_model_ns += op.model_ns
+                return
             m.reset_rings()
             self.cur.reset_real_ns += m.last_ns
             self.cur.reset_model_ns += op.model_ns
@@ -333,6 +340,8 @@ class Replayer:
     def _access(self, op: OL.Access) -> None:
         self.cur.faults_model += op.faults
         self.cur.ring_full_model += len(op.ring_full)
+        if op.retry:
+            return  # a real vCPU retries on its own after its ring-full exit
         gfn, write, vcpu = op.gfn, op.write, op.vcpu
         keep = np.zeros(gfn.size, dtype=bool)
         addr = np.zeros(gfn.size, dtype=np.uint64)

@@ -59,6 +59,16 @@ def test_check_fills_the_rounds_column_and_the_graphs(qtbot, tmp_path):
     w.close()
 
 
+@pytest.mark.skipif(device.unavailable_reason() is not None, reason="host KVM unusable here")
+def test_closing_the_window_cancels_a_running_check(qtbot, tmp_path):
+    w = _window(qtbot, tmp_path)
+    _action(w).trigger()
+    thread = w.host_check.thread
+    assert thread is not None and thread.isRunning()
+    w.close()
+    assert not thread.isRunning()
+
+
 def test_without_kvm_the_action_is_disabled_with_the_reason(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(device, "DEV", str(tmp_path / "no-kvm"))
     w = _window(qtbot, tmp_path)

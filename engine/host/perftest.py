@@ -7,9 +7,10 @@ enabled with MANUAL_PROTECT_ENABLE | INITIALLY_SET unless ``-g``, as the selftes
 vCPU writes every page of its own region per pass (of the whole memory with ``-o``; in
 order, or shuffled with random access; a page is read instead of written with probability
 1 - write %).  The guest mode is the host's own (x86-64, 4 KiB pages).  The vCPUs run one
-after the other from one thread, so a pass's time is the slowest vCPU's ``KVM_RUN`` wall time (the selftest runs
-them in parallel and waits for all).  Ioctl times are wall times from Python (each includes
-~2-4 µs of Python).  In ring mode the "get dirty log" time is collect + KVM_RESET_DIRTY_RINGS.
+after the other from one thread, so a pass's time is the slowest vCPU's ``KVM_RUN`` wall
+time (the selftest runs them in parallel and waits for all).  Ioctl times are wall times
+from Python (each includes ~2-4 µs of Python).  In ring mode the "get dirty log" time is
+collect + KVM_RESET_DIRTY_RINGS.
 """
 
 from __future__ import annotations

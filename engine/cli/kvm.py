@@ -259,10 +259,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # -- perftest --kvm -----------------------------------------------------------------------------
 
 
-def perftest_on_kvm(o, backing_bytes: int, modelled: list[str] | None) -> int:
-    """``dirtylog perftest --kvm [--compare]``: the selftest's lines, measured on this host."""
-    from engine.cli.perftest import DEFAULT_MODE
+def perftest_on_kvm(o, backing_bytes: int, default_mode: int, modelled: list[str] | None) -> int:
+    """``dirtylog perftest --kvm [--compare]``: the selftest's lines, measured on this host.
 
+    ``o`` is perftest's PerfOptions; ``default_mode`` the guest mode it runs without -m."""
     reason = _unavailable()
     if reason:
         print(f"dirtylog perftest --kvm: {reason}", file=sys.stderr)
@@ -270,7 +270,7 @@ def perftest_on_kvm(o, backing_bytes: int, modelled: list[str] | None) -> int:
     from engine.host.device import probe
     from engine.host.perftest import KvmPerfTest
 
-    test = KvmPerfTest(o, backing_bytes, DEFAULT_MODE)
+    test = KvmPerfTest(o, backing_bytes, default_mode)
     info = probe()
     print(
         f"Times below are measured on this host's real KVM ({info.arch}, {info.mmu}): wall "

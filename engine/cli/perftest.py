@@ -228,7 +228,7 @@ def cmd_perftest(args: argparse.Namespace) -> int:
         from engine.cli.kvm import perftest_on_kvm
 
         modelled = PerfTest(o, o.modes[0]).run() if args.compare else None
-        return perftest_on_kvm(o, BACKINGS[o.backing].get(4096, 0), modelled)
+        return perftest_on_kvm(o, BACKINGS[o.backing].get(4096, 0), DEFAULT_MODE, modelled)
     print(
         "Times below are modelled (operation counts × the cost model's unit costs), not measured."
     )

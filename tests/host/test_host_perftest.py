@@ -42,3 +42,5 @@ def test_ring_mode_and_limits(capsys):
     assert main(["perftest", "--kvm", "-b", "5G"]) == 2
     assert "at most 4 GiB" in capsys.readouterr().err
     assert main(["perftest", "--kvm", "-b", "2M", "--mode", "dbm"]) == 2
+    assert main(["perftest", "--kvm", "-b", "2M", "-m", "7"]) == 2
+    assert "host's own guest mode" in capsys.readouterr().err

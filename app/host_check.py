@@ -10,7 +10,6 @@ and MMU.  Without a usable /dev/kvm the action is disabled and its tooltip says 
 
 from __future__ import annotations
 
-import copy
 import threading
 from pathlib import Path
 
@@ -92,8 +91,8 @@ class HostCheck(QObject):
     def start(self) -> None:
         if self.thread is not None or self.w.sim is None:
             return
-        session = copy.deepcopy(self.w.sim.session)
-        base = Path(self.w.path).resolve().parent if self.w.path else None
+        session = self.w.session_data()  # a copy
+        base = self.w.sim.base_dir
         self.cancel.clear()
         self.dialog = QProgressDialog("Running the session in the engine…", "Cancel", 0, 0, self.w)
         self.dialog.setWindowTitle(ACTION_TEXT)

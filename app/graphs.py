@@ -103,6 +103,10 @@ class TimingGraphs(QWidget):
             )
         return self.curves[key]
 
+    def show_extra(self, plot: str, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        """A series from outside the run (e.g. real-KVM times), drawn as given."""
+        self._curve(plot, name).setData(x, y)
+
     def set_downtime_limit(self, ms: float) -> None:
         self.downtime_limit.setValue(ms)
 

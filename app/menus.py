@@ -13,11 +13,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMessageBox
 
-from app import sweep_window
+from app import host_check, sweep_window
 from app.run_controls import SPEEDS
 
 # each adds its actions to the Tools menu: add_to_menu(window, menu)
-TOOLS: tuple[Callable, ...] = (sweep_window.add_to_menu,)
+TOOLS: tuple[Callable, ...] = (sweep_window.add_to_menu, host_check.add_to_menu)
 
 SHORTCUTS = (
     "Space — start / pause\nN — step one tick\n"

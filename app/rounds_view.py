@@ -31,8 +31,18 @@ class RoundsTable(QTableWidget):
         # columns share the dock's width, so headers such as "harvest (modelled µs)" fit
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.extra: tuple[str, Mapping[int, str]] | None = None
+        self._rounds: Sequence[Mapping] = ()
+
+    def set_extra_column(self, title: str, by_round: Mapping[int, str]) -> None:
+        """One more column, a text per round (e.g. the real-KVM check), kept until reset."""
+        self.extra = (title, dict(by_round))
+        self.setColumnCount(len(ROUND_COLUMNS) + 1)
+        self.setHorizontalHeaderLabels([*ROUND_COLUMNS, title])
+        self.fill(self._rounds)
 
     def fill(self, rounds: Sequence[Mapping]) -> None:
+        self._rounds = rounds
         self.setRowCount(len(rounds))
         for i, r in enumerate(rounds):
             vals = [
@@ -46,6 +56,8 @@ class RoundsTable(QTableWidget):
                 f"{r['faults']:,}",
                 f"{r['harvest_model_ns'] / 1e3:,.1f}",
             ]
+            if self.extra is not None:
+                vals.append(self.extra[1].get(r["round"], ""))
             for c, v in enumerate(vals):
                 self.setItem(i, c, QTableWidgetItem(v))
         self.scrollToBottom()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_DIFFERENT = 1
@@ -37,6 +38,19 @@ def add_parser(sub) -> None:
     rp.add_argument("--json", metavar="OUT", help="write the comparison per round as JSON")
     rp.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     rp.set_defaults(func=cmd_replay)
+    cal = kvm_sub.add_parser(
+        "calibrate",
+        help="measure this host's unit costs of dirty logging and write a costs profile",
+        description="Measures on the host's real KVM: fault exit and re-entry, GET per word "
+        "and per dirty page, CLEAR, enable per mapped page, ring push and reset per entry "
+        "(median and min-max over the repeats; Python's cost per ioctl is measured and "
+        "subtracted). --json writes them with a `costs` object that a session's `costs` "
+        "takes as it is.",
+    )
+    cal.add_argument("--json", metavar="FILE", help="write figures and the costs profile")
+    cal.add_argument("--pages", type=int, default=None, help="pages in the measured slot")
+    cal.add_argument("--repeats", type=int, default=5, help="fresh VMs per figure (default 5)")
+    cal.set_defaults(func=cmd_calibrate)
 
 
 def _unavailable() -> str | None:
@@ -104,45 +118,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- replay -----------------------------------------------------------------------------------
 
 
-def record_session(sim) -> list:
-    """Run ``sim`` to its end in the engine with its operation log on; returns the log.
-
-    The slots the session created before the log existed come first, as SetMemslot records
-    (populated ones as the session says)."""
-    from engine.kvm import oplog as OL
-
-    populate = {m.id: m.populate for m in sim.cfg.memslots}
-    sim.vm.oplog = [
-        OL.SetMemslot(s.id, s.base_gfn, s.npages, s.flags, s.backing, populate.get(s.id, True))
-        for s in sim.vm.memslots.sorted()
-    ]
-    sim.run()
-    ops, sim.vm.oplog = sim.vm.oplog, None
-    return ops
-
-
-def replay_setup(sim):
-    from engine.host.replay import ReplaySetup
-
-    t = sim.vm.tracking
-    return ReplaySetup(
-        t.mode, t.initially_set, t.ring_entries, sim.cfg.vcpus, sim.vm.page_size, t.strategy
-    )
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     """Engine run, real replay, one line per harvest and a verdict."""
     reason = _unavailable()
     if reason:
         print(f"dirtylog kvm replay: {reason}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    from engine.host.replay import check_replayable, replay
+    from engine.host.replay import check_replayable, record_run, replay, setup_of
     from engine.migration.simulation import Simulation
 
     sim = Simulation.from_file(args.session, track_last_sent=False)
-    setup = replay_setup(sim)
+    setup = setup_of(sim)
     check_replayable(setup, [])  # granule and mode, before running the engine
-    ops = record_session(sim)
+    ops = record_run(sim)
     report = replay(setup, ops)
     if args.json:
         from engine.cli.run import _write_text
@@ -206,3 +194,98 @@ def print_report(report, quiet: bool = False) -> None:
         + ("every one identical" if not bad else f"{bad} different")
         + (", memory content identical" if not report.content_mismatches else "")
     )
+
+
+# -- calibrate --------------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure, print the figures and the profile, optionally write them as JSON."""
+    from engine.util.errors import ConfigError
+
+    reason = _unavailable()
+    if reason:
+        print(f"dirtylog kvm calibrate: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    from engine.host.calibrate import DEFAULT_PAGES, calibrate, costs_profile
+    from engine.host.device import probe
+    from engine.kvm.costs import CostModel
+
+    pages = DEFAULT_PAGES if args.pages is None else args.pages
+    if not 256 <= pages <= 1 << 18:
+        raise ConfigError("--pages", f"must be 256 to 262144 (1 GiB), got {pages}")
+    if not 1 <= args.repeats <= 100:
+        raise ConfigError("--repeats", f"must be 1 to 100, got {args.repeats}")
+    if args.json:
+        from engine.cli.run import _write_text
+
+        _write_text(args.json, "")  # refuse an unwritable path before measuring
+    info = probe()
+    load = os.getloadavg()[0]
+    print(
+        f"measured on this host's real KVM ({info.arch}, {info.mmu}); {pages} pages, "
+        f"{args.repeats} repeats, load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+    figures = calibrate(pages, args.repeats)
+    print(f"{'figure':22s} {'median':>12s} {'min':>12s} {'max':>12s}  per")
+    for f in figures:
+        d = f.as_dict()
+        print(
+            f"{f.name:22s} {d['median_ns']:>9,.1f} ns {d['min_ns']:>9,.1f} ns "
+            f"{d['max_ns']:>9,.1f} ns  {f.per}"
+        )
+    profile = costs_profile(figures)
+    CostModel.from_dict(profile)  # the profile is a valid session `costs` object
+    defaults = CostModel().as_dict()
+    print("costs profile (measured here, x86) vs the engine's arm64 defaults (modelled):")
+    for k, v in profile.items():
+        print(f"  {k:18s} {v:>10,.1f} ns   (default {defaults[k]:,.1f} ns)")
+    if args.json:
+        from engine.cli.run import _write_text
+
+        doc = {
+            "format": "dirtylog-costs",
+            "host": {"arch": info.arch, "mmu": info.mmu, "loadavg": load, "cpus": os.cpu_count()},
+            "pages": pages,
+            "repeats": args.repeats,
+            "figures": {f.name: f.as_dict() for f in figures},
+            "costs": profile,
+            "note": "measured on this host's real KVM; `costs` is a session costs object",
+        }
+        _write_text(args.json, json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+# -- perftest --kvm -----------------------------------------------------------------------------
+
+
+def perftest_on_kvm(o, backing_bytes: int, default_mode: int, modelled: list[str] | None) -> int:
+    """``dirtylog perftest --kvm [--compare]``: the selftest's lines, measured on this host.
+
+    ``o`` is perftest's PerfOptions; ``default_mode`` the guest mode it runs without -m."""
+    reason = _unavailable()
+    if reason:
+        print(f"dirtylog perftest --kvm: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    from engine.host.device import probe
+    from engine.host.perftest import KvmPerfTest
+
+    test = KvmPerfTest(o, backing_bytes, default_mode)
+    info = probe()
+    print(
+        f"Times below are measured on this host's real KVM ({info.arch}, {info.mmu}): wall "
+        "time of each ioctl from Python; vCPUs run one after the other, a pass is the slowest"
+        + ("; [modelled …] is the engine's figure for the same line" if modelled else "")
+        + "."
+    )
+    model = {}
+    for line in modelled or []:
+        head, sep, value = line.partition(" took " if " took " in line else ": ")
+        if sep:
+            model[head] = value
+    for line in test.run():
+        head, sep, _ = line.partition(" took " if " took " in line else ": ")
+        if sep and head in model:
+            line += f"   [modelled {model[head].split('. (')[0].rstrip('.')}]"
+        print(line)
+    return 0

@@ -24,6 +24,7 @@ from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError
 from engine.util.units import parse_size
+from engine.util.units import selftest_seconds as _fmt
 
 GUEST_WRITE_NS = 25.0  # a guest store to a page that is mapped writable (no exit)
 MEMSTRESS_MEM_SLOT_INDEX = 1  # lib/memstress.c: the test slots are 1, 2, ...
@@ -88,12 +89,6 @@ class PerfOptions:
     seed: int = 1
     mode: str = "bitmap"
     strategy: str = "range"
-
-
-def _fmt(ns: float) -> str:
-    """The selftest's %ld.%.9lds."""
-    ns = int(round(ns))
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}s"
 
 
 def mode_string(mode_id: int) -> str:
@@ -229,6 +224,11 @@ def cmd_perftest(args: argparse.Namespace) -> int:
         strategy=args.strategy,
     )
     _check(o)
+    if args.kvm:
+        from engine.cli.kvm import perftest_on_kvm
+
+        modelled = PerfTest(o, o.modes[0]).run() if args.compare else None
+        return perftest_on_kvm(o, BACKINGS[o.backing].get(4096, 0), DEFAULT_MODE, modelled)
     print(
         "Times below are modelled (operation counts × the cost model's unit costs), not measured."
     )
@@ -354,5 +354,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--strategy", default="range", choices=("range", "masked-skip", "visitor", "rmap")
+    )
+    p.add_argument(
+        "--kvm",
+        action="store_true",
+        help="run the memstress guest on this host's real KVM: measured times (x86-64)",
+    )
+    p.add_argument(
+        "--compare", action="store_true", help="with --kvm: each line's modelled time beside it"
     )
     p.set_defaults(func=cmd_perftest)

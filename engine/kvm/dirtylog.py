@@ -413,7 +413,7 @@ def collect_rings(vm) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.uint32), np.zeros(0, np.uint64)
     slots, offsets = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
     if vm.oplog is not None:
-        vm.oplog.append(OL.RingCollect(OL.frozen(slots), OL.frozen(offsets)))
+        vm.oplog.append(OL.RingCollect(OL.frozen(slots), OL.frozen(offsets), vm.awaiting_retry))
     return slots, offsets
 
 
@@ -426,7 +426,7 @@ def reset_rings(vm) -> OpStats:
     longer logs is write-protected all the same."""
     op = _reset_rings(vm)
     if vm.oplog is not None:
-        vm.oplog.append(OL.RingReset(op.pages, op.model_ns(vm.costs)))
+        vm.oplog.append(OL.RingReset(op.pages, op.model_ns(vm.costs), vm.awaiting_retry))
     return op
 
 

@@ -38,14 +38,18 @@ class SetMemslot:
 
 @dataclass(frozen=True)
 class Access:
-    """A time-ordered batch of guest accesses that the VM applied (those a full ring held
-    back are in a later record): gfn (int64), write (bool), vcpu (int64, -1 none running)."""
+    """A time-ordered batch of guest accesses given to the VM: gfn (int64), write (bool),
+    vcpu (int64, -1 none running).  When a vCPU's ring reaches its soft limit the VM holds
+    the rest back; the caller reaps the rings (records with ``at_ring_full``) and gives the
+    held-back accesses again (a record with ``retry``): a real KVM does all that inside
+    KVM_RUN, so a replay runs only the records without ``retry``."""
 
     gfn: np.ndarray
     write: np.ndarray
     vcpu: np.ndarray
     faults: int  # modelled fault exits of this batch
     ring_full: tuple[int, ...] = ()  # vCPUs that reached the ring's soft limit in it
+    retry: bool = False  # the accesses a ring-full exit held back, given again
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class RingCollect:
 
     slots: np.ndarray
     offsets: np.ndarray
+    at_ring_full: bool = False  # the reap after a KVM_EXIT_DIRTY_RING_FULL, not a harvest
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class RingReset:
 
     entries: int
     model_ns: float = 0.0
+    at_ring_full: bool = False  # the reset after a KVM_EXIT_DIRTY_RING_FULL
 
 
 @dataclass(frozen=True)

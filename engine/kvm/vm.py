@@ -130,6 +130,7 @@ class VM:
         self.stats: Counter[str] = Counter()
         self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
         self.oplog: list | None = None  # engine.kvm.oplog records, when a replay asks for them
+        self.awaiting_retry = False  # the last access batch ended in a ring-full exit
 
     def enable_eager_split(self, chunk: int, field: str = "tracking.eager_split") -> None:
         """KVM_ENABLE_CAP(KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, chunk) as v6.17 checks it.
@@ -281,17 +282,18 @@ class VM:
         if deferred:
             res.deferred = np.concatenate(deferred)
         if self.oplog is not None:
-            keep = np.ones(gfn.size, dtype=bool)
-            keep[res.deferred if res.deferred is not None else []] = False
             self.oplog.append(
                 OL.Access(
-                    OL.frozen(gfn[keep]),
-                    OL.frozen(write[keep]),
-                    OL.frozen(vcpu[keep]),
+                    OL.frozen(gfn),
+                    OL.frozen(write),
+                    OL.frozen(vcpu),
                     int(res.faults.sum()),
                     tuple(sorted(res.ring_full)),
+                    retry=self.awaiting_retry,
                 )
             )
+        # a ring-full exit: the caller reaps the rings and re-issues the deferred accesses
+        self.awaiting_retry = res.deferred is not None and bool(res.deferred.size)
         return res
 
     def _access_slice(self, gfn: np.ndarray, vcpu: np.ndarray, write: np.ndarray) -> AccessResult:

@@ -104,3 +104,9 @@ def format_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.4g} {unit}"
     return f"{int(n)} B"
+
+
+def selftest_seconds(ns: float) -> str:
+    """A duration as the KVM selftests print it (``%ld.%.9lds``): ``1.000000250s``."""
+    ns = int(round(ns))
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}s"

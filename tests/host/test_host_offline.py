@@ -1,0 +1,57 @@
+"""Parts of the real-KVM backend that need no /dev/kvm: refusals, address placement, the
+emulation warning."""
+
+import numpy as np
+import pytest
+
+from engine.host.replay import ReplaySetup, check_replayable, emulation_note, gpa_shift
+from engine.kvm import oplog as OL
+from engine.util.errors import ConfigError
+
+GIB = 1 << 30
+
+
+def _setup(**kw):
+    base = dict(mode="bitmap", initially_set=False, ring_entries=4096, vcpus=1,
+                page_size=4096, strategy="rmap")  # fmt: skip
+    return ReplaySetup(**{**base, **kw})
+
+
+def _slot(slot, base, size, flags=1):
+    return OL.SetMemslot(slot, base // 4096, size // 4096, flags, 4096, False)
+
+
+def test_refusals_name_the_field():
+    with pytest.raises(ConfigError, match="geometry.granule"):
+        check_replayable(_setup(page_size=65536), [])
+    with pytest.raises(ConfigError, match="tracking.mode"):
+        check_replayable(_setup(mode="dbm"), [])
+    access = OL.Access(np.zeros(1, np.int64), np.ones(1, bool), np.full(1, -1), 0)
+    with pytest.raises(ConfigError, match="vcpu -1"):
+        check_replayable(_setup(mode="ring"), [access])
+    check_replayable(_setup(mode="bitmap"), [access])  # a bitmap takes it
+
+
+def test_guest_size_limit_at_the_boundary():
+    check_replayable(_setup(), [_slot(0, GIB, 4 * GIB)])  # exactly 4 GiB
+    with pytest.raises(ConfigError, match="at most 4 GiB"):
+        check_replayable(_setup(), [_slot(0, GIB, 4 * GIB), _slot(1, 8 * GIB, 4096)])
+    # a deleted slot no longer counts
+    check_replayable(_setup(), [_slot(0, GIB, 4 * GIB), _slot(0, GIB, 0), _slot(1, GIB, GIB)])
+
+
+def test_slots_are_placed_inside_the_guest_map():
+    lo, hi = 4 << 20, 64 * GIB
+    assert gpa_shift([_slot(0, GIB, GIB)], lo, hi) == 0  # already inside: kept
+    high = 1 << 39
+    shift = gpa_shift([_slot(0, high, GIB), _slot(1, high + 2 * GIB, GIB)], lo, hi)
+    assert high + shift == GIB  # moved down as a whole, gaps kept
+    with pytest.raises(ConfigError, match="memslots"):
+        gpa_shift([_slot(0, GIB, GIB), _slot(1, 1 << 39, GIB)], lo, hi)
+
+
+def test_emulation_is_detected_from_the_stats():
+    native = {"insn_emulation": 40, "exits": 5000}
+    assert emulation_note({}, native) == []
+    emulated = {"insn_emulation": 2_000_000, "exits": 40}
+    assert "instruction emulator" in emulation_note({}, emulated)[0]

@@ -227,6 +227,10 @@ class SweepWindow(QMainWindow):
         self.status.setText(f"{len(points)} points on {plan.note}; starting the cluster…")
         self._redraw()
         self._t0 = time.monotonic()
+        # Dask's first import happens here, in the GUI thread: importing it for the first
+        # time in the worker thread while the event loop runs can hang (seen offscreen)
+        import distributed  # noqa: F401
+
         self.sweep_thread = QThread()
         self.worker = SweepWorker(points, plan.workers, self.client_factory)
         self.worker.moveToThread(self.sweep_thread)

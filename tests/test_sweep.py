@@ -499,3 +499,65 @@ def test_cli_refusals_exit_2_with_one_sentence(tmp_path, capsys):
         assert main(["sweep", str(session), *extra]) == 2
         err = capsys.readouterr().err
         assert sentence in err and err.count("\n") == 1, err
+
+
+# -- sweep files ----------------------------------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_bundled_sweep_file_and_its_rows_agree():
+    from engine.sweep.spec import load_start
+
+    start = load_start(ROOT / "resources/sweeps/webserver-convergence.json")
+    assert start.session_path == (ROOT / "resources/sessions/webserver.json").resolve()
+    axes = [parse_vary(v) for v in start.vary]
+    assert [len(a.values) for a in axes] == [2, 7, 5, 1]  # 70 points
+    points = make_points(start.base, axes)
+    rows = read_rows(ROOT / "resources/sweeps/webserver-convergence.csv")
+    assert [r["point"] for r in rows] == list(range(1, 71))
+    for r, p in zip(rows, points, strict=True):
+        assert {f: r[f] for f, _ in p.values} == dict(p.values)
+
+
+@pytest.mark.parametrize(
+    "doc, sentence",
+    [
+        ({"version": 1, "session": "s.json", "vary": [], "extra": 1}, "extra: is not a field"),
+        ({"version": 2, "session": "s.json"}, "version: must be 1"),
+        ({"version": 1}, "session: must be the path of a session file"),
+        ({"version": 1, "session": "s.json", "vary": "seed=1"}, "vary: must be a list"),
+        ({"version": 1, "session": "s.json", "seeds": True}, "seeds: must be a whole number"),
+    ],
+)
+def test_a_bad_sweep_file_is_refused_naming_the_field(tmp_path, doc, sentence):
+    from engine.sweep.spec import load_start
+
+    (tmp_path / "s.json").write_text(json.dumps(TINY))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "dirtylog-sweep", **doc}))
+    with pytest.raises(ConfigError, match=sentence):
+        load_start(path)
+
+
+def test_a_sweep_file_names_its_session_relative_to_itself(tmp_path):
+    from engine.sweep.spec import load_start
+
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "s.json").write_text(json.dumps(TINY))
+    path = tmp_path / "sweep.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "dirtylog-sweep",
+                "version": 1,
+                "session": "sessions/s.json",
+                "vary": ["seed=1,2"],
+                "seeds": 2,
+            }
+        )
+    )
+    start = load_start(path)
+    assert start.vary == ("seed=1,2",) and start.seeds == 2
+    assert start.base["name"] == "tiny"

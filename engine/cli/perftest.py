@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.cli.options import bounded_int
 from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.stage2.geometry import Geometry
-from engine.util.errors import ConfigError
-from engine.util.units import parse_size
+from engine.util.errors import ConfigError, shown
+from engine.util.memory import check_fits
+from engine.util.units import MiB, parse_size
 
 GUEST_WRITE_NS = 25.0  # a guest store to a page that is mapped writable (no exit)
 MEMSTRESS_MEM_SLOT_INDEX = 1  # lib/memstress.c: the test slots are 1, 2, ...
@@ -239,6 +241,9 @@ def cmd_perftest(args: argparse.Namespace) -> int:
     return 0
 
 
+PAGE_BYTES = 64  # per guest page: descriptor, versions, bitmaps and one pass's arrays
+
+
 def _check(o: PerfOptions) -> None:
     """The selftest's own checks (atoi_positive, TEST_ASSERT) and the model's limits."""
     for mode_id in o.modes:
@@ -266,6 +271,8 @@ def _check(o: PerfOptions) -> None:
         raise ConfigError(
             "-i", f"iterations must be at least 2, as in the selftest; got {o.iterations}"
         )
+    bounded_int(o.iterations, "-i", 2, 10_000, "iterations")
+    bounded_int(o.seed, "-r", 0, (1 << 63) - 1, "the random seed")
     if not 0 <= o.write_percent <= 100:
         raise ConfigError("-w", f"write percentage must be 0..100, got {o.write_percent}")
     if o.bytes_per_vcpu <= 0:
@@ -281,7 +288,13 @@ def _check(o: PerfOptions) -> None:
             "-r", f"the random seed must be positive, as in the selftest; got {o.seed}"
         )
     if o.mode not in ("bitmap", "ring", "dbm"):
-        raise ConfigError("--mode", "must be bitmap, ring or dbm")
+        raise ConfigError("--mode", f"must be bitmap, ring or dbm, got {shown(o.mode)}")
+    if o.eager_split not in (0, 4096, 2 << 20, 1 << 30):
+        raise ConfigError(
+            "-e", f"must be 4K, 2M or 1G (a block size of 4K pages), got {o.eager_split}"
+        )
+    pages = o.bytes_per_vcpu * o.vcpus // 4096
+    check_fits(256 * MiB + pages * PAGE_BYTES, "-b", f"this test ({pages:,} guest pages)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

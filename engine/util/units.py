@@ -26,6 +26,7 @@ _DECIMAL = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 MAX_SIZE = (1 << 64) - 1  # a guest physical address or size fits in 64 bits, as in KVM's ABI
 MAX_NUMBER_CHARS = 32  # longer numbers are refused before any int() or float() conversion
 MAX_BANDWIDTH = 1e13  # bytes/s (80 Tbit/s): more than any link a migration runs over
+MIN_BANDWIDTH = 1e3  # bytes/s (8 kbit/s): below it no guest page leaves in a simulated day
 MAX_RATE_PAGES = 1e9  # pages/s per workload (4 TB/s of 4K pages)
 
 
@@ -77,10 +78,11 @@ def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
             raise ConfigError(
                 field, f"expected a bandwidth in bytes or bits per second, got {shown(value)}"
             )
-    if not 0 < amount <= MAX_BANDWIDTH:
+    if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
         raise ConfigError(
             field,
-            f"a bandwidth must be above 0 and at most 1e13 bytes/s (80 Tbit/s), got {shown(value)}",
+            "a bandwidth must be 1 kB/s to 1e13 bytes/s (8 kbit/s to 80 Tbit/s), "
+            f"got {shown(value)}",
         )
     return amount
 

@@ -172,7 +172,7 @@ class MigrationCfg(_Model):
     xen_max_rounds: int | None = Field(None, ge=1, le=100_000)  # live iterations: xen 5, 4.5 29
     xen_min_pages: int = Field(50, ge=0, le=1 << 40)
     xen_max_factor: float = Field(3.0, gt=0, le=1000)  # xen-4.5 only
-    harvest_every_ms: float = Field(100, gt=0, le=3_600_000)  # policy fixed: the interval
+    harvest_every_ms: float = Field(100, ge=MIN_TICK_MS, le=3_600_000)  # policy fixed: interval
     kubevirt: KubevirtCfg | None = None
 
     @field_validator("bandwidth", "link_speed", mode="before")
@@ -426,6 +426,10 @@ class _SetTracking(_Model):
     compare: bool | None = None
 
 
+class _NoFields(_Model):
+    """An action that takes no fields of its own (``harvest``)."""
+
+
 class _AddWorkload(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
     name: Name
@@ -444,6 +448,7 @@ EVENT_FIELDS: dict[str, type[BaseModel]] = {
     "resume_vcpu": _Vcpu,
     "set_tracking": _SetTracking,
     "set_migration": MigrationCfg,
+    "harvest": _NoFields,
 }
 """An action's own fields (everything but ``t_ms`` and ``action``); an action without an
 entry is checked only by its handler."""

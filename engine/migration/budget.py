@@ -1,13 +1,14 @@
 """What a run will cost, estimated before it starts: memory in bytes, work in steps.
 
 **Memory** (``estimate_bytes``) adds up everything a run allocates: per guest page its leaf
-descriptor (8 B), source and destination versions (4 + 4 B) and the KVM and migration bitmaps
-(0.5 B), upper-level tables and the harvest's temporaries (2 B), the reverse map (8 B) and compare mode's scratch tables (8 B) when used, the app's
-layers (8 B); per workload what it keeps (a Zipf CDF and permutation, 40 B a page of its
-target while built; a memstress order, 8-16 B a page) and one batch of its accesses (96 B an
-access: times, gfns, vCPUs, random draws and their sorted copies, ``MAX_BATCH_TICKS`` ticks at
-its peak rate); a trace's rows (28 B each, at most one per 4 bytes of file); the dirty rings
-(16 B an entry per vCPU).  The total is checked against what this process may allocate
+descriptor (8 B), source and destination versions (4 + 4 B), the KVM and migration bitmaps
+(0.5 B), upper-level tables and the harvest's temporaries (2 B), the reverse map (8 B) and
+compare mode's scratch tables (8 B) when used, the app's layers (10 B); per workload what it
+keeps (a Zipf CDF and permutation, 40 B a page of its target while built; a memstress order,
+8-16 B a page) and one batch of its accesses (96 B an access: times, gfns, vCPUs, random draws
+and their sorted copies, ``MAX_BATCH_TICKS`` ticks at its peak rate); a trace's rows (28 B
+each, twice while loading, at most one row per 4 bytes of file); the dirty rings (16 B an
+entry per vCPU).  The total is checked against what this process may allocate
 (``engine.util.memory``) and a refusal names the field behind the largest part.
 
 **Work** (``estimate_work``), in steps of the simulation loop: the ticks the run may last

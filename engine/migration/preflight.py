@@ -240,6 +240,14 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
             raise ConfigError(
                 f"{where}.vcpu", f"must be below vcpus ({sh.cfg.vcpus}), got {own['vcpu']}{note}"
             )
+    elif action == "harvest":
+        m = sh.cfg.migration
+        if m.policy == "none" or ev["t_ms"] < m.start_ms:
+            raise ConfigError(
+                f"{where}.t_ms",
+                "a harvest needs dirty logging on: a migration that has started "
+                f"(migration.start_ms {m.start_ms:g}, policy {m.policy}){note}",
+            )
     elif action == "set_migration":
         if sh.cfg.migration.policy == "none":
             raise ConfigError(

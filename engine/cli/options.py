@@ -10,7 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.util.errors import ConfigError, shown
+from engine.util.errors import ConfigError, clip
+
+MAX_PATH_SHOWN = 160  # characters of a path echoed in a message
+
+
+def _p(path: object) -> str:
+    return clip(str(path), MAX_PATH_SHOWN)
 
 
 def output_file(path: str | None, option: str) -> None:
@@ -22,12 +28,12 @@ def output_file(path: str | None, option: str) -> None:
         raise ConfigError(option, "needs a file name, got an empty one")
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(option, f"{shown(path)} is a directory; give a file name")
+        raise ConfigError(option, f"{_p(path)} is a directory; give a file name")
     if p.exists() and not os.access(p, os.W_OK):
-        raise ConfigError(option, f"{shown(path)} exists and cannot be written")
+        raise ConfigError(option, f"{_p(path)} exists and cannot be written")
     parent = p.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(option, f"cannot write {shown(path)}: {parent} is not a writable folder")
+        raise ConfigError(option, f"cannot write {_p(path)}: {_p(parent)} is not a writable folder")
 
 
 def output_dir(path: str | None, option: str) -> None:
@@ -38,18 +44,18 @@ def output_dir(path: str | None, option: str) -> None:
         raise ConfigError(option, "needs a folder name, got an empty one")
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise ConfigError(option, f"{shown(path)} exists and is not a folder")
+        raise ConfigError(option, f"{_p(path)} exists and is not a folder")
     existing = p.resolve()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(
-            option, f"cannot create or write {shown(path)}: {existing} is not writable"
+            option, f"cannot create or write {_p(path)}: {_p(existing)} is not writable"
         )
 
 
 def bounded_int(value: int, option: str, lo: int, hi: int, what: str) -> int:
     """``value`` if lo <= value <= hi, else a sentence naming the option and the range."""
     if not lo <= value <= hi:
-        raise ConfigError(option, f"{what} must be {lo}..{hi}, got {shown(value)}")
+        raise ConfigError(option, f"{what} must be {lo}..{hi}, got {clip(str(value), 40)}")
     return value

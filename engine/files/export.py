@@ -175,7 +175,7 @@ def _read_words(path: Path, npages: int, side: str) -> np.ndarray:
                 )
             words = np.frombuffer(fh.read(nwords * 8), dtype="<u8").copy()
         else:
-            words = _read_npy_words(fh, path.name, nwords, field)
+            words = _read_npy_words(fh, path.name, nwords, lie)
     if words.size != nwords:
         raise ConfigError(
             field, f"{path.name} has {words.size} words; npages {npages} needs {nwords}"

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from engine.files import jsontree
-from engine.util.errors import ConfigError, shown
+from engine.util.errors import ConfigError, clip, shown
 from engine.util.safeio import read_capped
 from engine.util.units import parse_bandwidth, parse_size
 
@@ -455,7 +455,12 @@ entry is checked only by its handler."""
 
 
 def event_context(ev: dict[str, Any]) -> str:
-    return f"the {ev.get('action')} event at {shown(ev.get('t_ms'))} ms"
+    """ "the add_memslot event at 10 ms": which event a sentence is about."""
+    t = ev.get("t_ms")
+    when = f"{t:g}" if isinstance(t, (int, float)) and not isinstance(t, bool) else shown(t)
+    action = ev.get("action")
+    name = clip(action, 40) if isinstance(action, str) else shown(action)
+    return f"the {name} event at {when} ms"
 
 
 def validate_event(ev: dict[str, Any], field: str) -> dict[str, Any]:

@@ -38,10 +38,10 @@ from engine.kvm.vm import VM, Tracking
 from engine.migration import snapshot as S
 from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
 from engine.migration.precopy import Migration
-from engine.migration.preflight import preflight, slot_flags
+from engine.migration.preflight import preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
-from engine.util.errors import ConfigError, DirtylogError, KvmError
+from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
 from engine.util.scatter import add_counts
 from engine.util.units import parse_size
 
@@ -143,7 +143,7 @@ class Simulation:
         if "slot" in spec:
             sid = spec["slot"]
             if sid not in self.vm.slots:
-                raise ConfigError(f"{field}.slot", f"there is no memslot {sid!r}")
+                raise ConfigError(f"{field}.slot", f"there is no memslot {shown(sid)}")
             s = self.vm.slots[sid].slot
             return Region(s.base_gfn, s.npages)
         if "range" in spec:
@@ -158,7 +158,9 @@ class Simulation:
 
     def _add_workload(self, spec: dict[str, Any], field: str) -> Workload:
         if any(w.name == spec.get("name") for w in self.workloads):
-            raise ConfigError(f"{field}.name", f"workload name {spec.get('name')!r} is used twice")
+            raise ConfigError(
+                f"{field}.name", f"workload name {shown(spec.get('name'))} is used twice"
+            )
         w = make_workload(
             dict(spec), self.cfg.seed, self.vm.page_size, field, base_dir=self.base_dir
         )
@@ -368,7 +370,7 @@ class Simulation:
         action = ev["action"]
         handler = getattr(self, f"_edit_{action}", None)
         if handler is None:
-            raise ConfigError("action", f"{action!r} cannot be applied live")
+            raise ConfigError("action", f"{shown(action)} cannot be applied live")
         handler(ev)
         self.message(
             f"applied {action}: "
@@ -379,7 +381,7 @@ class Simulation:
         for w in self.workloads:
             if w.name == name:
                 return w
-        raise ConfigError("workload", f"there is no workload named {name!r}")
+        raise ConfigError("workload", f"there is no workload named {shown(name)}")
 
     def _edit_set_workload(self, ev: dict[str, Any]) -> None:
         w = self._workload(ev.get("workload"))
@@ -404,7 +406,9 @@ class Simulation:
     def _vcpu(self, ev: dict[str, Any]) -> int:
         v = ev.get("vcpu")
         if not isinstance(v, int) or not 0 <= v < self.cfg.vcpus:
-            raise ConfigError("vcpu", f"must be a vCPU number below {self.cfg.vcpus}, got {v!r}")
+            raise ConfigError(
+                "vcpu", f"must be a vCPU number below {self.cfg.vcpus}, got {shown(v)}"
+            )
         return v
 
     def _edit_add_memslot(self, ev: dict[str, Any]) -> None:
@@ -426,7 +430,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to delete")
+            raise KvmError("EINVAL", "id", f"there is no memslot {shown(sid)} to delete")
         self.vm.set_memslot(sid, st.slot.base, 0)
         self.slot_flags.pop(sid, None)
         if self.migration is not None:
@@ -439,7 +443,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to move")
+            raise KvmError("EINVAL", "id", f"there is no memslot {shown(sid)} to move")
         base = parse_size(ev.get("base"), "base")
         s = st.slot
         self.vm.set_memslot(sid, base, s.size, s.flags, s.backing, s.name)

@@ -218,17 +218,26 @@ def test_events_are_checked_at_load_against_the_state_they_meet(events, field, w
 def test_an_event_that_can_only_fail_when_due_is_reported_on_stderr_and_in_the_json(
     tmp_path, capsys
 ):
+    # the migration starts at the first tick at or after 0.5 ms (t = 1 ms); the harvest at
+    # 0.7 ms is applied at that tick's start, before the migration's setup: only the run
+    # can tell, so it is refused then, and said so
     data = session(
-        migration={"bandwidth": "8Mbit/s", "timeout_s": 1},
-        events=[{"t_ms": 50, "action": "set_memslot_flags", "id": 0, "flags": []}],
+        migration={"bandwidth": "8Mbit/s", "timeout_s": 1, "start_ms": 0.5},
+        events=[{"t_ms": 0.7, "action": "harvest"}],
     )
     (tmp_path / "s.json").write_text(json.dumps(data))
     out = tmp_path / "r.json"
     assert cli_main(["run", str(tmp_path / "s.json"), "--quiet", "--json", str(out)]) in (0, 1)
     err = capsys.readouterr().err
-    assert "warning:" in err and "events[0]" in err and "log_dirty cannot be cleared" in err
+    assert "warning:" in err and "events[0]" in err and "harvest needs dirty logging on" in err
     refused = json.loads(out.read_text())["refused_events"]
-    assert [(r["index"], r["action"], r["t_ms"]) for r in refused] == [(0, "set_memslot_flags", 50)]
+    assert [(r["index"], r["action"], r["t_ms"]) for r in refused] == [(0, "harvest", 0.7)]
+
+
+def test_a_harvest_at_or_before_the_start_is_refused_at_load():
+    data = session(migration={"start_ms": 5}, events=[{"t_ms": 5, "action": "harvest"}])
+    err = refusal(data)
+    assert err.field == "events[0].t_ms" and "the harvest event at 5 ms" in err.rule
 
 
 # -- budgets ---------------------------------------------------------------------------------------

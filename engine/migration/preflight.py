@@ -242,7 +242,7 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
             )
     elif action == "harvest":
         m = sh.cfg.migration
-        if m.policy == "none" or ev["t_ms"] < m.start_ms:
+        if m.policy == "none" or ev["t_ms"] <= m.start_ms:
             raise ConfigError(
                 f"{where}.t_ms",
                 "a harvest needs dirty logging on: a migration that has started "

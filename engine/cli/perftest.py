@@ -242,6 +242,7 @@ def cmd_perftest(args: argparse.Namespace) -> int:
 
 
 PAGE_BYTES = 64  # per guest page: descriptor, versions, bitmaps and one pass's arrays
+MAX_PAGE_PASSES = 2_000_000_000  # pages × (iterations + 1): a few minutes of work at most
 
 
 def _check(o: PerfOptions) -> None:
@@ -295,6 +296,12 @@ def _check(o: PerfOptions) -> None:
         )
     pages = o.bytes_per_vcpu * o.vcpus // 4096
     check_fits(256 * MiB + pages * PAGE_BYTES, "-b", f"this test ({pages:,} guest pages)")
+    if pages * (o.iterations + 1) > MAX_PAGE_PASSES:
+        raise ConfigError(
+            "-i",
+            f"{o.iterations} iterations over {pages:,} pages is {pages * (o.iterations + 1):,} "
+            f"page accesses, more than the limit of {MAX_PAGE_PASSES:,}; lower -i or -b",
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.cli.options import output_dir, output_file
 from engine.util.errors import DirtylogError, clip
+from engine.util.memory import check_fits
 from engine.util.units import format_bytes
 
 ROUND_COLUMNS = (
@@ -53,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # (the round each page was last sent is a layer for the app's heat map, not a CLI output)
     sim = Simulation.from_file(args.session, track_last_sent=False)
     sim.keep_harvests = bool(args.export_bitmaps)
+    if sim.keep_harvests:  # a copy of every harvest's bitmaps is kept until the end
+        rounds = sim.cfg.migration.max_rounds + 1
+        words = sum(st.nwords for st in sim.vm.slots.values())
+        check_fits(rounds * words * 8, "--export-bitmaps", f"keeping up to {rounds} harvests")
     out_dirs = [Path(d) for d in (args.export_bitmaps, args.export_dest) if d]
     for d in out_dirs:
         _make_dir(d)

@@ -116,8 +116,9 @@ def read_snapshot(path: str | Path) -> BitmapSnapshot:
         )
     fields = {key: _sidecar_int(meta, key, side.name) for key in _SIDECAR_LIMITS}
     nwords = (fields["npages"] + 63) // 64
+    # the words, one byte a page unpacked, and gfn lists (8 bytes a dirty page) for a diff
     check_fits(
-        (64 << 20) + nwords * 8 + fields["npages"] * 2, f"{side.name}.npages", "this snapshot"
+        (64 << 20) + nwords * 8 + fields["npages"] * 40, f"{side.name}.npages", "this snapshot"
     )
     if fields["page_size"] not in (4096, 16384, 65536):
         raise ConfigError(

@@ -32,7 +32,8 @@ from engine.util.units import parse_bandwidth, parse_size
 FORMAT = "dirtylog-session"
 CURRENT_VERSION = 2
 MAX_FILE_BYTES = 64 << 20  # a session is configuration, not data
-MAX_EVENTS = 100_000
+MAX_EVENTS = 20_000  # each is replayed at load against up to MAX_SLOTS memslots
+MAX_SLOTS = 512  # memslots at once (KVM allows 32767; a placement check is linear in them)
 MAX_HORIZON_S = 86_400  # one simulated day: start_ms + timeout_s and every event's t_ms
 MAX_HORIZON_MS = MAX_HORIZON_S * 1000
 MIN_TICK_MS = 0.001  # a tick is at least 1 µs, so it is never 0 ns
@@ -241,7 +242,7 @@ class SessionCfg(_Model):
     costs: dict[str, Nanos] = {}
     tracking: TrackingCfg = TrackingCfg()
     vcpus: int = Field(1, ge=1, le=1024)
-    memslots: list[MemslotCfg] = []
+    memslots: list[MemslotCfg] = Field([], max_length=MAX_SLOTS)
     workloads: list[dict[str, Any]] = []
     migration: MigrationCfg = MigrationCfg()
     events: list[EventCfg] = Field([], max_length=MAX_EVENTS)

@@ -38,6 +38,7 @@ RING_ENTRY_BYTES = 16  # struct kvm_dirty_gfn
 WORK_LIMIT = 1_000_000
 WRITES_PER_STEP = 10_000
 PAGES_PER_STEP = 1_000_000
+SLOTS_PER_STEP = 100  # a harvest visits every memslot in Python
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def work_parts(cfg: SessionCfg, plan: Plan) -> list[Cost]:
         writes = w.rate * horizon_s + (_trace_rows(w.trace) if w.trace is not None else 0)
         parts.append(Cost(writes / WRITES_PER_STEP, f"{w.field}.rate"))
     parts.append(Cost(plan.pages_ever * (rounds + 1) / PAGES_PER_STEP, "migration.max_rounds"))
+    parts.append(Cost(plan.slots_ever * (rounds + 1) / SLOTS_PER_STEP, "memslots"))
     return parts
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.files.session import SessionCfg, event_context, validate_event
+from engine.files.session import MAX_SLOTS, SessionCfg, event_context, validate_event
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslots
 from engine.migration.workloads import KINDS, Workload, make_workload, trace_path
 from engine.stage2.geometry import Geometry
@@ -47,6 +47,7 @@ class Plan:
     bounded by all slots ever added), workloads, events."""
 
     pages_ever: int = 0
+    slots_ever: int = 0
     workloads: list[WorkloadPlan] = field(default_factory=list)
     events: int = 0
 
@@ -83,6 +84,13 @@ class _Shadow:
             raise _renamed(exc, where, context) from None
         if old is None or old.npages != m["size"] // self.page:
             self.plan.pages_ever += m["size"] // self.page
+        if len(self.slots) > MAX_SLOTS:
+            raise ConfigError(
+                f"{where}.id",
+                f"would be memslot number {MAX_SLOTS + 1}; a session holds at most "
+                f"{MAX_SLOTS} at once" + (f" ({context})" if context else ""),
+            )
+        self.plan.slots_ever = max(self.plan.slots_ever, len(self.slots))
 
     def slot(self, sid: Any, where: str, context: str, verb: str):
         s = self.slots._slots.get(sid) if isinstance(sid, int) else None

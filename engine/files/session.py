@@ -49,7 +49,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-StrictModel = _Model
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 Millis = Annotated[float, Field(ge=0, le=MAX_HORIZON_MS)]  # a simulated time in ms
 Nanos = Annotated[float, Field(ge=0, le=1e9)]  # a unit cost: 0 ns to 1 s
@@ -361,7 +360,10 @@ def _rule(err: dict[str, Any]) -> str:
         return f"must be {ctx.get('expected', 'one of the listed values')}, got {given}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
-        return f"must be {words} {shown(ctx.get(key))}, got {given}"
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # the limit as a reader writes it: 86400000, not 86400000.0
+        return f"must be {words} {shown(bound)}, got {given}"
     if kind in ("too_long", "too_short"):
         return f"has {ctx.get('actual_length')} entries; {err['msg'].split('at ')[-1]}"
     if kind == "string_too_long":

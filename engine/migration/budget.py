@@ -16,9 +16,10 @@ entry per vCPU).  The total is checked against what this process may allocate
 ``tick_ms`` (tick by tick in manual-clear mode, which clears between the guest's writes; in
 batches of up to 256 ticks otherwise), plus the pages touched: every write at each workload's
 peak rate (``WRITES_PER_STEP`` to a step) and a pass over every guest page per round
-(``PAGES_PER_STEP`` to a step).  A step costs about 1-3 ms here, so the limit, ``WORK_LIMIT``
-= 1,000,000 steps, bounds the worst run to tens of minutes; above it the run is refused with
-the field to change.
+(``PAGES_PER_STEP`` to a step) and a visit of every memslot per round.  A step costs about
+1-3 ms here, so the limit, ``WORK_LIMIT`` = 200,000 steps, bounds the worst run to a few
+minutes; above it the run is refused with the field to change.  The horizon is the longest
+any ``set_migration`` event makes it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest
 ACCESS_BYTES = 96
 TRACE_ROW_BYTES = 28
 RING_ENTRY_BYTES = 16  # struct kvm_dirty_gfn
-WORK_LIMIT = 1_000_000
+WORK_LIMIT = 200_000
 WRITES_PER_STEP = 10_000
 PAGES_PER_STEP = 1_000_000
 SLOTS_PER_STEP = 100  # a harvest visits every memslot in Python
@@ -94,7 +95,12 @@ def check_memory(cfg: SessionCfg, plan: Plan, track_last_sent: bool = True) -> N
 
 def work_parts(cfg: SessionCfg, plan: Plan) -> list[Cost]:
     """The work estimate's parts, in steps, each with the field that drives it."""
-    m = cfg.migration
+    m = cfg.migration.model_copy(
+        update={
+            "start_ms": plan.start_ms or cfg.migration.start_ms,
+            "timeout_s": plan.timeout_s or cfg.migration.timeout_s,
+        }
+    )
     tick_s = max(cfg.tick_ms, 1e-3) / 1000
     if m.policy == "none":
         horizon_s = m.timeout_s

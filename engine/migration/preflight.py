@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.files.session import MAX_SLOTS, SessionCfg, event_context, validate_event
+from engine.files.session import (
+    MAX_HORIZON_S,
+    MAX_SLOTS,
+    SessionCfg,
+    event_context,
+    validate_event,
+)
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslots
 from engine.migration.workloads import KINDS, Workload, make_workload, trace_path
 from engine.stage2.geometry import Geometry
@@ -48,6 +54,8 @@ class Plan:
 
     pages_ever: int = 0
     slots_ever: int = 0
+    start_ms: float = 0.0  # the latest migration.start_ms and timeout_s events may set
+    timeout_s: float = 0.0
     workloads: list[WorkloadPlan] = field(default_factory=list)
     events: int = 0
 
@@ -257,9 +265,19 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
                 f"(migration.start_ms {m.start_ms:g}, policy {m.policy}){note}",
             )
     elif action == "set_migration":
-        if sh.cfg.migration.policy == "none":
+        m = sh.cfg.migration
+        if m.policy == "none":
             raise ConfigError(
                 f"{where}.action", f"this session has no migration (policy none){note}"
+            )
+        plan = sh.plan
+        plan.start_ms = max(plan.start_ms, m.start_ms, own.get("start_ms", 0.0))
+        plan.timeout_s = max(plan.timeout_s, m.timeout_s, own.get("timeout_s", 0.0))
+        if plan.start_ms / 1000 + plan.timeout_s > MAX_HORIZON_S:
+            raise ConfigError(
+                f"{where}.timeout_s",
+                f"start_ms/1000 + timeout_s would reach {plan.start_ms / 1000 + plan.timeout_s:g} "
+                f"s; a run is limited to {MAX_HORIZON_S} simulated seconds (one day){note}",
             )
     elif action == "set_tracking":
         t = sh.cfg.tracking

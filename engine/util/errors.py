@@ -7,6 +7,7 @@ exit 2 and the app can show it next to the edited row without a traceback.
 from __future__ import annotations
 
 import errno as _errno
+import json
 
 
 class DirtylogError(Exception):
@@ -55,8 +56,8 @@ def shown(value: object, limit: int = MAX_VALUE_CHARS) -> str:
         return clip(str(value), limit)
     if isinstance(value, float):
         return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(repr(value), repr(value))
-    if isinstance(value, str):
-        return '"' + clip(value, limit - 2) + '"'
+    if isinstance(value, str):  # JSON's escapes make control characters visible
+        return json.dumps(clip(value, limit - 2), ensure_ascii=False)
     if isinstance(value, (list, tuple)):
         return clip("[" + ", ".join(shown(v, limit) for v in list(value)[:4]) + "]", limit)
     if isinstance(value, dict):

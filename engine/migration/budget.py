@@ -17,7 +17,7 @@ entry per vCPU).  The total is checked against what this process may allocate
 batches of up to 256 ticks otherwise), plus the pages touched: every write at each workload's
 peak rate (``WRITES_PER_STEP`` to a step) and a pass over every guest page per round
 (``PAGES_PER_STEP`` to a step) and a visit of every memslot per round.  A step costs about
-1-3 ms here, so the limit, ``WORK_LIMIT`` = 200,000 steps, bounds the worst run to a few
+1-3 ms here, so the limit, ``WORK_LIMIT`` = 400,000 steps, bounds the worst run to a few
 minutes; above it the run is refused with the field to change.  The horizon is the longest
 any ``set_migration`` event makes it.
 """
@@ -36,7 +36,7 @@ BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest
 ACCESS_BYTES = 96
 TRACE_ROW_BYTES = 28
 RING_ENTRY_BYTES = 16  # struct kvm_dirty_gfn
-WORK_LIMIT = 200_000
+WORK_LIMIT = 400_000
 WRITES_PER_STEP = 10_000
 PAGES_PER_STEP = 1_000_000
 SLOTS_PER_STEP = 100  # a harvest visits every memslot in Python

@@ -107,6 +107,7 @@ def terabyte_session(npages: int) -> dict:
     data["workloads"] = [{"name": "w0", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "64MiB/s"}]
     data["migration"]["bandwidth"] = "100Gbit/s"
     data["migration"]["link_speed"] = "100Gbit/s"  # the link as fast as the rate limit
+    data["migration"]["timeout_s"] = 3600  # the first pass alone takes 88 s
     return data
 
 

@@ -60,6 +60,13 @@ class Plan:
     events: int = 0
 
 
+def memslot_exists(sid: int) -> str:
+    return (
+        f"memslot {sid} exists; add_memslot creates a slot (move_memslot or set_memslot_flags "
+        "change one)"
+    )
+
+
 def slot_flags(flags: list[str]) -> int:
     return (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in flags else 0) | (
         KVM_MEM_READONLY if "readonly" in flags else 0
@@ -215,11 +222,7 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
     note = f" ({ctx})"
     if action == "add_memslot":
         if own["id"] in sh.slots:
-            raise ConfigError(
-                f"{where}.id",
-                f"memslot {own['id']} exists then; add_memslot creates a slot (move_memslot or "
-                f"set_memslot_flags change one){note}",
-            )
+            raise ConfigError(f"{where}.id", memslot_exists(own["id"]) + note)
         sh.set_slot(own, where, ctx)
     elif action in ("delete_memslot", "move_memslot", "set_memslot_flags"):
         verb = {"delete_memslot": "delete", "move_memslot": "move"}.get(action, "change")

@@ -38,7 +38,7 @@ from engine.kvm.vm import VM, Tracking
 from engine.migration import snapshot as S
 from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
 from engine.migration.precopy import Migration
-from engine.migration.preflight import preflight
+from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
@@ -418,9 +418,7 @@ class Simulation:
         except ValidationError as exc:
             raise config_error(exc) from None
         if m["id"] in self.vm.slots:
-            raise KvmError(
-                "EEXIST", "id", f"memslot {m['id']} exists; move it or change its flags instead"
-            )
+            raise ConfigError("id", memslot_exists(m["id"]))
         self._add_memslot(m, "")
         if self.migration is not None and self.migration.active:
             self.migration.add_slot(m["id"], all_dirty=True)

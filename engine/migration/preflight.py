@@ -22,7 +22,7 @@ from engine.files.session import (
     event_context,
     validate_event,
 )
-from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslots
+from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot, Memslots
 from engine.migration.workloads import KINDS, Workload, make_workload, trace_path
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
@@ -91,7 +91,7 @@ class _Shadow:
         try:
             if m.get("backing") is not None:
                 self.geom.leaf_level_for(m["backing"])
-            old = self.slots._slots.get(m["id"])
+            old = self.find(m["id"])
             self.slots.set_user_memory_region(
                 m["id"], m["base"], m["size"], slot_flags(m.get("flags", [])), m.get("backing")
             )
@@ -107,8 +107,13 @@ class _Shadow:
             )
         self.plan.slots_ever = max(self.plan.slots_ever, len(self.slots))
 
-    def slot(self, sid: Any, where: str, context: str, verb: str):
-        s = self.slots._slots.get(sid) if isinstance(sid, int) else None
+    def find(self, sid: Any) -> Memslot | None:
+        """The memslot with id ``sid`` (a whole number, not a bool), or None."""
+        ok = isinstance(sid, int) and not isinstance(sid, bool) and sid in self.slots
+        return self.slots.get(sid) if ok else None
+
+    def slot(self, sid: Any, where: str, context: str, verb: str) -> Memslot:
+        s = self.find(sid)
         if s is None:
             raise KvmError("EINVAL", where, f"there is no memslot {shown(sid)} to {verb}{context}")
         return s
@@ -142,8 +147,8 @@ class _Shadow:
 
     def _target_pages(self, spec: dict[str, Any], w: Workload, where: str, context: str) -> int:
         if "slot" in spec:
-            s = self.slots._slots.get(spec["slot"]) if isinstance(spec["slot"], int) else None
-            if s is None or isinstance(spec["slot"], bool):
+            s = self.find(spec["slot"])
+            if s is None:
                 raise ConfigError(
                     f"{where}.slot", f"there is no memslot {shown(spec['slot'])}{context}"
                 )

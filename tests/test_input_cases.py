@@ -36,7 +36,7 @@ EXPECTED = {
     "E04-unknown-key-10k": (2, "xxxxxxxx…: is not a known field"),
     "F01-costs-nan": (2, "costs.fault_exit: must be a finite number, got NaN"),
     "F02-rate-inf": (2, 'workloads[0].rate: must be a finite number, got "1e999 pages/s"'),
-    "F03-bandwidth-string-zero": (2, "migration.bandwidth: a bandwidth must be 1 kB/s"),
+    "F03-bandwidth-string-zero": (2, "migration.bandwidth: a bandwidth must be 1 B/s"),
     "F04-timeout-inf": (2, "migration.timeout_s: must be a finite number, got Infinity"),
     "F05-tick-rounds-to-zero": (2, "tick_ms: must be at least 0.001"),
     "F06-phase-duration-inf": (2, "workloads[0].phases[0].duration_ms:"),

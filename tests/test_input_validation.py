@@ -102,8 +102,8 @@ def test_shown_cuts_long_values_and_never_converts_huge_integers():
     [
         ({"tick_ms": 0.001}, True),
         ({"tick_ms": 0.000999}, False),
-        ({"migration": {"bandwidth": 1000, "timeout_s": 1}}, True),
-        ({"migration": {"bandwidth": 999, "timeout_s": 1}}, False),
+        ({"migration": {"bandwidth": 1, "timeout_s": 1}}, True),
+        ({"migration": {"bandwidth": 0.999, "timeout_s": 1}}, False),
         ({"migration": {"timeout_s": 86_400, "policy": "none"}}, True),
         ({"migration": {"timeout_s": 86_400.5, "policy": "none"}}, False),
         ({"migration": {"start_ms": 1000, "timeout_s": 86_399}}, True),

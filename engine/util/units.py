@@ -26,7 +26,7 @@ _DECIMAL = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 MAX_SIZE = (1 << 64) - 1  # a guest physical address or size fits in 64 bits, as in KVM's ABI
 MAX_NUMBER_CHARS = 32  # longer numbers are refused before any int() or float() conversion
 MAX_BANDWIDTH = 1e13  # bytes/s (80 Tbit/s): more than any link a migration runs over
-MIN_BANDWIDTH = 1e3  # bytes/s (8 kbit/s): below it no guest page leaves in a simulated day
+MIN_BANDWIDTH = 1.0  # bytes/s: what is left of a link below that is no link
 MAX_RATE_PAGES = 1e9  # pages/s per workload (4 TB/s of 4K pages)
 
 
@@ -81,8 +81,7 @@ def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
     if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
         raise ConfigError(
             field,
-            "a bandwidth must be 1 kB/s to 1e13 bytes/s (8 kbit/s to 80 Tbit/s), "
-            f"got {shown(value)}",
+            f"a bandwidth must be 1 B/s to 1e13 B/s (8 bit/s to 80 Tbit/s), got {shown(value)}",
         )
     return amount
 

@@ -124,7 +124,7 @@ def test_csv_memory_does_not_grow_with_the_row_count(tmp_path, monkeypatch):
         tracemalloc.stop()
         assert trace.t_ns.size == rows and trace.vcpu.dtype == np.int32
     overhead = {rows: peak - rows * traces.BYTES_PER_ROW for rows, peak in peaks.items()}
-    assert max(overhead.values()) < 32 * (64 << 10)  # a few chunks' temporaries, not the rows
+    assert max(overhead.values()) < traces.CHUNK_TEMP * (64 << 10) + (1 << 20)  # not the rows
     assert abs(overhead[80_000] - overhead[40_000]) < 1 << 20
 
 

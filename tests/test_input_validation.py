@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -422,3 +423,23 @@ def test_the_array_parser_reads_what_int_reads(tmp_path_factory, rows, chunk):
     finally:
         traces.CHUNK_BYTES = old
     assert tr.t_ns.tolist() == t and tr.ipa.tolist() == ipa and tr.vcpu.tolist() == vcpu
+
+
+@pytest.mark.parametrize(
+    "argv, start",
+    [
+        (["perftest", "-x", "0"], "-x: memslots must be 1..32766"),
+        (["perftest", "-r", "-1"], "-r: "),
+        (["perftest", "-i", "100000"], "-i: iterations must be 2..10000"),
+        (["tables", "--map", "0x40000000:" + "9" * 40], "--map size: "),
+        (["tables", "--map", "0:0"], '--map: "0:0": the size must not be zero'),
+        (["run", "resources/sessions/idle.json", "--json", ""], "--json: needs a file name"),
+        (["run", "resources/sessions/idle.json", "--csv", "/"], "--csv: / is a directory"),
+        (["export", "resources/sessions/idle.json", "--round", "0", "--out", "x"], "--round: "),
+    ],
+)
+def test_command_line_options_are_checked_before_work(argv, start, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dirtylog {argv[0]}: {start}") and err.count("\n") == 1, err

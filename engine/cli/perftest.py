@@ -247,6 +247,8 @@ MAX_PAGE_PASSES = 2_000_000_000  # pages × (iterations + 1): a few minutes of w
 
 def _check(o: PerfOptions) -> None:
     """The selftest's own checks (atoi_positive, TEST_ASSERT) and the model's limits."""
+    if o.slots < 1 or o.slots > 32766:  # first: the guest modes' check divides by it
+        raise ConfigError("-x", f"memslots must be 1..32766, got {o.slots}")
     for mode_id in o.modes:
         if mode_id in REFUSED_MODES:
             raise ConfigError("-m", f"guest mode {mode_id} is {REFUSED_MODES[mode_id]}")

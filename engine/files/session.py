@@ -452,6 +452,7 @@ EVENT_FIELDS: dict[str, type[BaseModel]] = {
     "set_tracking": _SetTracking,
     "set_migration": MigrationCfg,
     "harvest": _NoFields,
+    "cancel": _NoFields,
 }
 """An action's own fields (everything but ``t_ms`` and ``action``); an action without an
 entry is checked only by its handler."""

@@ -111,7 +111,8 @@ def work_parts(cfg: SessionCfg, plan: Plan) -> list[Cost]:
         idle = m.start_ms / 1000 / tick_s / MAX_BATCH_TICKS
         running = m.timeout_s / tick_s
         manual = cfg.tracking.mode == "manual-clear"
-        rounds = min(m.max_rounds, m.xen_max_rounds) if m.policy == "xen" else m.max_rounds
+        xen = m.policy.startswith("xen")
+        rounds = min(m.max_rounds, m.live_iterations() + 1) if xen else m.max_rounds
         steps = idle + (running if manual else running / MAX_BATCH_TICKS + 4 * rounds)
     parts = [Cost(steps + plan.events, "tick_ms")]
     for w in plan.workloads:

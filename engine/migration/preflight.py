@@ -264,6 +264,11 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
             raise ConfigError(
                 f"{where}.vcpu", f"must be below vcpus ({sh.cfg.vcpus}), got {own['vcpu']}{note}"
             )
+    elif action == "cancel":
+        if sh.cfg.migration.policy == "none":
+            raise ConfigError(
+                f"{where}.action", f"there is no migration to cancel (policy none){note}"
+            )
     elif action == "harvest":
         m = sh.cfg.migration
         if m.policy == "none" or ev["t_ms"] <= m.start_ms:

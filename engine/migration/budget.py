@@ -11,15 +11,15 @@ each, twice while loading, at most one row per 4 bytes of file); the dirty rings
 entry per vCPU).  The total is checked against what this process may allocate
 (``engine.util.memory``) and a refusal names the field behind the largest part.
 
-**Work** (``estimate_work``), in steps of the simulation loop: the ticks the run may last
+**Work** (``work_parts``, ``check_work``), in steps of the simulation loop: the ticks the run may last
 (``migration.start_ms`` + ``migration.timeout_s``, or ``timeout_s`` with policy none) divided by
 ``tick_ms`` (tick by tick in manual-clear mode, which clears between the guest's writes; in
 batches of up to 256 ticks otherwise), plus the pages touched: every write at each workload's
 peak rate (``WRITES_PER_STEP`` to a step) and a pass over every guest page per round
 (``PAGES_PER_STEP`` to a step) and a visit of every memslot per round.  A step costs about
-1-3 ms here, so the limit, ``WORK_LIMIT`` = 400,000 steps, bounds the worst run to a few
-minutes; above it the run is refused with the field to change.  The horizon is the longest
-any ``set_migration`` event makes it.
+1-3 ms here; the limit, ``WORK_LIMIT`` = 4,000,000 steps, admits a default session (one hour
+at 1 ms ticks, tick by tick) and refuses what is far beyond it (a day at 1 µs ticks) with
+the field to change.  The horizon is the longest any ``set_migration`` event makes it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest
 ACCESS_BYTES = 96
 TRACE_ROW_BYTES = 28
 RING_ENTRY_BYTES = 16  # struct kvm_dirty_gfn
-WORK_LIMIT = 400_000
+WORK_LIMIT = 4_000_000  # a default session (timeout_s 3600) fits even tick by tick
 WRITES_PER_STEP = 10_000
 PAGES_PER_STEP = 1_000_000
 SLOTS_PER_STEP = 100  # a harvest visits every memslot in Python

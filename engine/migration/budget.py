@@ -11,7 +11,8 @@ each, twice while loading, at most one row per 4 bytes of file); the dirty rings
 entry per vCPU).  The total is checked against what this process may allocate
 (``engine.util.memory``) and a refusal names the field behind the largest part.
 
-**Work** (``work_parts``, ``check_work``), in steps of the simulation loop: the ticks the run may last
+**Work** (``work_parts``, ``check_work``), in steps of the simulation loop: the ticks a run may
+last
 (``migration.start_ms`` + ``migration.timeout_s``, or ``timeout_s`` with policy none) divided by
 ``tick_ms`` (tick by tick in manual-clear mode, which clears between the guest's writes; in
 batches of up to 256 ticks otherwise), plus the pages touched: every write at each workload's

@@ -10,6 +10,7 @@ between slices.  An engine exception pauses the run and is reported, never raise
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from app.heatmap_data import HeatImage, render, render_detail
 from engine.kvm.dirtylog import next_set_bits
 from engine.migration.simulation import Simulation
 from engine.migration.snapshot import Snapshot
-from engine.util.errors import DirtylogError
+from engine.util.errors import DirtylogError, clip
 
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02
@@ -149,8 +150,8 @@ class SimWorker(QObject):
         except DirtylogError as exc:
             self.edit_done.emit(event, str(exc))
         except Exception as exc:  # an engine bug: report it, keep the app alive
-            self.edit_done.emit(event, f"internal error: {exc}")
-            self.error.emit(traceback.format_exc())
+            self.edit_done.emit(event, f"internal error: {clip(str(exc), 200)}")
+            self.error.emit(_error_text())
         else:
             self.edit_done.emit(event, "")
         self._emit(force=True)
@@ -194,7 +195,7 @@ class SimWorker(QObject):
         except Exception:
             self.running = False
             self.running_changed.emit(False)
-            self.error.emit(traceback.format_exc())
+            self.error.emit(_error_text())
             return False
 
     def _emit(self, force: bool = False) -> None:
@@ -226,7 +227,7 @@ class SimWorker(QObject):
             self.frame.emit(frame)
         except Exception:
             self.running = False
-            self.error.emit(traceback.format_exc())
+            self.error.emit(_error_text())
 
     def _update_touched(self) -> None:
         """Leaf positions of the pages the last harvest reported (for the tree's highlight)."""
@@ -287,3 +288,13 @@ class Runner(QObject):
         QMetaObject.invokeMethod(self.worker, "stop", Qt.ConnectionType.BlockingQueuedConnection)
         self.thread.quit()
         self.thread.wait(5000)
+
+
+def _error_text() -> str:
+    """The exception being handled as the user sees it: a refusal's own sentence, or one line
+    naming an engine bug; the traceback goes to stderr (for a report), never to the window."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DirtylogError):
+        return str(exc)
+    traceback.print_exc(file=sys.stderr)
+    return f"internal error ({type(exc).__name__}: {clip(str(exc), 200)}); details on stderr"

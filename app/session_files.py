@@ -48,7 +48,8 @@ class SessionFilesMixin:
     def open_path(self, path: str | Path) -> bool:
         try:
             sim = Simulation.from_file(path)
-        except DirtylogError as exc:
+        except (DirtylogError, MemoryError) as exc:
+            exc = exc if isinstance(exc, DirtylogError) else "not enough memory for this session"
             self.report(f"cannot open {path}: {exc}")
             QMessageBox.warning(self, "Cannot open session", str(exc))
             return False

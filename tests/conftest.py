@@ -42,3 +42,17 @@ def thread_client_factory():
             yield c
 
     return factory
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the long input-fuzzing profile (tests/test_fuzz_input.py): every mutant run "
+        "to its end in a subprocess, with time and memory limits",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--fuzz-long", default=False):
+        os.environ["DIRTYLOG_FUZZ_LONG"] = "1"

@@ -10,6 +10,7 @@ import pytest
 from engine.cli.main import main
 from engine.kvm.dirtylog import bitmap_pages
 from engine.migration.simulation import Simulation
+from engine.util.errors import ConfigError
 
 BASE = 0x4000_0000
 NPAGES = 256
@@ -70,11 +71,12 @@ def test_harvest_event(tmp_path):
 
 
 def test_harvest_event_refused_without_a_migration(tmp_path):
+    """Known at load (issue 16: events are checked against the state they will meet)."""
     data = _session(tmp_path, "bitmap", policy="none", events=[{"t_ms": 1, "action": "harvest"}])
     data["migration"]["timeout_s"] = 0.003
-    sim = Simulation.from_dict(data, tmp_path)
-    sim.run()
-    assert any("(harvest) refused" in m and "dirty logging on" in m for m in sim.messages)
+    with pytest.raises(ConfigError) as e:
+        Simulation.from_dict(data, tmp_path)
+    assert e.value.field == "events[0].t_ms" and "dirty logging on" in e.value.rule
 
 
 def test_export_bitmaps_writes_the_clear_calls(tmp_path):

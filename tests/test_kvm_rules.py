@@ -618,9 +618,15 @@ def test_set_memslot_flags_logging_on_mid_migration_tracks_the_slot():
 
 def test_set_memslot_flags_cannot_toggle_readonly():
     """kvm_set_memory_region: ``(mem->flags ^ old->flags) & KVM_MEM_READONLY`` → EINVAL;
-    the edit is refused with that errno and nothing changes."""
+    the edit is refused with that errno and nothing changes: at load, as the event's own
+    field (issue 16), and live, as an edit."""
     ev = [{"t_ms": 5, "action": "set_memslot_flags", "id": 1, "flags": ["readonly"]}]
-    sim = Simulation.from_dict(_flags_session(ev, ["log_dirty"]))
-    sim.run_for(10_000_000)
-    assert any("EINVAL" in m and "READONLY" in m for m in sim.messages)
+    with pytest.raises(KvmError) as e:
+        Simulation.from_dict(_flags_session(ev, ["log_dirty"]))
+    assert e.value.errno_name == "EINVAL" and e.value.field == "events[0].flags"
+    assert "READONLY" in e.value.rule
+    sim = Simulation.from_dict(_flags_session([], ["log_dirty"]))
+    sim.run_for(5_000_000)
+    with pytest.raises(KvmError, match="EINVAL: flags: KVM_MEM_READONLY"):
+        sim.apply_edit({"action": "set_memslot_flags", "id": 1, "flags": ["readonly"]})
     assert sim.vm.slots[1].logging and not sim.vm.slots[1].slot.readonly

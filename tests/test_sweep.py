@@ -170,7 +170,7 @@ def test_a_bad_point_is_named_with_its_field_before_anything_runs():
         make_points(_tiny_base(), axes)
     assert str(err.value) == (
         "point 3 of 4 (migration.bandwidth=0Gbit/s, vcpus=1): migration.bandwidth: "
-        "a bandwidth must be positive, got '0Gbit/s'"
+        'a bandwidth must be 1 B/s to 1e13 B/s (8 bit/s to 80 Tbit/s), got "0Gbit/s"'
     )
 
 
@@ -178,7 +178,7 @@ def test_a_bad_workload_value_is_named():
     with pytest.raises(
         ConfigError,
         match=r"point 2 of 2 \(workloads\[0\].rate=2 bogus\): "
-        r"workloads\[0\].rate: unknown unit 'bogus'",
+        r'workloads\[0\].rate: unknown unit "bogus"',
     ):
         make_points(_tiny_base(), [parse_vary("workloads[0].rate=2 pages/s,2 bogus")])
 

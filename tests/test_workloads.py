@@ -94,14 +94,14 @@ def test_phases_switch_on_time():
 @pytest.mark.parametrize(
     "spec, field, words",
     [
-        ({"kind": "uniform", "rate": -5}, "workloads[0].rate", "negative"),
+        ({"kind": "uniform", "rate": -5}, "workloads[0].rate", "0 to 1e9 pages/s"),
         (
             {"kind": "memstress", "rate": 1, "write_percent": 101},
             "workloads[0].write_percent",
             "0..100",
         ),
         ({"kind": "zipf", "rate": 1, "s": 0}, "workloads[0].s", "> 0"),
-        ({"kind": "phases", "phases": []}, "workloads[0].phases", "non-empty"),
+        ({"kind": "phases", "phases": []}, "workloads[0].phases", "1 to 64"),
         ({"kind": "trace"}, "workloads[0].path", "path"),
     ],
 )
@@ -129,11 +129,11 @@ def test_trace_csv_and_npz(tmp_path):
     "text, words",
     [
         ("t,ipa\n1,2\n", "line 1"),
-        ("t_ns,ipa\n1,0x1000\n2\n", "line 3: has 1 columns"),
-        ("t_ns,ipa\n1,0x1000\nfoo,0x2000\n", "line 3: 'foo' is not an integer"),
-        ("t_ns,ipa\n5,0x1000\n4,0x2000\n", "line 3: t_ns 4 is before"),
+        ("t_ns,ipa\n1,0x1000\n2\n", "line 3 of t.csv has 1 columns"),
+        ("t_ns,ipa\n1,0x1000\nfoo,0x2000\n", 'line 3 of t.csv: "foo" is not an integer'),
+        ("t_ns,ipa\n5,0x1000\n4,0x2000\n", "line 3 of t.csv: t_ns 4 is before"),
         ("t_ns,ipa\n", "no rows"),
-        ("t_ns,ipa\n1,-4096\n", "line 2: ipa -4096 is negative"),
+        ("t_ns,ipa\n1,-4096\n", "line 2 of t.csv: ipa -4096 must be 0 to 2"),
     ],
 )
 def test_malformed_traces_name_the_line(tmp_path, text, words):

@@ -16,20 +16,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from engine.cli.bench_figure import Figure
 from engine.cli.bench_migration import fig_terabyte, realtime_figures
 from engine.cli.bench_sweep import fig_sweep
+from engine.cli.options import output_file
 from engine.kvm import dirtylog as DL
 from engine.kvm.reference import REFERENCES
 from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.kvm.wrprotect import STRATEGIES, run_strategy
 from engine.stage2.geometry import Geometry
 from engine.stage2.pgtable import PageTable
-from engine.util.errors import ConfigError
 
 BASE = 0x40000000
 
@@ -275,12 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         value = "—" if f.value is None else f"{f.value:g}"
         print(f"{f.id}. {f.name}: {value} {f.unit} (goal {f.goal}) {mark}", flush=True)
 
-    if args.json:  # refuse a path it cannot write before a minute of measuring, not after
-        parent = Path(args.json).resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ConfigError(
-                "--json", f"cannot write {args.json}: {parent} is not a writable folder"
-            )
+    output_file(args.json, "--json")  # before a minute of measuring, not after
     print("measuring (about a minute; figures 5-8 take the longest) …", file=sys.stderr)
     figures = run_bench(args.quick, report)
     if args.json:

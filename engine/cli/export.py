@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.cli.options import bounded_int, output_dir
 from engine.files.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
 from engine.util.errors import ConfigError, DirtylogError
 
@@ -13,10 +14,11 @@ from engine.util.errors import ConfigError, DirtylogError
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.migration.simulation import Simulation
 
+    if args.round is not None:
+        bounded_int(args.round, "--round", 1, 100_000, "a round (rounds count from 1)")
+    output_dir(args.out, "--out")
     sim = Simulation.from_file(args.session)
     sim.keep_harvests = True
-    if args.round is not None and args.round < 1:
-        raise ConfigError("--round", f"rounds count from 1, got {args.round}")
     while not sim.finished:
         if args.round is not None and any(h["round"] == args.round for h in sim.harvests):
             break

@@ -12,19 +12,20 @@ import sys
 from collections.abc import Sequence
 
 from engine.cli import bench, export, kvm, perftest, run, sweep, tables
-from engine.util.errors import DirtylogError
+from engine.util.errors import DirtylogError, clip
 
 SUBCOMMANDS = (tables, run, export, perftest, bench, kvm, sweep)
 """Each module adds its subparser with ``add_parser``; none of them imports this one."""
 
 EXIT_USAGE = 2
+MAX_MESSAGE = 600  # characters of a refusal printed (values it echoes are cut with "…")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that prints one line (not the whole usage) and exits 2 on a bad option."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: {clip(message, MAX_MESSAGE)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DirtylogError as exc:
-        print(f"dirtylog {args.command}: {exc}", file=sys.stderr)
+        print(f"dirtylog {args.command}: {clip(str(exc), MAX_MESSAGE)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print(f"dirtylog {args.command}: not enough memory for this run", file=sys.stderr)
@@ -57,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DIRTYLOG_DEBUG"):
             raise
         print(
-            f"dirtylog {args.command}: internal error ({type(exc).__name__}: {exc}); "
+            f"dirtylog {args.command}: internal error "
+            f"({type(exc).__name__}: {clip(str(exc), 200)}); "
             "set DIRTYLOG_DEBUG=1 for the traceback and please report it",
             file=sys.stderr,
         )

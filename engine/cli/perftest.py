@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.cli.options import bounded_int
 from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.stage2.geometry import Geometry
-from engine.util.errors import ConfigError
-from engine.util.units import parse_size
+from engine.util.errors import ConfigError, shown
+from engine.util.memory import check_fits
+from engine.util.units import MiB, parse_size
 from engine.util.units import selftest_seconds as _fmt
 
 GUEST_WRITE_NS = 25.0  # a guest store to a page that is mapped writable (no exit)
@@ -239,8 +241,14 @@ def cmd_perftest(args: argparse.Namespace) -> int:
     return 0
 
 
+PAGE_BYTES = 64  # per guest page: descriptor, versions, bitmaps and one pass's arrays
+MAX_PAGE_PASSES = 2_000_000_000  # pages × (iterations + 1): a few minutes of work at most
+
+
 def _check(o: PerfOptions) -> None:
     """The selftest's own checks (atoi_positive, TEST_ASSERT) and the model's limits."""
+    if o.slots < 1 or o.slots > 32766:  # first: the guest modes' check divides by it
+        raise ConfigError("-x", f"memslots must be 1..32766, got {o.slots}")
     for mode_id in o.modes:
         if mode_id in REFUSED_MODES:
             raise ConfigError("-m", f"guest mode {mode_id} is {REFUSED_MODES[mode_id]}")
@@ -266,6 +274,7 @@ def _check(o: PerfOptions) -> None:
         raise ConfigError(
             "-i", f"iterations must be at least 2, as in the selftest; got {o.iterations}"
         )
+    bounded_int(o.iterations, "-i", 2, 10_000, "iterations")
     if not 0 <= o.write_percent <= 100:
         raise ConfigError("-w", f"write percentage must be 0..100, got {o.write_percent}")
     if o.bytes_per_vcpu <= 0:
@@ -281,7 +290,15 @@ def _check(o: PerfOptions) -> None:
             "-r", f"the random seed must be positive, as in the selftest; got {o.seed}"
         )
     if o.mode not in ("bitmap", "ring", "dbm"):
-        raise ConfigError("--mode", "must be bitmap, ring or dbm")
+        raise ConfigError("--mode", f"must be bitmap, ring or dbm, got {shown(o.mode)}")
+    pages = o.bytes_per_vcpu * o.vcpus // 4096  # at most: 4K is the smallest page
+    check_fits(256 * MiB + pages * PAGE_BYTES, "-b", f"this test ({pages:,} guest pages)")
+    if pages * (o.iterations + 1) > MAX_PAGE_PASSES:
+        raise ConfigError(
+            "-i",
+            f"{o.iterations} iterations over {pages:,} pages is {pages * (o.iterations + 1):,} "
+            f"page accesses, more than the limit of {MAX_PAGE_PASSES:,}; lower -i or -b",
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

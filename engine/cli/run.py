@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.util.errors import DirtylogError
+from engine.cli.options import output_dir, output_file
+from engine.util.errors import DirtylogError, clip
+from engine.util.memory import check_fits
 from engine.util.units import format_bytes
 
 ROUND_COLUMNS = (
@@ -45,15 +47,29 @@ ROUND_COLUMNS = (
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.migration.simulation import Simulation
 
+    output_file(args.json, "--json")
+    output_file(args.csv, "--csv")
+    output_dir(args.export_bitmaps, "--export-bitmaps")
+    output_dir(args.export_dest, "--export-dest")
     # (the round each page was last sent is a layer for the app's heat map, not a CLI output)
     sim = Simulation.from_file(args.session, track_last_sent=False)
     sim.keep_harvests = bool(args.export_bitmaps)
+    if sim.keep_harvests:  # a copy of every harvest's bitmaps is kept until the end
+        rounds = sim.cfg.migration.max_rounds + 1
+        words = sum(st.nwords for st in sim.vm.slots.values())
+        check_fits(rounds * words * 8, "--export-bitmaps", f"keeping up to {rounds} harvests")
     out_dirs = [Path(d) for d in (args.export_bitmaps, args.export_dest) if d]
     for d in out_dirs:
         _make_dir(d)
     printer = _RoundPrinter(sim, quiet=args.quiet)
     result = sim.run(progress=printer.progress)
     printer.finish(result)
+    for ev in result.get("refused_events", []):  # even with --quiet: the run differs from the file
+        print(
+            f"dirtylog run: warning: {clip(ev['reason'], 300)} (events[{ev['index']}], "
+            f"{ev['action']} at {ev['t_ms']:g} ms, was refused when it fell due)",
+            file=sys.stderr,
+        )
     if args.json:
         _write_text(args.json, json.dumps(result, indent=2, default=_jsonable) + "\n")
     if args.csv:

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from engine.stage2.geometry import Geometry
-from engine.util.errors import DirtylogError
+from engine.util.errors import ConfigError, shown
+from engine.util.memory import check_fits
 
 
 def _map_arg(text: str) -> tuple[int, int]:
@@ -14,7 +15,7 @@ def _map_arg(text: str) -> tuple[int, int]:
 
     base, sep, size = text.partition(":")
     if not sep:
-        raise DirtylogError(f"--map {text!r}: expected BASE:SIZE, e.g. 0x40000000:1GiB")
+        raise ConfigError("--map", f"expected BASE:SIZE, e.g. 0x40000000:1GiB, got {shown(text)}")
     return parse_size(base, "--map base"), parse_size(size, "--map size")
 
 
@@ -24,13 +25,24 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from engine.stage2.pgtable import PageTable
     from engine.util.units import parse_size
 
-    geom = Geometry(parse_granule(args.granule, "--granule"), args.ipa_bits)
+    try:
+        geom = Geometry(parse_granule(args.granule, "--granule"), args.ipa_bits)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.field if exc.field == "--granule" else "--ipa-bits", exc.rule
+        ) from None
     backing = parse_size(args.backing, "--backing") if args.backing else geom.granule
-    geom.leaf_level_for(backing)
-    pgt = PageTable(geom)
-    for text in args.map or []:
-        base, size = _map_arg(text)
+    try:
+        geom.leaf_level_for(backing)
+    except ConfigError as exc:
+        raise ConfigError("--backing", exc.rule) from None
+    maps = [(text, *_map_arg(text)) for text in args.map or []]
+    for text, base, size in maps:
         _check_map(geom, base, size, text)
+    need = sum(table_bytes(geom, size, backing) for _, _, size in maps)
+    check_fits(TABLES_BASE_BYTES + need, "--map", "mapping these ranges")
+    pgt = PageTable(geom)
+    for _, base, size in maps:
         pgt.map_range(base, size, backing)
     info = geom.describe()
     info.update(pgt.summary())
@@ -50,16 +62,33 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+TABLES_BASE_BYTES = 128 << 20  # the interpreter and numpy
+
+
+def table_bytes(geom: Geometry, size: int, backing: int) -> int:
+    """Upper bound on the bytes of tables that map ``size`` bytes with ``backing`` leaves:
+    at each level, one table per ``E`` entries of the level below (plus one for each end),
+    each ``E`` 8-byte descriptors and its recorded IPA, twice (the pool grows by doubling)."""
+    E = geom.entries_per_table
+    entries, total = -(-size // backing), 0
+    for _ in geom.level_range:
+        tables = -(-entries // E) + 1
+        total += tables * (E * 8 + 16)
+        entries = tables
+    return 2 * total
+
+
 def _check_map(geom: Geometry, base: int, size: int, text: str) -> None:
+    given = shown(text)
     if base % geom.granule or size % geom.granule:
-        raise DirtylogError(
-            f"--map {text}: base and size must be multiples of the {geom.granule}-byte page"
+        raise ConfigError(
+            "--map", f"{given}: base and size must be multiples of the {geom.granule}-byte page"
         )
     if size == 0:
-        raise DirtylogError(f"--map {text}: the size must not be zero")
+        raise ConfigError("--map", f"{given}: the size must not be zero")
     if base + size > geom.ipa_limit:
-        raise DirtylogError(
-            f"--map {text}: ends at {base + size:#x}, beyond the {geom.ipa_bits}-bit IPA space"
+        raise ConfigError(
+            "--map", f"{given}: ends at {base + size:#x}, beyond the {geom.ipa_bits}-bit IPA space"
         )
 
 

@@ -9,11 +9,10 @@ sentence.  Sizes are integers or strings with units; trace paths are relative to
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,17 +24,34 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from engine.util.errors import ConfigError
+from engine.files import jsontree
+from engine.util.errors import ConfigError, clip, shown
+from engine.util.safeio import read_capped
 from engine.util.units import parse_bandwidth, parse_size
 
 FORMAT = "dirtylog-session"
 CURRENT_VERSION = 2
 MAX_FILE_BYTES = 64 << 20  # a session is configuration, not data
-MAX_EVENTS = 100_000
+MAX_EVENTS = 20_000  # each is replayed at load against up to MAX_SLOTS memslots
+MAX_SLOTS = 512  # memslots at once (KVM allows 32767; a placement check is linear in them)
+MAX_HORIZON_S = 86_400  # one simulated day: start_ms + timeout_s and every event's t_ms
+MAX_HORIZON_MS = MAX_HORIZON_S * 1000
+MIN_TICK_MS = 0.001  # a tick is at least 1 µs, so it is never 0 ns
+MAX_NAME_CHARS = 200
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    """The strict base of every session section: unknown keys are refused, numbers must be
+    finite, and nothing is coerced (``"5"`` is not 5, ``true`` is not 1, ``1.5`` is not an
+    integer).  A field added to a subclass gets all of this, and the whole-tree limits of
+    ``jsontree.check_tree``, without asking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Millis = Annotated[float, Field(ge=0, le=MAX_HORIZON_MS)]  # a simulated time in ms
+Nanos = Annotated[float, Field(ge=0, le=1e9)]  # a unit cost: 0 ns to 1 s
 
 
 def _size(v: Any) -> int:
@@ -77,7 +93,10 @@ class TrackingCfg(_Model):
     @field_validator("eager_split", mode="before")
     @classmethod
     def _sizes(cls, v: Any) -> int:
-        return _size(v)
+        size = _size(v)
+        if size > 1 << 40:
+            raise ValueError(f"must be 0 (off) or a block size, got {shown(v)}")
+        return size
 
     @field_validator("clear_chunk", mode="before")
     @classmethod
@@ -96,15 +115,26 @@ class MemslotCfg(_Model):
     id: int = Field(ge=0, lt=32767)
     base: int
     size: int
-    flags: list[Literal["log_dirty", "readonly"]] = []
+    flags: list[Literal["log_dirty", "readonly"]] = Field([], max_length=2)
     backing: int | None = None
-    name: str = ""
+    name: Name = ""
     populate: bool = True
 
-    @field_validator("base", "size", mode="before")
+    @field_validator("base", mode="before")
     @classmethod
-    def _sizes(cls, v: Any) -> int:
+    def _base(cls, v: Any) -> int:
         return _size(v)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        size = _size(v)
+        if size == 0:
+            raise ValueError(
+                "a memslot must have a size (in KVM, size 0 deletes a slot; a session lists "
+                "the slots that exist), got 0"
+            )
+        return size
 
     @field_validator("backing", mode="before")
     @classmethod
@@ -126,23 +156,23 @@ QEMU_RELEASES = ("7.2", "8.2", "9.2", "10.1")
 class MigrationCfg(_Model):
     policy: Literal["qemu", "xen", "xen-4.5", "fixed", "none"] = "qemu"
     qemu: Literal["7.2", "8.2", "9.2", "10.1"] = "10.1"  # release whose rules the loop follows
-    start_ms: float = Field(0, ge=0)
+    start_ms: float = Field(0, ge=0, le=MAX_HORIZON_MS)
     bandwidth: float = 128 << 20  # QEMU's max-bandwidth (the rate limit); Xen: the link
     link_speed: float = 10e9 / 8  # what the wire carries: the stop-and-copy is not rate-limited
     avail_switchover_bandwidth: float = Field(0, ge=0)  # QEMU >= 8.2; 0 = use the measured one
     zero_page_detection: Literal["legacy", "none"] = "legacy"
     downtime_limit_ms: float = Field(300, gt=0, le=2_000_000)
     max_rounds: int = Field(100, ge=1, le=100_000)
-    timeout_s: float = Field(3600, gt=0)
+    timeout_s: float = Field(3600, gt=0, le=MAX_HORIZON_S)
     auto_converge: bool = False
     throttle_trigger_threshold: int = Field(50, ge=1, le=100)
     cpu_throttle_initial: int = Field(20, ge=1, le=99)
     cpu_throttle_increment: int = Field(10, ge=1, le=99)
     max_cpu_throttle: int = Field(99, ge=1, le=99)
-    xen_max_rounds: int | None = Field(None, ge=1)  # live iterations: xen 5, xen-4.5 29
-    xen_min_pages: int = Field(50, ge=0)
-    xen_max_factor: float = Field(3.0, gt=0)  # xen-4.5 only
-    harvest_every_ms: float = Field(100, gt=0, le=3_600_000)  # policy fixed: the interval
+    xen_max_rounds: int | None = Field(None, ge=1, le=100_000)  # live iterations: xen 5, 4.5 29
+    xen_min_pages: int = Field(50, ge=0, le=1 << 40)
+    xen_max_factor: float = Field(3.0, gt=0, le=1000)  # xen-4.5 only
+    harvest_every_ms: float = Field(100, ge=MIN_TICK_MS, le=3_600_000)  # policy fixed: interval
     kubevirt: KubevirtCfg | None = None
 
     @field_validator("bandwidth", "link_speed", mode="before")
@@ -179,10 +209,11 @@ class MigrationCfg(_Model):
 
 
 class EventCfg(BaseModel):
-    """A timed live edit; the action's own fields are checked when it is applied."""
+    """A timed live edit; the action's own fields are checked by ``validate_event`` (their
+    types and ranges, at load) and against the state they meet by the simulation."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    t_ms: float = Field(ge=0)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+    t_ms: Millis
     action: Literal[
         "set_workload",
         "add_workload",
@@ -203,14 +234,14 @@ class EventCfg(BaseModel):
 class SessionCfg(_Model):
     format: Literal["dirtylog-session"]
     version: int
-    name: str = "session"
+    name: Name = "session"
     seed: int = Field(0, ge=0, lt=1 << 63)
-    tick_ms: float = Field(1.0, gt=0, le=1000)
+    tick_ms: float = Field(1.0, ge=MIN_TICK_MS, le=1000)
     geometry: GeometryCfg = GeometryCfg()
-    costs: dict[str, float] = {}
+    costs: dict[str, Nanos] = {}
     tracking: TrackingCfg = TrackingCfg()
     vcpus: int = Field(1, ge=1, le=1024)
-    memslots: list[MemslotCfg] = []
+    memslots: list[MemslotCfg] = Field([], max_length=MAX_SLOTS)
     workloads: list[dict[str, Any]] = []
     migration: MigrationCfg = MigrationCfg()
     events: list[EventCfg] = Field([], max_length=MAX_EVENTS)
@@ -226,12 +257,16 @@ class SessionCfg(_Model):
             seen.add(m.id)
         return v
 
-    @field_validator("tick_ms")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number of milliseconds")
-        return v
+    @model_validator(mode="after")
+    def _horizon(self) -> SessionCfg:
+        m = self.migration
+        horizon = m.start_ms / 1000 + m.timeout_s
+        if horizon > MAX_HORIZON_S:
+            raise ValueError(
+                f"@migration.timeout_s: start_ms/1000 + timeout_s is {horizon:g} s; a run is "
+                f"limited to {MAX_HORIZON_S} simulated seconds (one day)"
+            )
+        return self
 
 
 # -- versions ---------------------------------------------------------------------------------
@@ -253,7 +288,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """Upgrade ``data`` to CURRENT_VERSION one step at a time."""
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise ConfigError("version", f"must be a whole number, got {version!r}")
+        raise ConfigError("version", f"must be a whole number, got {shown(version)}")
     if version > CURRENT_VERSION:
         raise ConfigError(
             "version",
@@ -274,52 +309,195 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 _PYDANTIC_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "is-instance"}
 
+_TYPE_RULES = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "none_required": "must be null",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
 
-def _loc(loc: tuple[Any, ...]) -> str:
+
+def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
     """``memslots[0].size`` from pydantic's location, without its validator tags."""
-    out = ""
+    out = prefix
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in str(part) or part in _PYDANTIC_TAGS:
+            out = jsontree.join(out, part)
+        elif "[" in str(part) or part in _PYDANTIC_TAGS or str(part).startswith("function-"):
             continue
         else:
-            out += ("." if out else "") + str(part)
+            out = jsontree.join(out, str(part))
     return out
 
 
-def _first_error(exc: ValidationError) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
-    field = _loc(tuple(err["loc"])) or "session"
-    msg = err["msg"]
+def _rule(err: dict[str, Any]) -> str:
+    """One error of pydantic's as our rule: what is allowed, then the value as given."""
+    kind, ctx, given = err["type"], err.get("ctx") or {}, shown(err.get("input"))
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind == "missing":
+        return "is required"
+    if kind in _TYPE_RULES:
+        return f"{_TYPE_RULES[kind]}, got {given}"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the listed values')}, got {given}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # the limit as a reader writes it: 86400000, not 86400000.0
+        return f"must be {words} {shown(bound)}, got {given}"
+    if kind in ("too_long", "too_short"):
+        return f"has {ctx.get('actual_length')} entries; {err['msg'].split('at ')[-1]}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters, got {given}"
+    msg = str(err["msg"])
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if err["type"] == "extra_forbidden":
-        msg = "is not a known field"
-    elif err["type"] == "missing":
-        msg = "is required"
-    elif err["type"] == "literal_error":
-        msg = msg.replace("Input should be", "must be")
-    extra = (
-        f" ({len(exc.errors())} problems in all; fix this one first)"
-        if len(exc.errors()) > 1
-        else ""
-    )
-    return ConfigError(field, msg[0].lower() + msg[1:] + extra)
+        return msg[len("Value error, ") :]
+    return f"{msg[0].lower()}{msg[1:]}, got {given}"
+
+
+def config_error(exc: ValidationError, prefix: str = "", context: str = "") -> ConfigError:
+    """pydantic's first error as one sentence naming the field path (``prefix`` before it,
+    ``context`` after the rule, e.g. which event); never a URL or a library's advice."""
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    field = field_path(tuple(err["loc"]), prefix) or prefix or "session"
+    rule = _rule(err)
+    if rule.startswith("@") and ": " in rule:  # a model validator naming its own field
+        sub, rule = rule[1:].split(": ", 1)
+        field = jsontree.join(prefix, sub) if prefix else sub
+    if context:
+        rule += f" ({context})"
+    if len(errors) > 1:
+        rule += f" ({len(errors)} problems in all; this is the first)"
+    return ConfigError(field, rule)
+
+
+# -- events: each action's own fields -----------------------------------------------------------
+
+
+class _SetWorkload(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    workload: Name  # the kind's own parameters are checked against the workload it names
+
+
+class _NamedWorkload(_Model):
+    workload: Name
+
+
+class _SlotId(_Model):
+    id: int = Field(ge=0, lt=32767)
+
+
+class _MoveMemslot(_SlotId):
+    base: int
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base(cls, v: Any) -> int:
+        return _size(v)
+
+
+class _SlotFlags(_SlotId):
+    flags: list[Literal["log_dirty", "readonly"]] = Field(max_length=2)
+
+
+class _Vcpu(_Model):
+    vcpu: int = Field(ge=0, lt=1024)
+
+
+class _SetTracking(_Model):
+    strategy: Literal["range", "masked-skip", "visitor", "rmap"] | None = None
+    compare: bool | None = None
+
+
+class _NoFields(_Model):
+    """An action that takes no fields of its own (``harvest``)."""
+
+
+class _AddWorkload(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    name: Name
+    kind: str
+
+
+EVENT_FIELDS: dict[str, type[BaseModel]] = {
+    "set_workload": _SetWorkload,
+    "add_workload": _AddWorkload,
+    "delete_workload": _NamedWorkload,
+    "add_memslot": MemslotCfg,
+    "delete_memslot": _SlotId,
+    "move_memslot": _MoveMemslot,
+    "set_memslot_flags": _SlotFlags,
+    "pause_vcpu": _Vcpu,
+    "resume_vcpu": _Vcpu,
+    "set_tracking": _SetTracking,
+    "set_migration": MigrationCfg,
+    "harvest": _NoFields,
+    "cancel": _NoFields,
+}
+"""An action's own fields (everything but ``t_ms`` and ``action``); an action without an
+entry is checked only by its handler."""
+
+
+def event_context(ev: dict[str, Any]) -> str:
+    """ "the add_memslot event at 10 ms": which event a sentence is about."""
+    t = ev.get("t_ms")
+    when = f"{t:g}" if isinstance(t, (int, float)) and not isinstance(t, bool) else shown(t)
+    action = ev.get("action")
+    name = clip(action, 40) if isinstance(action, str) else shown(action)
+    return f"the {name} event at {when} ms"
+
+
+def validate_event(ev: dict[str, Any], field: str) -> dict[str, Any]:
+    """Check one event's own fields by type and range; ``field`` is its path (``events[3]``).
+
+    Returns the fields converted (sizes as bytes); raises ConfigError naming the field
+    (``events[3].size``) and the event (action and time)."""
+    model = EVENT_FIELDS.get(str(ev.get("action")))
+    own = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
+    if model is None:
+        return own
+    try:
+        checked = model.model_validate(own)
+    except ValidationError as exc:
+        raise config_error(exc, field, event_context(ev)) from None
+    return {**own, **checked.model_dump(exclude_unset=True)}
 
 
 def parse_session(data: Any) -> SessionCfg:
     """Validate a decoded JSON object; raises ConfigError naming the first bad field."""
     if not isinstance(data, dict):
-        raise ConfigError("session", f"must be a JSON object, got {type(data).__name__}")
+        raise ConfigError("session", f"must be a JSON object, got {shown(data)}")
+    jsontree.check_tree(data)
     if data.get("format") != FORMAT:
         raise ConfigError("format", f'must be "{FORMAT}" (is this a DirtyLog Inspector session?)')
     data = migrate(data)
     try:
         cfg = SessionCfg.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise config_error(exc) from None
     clear_chunk_pages(cfg.tracking, cfg.geometry.granule)
+    for i, ev in enumerate(cfg.events):
+        validate_event(ev.model_dump(), f"events[{i}]")
     return cfg
 
 
@@ -359,29 +537,17 @@ def clear_chunk_pages(t: TrackingCfg, page_size: int) -> int:
 
 
 def read_session_file(path: str | Path) -> dict[str, Any]:
-    """Read and decode a session file with size limits; never executes anything from it."""
+    """Read and decode a session file: a regular file of at most 64 MiB, JSON with no
+    duplicate keys, no over-long numbers and bounded nesting; never executes anything."""
     path = Path(path)
+    raw = read_capped(path, MAX_FILE_BYTES, str(path), "a session file")
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
-    if size > MAX_FILE_BYTES:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            str(path), f"is {size} bytes; session files are limited to {MAX_FILE_BYTES}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot be read as UTF-8 text: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            path.name, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            path.name, f"is not UTF-8 text (byte {exc.start} cannot be decoded)"
         ) from None
-    except RecursionError:
-        raise ConfigError(path.name, "is nested too deeply to be a session") from None
-    return data
+    return jsontree.loads(text, path.name)
 
 
 def load_session(path: str | Path) -> tuple[SessionCfg, dict[str, Any]]:

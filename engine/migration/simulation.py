@@ -17,73 +17,46 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from engine.files.session import SessionCfg, clear_chunk_pages, load_session, parse_session
+from engine.files.session import (
+    MemslotCfg,
+    MigrationCfg,
+    SessionCfg,
+    clear_chunk_pages,
+    config_error,
+    event_context,
+    load_session,
+    parse_session,
+    validate_event,
+)
 from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from engine.kvm.oplog import Harvest, frozen
 from engine.kvm.vm import VM, Tracking
 from engine.migration import snapshot as S
+from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
 from engine.migration.precopy import Migration
+from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
-from engine.util.errors import ConfigError, DirtylogError
+from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
 from engine.util.scatter import add_counts
 from engine.util.units import parse_size
 
 NS_PER_MS = 1_000_000
-MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
 HEAT_RESCALE = 2.0**16  # largest weight of a new write before the heat array is rescaled
-
-
-BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest memory
-
-
-def estimate_bytes(cfg: SessionCfg, track_last_sent: bool = True) -> int:
-    """Memory a session's run needs: per guest page, its leaf descriptor (8 B), source and
-    destination versions (4 + 4 B), the KVM and migration bitmaps, and what the options add."""
-    pages = sum(m.size // cfg.geometry.granule for m in cfg.memslots)
-    per_page = 8 + 4 + 4 + 0.5
-    if track_last_sent:
-        per_page += 2
-    if cfg.tracking.strategy == "rmap" or cfg.tracking.compare:
-        per_page += 8  # the reverse map
-    if cfg.tracking.compare:
-        per_page += 8  # a scratch copy of the tables per compared strategy
-    return int(BASE_BYTES + pages * per_page)
-
-
-def available_bytes() -> int | None:
-    """MemAvailable on Linux (what can be had without swapping), else None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def check_memory(cfg: SessionCfg, track_last_sent: bool = True) -> None:
-    """Refuse, before allocating anything, a session this machine cannot hold."""
-    need, have = estimate_bytes(cfg, track_last_sent), available_bytes()
-    if have is not None and need > have:
-        pages = sum(m.size // cfg.geometry.granule for m in cfg.memslots)
-        raise ConfigError(
-            "memslots",
-            f"this session needs about {need / 2**30:.1f} GiB ({pages:,} guest pages) but only "
-            f"{have / 2**30:.1f} GiB is available on this machine",
-        )
 
 
 class Simulation:
     """Runs one session; the app drives it from a worker thread, the CLI from a loop."""
 
     def __init__(self, cfg: SessionCfg, base_dir: Path | None = None, track_last_sent: bool = True):
-        check_memory(cfg, track_last_sent)
+        plan = preflight(cfg, base_dir)  # memslots, workloads and events checked together
+        check_memory(cfg, plan, track_last_sent)
+        check_work(cfg, plan)
         self.cfg = cfg
         self.session: dict[str, Any] = cfg.model_dump(mode="json")
         self.base_dir = base_dir
@@ -92,6 +65,7 @@ class Simulation:
         self.t_ns = 0
         self.tick = 0
         self.messages: list[str] = []
+        self.refused_events: list[dict[str, Any]] = []  # events that failed when they fell due
         self.harvests: list[dict[str, Any]] = []  # what each harvest reported, per slot
         self.keep_harvests = False
         t = cfg.tracking
@@ -120,7 +94,10 @@ class Simulation:
             if cfg.migration.policy != "none"
             else None
         )
-        self.pending_events = sorted((e.model_dump() for e in cfg.events), key=lambda e: e["t_ms"])
+        self.pending_events = sorted(
+            ({**e.model_dump(), "_index": i} for i, e in enumerate(cfg.events)),
+            key=lambda e: e["t_ms"],
+        )
 
     # -- construction -------------------------------------------------------------------------
 
@@ -166,7 +143,7 @@ class Simulation:
         if "slot" in spec:
             sid = spec["slot"]
             if sid not in self.vm.slots:
-                raise ConfigError(f"{field}.slot", f"there is no memslot {sid!r}")
+                raise ConfigError(f"{field}.slot", f"there is no memslot {shown(sid)}")
             s = self.vm.slots[sid].slot
             return Region(s.base_gfn, s.npages)
         if "range" in spec:
@@ -181,7 +158,9 @@ class Simulation:
 
     def _add_workload(self, spec: dict[str, Any], field: str) -> Workload:
         if any(w.name == spec.get("name") for w in self.workloads):
-            raise ConfigError(f"{field}.name", f"workload name {spec.get('name')!r} is used twice")
+            raise ConfigError(
+                f"{field}.name", f"workload name {shown(spec.get('name'))} is used twice"
+            )
         w = make_workload(
             dict(spec), self.cfg.seed, self.vm.page_size, field, base_dir=self.base_dir
         )
@@ -362,11 +341,16 @@ class Simulation:
 
     def _apply_due_events(self, t0: int) -> None:
         while self.pending_events and self.pending_events[0]["t_ms"] * NS_PER_MS <= t0:
-            ev = self.pending_events.pop(0)
+            ev = dict(self.pending_events.pop(0))
+            index = ev.pop("_index", None)
             try:
                 self._apply(ev)
             except DirtylogError as exc:
-                self.message(f"event at {ev['t_ms']} ms ({ev['action']}) refused: {exc}")
+                where = f"events[{index}]" if index is not None else "an event"
+                self.message(f"{where} ({event_context(ev)}) refused: {exc}")
+                self.refused_events.append(
+                    {"index": index, "t_ms": ev["t_ms"], "action": ev["action"], "reason": str(exc)}
+                )
 
     def apply_edit(self, event: dict[str, Any]) -> None:
         """A live edit now (between ticks); recorded in the session so a replay is exact."""
@@ -376,10 +360,9 @@ class Simulation:
 
         try:
             EventCfg.model_validate(ev)
-        except Exception as exc:  # pydantic's error, reduced to one sentence
-            raise ConfigError(
-                "action", f"unknown or malformed edit {event.get('action')!r}"
-            ) from exc
+        except ValidationError as exc:
+            raise config_error(exc) from None
+        validate_event(ev, "")
         self._apply(ev)
         self.session.setdefault("events", []).append(ev)
 
@@ -387,7 +370,7 @@ class Simulation:
         action = ev["action"]
         handler = getattr(self, f"_edit_{action}", None)
         if handler is None:
-            raise ConfigError("action", f"{action!r} cannot be applied live")
+            raise ConfigError("action", f"{shown(action)} cannot be applied live")
         handler(ev)
         self.message(
             f"applied {action}: "
@@ -398,7 +381,7 @@ class Simulation:
         for w in self.workloads:
             if w.name == name:
                 return w
-        raise ConfigError("workload", f"there is no workload named {name!r}")
+        raise ConfigError("workload", f"there is no workload named {shown(name)}")
 
     def _edit_set_workload(self, ev: dict[str, Any]) -> None:
         w = self._workload(ev.get("workload"))
@@ -423,18 +406,20 @@ class Simulation:
     def _vcpu(self, ev: dict[str, Any]) -> int:
         v = ev.get("vcpu")
         if not isinstance(v, int) or not 0 <= v < self.cfg.vcpus:
-            raise ConfigError("vcpu", f"must be a vCPU number below {self.cfg.vcpus}, got {v!r}")
+            raise ConfigError(
+                "vcpu", f"must be a vCPU number below {self.cfg.vcpus}, got {shown(v)}"
+            )
         return v
 
     def _edit_add_memslot(self, ev: dict[str, Any]) -> None:
-        from engine.files.session import MemslotCfg
-
         spec = {k: v for k, v in ev.items() if k not in ("t_ms", "action")}
         try:
             m = MemslotCfg.model_validate(spec).model_dump()
-        except Exception as exc:
-            raise ConfigError("memslot", _pydantic_sentence(exc)) from None
-        self._add_memslot(m, "memslot")
+        except ValidationError as exc:
+            raise config_error(exc) from None
+        if m["id"] in self.vm.slots:
+            raise ConfigError("id", memslot_exists(m["id"]))
+        self._add_memslot(m, "")
         if self.migration is not None and self.migration.active:
             self.migration.add_slot(m["id"], all_dirty=True)
         self._rebind_workloads()
@@ -443,9 +428,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            from engine.util.errors import KvmError
-
-            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to delete")
+            raise KvmError("EINVAL", "id", f"there is no memslot {shown(sid)} to delete")
         self.vm.set_memslot(sid, st.slot.base, 0)
         self.slot_flags.pop(sid, None)
         if self.migration is not None:
@@ -458,9 +441,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            from engine.util.errors import KvmError
-
-            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r} to move")
+            raise KvmError("EINVAL", "id", f"there is no memslot {shown(sid)} to move")
         base = parse_size(ev.get("base"), "base")
         s = st.slot
         self.vm.set_memslot(sid, base, s.size, s.flags, s.backing, s.name)
@@ -477,9 +458,7 @@ class Simulation:
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
         if st is None:
-            from engine.util.errors import KvmError
-
-            raise KvmError("EINVAL", "id", f"there is no memslot {sid!r}")
+            raise KvmError("EINVAL", "id", f"there is no memslot {shown(sid)} to change")
         names = ev.get("flags", [])
         if not isinstance(names, list) or set(names) - {"log_dirty", "readonly"}:
             raise ConfigError("flags", 'must be a list of "log_dirty" and "readonly"')
@@ -523,12 +502,10 @@ class Simulation:
             raise ConfigError("migration", "this session has no migration (policy none)")
         data = self.migration.cfg.model_dump()
         data.update({k: v for k, v in ev.items() if k not in ("t_ms", "action")})
-        from engine.files.session import MigrationCfg
-
         try:
             self.migration.cfg = MigrationCfg.model_validate(data)
-        except Exception as exc:
-            raise ConfigError("migration", _pydantic_sentence(exc)) from None
+        except ValidationError as exc:
+            raise config_error(exc, "migration") from None
 
     def _edit_cancel(self, ev: dict[str, Any]) -> None:
         """migrate_cancel: the migration stops, logging goes off, the guest goes on."""
@@ -580,6 +557,7 @@ class Simulation:
         base["vm_stats"] = dict(self.vm.stats)
         base["tlbi"] = dict(self.vm.pgt.tlbi)
         base["messages"] = list(self.messages)
+        base["refused_events"] = list(self.refused_events)
         return base
 
     def _slot_views(self) -> tuple[S.SlotView, ...]:
@@ -736,18 +714,9 @@ def prot_layer(vm: VM, s) -> np.ndarray:
 
 
 def _prefix(exc: DirtylogError, field: str) -> DirtylogError:
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError) and field:
         return ConfigError(f"{field}.{exc.field}" if exc.field else field, exc.rule)
     return exc
-
-
-def _pydantic_sentence(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        e = errors()[0]
-        loc = ".".join(str(x) for x in e["loc"])
-        return f"{loc}: {e['msg']}"
-    return str(exc)
 
 
 def _fits(out: np.ndarray | None, dtype: np.dtype, size: int) -> np.ndarray | None:

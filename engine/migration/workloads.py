@@ -18,10 +18,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.util.errors import ConfigError
+from engine.util.errors import ConfigError, shown
 from engine.util.units import parse_rate
 
 NS = 1_000_000_000
+MAX_VCPU = 1023  # vcpus is at most 1024 (the session schema)
+MAX_PHASES = 64
+MAX_PHASE_MS = 86_400_000  # one simulated day, the longest run
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,8 @@ class HotCold(Workload):
         if key in ("hot_fraction", "hot_share"):
             v = _number(value, f"{self.field}.{key}")
             if not 0 < v <= 1 if key == "hot_fraction" else not 0 <= v <= 1:
-                raise ConfigError(
-                    f"{self.field}.{key}",
-                    f"must be in {'(0, 1]' if key == 'hot_fraction' else '[0, 1]'}, got {v}",
-                )
+                span = "(0, 1]" if key == "hot_fraction" else "[0, 1]"
+                raise ConfigError(f"{self.field}.{key}", f"must be in {span}, got {shown(value)}")
             setattr(self, key, v)
         else:
             super()._set(key, value)
@@ -230,8 +231,10 @@ class Zipf(Workload):
     def _set(self, key, value):
         if key == "s":
             v = _number(value, f"{self.field}.s")
-            if v <= 0:
-                raise ConfigError(f"{self.field}.s", f"must be > 0, got {v}")
+            if not 0 < v <= 100:
+                raise ConfigError(
+                    f"{self.field}.s", f"must be > 0 and at most 100, got {shown(value)}"
+                )
             self.s, self._cdf = v, None
         else:
             super()._set(key, value)
@@ -269,12 +272,14 @@ class MemStress(Workload):
     def _set(self, key, value):
         if key == "write_percent":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
-                raise ConfigError(f"{self.field}.write_percent", f"must be 0..100, got {value!r}")
+                raise ConfigError(
+                    f"{self.field}.write_percent", f"must be 0..100, got {shown(value)}"
+                )
             self.write_percent = value
         elif key == "random_access":
             if not isinstance(value, bool):
                 raise ConfigError(
-                    f"{self.field}.random_access", f"must be true or false, got {value!r}"
+                    f"{self.field}.random_access", f"must be true or false, got {shown(value)}"
                 )
             self.random_access = value
         else:
@@ -376,27 +381,44 @@ _COMMON = {"name", "kind", "vcpu", "slot", "range", "rate"}
 
 
 def _number(value: Any, field: str) -> float:
+    """A finite JSON number as a float (NaN, infinities and huge integers refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"must be a number, got {value!r}")
+        raise ConfigError(field, f"must be a number, got {shown(value)}")
+    if isinstance(value, int) and abs(value) > 1 << 64 or not np.isfinite(float(value)):
+        raise ConfigError(field, f"must be a finite number, got {shown(value)}")
     return float(value)
 
 
 def make_workload(
-    spec: dict[str, Any], seed: int, page_size: int, field: str, base_dir: Path | None = None
+    spec: dict[str, Any],
+    seed: int,
+    page_size: int,
+    field: str,
+    base_dir: Path | None = None,
+    load: bool = True,
 ) -> Workload:
-    """Build and validate a workload from its session spec."""
+    """Build and validate a workload from its session spec.
+
+    ``load=False`` checks a trace's path (a regular file) without reading it, for validating
+    a session before anything is allocated.  Raises ConfigError naming ``field`` + the key.
+    """
     if not isinstance(spec, dict):
-        raise ConfigError(field, f"must be an object, got {type(spec).__name__}")
+        raise ConfigError(field, f"must be an object, got {shown(spec)}")
     kind = spec.get("kind")
-    if kind not in KINDS:
-        raise ConfigError(f"{field}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"{field}.kind", f"must be one of {', '.join(KINDS)}, got {shown(kind)}")
     cls = KINDS[kind]
     name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{field}.name", "every workload needs a non-empty name")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ConfigError(
+            f"{field}.name",
+            f"every workload needs a name of 1 to 200 characters, got {shown(name)}",
+        )
     vcpu = spec.get("vcpu", 0)
-    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or vcpu < 0:
-        raise ConfigError(f"{field}.vcpu", f"must be a vCPU number >= 0, got {vcpu!r}")
+    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu <= MAX_VCPU:
+        raise ConfigError(
+            f"{field}.vcpu", f"must be a vCPU number 0..{MAX_VCPU}, got {shown(vcpu)}"
+        )
     allowed = _COMMON | set(cls.PARAMS) | {"trace": {"path"}, "phases": {"phases"}}.get(kind, set())
     for key in spec:
         if key not in allowed:
@@ -405,11 +427,8 @@ def make_workload(
     if kind == "trace":
         from engine.migration.traces import load_trace
 
-        path = spec.get("path")
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f"{field}.path", "a trace workload needs the path of its file")
-        full = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
-        extra["trace"] = load_trace(full)
+        full = trace_path(spec, field, base_dir)
+        extra["trace"] = load_trace(full, f"{field}.path") if load else None
     if kind == "phases":
         extra["children"] = _phase_children(spec, seed, page_size, field, name, vcpu)
     w = cls(name, vcpu, seed, page_size, field, **extra)
@@ -419,24 +438,42 @@ def make_workload(
     return w
 
 
+def trace_path(spec: dict[str, Any], field: str, base_dir: Path | None) -> Path:
+    """The trace file a trace workload names, relative to the session's folder."""
+    path = spec.get("path")
+    if not isinstance(path, str) or not path or len(path) > 4096 or "\0" in path:
+        raise ConfigError(
+            f"{field}.path", f"a trace workload needs the path of its file, got {shown(path)}"
+        )
+    return Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
+
+
 def _phase_children(spec, seed, page_size, field, name, vcpu) -> list[tuple[Workload, int]]:
     phases = spec.get("phases")
-    if not isinstance(phases, list) or not phases:
+    if not isinstance(phases, list) or not 0 < len(phases) <= MAX_PHASES:
         raise ConfigError(
-            f"{field}.phases", "must be a non-empty list of workloads with duration_ms"
+            f"{field}.phases",
+            f"must be a list of 1 to {MAX_PHASES} workloads with duration_ms, got {shown(phases)}",
         )
     out = []
     for i, p in enumerate(phases):
         f = f"{field}.phases[{i}]"
         if not isinstance(p, dict):
-            raise ConfigError(f, "must be an object")
+            raise ConfigError(f, f"must be an object, got {shown(p)}")
         dur = p.get("duration_ms")
-        if isinstance(dur, bool) or not isinstance(dur, (int, float)) or dur <= 0:
-            raise ConfigError(f"{f}.duration_ms", f"must be a positive number of ms, got {dur!r}")
+        if (
+            isinstance(dur, bool)
+            or not isinstance(dur, (int, float))
+            or not 0.001 <= dur <= MAX_PHASE_MS
+        ):
+            raise ConfigError(
+                f"{f}.duration_ms",
+                f"must be 0.001 to {MAX_PHASE_MS} ms (one simulated day), got {shown(dur)}",
+            )
         child = {k: v for k, v in p.items() if k != "duration_ms"}
         child.setdefault("name", f"{name}/{i}")
         child.setdefault("vcpu", vcpu)
-        if child.get("kind") in ("phases", "trace"):
+        if not isinstance(child.get("kind"), str) or child["kind"] in ("phases", "trace"):
             raise ConfigError(f"{f}.kind", "a phase must be a synthetic workload")
         out.append((make_workload(child, seed, page_size, f), int(dur * 1_000_000)))
     return out

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from engine.util.errors import ConfigError
+from engine.util.errors import ConfigError, shown
 
 GRANULES = {4096: 12, 16384: 14, 65536: 16}
 MIN_IPA_BITS, MAX_IPA_BITS = 32, 48
@@ -155,5 +155,7 @@ def parse_granule(value: object, field: str = "granule") -> int:
 
     size = parse_size(value, field)
     if size not in GRANULES:
-        raise ConfigError(field, f"{value!r} is not a stage-2 granule; use 4KiB, 16KiB or 64KiB")
+        raise ConfigError(
+            field, f"{shown(value)} is not a stage-2 granule; use 4KiB, 16KiB or 64KiB"
+        )
     return size

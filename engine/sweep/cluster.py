@@ -2,7 +2,7 @@
 existing Dask cluster reached through its scheduler's address.
 
 A local cluster gets one single-threaded worker process per usable core, fewer when the
-largest point's memory estimate (``Simulation``'s ``estimate_bytes``) times the workers would
+largest point's memory estimate (``engine.migration.budget.estimate_bytes``) times the workers would
 not fit in what the machine has available; ``--workers N`` asks for N and is refused, with the
 number that fits, when N would not fit.  Against an existing cluster the estimate must fit each
 worker's own memory limit.
@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from engine.files.session import parse_session
-from engine.migration.simulation import available_bytes, estimate_bytes
+from engine.migration.budget import estimate_bytes
+from engine.migration.preflight import preflight
 from engine.sweep.grid import Point
 from engine.util.errors import ConfigError
+from engine.util.memory import available_bytes
 
 CONNECT_TIMEOUT_S = 10
 
@@ -36,7 +38,8 @@ def usable_cores() -> int:
 
 def point_bytes(points: list[Point]) -> int:
     """The largest memory estimate of one point's run, in bytes (as ``dirtylog run`` builds it)."""
-    return max(estimate_bytes(parse_session(p.session), track_last_sent=False) for p in points)
+    cfgs = [parse_session(p.session) for p in points]
+    return max(estimate_bytes(cfg, preflight(cfg), track_last_sent=False) for cfg in cfgs)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ command lines.  Bandwidths follow QEMU's spelling: ``128MiB/s`` is bytes, ``1Gbi
 
 from __future__ import annotations
 
+import math
 import re
 
-from engine.util.errors import ConfigError
+from engine.util.errors import ConfigError, shown
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -22,71 +23,108 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.
 _RATE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*(.*?)\s*$", re.IGNORECASE)
 _DECIMAL = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
+MAX_SIZE = (1 << 64) - 1  # a guest physical address or size fits in 64 bits, as in KVM's ABI
+MAX_NUMBER_CHARS = 32  # longer numbers are refused before any int() or float() conversion
+MAX_BANDWIDTH = 1e13  # bytes/s (80 Tbit/s): more than any link a migration runs over
+MIN_BANDWIDTH = 1.0  # bytes/s: what is left of a link below that is no link
+MAX_RATE_PAGES = 1e9  # pages/s per workload (4 TB/s of 4K pages)
+
 
 def parse_size(value: object, field: str = "size") -> int:
     """Return a byte count; refuse negatives, fractions of a byte and unknown suffixes."""
     if isinstance(value, bool):
-        raise ConfigError(field, f"expected a size such as 4096, 0x1000 or 4KiB, got {value!r}")
+        raise ConfigError(
+            field, f"expected a size such as 4096, 0x1000 or 4KiB, got {shown(value)}"
+        )
     if isinstance(value, int):
         if value < 0:
-            raise ConfigError(field, f"a size cannot be negative, got {value}")
-        return value
+            raise ConfigError(field, f"a size cannot be negative, got {shown(value)}")
+        return _bounded_size(value, value, field)
     if isinstance(value, str):
         text = value.strip().replace("_", "")
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ConfigError(
+                field, f"{shown(value)} is too long to be a size (at most 2^64 - 1 bytes)"
+            )
         if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
-            return int(text, 16)
+            return _bounded_size(int(text, 16), value, field)
         m = _SIZE_RE.match(text)
         if m:
             number, suffix = m.groups()
             scaled = float(number) * _BINARY[suffix.lower()]
             if "." in number and scaled != int(scaled):
-                raise ConfigError(field, f"{value!r} is not a whole number of bytes")
-            return int(number) * _BINARY[suffix.lower()] if "." not in number else int(scaled)
+                raise ConfigError(field, f"{shown(value)} is not a whole number of bytes")
+            size = int(number) * _BINARY[suffix.lower()] if "." not in number else int(scaled)
+            return _bounded_size(size, value, field)
     raise ConfigError(
-        field, f"expected a size such as 4096, 0x1000, 4KiB, 2MiB, 1GiB or 1TiB, got {value!r}"
+        field,
+        f"expected a size such as 4096, 0x1000, 4KiB, 2MiB, 1GiB or 1TiB, got {shown(value)}",
     )
+
+
+def _bounded_size(size: int, given: object, field: str) -> int:
+    if size > MAX_SIZE:
+        raise ConfigError(field, f"{shown(given)} is more than 2^64 - 1 bytes")
+    return size
 
 
 def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
     """Return bytes per second from ``128MiB/s``, ``1Gbit/s``, ``100Mbps`` or a plain number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(field, f"a bandwidth must be positive, got {value}")
-        return float(value)
-    rate = _parse_rate_text(value, field, page_size=None)
-    if rate[1] != "bytes":
-        raise ConfigError(field, f"expected a bandwidth in bytes or bits per second, got {value!r}")
-    if rate[0] <= 0:
-        raise ConfigError(field, f"a bandwidth must be positive, got {value!r}")
-    return rate[0]
+        amount = _finite(value, value, field)
+    else:
+        amount, unit = _parse_rate_text(value, field, page_size=None)
+        if unit != "bytes":
+            raise ConfigError(
+                field, f"expected a bandwidth in bytes or bits per second, got {shown(value)}"
+            )
+    if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
+        raise ConfigError(
+            field,
+            f"a bandwidth must be 1 B/s to 1e13 B/s (8 bit/s to 80 Tbit/s), got {shown(value)}",
+        )
+    return amount
 
 
 def parse_rate(value: object, page_size: int, field: str = "rate") -> float:
     """Return pages per second from ``20000 pages/s``, ``512MiB/s`` or a plain number (pages/s)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(field, f"a rate cannot be negative, got {value}")
-        return float(value)
-    amount, unit = _parse_rate_text(value, field, page_size)
-    return amount if unit == "pages" else amount / page_size
+        pages = _finite(value, value, field)
+    else:
+        amount, unit = _parse_rate_text(value, field, page_size)
+        pages = amount if unit == "pages" else amount / page_size
+    if not 0 <= pages <= MAX_RATE_PAGES:
+        raise ConfigError(
+            field, f"a rate must be 0 to 1e9 pages/s (4 TB/s of 4K pages), got {shown(value)}"
+        )
+    return pages
+
+
+def _finite(number: float, given: object, field: str) -> float:
+    """``number`` as a float; refuse NaN, infinities and integers too large for a float."""
+    try:
+        out = float(number)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise ConfigError(field, f"must be a finite number, got {shown(given)}")
+    return out
 
 
 def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[float, str]:
     hint = "such as 20000 pages/s, 512MiB/s, 1Gbit/s or 100Mbps"
     if not isinstance(value, str):
-        raise ConfigError(field, f"expected a rate {hint}, got {value!r}")
-    m = _RATE_RE.match(value)
-    if not m:
-        raise ConfigError(field, f"expected a rate {hint}, got {value!r}")
-    number, unit = float(m.group(1)), m.group(2).replace(" ", "").lower()
-    if number < 0:
-        raise ConfigError(field, f"a rate cannot be negative, got {value!r}")
+        raise ConfigError(field, f"expected a rate {hint}, got {shown(value)}")
+    m = _RATE_RE.match(value) if len(value) <= 2 * MAX_NUMBER_CHARS else None
+    if not m or len(m.group(1)) > MAX_NUMBER_CHARS:
+        raise ConfigError(field, f"expected a rate {hint}, got {shown(value)}")
+    number, unit = _finite(float(m.group(1)), value, field), m.group(2).replace(" ", "").lower()
     if unit in ("", "/s"):
         return number, "bytes" if page_size is None else "pages"
     if unit in ("pages/s", "page/s", "pps"):
         if page_size is None:
             raise ConfigError(
-                field, f"expected a bandwidth in bytes or bits per second, got {value!r}"
+                field, f"expected a bandwidth in bytes or bits per second, got {shown(value)}"
             )
         return number, "pages"
     bits = re.fullmatch(r"([kmgt]?)(?:bit/s|bps)", unit)
@@ -95,7 +133,7 @@ def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[
     nbytes = re.fullmatch(r"([kmgt]?)(?:i?b)?/s", unit)
     if nbytes:
         return number * _BINARY[nbytes.group(1)], "bytes"
-    raise ConfigError(field, f"unknown unit {m.group(2)!r}; expected a rate {hint}")
+    raise ConfigError(field, f"unknown unit {shown(m.group(2))}; expected a rate {hint}")
 
 
 def format_bytes(n: float) -> str:

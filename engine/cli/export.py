@@ -19,10 +19,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     output_dir(args.out, "--out")
     sim = Simulation.from_file(args.session)
     sim.keep_harvests = True
+    # the same timeline as ``dirtylog run``: a harvest always ends a batch, so stopping after
+    # the batch that made round N's harvest stops exactly there
     while not sim.finished:
         if args.round is not None and any(h["round"] == args.round for h in sim.harvests):
             break
-        sim.step_tick()
+        sim.advance()
     if not sim.harvests:
         raise DirtylogError("the run made no harvest (did the migration start?)")
     wanted = args.round if args.round is not None else sim.harvests[-1]["round"]

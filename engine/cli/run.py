@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.cli.options import output_dir, output_file
+from engine.migration.simulation import MAX_BATCH_TICKS
 from engine.util.errors import DirtylogError, clip
 from engine.util.memory import check_fits
 from engine.util.units import format_bytes
@@ -62,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for d in out_dirs:
         _make_dir(d)
     printer = _RoundPrinter(sim, quiet=args.quiet)
-    result = sim.run(progress=printer.progress)
+    result = sim.run(progress=printer.progress, max_batch_ticks=args.max_batch_ticks)
     printer.finish(result)
     for ev in result.get("refused_events", []):  # even with --quiet: the run differs from the file
         print(
@@ -246,4 +247,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write dest-versions-slot-S.npy and source-versions-slot-S.npy (uint32 per page)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument(
+        "--max-batch-ticks",
+        type=_positive_int,
+        default=MAX_BATCH_TICKS,
+        metavar="N",
+        help="merge at most N ticks into one step of the engine (1 = tick by tick, as the "
+        f"app's Step tick; default {MAX_BATCH_TICKS}). The output is the same for any N, "
+        "except the measured walk times: batching is only ever an optimisation",
+    )
     p.set_defaults(func=cmd_run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value

@@ -115,6 +115,7 @@ class Migration:
         self.verification: dict[str, object] | None = None
         self.last_harvest: dict[int, np.ndarray] = {}
         self._remaining: int | None = None
+        self.sent_log: list[tuple[int, np.ndarray]] | None = None  # (slot, pages) sent, if set
         self.syncs = 0  # harvests so far (QEMU: dirty-sync-count), numbering the exports
         self.next_harvest_ns = 0  # policy fixed: when the next harvest is due
         self.clears: list[dict[str, object]] = []  # CLEAR calls made, kept for --export-bitmaps
@@ -609,6 +610,23 @@ class Migration:
                 break
         return out
 
+    def backdate(self, sent, gfn: np.ndarray, tick: np.ndarray) -> None:
+        """After a batch of ticks whose writes were applied before its sends: give each page
+        sent in tick i (``sent``: slot, pages, i) the version it had then, i.e. minus the
+        writes to it (``gfn``, applied, in ``tick``) in later ticks of the batch."""
+        for sid, pages, sent_tick in sent:
+            s = self.vm.slots[sid].slot
+            sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)
+            if s.readonly or not sel.any() or sid not in self.slots:
+                continue
+            rel, wt = gfn[sel] - s.base_gfn, tick[sel]
+            order = np.argsort(pages, kind="stable")
+            sp = pages[order]
+            pos = np.minimum(np.searchsorted(sp, rel), sp.size - 1)
+            late = (sp[pos] == rel) & (wt > sent_tick)
+            if late.any():
+                np.subtract.at(self.slots[sid].dest, rel[late], 1)
+
     def _commit(self, batch: list[tuple[int, np.ndarray]], n: int) -> None:
         """Send the first ``n`` pages of ``batch``."""
         for sid, pages in batch:
@@ -621,6 +639,8 @@ class Migration:
 
     def _send_pages_of(self, sid: int, pages: np.ndarray) -> None:
         m = self.slots[sid]
+        if self.sent_log is not None:
+            self.sent_log.append((sid, pages))
         if self.vm.tracking.manual and m.clear_snapshot is not None:
             self._clear_before_send(sid, m, pages)
         DL.clear_bits(m.bitmap, pages)
@@ -917,7 +937,7 @@ def without_measured(result: dict) -> dict:
     """A run's result without its measured times, which differ from run to run: what two
     runs of the same session must agree on exactly."""
     out = copy.deepcopy(result)
-    for r in out["rounds"]:
+    for r in out.get("rounds", []):  # (a session without a migration has none)
         for key in MEASURED_ROUND_KEYS:
             r.pop(key, None)
         for counts in r.get("strategy_counts", {}).values():

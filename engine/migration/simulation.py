@@ -1,10 +1,47 @@
 """A session brought to life: the VM, its workloads, the migration and the live edits.
 
-Simulated time advances in ticks.  In each tick (t0, t1] every vCPU gets the guest time left
-after throttling and the exits it paid for, its workloads issue their accesses, the VM
-applies them (faults, splits, dirty marking), and then the migration sends and harvests.
-Harvests therefore happen between ticks: a harvest at T sees every write with t <= T.
-Everything is seeded, so the same session gives the same rounds, bitmaps and destination.
+The clock: one definition of simulated time, which every path follows (``dirtylog run``,
+``dirtylog export``, the app at any speed, Step tick, Step round, batches of any size).
+
+Time advances in ticks of ``tick_ms``.  Tick n covers (t_n, t_n+1], t_n = n × tick_ns, and
+does, in this order:
+
+1. **Events.**  Every event with t_ms <= t_n that has not been applied is applied now, in time
+   order (file order among equal times), before the guest runs: an event that falls between
+   ticks takes effect at the start of the first tick that begins at or after it.  A live edit
+   from the app is applied at the current boundary t_n (after the events due then) and is
+   recorded with t_ms = t_n exactly, so a saved session replays it at the same tick.  Then the
+   migration starts if its start_ms has come (ram_save_setup: logging on, all pages dirty).
+   Every EXIT_PERIOD_TICKS ticks, the exit time the vCPUs owe is settled (step 2).
+2. **Guest accesses.**  Each vCPU runs tick_ns × (100 − throttle) / 100 ns (0 if paused),
+   less the exit time it owes; fault and ring-full exits taken during one exit period of
+   EXIT_PERIOD_TICKS ticks (aligned to tick 0) are owed from the start of the next period
+   (a modelling simplification: the stall lands up to one period late, its total is exact).
+   Each workload issues the accesses due for that time; the VM applies them in time order:
+   faults, splits, dirty marking.  **Ring-full exits** happen inside this step: a vCPU whose
+   ring reaches its soft limit exits, user space reaps every ring into the migration's
+   pending set and resets them (re-protecting), and the vCPU re-enters with the rest of its
+   accesses.
+3. **Sends.**  The migration sends what the tick's bandwidth allows after any harvest or
+   CLEAR cost still being paid (``busy_until``), in address order from its cursor, copying each
+   page's version as of the end of step 2.  With manual clear, a chunk's KVM_CLEAR_DIRTY_LOG
+   is issued just before its first page goes.
+4. **Harvest, switchover, limits** at t_n+1: a harvest (``migration_bitmap_sync``) when what is
+   left fits the threshold, then the switchover if still fits; the auto-converge **throttle
+   check** runs with each harvest; max_rounds and the timeout are checked.  A harvest at T
+   therefore sees every write with t <= T.
+
+Batching.  ``advance(k)`` runs up to k ticks at once and gives exactly what k calls of
+``advance(1)`` give: no batch spans an event, the migration start, an exit-period boundary, a
+harvest, switchover or limit (``Migration.quiet_ticks``), nor, in ring mode, the tick where a
+ring could reach its soft limit (``_ring_safe_ticks``).  Inside a batch the workloads draw
+every tick's accesses in one call (identical draws, ``workloads``); the VM applies them in one
+pass when that is provably the same as tick by tick — all accesses are writes (a read of a page
+in a write-protected block, then a split, is not the same in one pass), no dirty ring can fill,
+and no CLEAR runs (manual clear) — and otherwise tick by tick.  Sends are computed tick by tick
+from one pass over the bitmap, and each page sent in tick i gets back the version it had then
+(``Migration.backdate``): the writes of later ticks of the batch are taken off.  Everything is
+seeded, so the same session gives the same rounds, bitmaps and destination at any batch size.
 """
 
 from __future__ import annotations
@@ -46,6 +83,7 @@ from engine.util.scatter import add_counts
 from engine.util.units import parse_size
 
 NS_PER_MS = 1_000_000
+EXIT_PERIOD_TICKS = 64  # exit time owed is settled at ticks that are multiples of this
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
 HEAT_RESCALE = 2.0**16  # largest weight of a new write before the heat array is rescaled
 
@@ -77,7 +115,9 @@ class Simulation:
             cfg.vcpus,
         )
         self.paused_vcpus: set[int] = set()
-        self.vcpu_debt_ns = np.zeros(cfg.vcpus, dtype=np.float64)
+        self.vcpu_debt_ns = np.zeros(cfg.vcpus, dtype=np.int64)  # exit time owed now
+        self._exit_faults = np.zeros(cfg.vcpus, dtype=np.int64)  # this period's fault exits
+        self._exit_other_ns = np.zeros(cfg.vcpus, dtype=np.float64)  # and ring-full exits
         self.heat = None  # decayed writes per page, allocated when a snapshot asks for it
         self._heat_t = 0
         self.migration: Migration | None = None
@@ -196,53 +236,142 @@ class Simulation:
         return m.phase == "done"
 
     def step_tick(self) -> None:
-        """Advance one tick: events due, guest accesses, then migration."""
+        """Advance one tick (the module docstring says what a tick does)."""
         self.advance(1)
 
     def advance(self, max_ticks: int = MAX_BATCH_TICKS) -> int:
-        """Advance up to ``max_ticks`` ticks at once where nothing can tell the difference.
+        """Advance up to ``max_ticks`` ticks as one batch; returns the ticks run.
 
-        Ticks are merged only while no event, migration start, harvest, switchover or limit
-        can fall inside them (the sender cannot bring what is left down to the threshold any
-        sooner), so every harvest still sees exactly the writes with t <= its time.  Manual
-        clear re-protects pages as it sends, so it always goes tick by tick.
+        Any ``max_ticks`` gives the same timeline: see "Batching" in the module docstring.
         """
         if self.finished:
             return 0
-        t0 = self.t_ns
-        self._apply_due_events(t0)
+        self._apply_due_events()
         m = self.migration
-        if m is not None and m.phase == "idle" and t0 >= self.cfg.migration.start_ms * NS_PER_MS:
-            m.start(t0)
+        if m is not None and m.phase == "idle" and self.tick >= self._start_tick():
+            m.start(self.t_ns)
+        if self.tick % EXIT_PERIOD_TICKS == 0:
+            self._settle_exits()
         k = self._safe_ticks(max_ticks)
-        t1 = t0 + k * self.tick_ns
+        edges = self.t_ns + self.tick_ns * np.arange(k + 1, dtype=np.int64)
         if m is None or not m.guest_paused:
-            self._run_guest(t0, t1)
-        if m is not None:
-            m.tick(t0, t1)
-        self.t_ns = t1
+            acc, active = self._guest_accesses(edges)
+        else:
+            acc, active = Accesses.empty(), np.zeros((k, self.cfg.vcpus), dtype=np.int64)
+        sending = m is not None and m.phase == "iterating"
+        tick_of = np.maximum(np.searchsorted(edges, acc.t_ns, "left") - 1, 0)
+        if k == 1 or self._one_pass(acc, sending):
+            faults, ring_full = self._apply_accesses(acc)
+            self._account(acc, active, faults, ring_full)
+            if m is not None:
+                self._migration_ticks(edges, acc, tick_of)
+        else:
+            self._tick_by_tick(acc, active, tick_of, edges)
+        self.t_ns = int(edges[-1])
         self.tick += k
         return k
 
+    def _migration_ticks(self, edges: np.ndarray, acc: Accesses, tick_of: np.ndarray) -> None:
+        """The migration's part of each tick of a batch whose writes are all applied: one
+        tick at a time, then each page sent in tick i gets back the version it had then."""
+        m = self.migration
+        k = edges.size - 1
+        if k == 1 or m.phase != "iterating":
+            for i in range(k):
+                m.tick(int(edges[i]), int(edges[i + 1]))
+            return
+        sent = []
+        for i in range(k):
+            m.sent_log = []
+            self.t_ns = int(edges[i])
+            m.tick(int(edges[i]), int(edges[i + 1]))
+            sent += [(sid, pages, i) for sid, pages in m.sent_log]
+        m.sent_log = None
+        m.backdate(sent, acc.gfn[acc.write], tick_of[acc.write])
+
+    def _one_pass(self, acc: Accesses, sending: bool) -> bool:
+        """Whether a batch's accesses can be applied in one pass (see the module docstring)."""
+        if (sending and self.vm.tracking.manual) or not acc.write.all():
+            return False
+        m = self.migration
+        # a send's cost reads the page's content (zero or not): the content of its own tick
+        zero_costs = sending and m.cfg.zero_page_detection != "none"
+        if zero_costs and not all(sm.populated for sm in m.slots.values()):
+            return False
+        if self.vm.rings:
+            counts = np.bincount(acc.vcpu[acc.vcpu >= 0], minlength=self.cfg.vcpus)
+            return all(int(c) < r.room() for c, r in zip(counts, self.vm.rings, strict=False))
+        return True
+
+    def _tick_by_tick(self, acc: Accesses, active: np.ndarray, tick_of, edges) -> None:
+        """Apply the accesses and run the migration one tick at a time."""
+        k = edges.size - 1
+        bounds = np.searchsorted(tick_of, np.arange(k + 1))
+        for i in range(k):
+            self.t_ns = int(edges[i])  # what a CLEAR or a ring reap sees as now
+            part = acc.part(int(bounds[i]), int(bounds[i + 1]))
+            faults, ring_full = self._apply_accesses(part)
+            self._account(part, active[i : i + 1], faults, ring_full)
+            if self.migration is not None:
+                self.migration.tick(int(edges[i]), int(edges[i + 1]))
+
+    def _account(self, acc: Accesses, active: np.ndarray, faults, ring_full: int) -> None:
+        """The batch's exits are owed from the next exit period; the round counts them."""
+        self._exit_faults += faults
+        m = self.migration
+        if m is not None:
+            wall = self.tick_ns * self.cfg.vcpus * active.shape[0]
+            m.account_guest(int(active.sum()), wall, int(faults.sum()), ring_full)
+        if self.heat is not None and len(acc):
+            self._heat_add(acc)
+
+    def _settle_exits(self) -> None:
+        """Start of an exit period: what the last period's exits cost is owed from now on."""
+        owed = self._exit_faults * self.vm.costs.fault_exit + self._exit_other_ns
+        self.vcpu_debt_ns += np.rint(owed).astype(np.int64)
+        self._exit_faults[:] = 0
+        self._exit_other_ns[:] = 0.0
+
+    def _start_tick(self) -> int:
+        """The first tick that begins at or after the migration's start_ms."""
+        assert self.migration is not None
+        return self._tick_at(self.migration.cfg.start_ms)
+
+    def _tick_at(self, t_ms: float) -> int:
+        """The first tick that begins at or after ``t_ms`` (to the nearest ns)."""
+        return -(-round(t_ms * NS_PER_MS) // self.tick_ns)
+
     def _safe_ticks(self, max_ticks: int) -> int:
-        """How many ticks from now can run as one batch without changing any result."""
+        """How many ticks from now one batch may hold (see the module docstring)."""
         if max_ticks <= 1:
             return 1
-        tick = self.tick_ns
-        limit = max_ticks
+        limit = min(max_ticks, EXIT_PERIOD_TICKS - self.tick % EXIT_PERIOD_TICKS)
+        if self.vm.rings:
+            limit = min(limit, self._ring_safe_ticks())
         if self.pending_events:
-            due = self.pending_events[0]["t_ms"] * NS_PER_MS
-            limit = min(limit, max(1, math.ceil((due - self.t_ns) / tick)))
+            limit = min(limit, self._tick_at(self.pending_events[0]["t_ms"]) - self.tick)
         m = self.migration
         if m is None:
             end = self.cfg.migration.timeout_s * 1e9
-            return max(1, min(limit, math.ceil((end - self.t_ns) / tick)))
+            return max(1, min(limit, math.ceil((end - self.t_ns) / self.tick_ns)))
         if m.phase == "idle":
-            start = self.cfg.migration.start_ms * NS_PER_MS
-            return max(1, min(limit, math.ceil((start - self.t_ns) / tick)))
-        if m.phase != "iterating" or self.vm.tracking.manual:
+            return max(1, min(limit, self._start_tick() - self.tick))
+        if m.phase != "iterating":
             return 1
-        return max(1, min(limit, m.quiet_ticks(self.t_ns, tick)))
+        return max(1, min(limit, m.quiet_ticks(self.t_ns, self.tick_ns)))
+
+    def _ring_safe_ticks(self) -> int:
+        """Ticks in which no dirty ring can reach its soft limit, from the workloads' most
+        accesses per tick (so the batch applies in one pass); 1 when a ring may fill."""
+        most = np.zeros(self.cfg.vcpus, dtype=np.int64)
+        for w in self.workloads:
+            bound = w.max_per_tick(self.tick_ns)
+            if bound is None:
+                return 1
+            most[w.vcpu] += bound
+        rings = zip(self.vm.rings, most.tolist(), strict=True)
+        ticks = [(ring.room() - 1) // n for ring, n in rings if n]
+        return max(1, min(ticks, default=MAX_BATCH_TICKS))
 
     def run_for(self, sim_ns: int) -> None:
         end = self.t_ns + sim_ns
@@ -265,11 +394,12 @@ class Simulation:
                 return
             self.step_round()
 
-    def run(self, progress=None) -> dict[str, Any]:
-        """Run to the end; ``progress(sim)`` is called about every simulated 100 ms."""
+    def run(self, progress=None, max_batch_ticks: int = MAX_BATCH_TICKS) -> dict[str, Any]:
+        """Run to the end in batches of at most ``max_batch_ticks`` ticks (any size gives the
+        same result); ``progress(sim)`` is called about every simulated 100 ms."""
         next_report = 0
         while not self.finished:
-            self.advance()
+            self.advance(max_batch_ticks)
             if progress is not None and self.t_ns >= next_report:
                 progress(self)
                 next_report = self.t_ns + 100 * NS_PER_MS
@@ -277,27 +407,31 @@ class Simulation:
 
     # -- the guest ----------------------------------------------------------------------------
 
-    def _run_guest(self, t0: int, t1: int) -> None:
-        tick = t1 - t0
+    def _guest_accesses(self, edges: np.ndarray) -> tuple[Accesses, np.ndarray]:
+        """Every workload's accesses in the ticks (edges[i], edges[i + 1]], time-ordered, and
+        the time each vCPU ran in each tick (k × vcpus, int64 ns)."""
+        active = self._active_ns(edges.size - 1)
+        parts = [
+            w.accesses_ticks(edges, active[:, w.vcpu]) for w in self.workloads if not w.finished
+        ]
+        return (Accesses.concat(parts) if parts else Accesses.empty()), active
+
+    def _active_ns(self, k: int) -> np.ndarray:
+        """Guest time per tick and vCPU: the throttled tick, less the exit time owed, paid
+        from the first ticks on."""
         m = self.migration
-        throttle = (m.throttle_pct if m else 0) / 100.0
-        budget = np.full(self.cfg.vcpus, tick * (1.0 - throttle))
-        for v in self.paused_vcpus:
-            budget[v] = 0.0
-        spend = np.minimum(self.vcpu_debt_ns, budget)
-        self.vcpu_debt_ns -= spend
-        active = budget - spend
-        parts = [w.accesses(t0, t1, int(active[w.vcpu])) for w in self.workloads if not w.finished]
-        acc = Accesses.concat(parts) if parts else Accesses.empty()
-        faults, ring_full = self._apply_accesses(acc)
-        costs = self.vm.costs
-        self.vcpu_debt_ns += faults * costs.fault_exit
-        if m is not None:
-            m.account_guest(
-                float(active.sum()), float(tick * self.cfg.vcpus), int(faults.sum()), ring_full
-            )
-        if self.heat is not None and len(acc):
-            self._heat_add(acc)
+        throttle = m.throttle_pct if m else 0
+        budget = np.full(self.cfg.vcpus, self.tick_ns * (100 - throttle) // 100, dtype=np.int64)
+        budget[list(self.paused_vcpus)] = 0
+        active = np.repeat(budget[None, :], k, axis=0)
+        debt = self.vcpu_debt_ns
+        for i in range(k):
+            spend = np.minimum(debt, budget)
+            if not spend.any():
+                break
+            debt -= spend
+            active[i] -= spend
+        return active
 
     def _apply_accesses(self, acc: Accesses) -> tuple[np.ndarray, int]:
         faults = np.zeros(self.cfg.vcpus, dtype=np.int64)
@@ -311,8 +445,8 @@ class Simulation:
             # KVM_EXIT_DIRTY_RING_FULL: user space reaps and resets, then the vCPU re-enters
             ring_full += len(res.ring_full)
             op = self.reap_rings()
-            for v in res.ring_full:
-                self.vcpu_debt_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
+            for v in sorted(res.ring_full):
+                self._exit_other_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
             gfn, vcpu, write = gfn[res.deferred], vcpu[res.deferred], write[res.deferred]
         return faults, ring_full
 
@@ -339,8 +473,9 @@ class Simulation:
 
     # -- live edits ---------------------------------------------------------------------------
 
-    def _apply_due_events(self, t0: int) -> None:
-        while self.pending_events and self.pending_events[0]["t_ms"] * NS_PER_MS <= t0:
+    def _apply_due_events(self) -> None:
+        """Apply, in order, every pending event due at or before the current tick."""
+        while self.pending_events and self._tick_at(self.pending_events[0]["t_ms"]) <= self.tick:
             ev = dict(self.pending_events.pop(0))
             index = ev.pop("_index", None)
             try:
@@ -353,7 +488,9 @@ class Simulation:
                 )
 
     def apply_edit(self, event: dict[str, Any]) -> None:
-        """A live edit now (between ticks); recorded in the session so a replay is exact."""
+        """A live edit now, at the boundary t_n, after the events due then; recorded in the
+        session with t_ms = t_n so that a replay applies it at the same tick."""
+        self._apply_due_events()
         ev = {k: v for k, v in event.items() if k != "t_ms"}
         ev = {"t_ms": self.t_ns / NS_PER_MS, **ev}
         from engine.files.session import EventCfg

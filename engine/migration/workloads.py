@@ -1,15 +1,22 @@
 """Dirtying workloads: what each vCPU writes, tick by tick.
 
 A synthetic workload runs at a rate of pages per second *of guest execution time*: the
-simulation passes how much time the vCPU actually ran in the tick (after throttling and the
+simulation passes how much time the vCPU actually ran in each tick (after throttling and the
 exits it paid for), so tracking overhead lowers the write rate it achieves.  Fractions of a
 write carry over exactly from tick to tick.  A trace is what happened: its writes land at their
 own times whatever the overhead.  Every workload draws from its own seeded stream
 (``[seed, crc32(name)]``), so adding a workload never changes another's writes.
+
+One timeline: ``accesses_ticks`` gives several ticks' accesses at once, and they are exactly
+the accesses that one call per tick would give.  The write count of each tick is computed tick
+by tick (the same floating-point carry), and every random draw is one 64-bit value per number
+(``Generator.random``), so drawing n + m numbers in one call gives the same numbers as n, then
+m (``Generator.integers`` is not split-invariant: it buffers 32-bit halves within one call).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -37,7 +44,7 @@ class Region:
 
 @dataclass(frozen=True)
 class Accesses:
-    """One tick's accesses, sorted by time."""
+    """Accesses of one or more ticks, sorted by time (int64 ns, gfn; int32 vCPU; bool write)."""
 
     t_ns: np.ndarray
     gfn: np.ndarray
@@ -68,12 +75,25 @@ class Accesses:
     def __len__(self) -> int:
         return int(self.gfn.size)
 
+    def part(self, lo: int, hi: int) -> Accesses:
+        """Accesses lo..hi-1 (a view)."""
+        return Accesses(self.t_ns[lo:hi], self.gfn[lo:hi], self.vcpu[lo:hi], self.write[lo:hi])
 
-def _spread(t0: int, t1: int, n: int) -> np.ndarray:
-    """``n`` times spread evenly over (t0, t1]."""
+
+def _spread(edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``counts[i]`` times spread evenly over each tick (edges[i], edges[i + 1]], in order."""
+    n = int(counts.sum())
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    return t0 + ((np.arange(1, n + 1, dtype=np.int64) * (t1 - t0)) // n)
+    tick = np.repeat(np.arange(counts.size), counts)
+    rank = np.arange(1, n + 1, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    t0, t1 = edges[:-1][tick], edges[1:][tick]
+    return t0 + (rank * (t1 - t0)) // counts[tick]
+
+
+def _floor_pages(u: np.ndarray, npages: int) -> np.ndarray:
+    """Uniform doubles in [0, 1) to page offsets in [0, npages)."""
+    return np.minimum((u * npages).astype(np.int64), npages - 1)
 
 
 class Workload(ABC):
@@ -87,7 +107,8 @@ class Workload(ABC):
         self.vcpu = vcpu
         self.page_size = page_size
         self.field = field
-        self.rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        self.seed_key = [seed, zlib.crc32(name.encode())]
+        self.rng = np.random.default_rng(self.seed_key)
         self.region = Region(0, 0)
         self.rate = 0.0  # pages per second of guest time
         self._carry = 0.0
@@ -115,20 +136,38 @@ class Workload(ABC):
         if key == "rate":
             self.rate = parse_rate(value, self.page_size, f"{self.field}.rate")
 
-    def _count(self, active_ns: int) -> int:
-        """Writes due for ``active_ns`` of guest time, carrying the fraction exactly."""
-        self._carry += self.rate * active_ns / NS
-        n = int(self._carry)
-        self._carry -= n
-        return n
+    def max_per_tick(self, tick_ns: int) -> int | None:
+        """At most this many accesses in one tick of ``tick_ns`` (the carry is below one
+        write); None when no bound is known in advance."""
+        return math.ceil(self.rate * tick_ns / NS) + 1
+
+    def _counts(self, active_ns: np.ndarray) -> np.ndarray:
+        """Writes due in each tick for ``active_ns[i]`` of guest time, the fraction carried
+        exactly from tick to tick (one float sequence, whatever the batch)."""
+        carry, rate, out = self._carry, self.rate, []
+        for a in active_ns.tolist():
+            carry += rate * a / NS
+            n = int(carry)
+            carry -= n
+            out.append(n)
+        self._carry = carry
+        return np.array(out, dtype=np.int64)
 
     def accesses(self, t0: int, t1: int, active_ns: int) -> Accesses:
-        n = self._count(active_ns)
-        if n <= 0 or self.region.npages <= 0:
+        """The accesses of one tick (t0, t1] in which the vCPU ran ``active_ns``."""
+        return self.accesses_ticks(np.array([t0, t1], dtype=np.int64), np.array([active_ns]))
+
+    def accesses_ticks(self, edges: np.ndarray, active_ns: np.ndarray) -> Accesses:
+        """The accesses of the ticks (edges[i], edges[i + 1]] (int64 ns) in which the vCPU ran
+        ``active_ns[i]`` ns: the same accesses as one ``accesses`` call per tick."""
+        counts = self._counts(np.asarray(active_ns))
+        if counts.sum() <= 0 or self.region.npages <= 0:
             return Accesses.empty()
-        pages, write = self._pages(n)
+        pages, write = self._pages(int(counts.sum()))
+        if pages.size < counts.sum():  # the workload ran out (once): the first ticks' writes
+            counts = np.diff(np.minimum(np.cumsum(counts), pages.size), prepend=0)
         return Accesses(
-            _spread(t0, t1, pages.size),
+            _spread(edges, counts),
             pages + self.region.base_gfn,
             np.full(pages.size, self.vcpu, dtype=np.int32),
             write,
@@ -136,7 +175,8 @@ class Workload(ABC):
 
     @abstractmethod
     def _pages(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` page offsets within the region (and which are writes)."""
+        """``n`` page offsets within the region (and which are writes); ``_pages(n)`` then
+        ``_pages(m)`` must give what ``_pages(n + m)`` gives (see the module docstring)."""
 
 
 def _all_writes(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +187,7 @@ class Uniform(Workload):
     kind = "uniform"
 
     def _pages(self, n):
-        return _all_writes(self.rng.integers(0, self.region.npages, n))
+        return _all_writes(_floor_pages(self.rng.random(n), self.region.npages))
 
 
 class Sequential(Workload):
@@ -207,13 +247,9 @@ class HotCold(Workload):
 
     def _pages(self, n):
         hot_n = max(1, int(self.region.npages * self.hot_fraction))
-        hot = self.rng.random(n) < self.hot_share
-        pages = np.where(
-            hot,
-            self.rng.integers(0, hot_n, n),
-            self.rng.integers(0, self.region.npages, n),
-        )
-        return _all_writes(pages)
+        u = self.rng.random((n, 2))  # per write: hot or not, then where
+        span = np.where(u[:, 0] < self.hot_share, hot_n, self.region.npages)
+        return _all_writes(np.minimum((u[:, 1] * span).astype(np.int64), span - 1))
 
 
 class Zipf(Workload):
@@ -266,6 +302,9 @@ class MemStress(Workload):
         self.write_percent = 100
         self.random_access = False
         self.passes_completed = 0
+        # pass orders from a stream of their own, so a pass starting inside a batch of
+        # ticks leaves the write/read draws in the same order as tick by tick
+        self._order_rng = np.random.default_rng([*self.seed_key, 1])
         self._order: np.ndarray | None = None
         self._pos = 0
 
@@ -287,7 +326,7 @@ class MemStress(Workload):
 
     def _new_pass(self) -> None:
         n = self.region.npages
-        self._order = self.rng.permutation(n) if self.random_access else np.arange(n)
+        self._order = self._order_rng.permutation(n) if self.random_access else np.arange(n)
         self._pos = 0
 
     def _pages(self, n):
@@ -329,9 +368,19 @@ class Phases(Workload):
             t -= dur
         return self.children[-1][0]
 
-    def accesses(self, t0, t1, active_ns):
-        child = self._child_at(t0)
-        return child.accesses(t0, t1, active_ns)
+    def max_per_tick(self, tick_ns):
+        bounds = [child.max_per_tick(tick_ns) for child, _ in self.children]
+        return None if None in bounds else max(bounds)
+
+    def accesses_ticks(self, edges, active_ns):
+        """Each tick runs the child whose phase holds the tick's start."""
+        who = [self._child_at(int(t)) for t in edges[:-1]]
+        parts, lo = [], 0
+        for i in range(1, len(who) + 1):
+            if i == len(who) or who[i] is not who[lo]:
+                parts.append(who[lo].accesses_ticks(edges[lo : i + 1], active_ns[lo:i]))
+                lo = i
+        return Accesses.concat(parts)
 
     def _pages(self, n):  # pragma: no cover - phases delegate whole ticks to a child
         raise NotImplementedError
@@ -353,7 +402,11 @@ class Trace(Workload):
     def finished(self) -> bool:
         return self._next >= self.trace.t_ns.size
 
-    def accesses(self, t0, t1, active_ns):
+    def max_per_tick(self, tick_ns):
+        return None  # a trace's writes come when they come
+
+    def accesses_ticks(self, edges, active_ns):
+        t0, t1 = int(edges[0]), int(edges[-1])
         tr = self.trace
         lo = self._next
         hi = int(np.searchsorted(tr.t_ns, t1, side="right"))

@@ -1,8 +1,10 @@
-"""Editors for memslots, workloads and the tracking / migration settings.
+"""Editors for memslots and workloads (the tracking / migration form is ``settings_editor``).
 
-Every change is sent to the worker as a live edit (applied between ticks and recorded in the
-session); the engine's refusal comes back as one sentence shown on the editor and in the
-messages dock, and the bad change is not applied.
+Every change is checked first with the engine's own parsers (the same sentence the engine
+would give, shown on the editor and in Messages, and nothing is sent), then sent to the worker
+as a live edit (applied between ticks and recorded in the session); the engine's refusal
+comes back as one sentence shown on the editor and in the messages dock, and the bad change
+is not applied.  The tables show what is in effect now (after events and edits).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
+    QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -29,48 +32,64 @@ from PySide6.QtWidgets import (
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from engine.migration.snapshot import Snapshot
 from engine.util.errors import DirtylogError
-from engine.util.units import format_bytes
+from engine.util.units import format_bytes, parse_rate, parse_size
 
-ERROR_STYLE = "color: #c0392b;"
+ERROR_STYLE = "color: #e57373;"
 
 
-class _Editor(QWidget):
+def table(headers: list[str]) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.verticalHeader().hide()
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    return t
+
+
+class Editor(QWidget):
     """A table, a form, a row of buttons and a status line for the engine's answer."""
 
     edit = Signal(dict)
+    refused = Signal(str)  # a refusal found before sending (for the Messages dock)
 
-    def _lay_out(self, table: QTableWidget | None, form, buttons: list[QPushButton]) -> None:
+    def _lay_out(self, tbl: QTableWidget | None, form, buttons: list[QPushButton]) -> None:
         row = QHBoxLayout()
         for b in buttons:
             row.addWidget(b)
+        row.addStretch(1)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
-        if table is not None:
-            layout.addWidget(table)
+        layout.setContentsMargins(4, 4, 4, 4)
+        if tbl is not None:
+            layout.addWidget(tbl, 1)
         layout.addLayout(form)
         layout.addLayout(row)
         layout.addWidget(self.status)
+
+    def clear_status(self) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText("")
 
     def show_result(self, event: dict, error: str) -> None:
         self.status.setStyleSheet(ERROR_STYLE if error else "")
         self.status.setText(error or f"applied: {event.get('action', '')}")
 
+    def refuse(self, text: str) -> None:
+        self.show_result({}, text)
+        self.refused.emit(f"edit refused: {text}")
 
-class MemslotEditor(_Editor):
+
+class MemslotEditor(Editor):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["id", "name", "base", "size", "flags", "backing"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.f_id, self.f_base, self.f_size = (
-            QLineEdit("3"),
-            QLineEdit("0x200000000"),
-            QLineEdit("256MiB"),
-        )
+        self.table = table(["id", "name", "base", "size", "flags", "backing"])
+        self.f_id, self.f_name = QLineEdit("3"), QLineEdit("extra")
+        self.f_base, self.f_size = QLineEdit("0x200000000"), QLineEdit("256MiB")
         self.f_flags = QCheckBox("log_dirty")
         self.f_flags.setChecked(True)
+        self.f_readonly = QCheckBox("readonly")
         self.f_backing = QComboBox()
         self.f_backing.addItems(["4KiB", "2MiB", "1GiB"])
         add = QPushButton("Add")
@@ -82,35 +101,42 @@ class MemslotEditor(_Editor):
         delete.clicked.connect(self._delete)
         move = QPushButton("Move selected to base")
         move.clicked.connect(self._move)
-        form = QHBoxLayout()
-        for label, w in (("id", self.f_id), ("base", self.f_base), ("size", self.f_size)):
-            form.addWidget(QLabel(label))
-            form.addWidget(w)
-        form.addWidget(self.f_flags)
-        form.addWidget(self.f_backing)
+        self.table.currentCellChanged.connect(self._selected_to_form)
+        form = QGridLayout()
+        cells = (("id", self.f_id), ("name", self.f_name), ("base", self.f_base))
+        cells += (("size", self.f_size), ("backing", self.f_backing))
+        for i, (label, w) in enumerate(cells):
+            form.addWidget(QLabel(label), i // 3, 2 * (i % 3))
+            form.addWidget(w, i // 3, 2 * (i % 3) + 1)
+        form.addWidget(self.f_flags, 1, 4)
+        form.addWidget(self.f_readonly, 1, 5)
         self._lay_out(self.table, form, [add, move, delete])
+        self._ids: set[int] = set()
 
-    def show_slots(self, snap: Snapshot) -> None:
+    def show_slots(self, snap: Snapshot, session_flags: dict[int, int] | None = None) -> None:
+        """The slots in effect.  Flags are the session's: logging is switched on when the
+        migration starts (QEMU's setup), so before that log_dirty says "(from migration)"."""
+        session_flags = session_flags or {}
         key = tuple((s.id, s.base_gfn, s.npages, s.flags) for s in snap.slots)
         if key == getattr(self, "_shown", None):
             return
         self._shown = key
+        self._ids = {s.id for s in snap.slots}
         self.table.setRowCount(len(snap.slots))
         for row, s in enumerate(snap.slots):
-            flags = ", ".join(
-                n
-                for bit, n in (
-                    (KVM_MEM_LOG_DIRTY_PAGES, "log_dirty"),
-                    (KVM_MEM_READONLY, "readonly"),
-                )
-                if s.flags & bit
-            )
+            wanted = session_flags.get(s.id, s.flags)
+            flags = []
+            if wanted & KVM_MEM_LOG_DIRTY_PAGES:
+                on = s.flags & KVM_MEM_LOG_DIRTY_PAGES
+                flags.append("log_dirty" if on else "log_dirty (from migration start)")
+            if wanted & KVM_MEM_READONLY:
+                flags.append("readonly")
             values = [
                 str(s.id),
                 s.name,
                 f"{s.base_gfn * snap.page_size:#x}",
                 format_bytes(s.npages * snap.page_size),
-                flags or "—",
+                ", ".join(flags) or "none",
                 format_bytes(s.backing),
             ]
             for col, v in enumerate(values):
@@ -121,6 +147,13 @@ class MemslotEditor(_Editor):
         item = self.table.item(row, 0) if row >= 0 else None
         return int(item.text()) if item else None
 
+    def _selected_to_form(self, row: int, *_) -> None:
+        items = [self.table.item(row, c) for c in range(4)] if row >= 0 else []
+        if all(items) and items:
+            self.f_id.setText(items[0].text())
+            self.f_name.setText(items[1].text())
+            self.f_base.setText(items[2].text())
+
     def _send(self, event: dict[str, Any]) -> None:
         self.status.setStyleSheet("")
         self.status.setText("applying…")
@@ -130,16 +163,31 @@ class MemslotEditor(_Editor):
         try:
             slot_id = int(self.f_id.text(), 0)
         except ValueError:
-            self.show_result({}, f"id: {self.f_id.text()!r} is not a whole number")
+            self.refuse(f"memslot.id: {self.f_id.text()!r} is not a whole number")
             return
+        if slot_id in self._ids:
+            self.refuse(f"memslot.id: slot {slot_id} exists; use Move to change its base")
+            return
+        try:
+            size = parse_size(self.f_size.text(), "memslot.size")
+            parse_size(self.f_base.text(), "memslot.base")
+        except DirtylogError as exc:
+            self.refuse(str(exc))
+            return
+        if size <= 0:
+            self.refuse("memslot.size: must be > 0 (a size of 0 deletes a slot in KVM)")
+            return
+        flags = ["log_dirty"] if self.f_flags.isChecked() else []
+        flags += ["readonly"] if self.f_readonly.isChecked() else []
         self._send(
             {
                 "action": "add_memslot",
                 "id": slot_id,
+                "name": self.f_name.text(),
                 "base": self.f_base.text(),
                 "size": self.f_size.text(),
                 "backing": self.f_backing.currentText(),
-                "flags": ["log_dirty"] if self.f_flags.isChecked() else [],
+                "flags": flags,
             }
         )
 
@@ -163,67 +211,93 @@ class MemslotEditor(_Editor):
                     item.setToolTip(error)
 
 
-class WorkloadEditor(_Editor):
-    KINDS = ("uniform", "sequential", "once", "hotcold", "zipf", "memstress")
+class WorkloadEditor(Editor):
+    KINDS = ("uniform", "sequential", "once", "hotcold", "zipf", "memstress", "phases", "trace")
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["name", "kind", "vCPU", "target", "rate"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = table(["name", "kind", "vCPU", "target", "rate", "parameters"])
         self.name, self.kind = QLineEdit("w1"), QComboBox()
         self.kind.addItems(self.KINDS)
         self.vcpu, self.slot = QLineEdit("0"), QLineEdit("0")
         self.rate = QLineEdit("20000 pages/s")
         self.rate.setToolTip("pages/s or a bandwidth such as 512MiB/s, of guest time")
         self.params = QLineEdit("")
-        self.params.setPlaceholderText('parameters as JSON, e.g. {"hot_fraction": 0.05}')
+        self.params.setPlaceholderText(
+            'parameters as JSON, e.g. {"hot_fraction": 0.05}; trace: {"path": "w.csv"}'
+        )
+        self.page_size = 4096
         add = QPushButton("Add workload")
         add.setToolTip("add_workload: starts now, on the vCPU and memslot given")
         add.clicked.connect(self._add)
-        apply = QPushButton("Set rate/parameters of selected")
+        apply = QPushButton("Set rate/parameters")
+        apply.setToolTip("set_workload: the selected workload gets the rate and parameters")
         apply.clicked.connect(self._set)
-        delete = QPushButton("Delete selected")
+        delete = QPushButton("Delete")
         delete.clicked.connect(self._delete)
         pause = QPushButton("Pause its vCPU")
         pause.clicked.connect(lambda: self._vcpu("pause_vcpu"))
         resume = QPushButton("Resume its vCPU")
         resume.clicked.connect(lambda: self._vcpu("resume_vcpu"))
-        form = QFormLayout()
-        row = QHBoxLayout()
-        for label, w in (
-            ("name", self.name),
-            ("kind", self.kind),
-            ("vCPU", self.vcpu),
-            ("slot", self.slot),
-        ):
-            row.addWidget(QLabel(label))
-            row.addWidget(w)
-        form.addRow(row)
-        form.addRow("rate", self.rate)
-        form.addRow("parameters", self.params)
+        self.table.currentCellChanged.connect(self._selected_to_form)
+        form = QGridLayout()
+        cells = (("name", self.name), ("kind", self.kind), ("vCPU", self.vcpu))
+        cells += (("slot", self.slot), ("rate", self.rate))
+        for i, (label, w) in enumerate(cells):
+            form.addWidget(QLabel(label), i // 3, 2 * (i % 3))
+            form.addWidget(w, i // 3, 2 * (i % 3) + 1)
+        form.addWidget(QLabel("parameters"), 2, 0)
+        form.addWidget(self.params, 2, 1, 1, 5)
         self._lay_out(self.table, form, [add, apply, delete, pause, resume])
+        self.specs: list[dict[str, Any]] = []
+        self._key = None
 
-    def show_workloads(self, specs: list[dict[str, Any]]) -> None:
+    def show_workloads(self, specs: list[dict[str, Any]], paused: tuple[int, ...] = ()) -> None:
+        key = (json.dumps(specs, sort_keys=True, default=str), tuple(paused))
+        if key == self._key:
+            return
+        self._key = key
+        self.specs = specs
         self.table.setRowCount(len(specs))
         for r, w in enumerate(specs):
             target = f"slot {w['slot']}" if "slot" in w else w.get("range", w.get("path", ""))
+            vcpu = w.get("vcpu", 0)
+            params = w.get("params") or {
+                k: v for k, v in w.items() if k not in ("name", "kind", "vcpu", "slot", "range")
+            }
+            params = {k: v for k, v in params.items() if k != "rate"}
             vals = [
                 w.get("name", ""),
                 w.get("kind", ""),
-                str(w.get("vcpu", 0)),
+                f"{vcpu} (paused)" if vcpu in paused else str(vcpu),
                 str(target),
                 str(w.get("rate", "—")),
+                ", ".join(f"{k}={v}" for k, v in params.items()),
             ]
             for c, v in enumerate(vals):
                 self.table.setItem(r, c, QTableWidgetItem(v))
 
+    def show_effective(self, settings: dict[str, Any]) -> None:
+        self.show_workloads(settings["workloads"], tuple(settings["paused_vcpus"]))
+
+    def _selected_to_form(self, row: int, *_) -> None:
+        """Selecting a workload loads it into the form (rate and parameters in effect)."""
+        if not 0 <= row < len(self.specs):
+            return
+        w = self.specs[row]
+        self.name.setText(str(w.get("name", "")))
+        self.kind.setCurrentText(str(w.get("kind", "")))
+        self.vcpu.setText(str(w.get("vcpu", 0)))
+        if "slot" in w:
+            self.slot.setText(str(w["slot"]))
+        self.rate.setText(str(w.get("rate", "")))
+        self.params.setText(json.dumps(w.get("params", {})) if w.get("params") else "")
+
     def _selected(self) -> dict[str, str] | None:
         row = self.table.currentRow()
-        if row < 0 or self.table.item(row, 0) is None:
+        if row < 0 or row >= len(self.specs):
             return None
-        return {"name": self.table.item(row, 0).text(), "vcpu": self.table.item(row, 2).text()}
+        return {"name": self.specs[row]["name"], "vcpu": self.specs[row].get("vcpu", 0)}
 
     def _params(self) -> dict[str, Any] | None:
         text = self.params.text().strip()
@@ -232,21 +306,29 @@ class WorkloadEditor(_Editor):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            self.show_result({}, f"parameters: not valid JSON ({exc.msg})")
+            self.refuse(f"workload parameters: not valid JSON ({exc.msg})")
             return None
         if not isinstance(value, dict):
-            self.show_result({}, "parameters: must be a JSON object")
+            self.refuse("workload parameters: must be a JSON object")
             return None
         return value
 
+    def _rate_ok(self) -> bool:
+        try:
+            parse_rate(self.rate.text(), self.page_size, "workload.rate")
+        except DirtylogError as exc:
+            self.refuse(str(exc))
+            return False
+        return True
+
     def _add(self) -> None:
         params = self._params()
-        if params is None:
+        if params is None or not self._rate_ok():
             return
         try:
             vcpu, slot = int(self.vcpu.text()), int(self.slot.text())
         except ValueError:
-            self.show_result({}, "vCPU and slot must be whole numbers")
+            self.refuse("workload.vcpu and workload.slot: must be whole numbers")
             return
         self.edit.emit(
             {
@@ -262,15 +344,14 @@ class WorkloadEditor(_Editor):
 
     def _set(self) -> None:
         sel, params = self._selected(), self._params()
-        if sel and params is not None:
-            self.edit.emit(
-                {
-                    "action": "set_workload",
-                    "workload": sel["name"],
-                    "rate": self.rate.text(),
-                    **params,
-                }
-            )
+        if sel is None:
+            self.refuse("set_workload: select a workload in the table first")
+            return
+        if params is None or not self._rate_ok():
+            return
+        self.edit.emit(
+            {"action": "set_workload", "workload": sel["name"], "rate": self.rate.text(), **params}
+        )
 
     def _delete(self) -> None:
         sel = self._selected()
@@ -281,96 +362,3 @@ class WorkloadEditor(_Editor):
         sel = self._selected()
         if sel:
             self.edit.emit({"action": action, "vcpu": int(sel["vcpu"])})
-
-
-class SettingsEditor(_Editor):
-    """Tracking strategy and migration parameters, applied live; mode and eager split restart."""
-
-    restart = Signal(dict)  # new tracking settings that need a fresh run (mode, eager split)
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.mode = QComboBox()
-        self.mode.addItems(["bitmap", "manual-clear", "ring", "dbm"])
-        self.mode.setToolTip("Changing the tracking mode or eager split restarts the run")
-        self.strategy = QComboBox()
-        self.strategy.addItems(["range", "masked-skip", "visitor", "rmap"])
-        self.compare = QCheckBox("compare every strategy on each harvest")
-        self.eager = QLineEdit()
-        self.eager.setToolTip(
-            "KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: 0 (off) or a block size of the granule "
-            "(4K: 4KiB, 2MiB, 1GiB; 16K: 16KiB, 32MiB; 64K: 64KiB, 512MiB); others: EINVAL"
-        )
-        self.policy = QComboBox()
-        self.policy.addItems(["qemu", "xen", "xen-4.5"])
-        self.bandwidth = QLineEdit()
-        self.downtime = QLineEdit()
-        self.autoconv = QCheckBox("auto-converge")
-        apply = QPushButton("Apply")
-        apply.setToolTip("Sent as set_tracking / set_migration edits between ticks")
-        apply.clicked.connect(self._apply)
-        form = QFormLayout(self)
-        form.addRow("tracking mode", self.mode)
-        form.addRow("write-protect strategy", self.strategy)
-        form.addRow("", self.compare)
-        form.addRow("eager split", self.eager)
-        form.addRow("policy", self.policy)
-        form.addRow("bandwidth", self.bandwidth)
-        form.addRow("downtime limit (ms)", self.downtime)
-        form.addRow("", self.autoconv)
-        form.addRow(apply)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        form.addRow(self.status)
-
-    def load(self, session: dict[str, Any]) -> None:
-        t, m = session.get("tracking", {}), session.get("migration", {})
-        self.loaded = {"mode": t.get("mode", "bitmap"), "eager_split": t.get("eager_split", 0)}
-        self.mode.setCurrentText(self.loaded["mode"])
-        self.strategy.setCurrentText(t.get("strategy", "range"))
-        self.compare.setChecked(bool(t.get("compare", False)))
-        self.eager.setText(str(t.get("eager_split", 0)))
-        self.policy.setCurrentText(m.get("policy", "qemu"))
-        self.bandwidth.setText(f"{m.get('bandwidth', 128 << 20) * 8 / 1e6:g}Mbit/s")
-        self.downtime.setText(f"{m.get('downtime_limit_ms', 300):g}")
-        self.autoconv.setChecked(bool(m.get("auto_converge", False)))
-
-    def _apply(self) -> None:
-        from engine.util.units import parse_size
-
-        try:
-            eager = parse_size(self.eager.text() or "0", "eager split")
-        except DirtylogError as exc:
-            self.show_result({}, str(exc))
-            return
-        if self.mode.currentText() != self.loaded["mode"] or eager != self.loaded["eager_split"]:
-            self.restart.emit(
-                {
-                    "mode": self.mode.currentText(),
-                    "eager_split": eager,
-                    "strategy": self.strategy.currentText(),
-                    "compare": self.compare.isChecked(),
-                }
-            )
-            return
-        self.edit.emit(
-            {
-                "action": "set_tracking",
-                "strategy": self.strategy.currentText(),
-                "compare": self.compare.isChecked(),
-            }
-        )
-        try:
-            downtime = float(self.downtime.text())
-        except ValueError:
-            self.show_result({}, f"downtime limit: {self.downtime.text()!r} is not a number")
-            return
-        self.edit.emit(
-            {
-                "action": "set_migration",
-                "policy": self.policy.currentText(),
-                "bandwidth": self.bandwidth.text(),
-                "downtime_limit_ms": downtime,
-                "auto_converge": self.autoconv.isChecked(),
-            }
-        )

@@ -1,89 +1,192 @@
 """Per-round timing graphs (pyqtgraph), one point per round.
 
 Modelled cost (counts × unit costs) and measured CPU time never share an axis: each has its
-own plot whose axis label says which it is.  In compare mode every strategy gets a series.
+own plot whose axis label says which it is.  In compare mode every strategy gets a series and
+the active one (the one that changes the VM) is drawn thicker and named "(active)".  In dbm
+mode there is no write-protect walk: the modelled walk plot shows the harvest's scan of every
+leaf instead, and says so.
 
-Repainting all six plots at once costs 40-60 ms in a software-rendered window, long enough to
-stall the event loop while a migration runs.  So the left axes have a fixed width (new tick
-labels never re-lay the whole grid out) and a new round reaches the plots one per event-loop
-pass, about 10 ms each.
+The six plots reflow: two columns when the dock is wide, one when it is narrow, inside a
+scroll area, so nothing is clipped; each plot's legend is a line of text under its title,
+never over the data.  Repainting all six plots at once costs 40-60 ms in a software-rendered
+window, so the left axes have a fixed width and a new round reaches the plots one per
+event-loop pass.
+
+Exports: PNG at a chosen size and DPI, SVG through pyqtgraph's own exporter (it writes each
+curve in the plot's coordinates, so other renderers draw it where the PNG does), CSV with
+units in the headers.  Exported figures carry the session's name and say what is modelled
+and what is measured.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 STRATEGY_COLOURS = {
     "range": (31, 119, 180),
     "masked-skip": (255, 127, 14),
     "visitor": (44, 160, 44),
     "rmap": (214, 39, 40),
+    "dbm": (148, 103, 189),
 }
 
 AXIS_WIDTH = 64  # px: room for tick labels such as "1.5e+06" without re-laying out
+PLOT_HEIGHT = 170  # px per plot: below this the plots scroll rather than squash
+TWO_COLUMNS_FROM = 720  # px of width: narrower docks get one column
 
+# key, title, unit (the axis label), unit in the CSV header
 PLOTS = (
-    ("walk_model", "harvest walk, modelled", "µs (modelled)"),
-    ("walk_cpu", "harvest walk, measured", "µs (measured CPU)"),
-    ("pages", "pages per round", "pages"),
-    ("downtime", "expected downtime", "ms"),
-    ("throttle", "auto-converge throttle", "%"),
-    ("faults", "faults and TLB invalidations", "count"),
+    ("walk_model", "harvest walk, modelled", "µs (modelled)", "µs, modelled"),
+    ("walk_cpu", "harvest walk, measured", "µs (measured CPU)", "µs, measured CPU"),
+    ("pages", "pages per round", "pages", "pages"),
+    ("downtime", "expected downtime", "ms", "ms"),
+    ("throttle", "auto-converge throttle", "%", "%"),
+    ("faults", "faults and TLB invalidations", "count", "count"),
+)
+FIGURE_NOTE = (
+    "modelled = operation counts × the cost model; measured = CPU time of the simulator's "
+    "thread on this host"
 )
 
 
 class RoundAxis(pg.AxisItem):
-    """A bottom axis with whole rounds only (no "round 1.5" ticks on a short run)."""
+    """A bottom axis with whole rounds only, about one tick per 45 px (never crowded)."""
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 (pyqtgraph's names)
-        levels = super().tickValues(minVal, maxVal, size)
-        return [
-            (max(spacing, 1.0), [v for v in values if float(v).is_integer()])
-            for spacing, values in levels
-        ]
+        span = maxVal - minVal
+        if not math.isfinite(span) or span <= 0:
+            return []
+        raw = span / max(2, int(size / 45))
+        step = 1
+        for nice in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):
+            step = nice
+            if nice >= raw:
+                break
+        first = math.ceil(minVal / step) * step
+        return [(float(step), [float(v) for v in np.arange(first, maxVal + 1e-9, step)])]
 
 
 class TimingGraphs(QWidget):
-    def __init__(self, parent=None) -> None:
+    """The dock's graphs; with ``figure`` = (session name, columns), an export figure."""
+
+    def __init__(self, parent=None, figure: tuple[str, int] | None = None) -> None:
         super().__init__(parent)
         self.glw = pg.GraphicsLayoutWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.glw)
-        self.plots: dict[str, pg.PlotItem] = {}
-        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
-        for i, (key, title, unit) in enumerate(PLOTS):
-            p = self.glw.addPlot(
-                row=i // 2, col=i % 2, title=title, axisItems={"bottom": RoundAxis("bottom")}
+        self.figure_mode = figure is not None
+        if figure is not None:
+            layout.addWidget(self.glw)
+            session, _ = figure
+            head = pg.LabelItem(
+                f"<b>{session}</b> — DirtyLog Inspector timing graphs, "
+                f"{time.strftime('%Y-%m-%d %H:%M')}<br>{FIGURE_NOTE}",
+                size="10pt",
             )
+            self.glw.ci.addItem(head, row=0, col=0, colspan=2)
+        else:
+            self.glw.setMinimumHeight(3 * PLOT_HEIGHT)
+            self.scroll = QScrollArea()
+            self.scroll.setWidgetResizable(True)
+            self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            self.scroll.setWidget(self.glw)
+            layout.addWidget(self.scroll)
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.legends: dict[str, pg.LabelItem] = {}
+        self.cells: dict[str, pg.GraphicsLayout] = {}
+        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
+        self.empty_text: dict[str, pg.TextItem] = {}
+        for key, title, unit, _ in PLOTS:
+            cell = pg.GraphicsLayout()
+            p = cell.addPlot(row=0, col=0, title=title, axisItems={"bottom": RoundAxis("bottom")})
+            legend = pg.LabelItem("", size="8pt", justify="left")
+            cell.addItem(legend, row=1, col=0)
             p.setLabel("left", unit)
             p.getAxis("left").setWidth(AXIS_WIDTH)
+            p.getAxis("left").enableAutoSIPrefix(False)
             p.setLabel("bottom", "round")
-            p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             p.showGrid(x=True, y=True, alpha=0.2)
-            self.plots[key] = p
-        self.plots["throttle"].setYRange(0, 100)
-        self.plots["throttle"].enableAutoRange(axis="y", enable=False)
+            text = pg.TextItem("no rounds yet", color=(150, 150, 150), anchor=(0.5, 0.5))
+            p.addItem(text, ignoreBounds=True)
+            self.plots[key], self.legends[key], self.cells[key] = p, legend, cell
+            self.empty_text[key] = text
+        self.columns = 0
+        self._reflow(figure[1] if figure else 2)
         self.downtime_limit = self.plots["downtime"].addLine(
             y=300, pen=pg.mkPen("r", style=Qt.PenStyle.DashLine)
         )
-        self.series: dict[str, dict[str, np.ndarray]] = {}
+        self._args: tuple = ((),)
+        self.series: dict[str, np.ndarray] = {}
+        self.active = ""
+        self.notes: dict[str, str] = {}
         self._stale: list[str] = []  # plots still showing older rounds
         self._next = QTimer(self)
         self._next.setSingleShot(True)
         self._next.setInterval(0)
         self._next.timeout.connect(self._draw_next)
+        self.clear()
         self.setToolTip(
             "One point per round. Modelled = operation counts × the cost model; "
             "measured = CPU time of the engine's thread in the walk (its wall time, in the "
             "round CSV and JSON, also counts waiting while this window repaints)."
         )
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if not self.figure_mode:
+            self._reflow(2 if event.size().width() >= TWO_COLUMNS_FROM else 1)
+
+    def _reflow(self, columns: int) -> None:
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for cell in self.cells.values():
+            if cell.scene() is not None:
+                self.glw.ci.removeItem(cell)
+        for i, key in enumerate(self.cells):
+            self.glw.ci.addItem(self.cells[key], row=1 + i // columns, col=i % columns)
+        if not self.figure_mode:
+            self.glw.setMinimumHeight(math.ceil(len(self.cells) / columns) * PLOT_HEIGHT)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget every series (a new run): empty plots that say so."""
+        for (plot, _), curve in self.curves.items():
+            self.plots[plot].removeItem(curve)
+        self.curves.clear()
+        self.series = {}
+        self._args = ((),)
+        self._stale = []
+        self.notes = {}
+        for key in self.plots:
+            self.legends[key].setText("")
+            self._show_empty(key, True)
+
+    def _show_empty(self, key: str, empty: bool) -> None:
+        p = self.plots[key]
+        self.empty_text[key].setVisible(empty)
+        p.getAxis("left").setStyle(showValues=not empty)
+        if empty:
+            p.setXRange(0, 4, padding=0)
+            p.setYRange(0, 1, padding=0)
+            self.empty_text[key].setPos(2, 0.5)
+            p.enableAutoRange()
+        if key == "throttle":
+            p.setYRange(0, 100)
+            p.enableAutoRange(axis="y", enable=False)
 
     def _curve(self, plot: str, name: str) -> pg.PlotDataItem:
         """The plot's series ``name``: strategies keep their colour in every plot, other
@@ -94,25 +197,53 @@ class TimingGraphs(QWidget):
                 1 for p, n in self.curves if p == plot and n.split(" ")[0] not in STRATEGY_COLOURS
             )
             colour = STRATEGY_COLOURS.get(name.split(" ")[0], PALETTE[others % len(PALETTE)])
+            width = 2 if name == self.active else 1
             self.curves[key] = self.plots[plot].plot(
-                name=name,
-                pen=pg.mkPen(colour, width=1),
+                pen=pg.mkPen(colour, width=width),
                 symbol="o",
                 symbolSize=4,
                 symbolBrush=colour,
+                symbolPen=None,
             )
+            self.curves[key].opts["name"] = name
+            self._legend(plot)
         return self.curves[key]
 
     def show_extra(self, plot: str, name: str, x: np.ndarray, y: np.ndarray) -> None:
         """A series from outside the run (e.g. real-KVM times), drawn as given."""
         self._curve(plot, name).setData(x, y)
 
+    def _legend(self, plot: str) -> None:
+        parts = []
+        for (p, name), curve in self.curves.items():
+            if p == plot:
+                c = curve.opts["pen"].color().name()
+                active = plot.startswith("walk") and name == self.active
+                label = f"{name} (active)" if active else name
+                parts.append(f"<span style='color:{c}'>━●</span>&nbsp;{label}")
+        note = self.notes.get(plot, "")
+        self.legends[plot].setText("&nbsp; ".join(parts) + (f"<br><i>{note}</i>" if note else ""))
+
     def set_downtime_limit(self, ms: float) -> None:
         self.downtime_limit.setValue(ms)
 
-    def update_rounds(self, rounds: Sequence[Mapping[str, object]]) -> None:
-        """Take the rounds so far; the plots catch up one per event-loop pass."""
-        self.series = series_from_rounds(rounds)
+    def update_rounds(
+        self,
+        rounds: Sequence[Mapping[str, object]],
+        page_size: int = 4096,
+        active: str = "",
+        tracking_mode: str = "",
+    ) -> None:
+        """Take the rounds so far; the plots catch up one per event-loop pass.  ``active`` is
+        the strategy that changes the VM; in dbm mode the walk plot shows the leaf scan."""
+        self._args = (rounds, page_size, active, tracking_mode)
+        self.active = "dbm scan" if tracking_mode == "dbm" else active
+        self.series = series_from_rounds(rounds, page_size, tracking_mode == "dbm")
+        if tracking_mode == "dbm":
+            self.notes = {
+                "walk_model": "dbm: no write-protect walk; the harvest scans every leaf",
+                "walk_cpu": "dbm: the leaf scan is modelled only (see the plot on the left)",
+            }
         self._stale = list(self.plots)
         self._next.start()
 
@@ -125,43 +256,117 @@ class TimingGraphs(QWidget):
         if not self._stale:
             return
         plot = self._stale.pop(0)
-        for name, values in self.series.items():
-            if name == "x" or not name.startswith(plot + ":"):
-                continue
-            label = name.split(":", 1)[1]
-            self._curve(plot, label).setData(self.series["x"]["x"], values)
+        names = [n for n in self.series if n != "x" and n.startswith(plot + ":")]
+        for name in names:
+            self._curve(plot, name.split(":", 1)[1]).setData(self.series["x"], self.series[name])
+        has_data = bool(names) and self.series["x"].size > 0
+        self._show_empty(plot, not has_data)
+        if not names and plot in self.notes:
+            self._legend(plot)
         if self._stale:
             self._next.start()
+
+    # -- exports ------------------------------------------------------------------------------
+
+    def csv_header(self) -> list[str]:
+        units = {key: (title, unit) for key, title, _, unit in PLOTS}
+        out = ["round"]
+        for k in self.series:
+            if k != "x":
+                plot, label = k.split(":", 1)
+                title, unit = units[plot]
+                out.append(f"{title}: {label} ({unit})")
+        return out
 
     def export_csv(self, path: str) -> None:
         keys = [k for k in self.series if k != "x"]
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["round"] + keys)
-            xs = self.series.get("x", {}).get("x", np.zeros(0))
+            w.writerow(self.csv_header())
+            xs = self.series.get("x", np.zeros(0))
             for i, x in enumerate(xs):
                 w.writerow([int(x)] + [float(self.series[k][i]) for k in keys])
 
-    def export_png(self, path: str) -> None:
-        self.flush()
-        self.glw.grab().save(path)
+    @contextmanager
+    def figure(self, session: str, width: int, height: int):
+        """A copy of these graphs laid out at ``width`` × ``height`` px, off screen, with a
+        title naming the session and saying what is modelled and what is measured."""
+        fig = TimingGraphs(figure=(session, 2 if width >= TWO_COLUMNS_FROM else 1))
+        fig.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
+        fig.set_downtime_limit(self.downtime_limit.value())
+        fig.update_rounds(*self._args)
+        fig.flush()
+        fig.resize(width, height)
+        fig.show()
+        _settle()
+        try:
+            yield fig
+        finally:
+            fig.close()
+            fig.deleteLater()
 
-    def export_svg(self, path: str) -> None:
-        """Vector export through Qt's SVG painter (pyqtgraph's own exporter trips over the
-        symbols of a whole layout)."""
-        from PySide6.QtCore import QRect, QSize
-        from PySide6.QtGui import QPainter
-        from PySide6.QtSvg import QSvgGenerator
+    def export_png(
+        self, path: str, session: str = "", width: int = 1600, height: int = 1000, dpi: int = 144
+    ) -> bool:
+        """A PNG of ``width`` × ``height`` px tagged with ``dpi``; False when nothing was
+        written."""
+        with self.figure(session, width, height) as fig:
+            image = QImage(QSize(width, height), QImage.Format.Format_ARGB32)
+            image.fill(Qt.GlobalColor.black)
+            image.setDotsPerMeterX(round(dpi / 0.0254))
+            image.setDotsPerMeterY(round(dpi / 0.0254))
+            fig.render(image)
+        return image.save(path, "PNG")
 
-        self.flush()
-        gen = QSvgGenerator()
-        gen.setFileName(path)
-        gen.setSize(QSize(self.glw.width(), self.glw.height()))
-        gen.setViewBox(QRect(0, 0, self.glw.width(), self.glw.height()))
-        gen.setTitle("DirtyLog Inspector timing graphs")
-        painter = QPainter(gen)
-        self.glw.render(painter)
-        painter.end()
+    def export_svg(
+        self, path: str, session: str = "", width: int = 1600, height: int = 1000
+    ) -> bool:
+        """pyqtgraph's SVG exporter over the whole figure: each curve is written in the
+        plot's own coordinates (Qt's SVG painter mis-scales cosmetic pens: curves land in the
+        wrong place in librsvg and Qt's own renderer)."""
+        from pyqtgraph.exporters import SVGExporter
+
+        with self.figure(session, width, height) as fig, _closed_paths_tolerated():
+            data = SVGExporter(fig.glw.scene()).export(toBytes=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return True
+
+
+def _settle() -> None:
+    """Let the graphics layouts (and the axes' ticks) follow a new size before drawing."""
+    from PySide6.QtWidgets import QApplication
+
+    end = time.perf_counter() + 0.3  # pyqtgraph re-lays out over several event passes
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+
+
+@contextmanager
+def _closed_paths_tolerated():
+    """pyqtgraph 0.14.0's SVG exporter cannot re-map a path that ends in "Z" (Qt 6 closes
+    rectangles and markers that way; pyqtgraph issue #3495) and fails on the whole figure.
+    While exporting, its coordinate pass gets the paths without the "Z" token: the same
+    shapes (Qt already repeats the first point before "Z"), open instead of closed."""
+    import sys
+
+    import pyqtgraph.exporters.SVGExporter  # noqa: F401 (the module, not the class)
+
+    module = sys.modules["pyqtgraph.exporters.SVGExporter"]
+    original = module.correctCoordinates
+
+    def tolerant(node, defs, item, options):
+        for path in node.getElementsByTagName("path"):
+            d = path.getAttribute("d")
+            if "Z" in d:
+                path.setAttribute("d", " ".join(t for t in d.split() if t != "Z"))
+        return original(node, defs, item, options)
+
+    module.correctCoordinates = tolerant
+    try:
+        yield
+    finally:
+        module.correctCoordinates = original
 
 
 # series that are not strategies take these in the order they appear in their plot
@@ -175,9 +380,14 @@ PALETTE = (
 )
 
 
-def series_from_rounds(rounds: Sequence[Mapping[str, object]]) -> dict:
-    """Columns of per-round values keyed ``plot:label`` (plus ``x`` for the round numbers)."""
-    out: dict = {"x": {"x": np.array([r["round"] for r in rounds], dtype=float)}}
+def series_from_rounds(
+    rounds: Sequence[Mapping[str, object]], page_size: int = 4096, dbm: bool = False
+) -> dict[str, np.ndarray]:
+    """Columns of per-round values keyed ``plot:label`` (plus ``x``, the round numbers).
+
+    ``remaining`` is in pages of ``page_size`` bytes (the session's granule).  With ``dbm``
+    the modelled walk plot gets the harvest's leaf scan (``harvest_model_ns``)."""
+    out: dict[str, np.ndarray] = {"x": np.array([r["round"] for r in rounds], dtype=float)}
     strategies = sorted({s for r in rounds for s in r.get("walk_model_ns", {})})
 
     def col(fn):
@@ -186,9 +396,11 @@ def series_from_rounds(rounds: Sequence[Mapping[str, object]]) -> dict:
     for s in strategies:
         out[f"walk_model:{s}"] = col(lambda r, s=s: r.get("walk_model_ns", {}).get(s, np.nan) / 1e3)
         out[f"walk_cpu:{s}"] = col(lambda r, s=s: r.get("walk_cpu_us", {}).get(s, np.nan))
+    if dbm:
+        out["walk_model:dbm scan"] = col(lambda r: r["harvest_model_ns"] / 1e3)
     out["pages:dirty harvested"] = col(lambda r: r["dirty_pages"])
     out["pages:sent"] = col(lambda r: r.get("pages_sent", 0))
-    out["pages:remaining"] = col(lambda r: r["remaining_bytes"] / 4096)
+    out["pages:remaining"] = col(lambda r: r["remaining_bytes"] / page_size)
     out["downtime:expected downtime"] = col(lambda r: r["expected_downtime_ms"])
     out["throttle:throttle"] = col(lambda r: r["throttle_pct"])
     out["faults:faults"] = col(lambda r: r["faults"])

@@ -1,9 +1,11 @@
 """The memory heat map: guest memory row by row, one colour per page (or per folded cell).
 
 It stays on pyqtgraph's fast path: a C-contiguous uint8 image, fixed levels (0, 255) and a
-256-entry lookup table per mode, one new array per frame.  Memslot boundaries are drawn as
-lines with their names; hovering shows the page, its slot, decoded leaf, version and dirty
-bit; a click asks the tree to select the page's leaf.
+256-entry lookup table per mode, one new array per frame.  Beside it a colour bar with the
+mode's unit (or its categories); above it a one-line caption (mode, fold, diff files); under
+it a fixed-height info strip describing the hovered page as of the latest frame (the worker
+writes the text, so it follows the run, a reset or a deleted slot).  Memslot boundaries are
+drawn as lines with their names; a click asks the tree to select the page's leaf.
 """
 
 from __future__ import annotations
@@ -11,10 +13,26 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
 from engine.migration.snapshot import PROT_NAMES, Snapshot
+
+HOVER_HINT = "hover over a page: its address, value, leaf descriptor, version and dirty bits"
+PROT_COLOURS = (
+    (60, 60, 60),  # unmapped
+    (60, 120, 230),  # write-protected page: blue
+    (235, 70, 50),  # writable page: red
+    (120, 215, 120),  # write-protected block: light green
+    (205, 80, 215),  # writable block: magenta
+    (250, 205, 50),  # writable-clean (DBM): yellow
+)
+DIFF_COLOURS = ((60, 60, 60), (230, 80, 60), (60, 140, 230), (240, 220, 80))
+CATEGORIES = {
+    "prot": (PROT_NAMES, PROT_COLOURS),
+    "diff": (DIFF_NAMES, DIFF_COLOURS),
+    "dirty": (("clean", "dirty"), ((235, 235, 235), (220, 40, 40))),
+}
 
 
 def _ramp(name: str, n: int = 255) -> np.ndarray:
@@ -33,38 +51,98 @@ def _lut(mode: str) -> np.ndarray:
         lut[1] = (90, 90, 90)  # never sent
         lut[2:] = _ramp("viridis", 254)  # round 0 .. the top round: the whole ramp
     elif mode == "dirty":
-        lut[1:128] = (235, 235, 235)
-        lut[128:] = (220, 40, 40)
-    elif mode == "diff":
-        lut[1:] = (60, 60, 60)
-        lut[2], lut[3], lut[4] = (230, 80, 60), (60, 140, 230), (240, 220, 80)
-    elif mode == "prot":
-        colours = [
-            (60, 60, 60),
-            (70, 130, 220),
-            (230, 90, 60),
-            (40, 60, 160),
-            (180, 40, 30),
-            (240, 200, 60),
-        ]
+        lut[1:128] = CATEGORIES["dirty"][1][0]
+        lut[128:] = CATEGORIES["dirty"][1][1]
+    elif mode in ("diff", "prot"):
+        colours = CATEGORIES[mode][1]
         lut[1:] = colours[-1]
         for code, colour in enumerate(colours):
             lut[1 + code] = colour
     return lut
 
 
+class ColourBar(pg.PlotItem):
+    """The colours of the current mode with their values and unit (or their categories)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hideAxis("bottom")
+        self.hideAxis("left")
+        self.showAxis("right")
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        self.setMenuEnabled(False)
+        self.bar = pg.ImageItem(axisOrder="row-major")
+        self.addItem(self.bar)
+        self.setFixedWidth(120)
+        self.key = None
+
+    def show_scale(self, img: HeatImage) -> None:
+        key = (img.mode, round(img.scale, 6))
+        if key == self.key:
+            return
+        self.key = key
+        axis = self.getAxis("right")
+        self.bar.setLookupTable(_lut(img.mode))
+        if img.mode in CATEGORIES:
+            names, _ = CATEGORIES[img.mode]
+            codes = [1, 255] if img.mode == "dirty" else [1 + i for i in range(len(names))]
+            self.bar.setImage(np.array(codes, np.uint8)[:, None], levels=(0, 255))
+            self.bar.setRect(QRectF(0, 0, 1, len(codes)))
+            axis.setTicks([[(i + 0.5, n) for i, n in enumerate(names)], []])
+            axis.setLabel("")
+            self.setYRange(0, len(codes), padding=0)
+        else:
+            codes = np.arange(1, 256, dtype=np.uint8)[:, None]
+            self.bar.setImage(codes, levels=(0, 255))
+            self.bar.setRect(QRectF(0, 0, 1, 255))
+            axis.setTicks([self._ticks(img), []])
+            axis.setLabel(
+                {
+                    "heat": "writes per page, decayed (log)",
+                    "version": "writes so far (log)",
+                    "last_sent": "round last sent",
+                }[img.mode]
+            )
+            self.setYRange(0, 255, padding=0)
+        self.setXRange(0, 1, padding=0)
+
+    @staticmethod
+    def _ticks(img: HeatImage) -> list[tuple[float, str]]:
+        """Tick positions (codes 1..255) of round values on the mode's scale."""
+        top = max(img.scale, 1e-9)
+        if img.mode == "last_sent":
+            ticks = [(0.5, "never")]
+            step = max(1, int(np.ceil(top / 6)))
+            for r in range(0, int(top) + 1, step):
+                ticks.append((1 + r * 253 / top, str(r)))
+            return ticks
+        if img.mode == "heat":
+            pos = [(0.0, "0")]
+            values = [v for v in (0.1, 1, 10, 100, 1e3, 1e4, 1e5, 1e6) if v < top * 0.9]
+            pos += [(np.log1p(v) / np.log1p(top) * 254, f"{v:g}") for v in values]
+            pos.append((254.0, f"≥ {top:.3g}"))
+            return pos
+        values = [v for v in (1, 10, 100, 1e3, 1e4, 1e5, 1e6) if v < top * 0.9]
+        pos = [(0.0, "0")] + [(np.log2(v + 1) / np.log2(top + 1) * 254, f"{v:g}") for v in values]
+        return pos + [(254.0, f"{top:,.0f}")]
+
+
 class HeatMap(QWidget):
     page_clicked = Signal(int)  # gfn
+    page_hovered = Signal(int)  # gfn, -1 when the mouse leaves the pages
     detail_requested = Signal(int, int)  # overview rows to refine, (-1, -1) for none
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.glw = pg.GraphicsLayoutWidget()
-        self.plot = self.glw.addPlot()
+        self.plot = self.glw.addPlot(row=0, col=0)
         self.plot.invertY(True)
         self.plot.setAspectLocked(False)
         self.plot.setLabel("left", "row")
-        self.plot.setLabel("bottom", "page within row")
+        self.plot.setLabel("bottom", "cell within row")
+        self.colour_bar = ColourBar()
+        self.glw.addItem(self.colour_bar, row=0, col=1)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image_item)
         self.detail_item = pg.ImageItem(axisOrder="row-major")
@@ -76,33 +154,58 @@ class HeatMap(QWidget):
         self._debounce.setInterval(150)
         self._debounce.timeout.connect(self._request_detail)
         self.plot.getViewBox().sigRangeChanged.connect(lambda *_: self._debounce.start())
-        self.legend = QLabel()
-        self.legend.setWordWrap(True)
-        self.hover = QLabel("hover over a page")
-        self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.hover.setWordWrap(True)
+        self.legend = self._strip(1)
+        self.info = self._strip(2)
+        self.info.setText(HOVER_HINT)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.diff_names = ("A", "B")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.glw, 1)
+        layout.setSpacing(2)
         layout.addWidget(self.legend)
-        layout.addWidget(self.hover)
+        layout.addWidget(self.glw, 1)
+        layout.addWidget(self.info)
         self.image: HeatImage | None = None
         self.snapshot: Snapshot | None = None
-        self.describe_page = None  # callable(gfn) -> str, set by the main window
         self._slot_items: list = []
         self._slots_key = None
         self._mode = None
+        self.hovered_gfn = -1
         self.image_item.hoverEvent = self._hover
         self.image_item.mouseClickEvent = self._click
-        self.setToolTip(
-            "Guest memory, memslot after memslot, one cell per page "
-            "(or the max of several pages when zoomed out). Scroll to zoom."
-        )
+
+    @staticmethod
+    def _strip(lines: int) -> QLabel:
+        """A label of fixed height: new text never re-lays out (or shifts) the map."""
+        label = QLabel()
+        label.setWordWrap(True)
+        label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + 6)
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        label.setStyleSheet("padding: 2px 4px; background: palette(alternate-base);")
+        return label
+
+    def clear(self) -> None:
+        """Forget the previous session: image, slots, hover."""
+        self.image = self.snapshot = self.detail = None
+        self.image_item.clear()
+        self.detail_item.hide()
+        self._slots_key = None
+        self.hovered_gfn = -1
+        self.diff_names = ("A", "B")
+        self.info.setText(HOVER_HINT)
+        self.legend.setText("")
 
     def show_frame(
-        self, snap: Snapshot, image: HeatImage | None, detail: HeatImage | None = None
+        self,
+        snap: Snapshot,
+        image: HeatImage | None,
+        detail: HeatImage | None = None,
+        hover: str = "",
     ) -> None:
         self.snapshot = snap
+        if self.hovered_gfn >= 0 and hover:
+            self.info.setText(hover)
         if image is None:
             return
         self.image = image
@@ -113,6 +216,7 @@ class HeatMap(QWidget):
         self.image_item.setImage(image.codes, autoLevels=False, levels=(0, 255))
         self._show_detail(image, detail)
         self._draw_slots(snap, image)
+        self.colour_bar.show_scale(image)
         self.legend.setText(self._legend_text(image))
 
     def _show_detail(self, image: HeatImage, detail: HeatImage | None) -> None:
@@ -141,27 +245,20 @@ class HeatMap(QWidget):
         self.detail_requested.emit(max(0, int(y0)), min(total_rows, int(y1) + 1))
 
     def _legend_text(self, img: HeatImage) -> str:
-        fold = f"; 1 cell = max of {img.pages_per_cell} pages" if img.pages_per_cell > 1 else ""
-        if fold and self.detail is not None:
+        fold = (
+            f" · 1 cell = max of {img.pages_per_cell} pages"
+            if img.pages_per_cell > 1
+            else " · 1 cell = 1 page"
+        )
+        if img.pages_per_cell > 1 and self.detail is not None:
             fold += f" (zoomed rows: {self.detail.pages_per_cell})"
-        label = MODE_LABELS[img.mode]
-        if img.mode == "prot":
-            names = ", ".join(
-                f"<span style='color:rgb{tuple(int(c) for c in _lut('prot')[1 + i])}'>■</span> {n}"
-                for i, n in enumerate(PROT_NAMES)
-            )
-            return f"<b>{label}</b>: {names}{fold}"
+        text = f"<b>{MODE_LABELS[img.mode]}</b>{fold}"
+        if img.mode == "heat":
+            text += f" · scale top {img.scale:.3g} writes (hotter pages saturate)"
         if img.mode == "diff":
-            names = ", ".join(
-                f"<span style='color:rgb{tuple(int(c) for c in _lut('diff')[1 + i])}'>■</span> {n}"
-                for i, n in enumerate(DIFF_NAMES)
-            )
-            return f"<b>{label}</b>: {names}{fold}"
-        if img.mode == "dirty":
-            return f"<b>{label}</b>: red = dirty, light = clean{fold}"
-        if img.mode == "last_sent":
-            return f"<b>{label}</b>: grey = never, dark → yellow = round 0 → {img.scale:g}{fold}"
-        return f"<b>{label}</b>: black → yellow = 0 → {img.scale:.3g}, log scale{fold}"
+            a, b = self.diff_names
+            text += f" · A = {a}, B = {b}" if a != "A" else " · no snapshots chosen yet"
+        return text
 
     def _draw_slots(self, snap: Snapshot, img: HeatImage) -> None:
         key = (
@@ -178,8 +275,13 @@ class HeatMap(QWidget):
         per_row_pages = img.pages_per_cell * img.pages_per_row
         for s in snap.slots:
             row = s.offset / per_row_pages
-            line = pg.InfiniteLine(pos=row, angle=0, pen=pg.mkPen((0, 200, 255), width=1))
-            text = pg.TextItem(f"slot {s.id} {s.name}".strip(), color=(0, 200, 255), anchor=(0, 1))
+            line = pg.InfiniteLine(pos=row, angle=0, pen=pg.mkPen((255, 255, 255), width=1))
+            text = pg.TextItem(
+                f"slot {s.id} {s.name}".strip(),
+                color=(255, 255, 255),
+                anchor=(0, 0),
+                fill=pg.mkBrush(0, 0, 0, 190),
+            )
             text.setPos(0, row)
             self.plot.addItem(line)
             self.plot.addItem(text)
@@ -204,15 +306,13 @@ class HeatMap(QWidget):
         return None
 
     def _hover(self, event) -> None:
-        if event.isExit():
-            return
-        pos = event.pos()
-        gfn = self.cell_to_gfn(pos.x(), pos.y())
-        if gfn is None:
-            self.hover.setText("")
-            return
-        text = self.describe_page(gfn) if self.describe_page else f"gfn {gfn:#x}"
-        self.hover.setText(text)
+        gfn = None if event.isExit() else self.cell_to_gfn(event.pos().x(), event.pos().y())
+        gfn = -1 if gfn is None else gfn
+        if gfn != self.hovered_gfn:
+            self.hovered_gfn = gfn
+            if gfn < 0:
+                self.info.setText(HOVER_HINT)
+            self.page_hovered.emit(gfn)
 
     def _click(self, event) -> None:
         pos = event.pos()

@@ -19,7 +19,7 @@ MODE_LABELS = {
     "prot": "protection",
     "last_sent": "round last sent",
     "version": "version (writes so far)",
-    "diff": "snapshot diff (File → Diff snapshots)",
+    "diff": "snapshot diff (File → Diff bitmap snapshots)",
 }
 DIFF_NAMES = ("in neither", "only in A", "only in B", "in both")
 EMPTY = 0  # code for cells past the last page
@@ -58,10 +58,26 @@ def _scaled(values: np.ndarray, gain: float) -> np.ndarray:
     return values if gain == 1.0 else values * values.dtype.type(gain)
 
 
+HEAT_PERCENTILE = 99.0  # the automatic heat scale's top: hotter cells saturate
+PERCENTILE_SAMPLES = 65_536  # cells sampled for it (pyqtgraph's levelSamples)
+
+
+def heat_top(values: np.ndarray) -> float:
+    """The automatic top of the heat scale: the 99th percentile of the written cells (a
+    sample of at most 65,536), so a single hot page (a Zipf head) cannot blacken the rest."""
+    step = max(1, values.size // PERCENTILE_SAMPLES)
+    written = values[::step]
+    written = written[written > 0]
+    if written.size == 0:
+        return 1.0
+    return max(float(np.percentile(written, HEAT_PERCENTILE)), 1e-3)
+
+
 def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[np.ndarray, float]:
-    """Map a layer's values to 1..255 (0 is reserved for 'no page'); ``scale`` fixes the top."""
-    if mode == "heat":  # log scale: a Zipf hot page must not blacken everything else
-        scale = scale or max(float(layer.max()) if layer.size else 0.0, 4.0)
+    """Map a layer's values to 1..255 (0 is reserved for 'no page'); ``scale`` fixes the top
+    (heat: log scale up to ``scale``, by default ``heat_top``; hotter cells saturate)."""
+    if mode == "heat":
+        scale = scale or heat_top(layer)
         codes = 1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)
         return codes.astype(np.uint8), scale
     if mode == "dirty":
@@ -86,15 +102,17 @@ def render(
     max_cells: int,
     factor: int | None = None,
     gain: float = 1.0,
+    top: float | None = None,
 ) -> HeatImage:
     """The image for ``layer`` × ``gain`` (one value per page) at no more than ``max_cells``
     cells.  ``gain`` (> 0) lets write heat be drawn from the simulation's own array and its
-    decay factor, without a scaled copy of every page."""
+    decay factor, without a scaled copy of every page; ``top`` is a user-set top of the
+    scale (None: automatic)."""
     total = int(layer.size)
     factor = factor or max(1, -(-total // max_cells))
     # fold first (every mode's coding is monotonic, so max commutes with it, and with a
     # positive gain): the coding then runs on the cells, not on millions of pages
-    folded, scale = to_codes(_scaled(fold_max(layer, factor), gain), mode)
+    folded, scale = to_codes(_scaled(fold_max(layer, factor), gain), mode, top)
     per_row = max(1, min(pages_per_row, folded.size or 1))
     rows = max(1, -(-folded.size // per_row))
     image = np.full(rows * per_row, EMPTY, dtype=np.uint8)

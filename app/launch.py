@@ -35,7 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--screenshot", metavar="PATH", help="scripted: save a PNG of the window")
     p.add_argument("--quit", action="store_true", help="scripted: exit when done")
     p.add_argument(
-        "--mode", default=None, help="heat-map mode (heat, dirty, prot, last_sent, version)"
+        "--mode",
+        default=None,
+        choices=("heat", "dirty", "prot", "last_sent", "version"),
+        help="heat-map mode",
     )
     p.add_argument("--bench", action="store_true", help="measure figures 7 and 8, print JSON")
     p.add_argument("--quick", action="store_true", help="with --bench: small sizes")
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    if os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
+        # the offscreen plugin warns about every window ("does not support propagateSizeHints")
+        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -131,7 +137,7 @@ def run_app(args: argparse.Namespace) -> int:
         window.resize(1600, 1000)  # the offscreen screen is small; screenshots need room
         code = _scripted(app, window, args, QTimer)
     else:
-        _offer_recovery(window)
+        window.offer_recovery()
         code = app.exec()
     _teardown(app, window)
     return code
@@ -166,21 +172,6 @@ def _autosave_dir() -> Path:
     return Path(
         os.environ.get("DIRTYLOG_DATA_DIR") or user_data_dir("dirtylog-inspector", "dirtylog")
     )
-
-
-def _offer_recovery(window) -> None:
-    from PySide6.QtWidgets import QMessageBox
-
-    auto = _autosave_dir() / "autosave.json"
-    if not auto.exists():
-        return
-    answer = QMessageBox.question(
-        window,
-        "Recover autosave?",
-        f"An autosaved session from an earlier run exists ({auto}). Open it?",
-    )
-    if answer == QMessageBox.StandardButton.Yes:
-        window.open_path(auto)
 
 
 def _scripted(app, window, args, QTimer) -> int:

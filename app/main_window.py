@@ -1,34 +1,47 @@
-"""The inspector's main window: heat map in the middle, everything else in docks.
+"""The inspector's main window: the heat map in the middle, everything else around it.
 
-The window assembles the views (one module each: ``run_controls``, ``editors``, ``graphs``,
-``heatmap``, ``tree_panel``, ``rounds_view``), the menus (``menus``) and the file actions
-(``session_files``, ``exports``), and routes frames from the runner to the views.
+The window assembles the views (one module each: ``run_controls`` in the toolbar,
+``heatmap`` and ``outcome`` in the centre, ``graphs``, ``editors``, ``tree_panel`` and
+``rounds_view`` in docks placed by ``dock_layout``), the menus (``menus``), the status bar
+(``status_line``) and the file actions (``session_files``, ``exports``), and routes frames
+from the runner to the views.  Loading a session (Open, New, Reset, a mode restart) clears
+every view first, so nothing of the previous run is left on screen.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QMainWindow,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app import page_info
-from app.editors import MemslotEditor, SettingsEditor, WorkloadEditor
+from app import dock_layout, page_info
+from app.editors import MemslotEditor, WorkloadEditor
 from app.exports import ExportsMixin
 from app.graphs import TimingGraphs
 from app.heatmap import HeatMap
 from app.menus import build_menus
+from app.outcome import OutcomeCard
 from app.rounds_view import MessagesView, RoundsTable
 from app.run_controls import RunControls
 from app.runner import Frame, Runner
-from app.session_files import AUTOSAVE_MS, SessionFilesMixin
+from app.session_files import SessionFilesMixin
+from app.settings_editor import SettingsEditor
+from app.status_line import StatusLine
 from app.tree_model import PageTableModel
 from app.tree_panel import TreePanel
 from engine.migration.simulation import Simulation
 from engine.util.errors import DirtylogError
-from engine.util.units import format_bytes
+
+LAYOUT_VERSION = 2  # saved dock layouts of another version are not restored
 
 
 class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
@@ -37,39 +50,40 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
     def __init__(self, settings: QSettings, autosave_dir: Path | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self.autosave_dir = autosave_dir
         self.sim: Simulation | None = None
         self.runner: Runner | None = None
         self.path: Path | None = None
         self.last_frame: Frame | None = None
         self._pending_frame: Frame | None = None
         self.model: PageTableModel | None = None
-        self._rounds_drawn = -1
-        self.setWindowTitle("DirtyLog Inspector")
+        self._rounds_drawn: tuple = ()
+        self.setWindowTitle("DirtyLog Inspector[*]")
         self.resize(1500, 950)
         self.setAcceptDrops(True)
         self._build_widgets()
         self._build_docks()
         build_menus(self)
-        self._build_status()
-        state = settings.value("window/state")
-        if state is not None:
-            self.restoreState(state)
-        geometry = settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        self.autosave = QTimer(self)
-        self.autosave.setInterval(AUTOSAVE_MS)
-        self.autosave.timeout.connect(self.write_autosave)
-        self.autosave.start()
+        self.status = StatusLine(self.statusBar())
+        self._restore_layout()
+        self.init_session_files(autosave_dir)
+        self._guard = QTimer(self)
+        self._guard.setSingleShot(True)
+        self._guard.setInterval(100)
+        self._guard.timeout.connect(lambda: dock_layout.keep_heat_map_wide(self, self.docks))
 
     # -- widgets ------------------------------------------------------------------------------
 
     def _build_widgets(self) -> None:
         self.heatmap = HeatMap()
-        self.heatmap.describe_page = self.describe_page
         self.heatmap.page_clicked.connect(self.select_gfn)
-        self.setCentralWidget(self.heatmap)
+        self.heatmap.page_hovered.connect(self._hovered)
+        self.outcome = OutcomeCard()
+        centre = QWidget()
+        box = QVBoxLayout(centre)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.heatmap, 1)
+        box.addWidget(self.outcome)
+        self.setCentralWidget(centre)
         self.graphs = TimingGraphs()
         self.rounds = RoundsTable()
         self.messages = MessagesView()
@@ -78,7 +92,12 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self.settings_editor = SettingsEditor()
         for editor in (self.memslots, self.workloads, self.settings_editor):
             editor.edit.connect(self.send_edit)
+            editor.refused.connect(self.report)
         self.settings_editor.restart.connect(self.restart_with_tracking)
+        self.editor_tabs = QTabWidget()
+        self.editor_tabs.addTab(self.memslots, "Memslots")
+        self.editor_tabs.addTab(self.workloads, "Workloads")
+        self.editor_tabs.addTab(self.settings_editor, "Tracking and migration")
         self.tree_panel = TreePanel()
         self.tree_panel.message.connect(self.report)
         self.tree, self.goto = self.tree_panel.tree, self.tree_panel.goto
@@ -90,63 +109,87 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         c.speed.currentIndexChanged.connect(self._speed_changed)
         c.mode.currentIndexChanged.connect(self._view_changed)
         c.per_row.valueChanged.connect(self._view_changed)
+        c.heat_top.valueChanged.connect(self._heat_top_changed)
         self.start_btn, self.speed = c.start_btn, c.speed
         self.mode, self.per_row = c.mode, c.per_row
-
-    def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
+        bar = QToolBar("Run controls")
+        bar.setObjectName("controls")
+        bar.addWidget(c)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        self.toolbar = bar
 
     def _build_docks(self) -> None:
-        L, R, B = (
-            Qt.DockWidgetArea.LeftDockWidgetArea,
-            Qt.DockWidgetArea.RightDockWidgetArea,
-            Qt.DockWidgetArea.BottomDockWidgetArea,
-        )
-        self.docks = [
-            self._dock("Run controls", self.controls, L, "controls"),
-            self._dock("Memslots", self.memslots, L, "memslots"),
-            self._dock("Workloads", self.workloads, L, "workloads"),
-            self._dock("Tracking and migration", self.settings_editor, L, "settings"),
-            self._dock("Page-table tree", self.tree_panel, R, "tree"),
-            self._dock("Timing graphs", self.graphs, R, "graphs"),
-            self._dock("Rounds", self.rounds, B, "rounds"),
-            self._dock("Messages", self.messages, B, "messages"),
-        ]
-        self.tabifyDockWidget(self.docks[1], self.docks[2])
-        self.tabifyDockWidget(self.docks[2], self.docks[3])
-        self.docks[1].raise_()
-        self.tabifyDockWidget(self.docks[6], self.docks[7])
-        self.docks[6].raise_()
-        self.resizeDocks([self.docks[0], self.docks[4]], [360, 560], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks[4], self.docks[5]], [280, 520], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks[6]], [200], Qt.Orientation.Vertical)
+        self.docks: dict[str, QDockWidget] = {}
+        for name, title, widget in (
+            ("graphs", "Timing graphs", self.graphs),
+            ("editors", "Editors", self.editor_tabs),
+            ("tree", "Page-table tree", self.tree_panel),
+            ("rounds", "Rounds", self.rounds),
+            ("messages", "Messages", self.messages),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(name)
+            dock.setWidget(widget)
+            self.docks[name] = dock
+        dock_layout.arrange(self, self.docks)
 
-    def _build_status(self) -> None:
-        widths = {"time": 230, "round": 260, "remaining": 160, "rate": 210, "throttle": 100}
-        self.status_labels = {k: QLabel() for k in widths}
-        for key, label in self.status_labels.items():
-            label.setFixedWidth(widths[key])  # fixed: a new text must not re-lay out the window
-            self.statusBar().addPermanentWidget(label)
+    def reset_layout(self) -> None:
+        """View → Reset layout: the default docks and sizes."""
+        self.toolbar.show()
+        dock_layout.arrange(self, self.docks)
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state, LAYOUT_VERSION)
+        QTimer.singleShot(0, self._check_layout)
+
+    def _check_layout(self) -> None:
+        """A layout that clips a dock's contents or squeezes the heat map is not kept."""
+        if not self.isVisible():
+            return
+        if self.settings.value("window/state") is None:
+            dock_layout.size(self, self.docks)
+        if dock_layout.clipped(self, self.docks):
+            self.reset_layout()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if hasattr(self, "_guard"):
+            self._guard.start()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        QTimer.singleShot(0, self._check_layout)
 
     # -- sessions -----------------------------------------------------------------------------
 
     def load_simulation(self, sim: Simulation, path: Path | None) -> None:
+        """Show ``sim`` from its start: every view of the previous run is cleared first."""
         if self.runner is not None:
             self.heatmap.detail_requested.disconnect(self.runner.req_detail)
             self.runner.shutdown()
             self.runner.deleteLater()
         self.sim, self.path = sim, path
-        self.setWindowTitle(f"DirtyLog Inspector — {sim.cfg.name}" + (f" ({path})" if path else ""))
+        self.last_frame = self._pending_frame = None
+        self.set_title()
         self.model = PageTableModel(sim.pgt, self._slot_label, self._dirty_label)
         self.tree_panel.set_model(self.model, sim.geom.ipa_limit)
-        self._rounds_drawn = -1
+        self._rounds_drawn = ()
         self.rounds.setRowCount(0)
         self.messages.restart()
+        self.heatmap.clear()
+        self.graphs.clear()
+        self.outcome.clear()
+        self.status.clear()
+        for editor in (self.memslots, self.workloads, self.settings_editor):
+            editor.clear_status()
         self.settings_editor.load(sim.session)
+        self.settings_editor.rmap_available = sim.vm.pgt.rmap is not None
+        self.workloads.page_size = sim.vm.page_size
         self.workloads.show_workloads(sim.session.get("workloads", []))
         self.graphs.set_downtime_limit(sim.cfg.migration.downtime_limit_ms)
         self.runner = Runner(sim, self)
@@ -159,14 +202,21 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self.heatmap.detail_requested.connect(self.runner.req_detail)
         self._speed_changed()
         self._view_changed()
+        self._heat_top_changed()
         if path is not None:
             self._remember(path)
+        if sim.vm.tracking.mode == "dbm" and sim.vm.tracking.compare:
+            self.report(
+                "compare does not apply in dbm mode: the harvest scans every leaf (no "
+                "write-protect walk to compare); the walk graphs show that scan's cost"
+            )
 
     # -- run controls -------------------------------------------------------------------------
 
     def toggle_run(self) -> None:
         if self.runner:
-            self.runner.req_running.emit(not (self.last_frame and self.last_frame.running))
+            f = self.last_frame
+            self.runner.req_running.emit(not (f and (f.running or f.stepping)))
 
     def step_tick(self) -> None:
         if self.runner:
@@ -183,10 +233,13 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self.load_simulation(Simulation.from_dict(data, self.sim.base_dir), self.path)
 
     def restart_with_tracking(self, tracking: dict) -> None:
-        """Mode and eager split shape the whole run: start it again with them."""
-        if self.sim is None:
+        """Mode and eager split shape the whole run: start it again with them (after asking
+        to save the edits that the restart would otherwise lose)."""
+        if self.sim is None or not self.maybe_save("Restarting the run"):
             return
         data = copy.deepcopy(self.sim.cfg.model_dump(mode="json"))
+        tracking = dict(tracking)
+        data["migration"].update(tracking.pop("migration", {}))
         data["tracking"].update(tracking)
         if data["tracking"]["mode"] != "manual-clear":
             data["tracking"]["initially_set"] = False
@@ -196,7 +249,9 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             self.settings_editor.show_result({}, str(exc))
             self.report(f"restart refused: {exc}")
             return
-        self.load_simulation(sim, self.path)
+        path = self.path
+        self.load_simulation(sim, path)
+        self.mark_modified()
         self.report(
             f"restarted with tracking mode {tracking['mode']}, eager split "
             f"{tracking['eager_split']} (the run starts again)"
@@ -205,10 +260,19 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
     def _speed_changed(self) -> None:
         if self.runner:
             self.runner.req_speed.emit(self.controls.speed_value())
+        self.sync_speed_menu()
 
     def _view_changed(self) -> None:
         if self.runner:
             self.runner.req_view.emit(self.mode.currentData(), self.per_row.value())
+
+    def _heat_top_changed(self) -> None:
+        if self.runner:
+            self.runner.req_heat_top.emit(self.controls.heat_top.value())
+
+    def _hovered(self, gfn: int) -> None:
+        if self.runner:
+            self.runner.req_hover.emit(gfn)
 
     def _running_changed(self, on: bool) -> None:
         self.start_btn.setText("Pause" if on else "Start")
@@ -227,29 +291,17 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             else self.settings_editor
         )
         target.show_result(event, error)
-        self.report(f"edit {action} refused: {error}" if error else f"edit {action} applied")
-        if not error and self.sim is not None:
-            self.workloads.show_workloads(self._workload_specs())
-
-    def _workload_specs(self) -> list[dict[str, Any]]:
-        specs = [dict(w) for w in self.sim.session.get("workloads", [])] if self.sim else []
-        for ev in self.sim.session.get("events", []) if self.sim else []:
-            if ev.get("action") == "add_workload":
-                specs.append({k: v for k, v in ev.items() if k not in ("t_ms", "action")})
-            elif ev.get("action") == "set_workload":
-                for s in specs:
-                    if s.get("name") == ev.get("workload"):
-                        s.update(
-                            {k: v for k, v in ev.items() if k not in ("t_ms", "action", "workload")}
-                        )
-            elif ev.get("action") == "delete_workload":
-                specs = [s for s in specs if s.get("name") != ev.get("workload")]
-        return specs
+        if error:
+            self.report(f"edit {action} refused: {error}")
+        else:
+            self.mark_modified()
 
     # -- frames -------------------------------------------------------------------------------
 
     def _frame_arrived(self, frame: Frame) -> None:
         """Keep only the newest frame: if the GUI falls behind, frames are dropped, not queued."""
+        if self.runner is None or self.sender() is not self.runner.worker:
+            return  # a late frame of a run that was replaced
         pending = self._pending_frame
         self._pending_frame = frame
         if pending is None:
@@ -263,44 +315,44 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
     def show_frame(self, frame: Frame) -> None:
         self.last_frame = frame
         snap = frame.snapshot
-        self.heatmap.show_frame(snap, frame.image, frame.detail)
-        if len(snap.rounds) != self._rounds_drawn:
-            self._rounds_drawn = len(snap.rounds)
-            self.graphs.update_rounds(snap.rounds)
-            self.rounds.fill(snap.rounds)
-        self.memslots.show_slots(snap)
+        self.heatmap.show_frame(snap, frame.image, frame.detail, frame.hover)
+        tracking = frame.settings["tracking"] if frame.settings else {}
+        key = (len(snap.rounds), snap.round, snap.phase)
+        if key != self._rounds_drawn:
+            self._rounds_drawn = key
+            self.graphs.update_rounds(
+                snap.rounds,
+                snap.page_size,
+                tracking.get("strategy", ""),
+                tracking.get("mode", ""),
+            )
+            self.rounds.fill(snap)
+        self.memslots.show_slots(snap, self.sim.slot_flags if self.sim else {})
+        if frame.settings is not None:
+            self.settings_editor.show_effective(frame.settings)
+            self.workloads.show_effective(frame.settings)
         self.tree_panel.refresh(frame.touched)
-        self._status(snap, frame)
+        mode_text = f"{tracking.get('mode', '')} · {tracking.get('strategy', '')}"
+        if tracking.get("compare"):
+            mode_text += " (compare)"
+        self.status.show(frame, self.speed.currentText(), mode_text)
         self.messages.take_frame(frame)
+        if frame.result is not None and frame.settings and self.sim and self.sim.migration:
+            limit = frame.settings["migration"]["downtime_limit_ms"]
+            self.outcome.show_result(frame.result, limit)
         self.start_btn.setText(
-            "Pause" if frame.running else ("Done" if frame.finished else "Start")
+            "Pause" if frame.running or frame.stepping else ("Done" if frame.finished else "Start")
         )
         self.frame_shown.emit(frame)
 
-    def _status(self, snap, frame: Frame) -> None:
-        outcome = f" · {snap.outcome}" if snap.outcome else ""
-        texts = {
-            "time": f"t = {snap.t_ns / 1e9:,.3f} s (simulated)",
-            "round": f"round {snap.round} · {snap.phase}{outcome}",
-            "remaining": f"remaining {format_bytes(snap.remaining_bytes)}",
-            "rate": f"dirty rate {snap.dirty_pages_rate:,.0f} pages/s",
-            "throttle": f"throttle {snap.throttle_pct} %",
-        }
-        for key, text in texts.items():
-            if self.status_labels[key].text() != text:
-                self.status_labels[key].setText(text)
-
     def show_error(self, text: str) -> None:
-        self.report("engine error (run paused):\n" + text)
+        self.messages.report_error("engine error (run paused)", text)
         self.start_btn.setText("Start")
 
     def report(self, text: str) -> None:
         self.messages.report(text)
 
     # -- page details, tree -------------------------------------------------------------------
-
-    def describe_page(self, gfn: int) -> str:
-        return page_info.describe_page(self.sim, gfn)
 
     def _slot_label(self, ipa: int) -> str:
         return page_info.slot_label(self.sim, ipa)
@@ -316,11 +368,14 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self.tree_panel.goto_entered()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if not self.maybe_save("Quitting"):
+            event.ignore()
+            return
         if self.runner is not None:
             self.runner.shutdown()
-        if self.autosave_dir is not None:  # a clean exit: nothing to recover next time
-            (self.autosave_dir / "autosave.json").unlink(missing_ok=True)
-        self.settings.setValue("window/state", self.saveState())
+        self.remove_autosave()
+        if not dock_layout.clipped(self, self.docks):  # never keep a layout that clips
+            self.settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()
         super().closeEvent(event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMessageBox
 
 from app import host_check, sweep_window
@@ -64,7 +64,7 @@ def build_menus(w) -> None:
         f,
         "&Diff bitmap snapshots…",
         w.diff_dialog,
-        tip="Import two exported snapshots (.json sidecars) and show the diff",
+        tip="Choose snapshot A and snapshot B (their .json sidecars) and show the diff",
     )
     f.addSeparator()
     add_action(w, f, "&Quit", w.close, QKeySequence.StandardKey.Quit)
@@ -74,11 +74,21 @@ def build_menus(w) -> None:
     add_action(w, r, "Step round", w.step_round, QKeySequence("R"))
     add_action(w, r, "Reset", w.reset, QKeySequence("Ctrl+R"))
     sp = r.addMenu("Speed")
+    group = QActionGroup(w)
+    w.speed_actions = []
     for i, (label, _) in enumerate(SPEEDS):
-        add_action(w, sp, label, lambda _=False, i=i: w.speed.setCurrentIndex(i))
+        act = add_action(w, sp, label, lambda _=False, i=i: w.speed.setCurrentIndex(i))
+        act.setCheckable(True)
+        group.addAction(act)
+        w.speed_actions.append(act)
+    w.sync_speed_menu = lambda: w.speed_actions[w.speed.currentIndex()].setChecked(True)
+    w.sync_speed_menu()
     v = bar.addMenu("&View")
-    for dock in w.docks:
+    v.addAction(w.toolbar.toggleViewAction())
+    for dock in w.docks.values():
         v.addAction(dock.toggleViewAction())
+    v.addSeparator()
+    add_action(w, v, "Reset layout", w.reset_layout, tip="The default docks and sizes")
     w.view_menu = v
     w.tools_menu = bar.addMenu("&Tools")
     for add_to_menu in TOOLS:
@@ -92,5 +102,6 @@ def build_menus(w) -> None:
         lambda: QMessageBox.information(w, "Keyboard shortcuts", SHORTCUTS),
         QKeySequence.StandardKey.HelpContents,
     )
+    add_action(w, h, "Last engine error…", w.messages.show_last_error)
     add_action(w, h, "About", lambda: QMessageBox.about(w, "DirtyLog Inspector", ABOUT))
     w._refresh_recent()

@@ -1,11 +1,15 @@
 """The worker that runs the engine off the GUI thread.
 
 A parentless QObject moved to its own QThread (pyqtgraph's and napari's pattern).  While
-running it advances the simulation in slices of simulated time sized to the chosen speed and
-about 20 ms of work, and hands the GUI an immutable ``Frame`` (snapshot + heat-map image +
-what the last harvest touched) at most 30 times a second.  The GUI only ever sends requests
-through queued signals; it never calls into the simulation or waits for it.  Edits are applied
-between slices.  An engine exception pauses the run and is reported, never raised.
+running it advances the simulation towards ``speed × wall time elapsed`` (so "1×" is one
+simulated second per wall second), in slices of about 20 ms of work, and hands the GUI an
+immutable ``Frame`` (snapshot + heat-map image + what the last harvest touched + the hovered
+page + the speed achieved) at most 30 times a second.  Its timer runs only while running, so a
+paused worker costs nothing.  A step to the next harvest (Step round, scripted rounds) runs
+as fast as possible in the same slices, sending frames as it goes, and Pause cancels it.  The
+GUI only ever sends requests through queued signals; it never calls into the simulation or
+waits for it.  Edits are applied between slices.  An engine exception pauses the run and is
+reported, never raised.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +32,9 @@ from PySide6.QtCore import (
     Slot,
 )
 
+from app.effective import effective_settings
 from app.heatmap_data import HeatImage, render, render_detail
+from app.page_info import describe_page
 from engine.kvm.dirtylog import next_set_bits
 from engine.migration.simulation import Simulation
 from engine.migration.snapshot import Snapshot
@@ -36,6 +43,8 @@ from engine.util.errors import DirtylogError, clip
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02
 MAX_TOUCHED = 50_000  # leaves highlighted in the tree after a harvest
+MAX_LAG_S = 0.25  # behind the wall clock by more than this: stop catching up (show the speed)
+ACHIEVED_WINDOW_S = 2.0  # the achieved speed is measured over this much wall time
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,11 @@ class Frame:
     touched: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted
     running: bool = False
     finished: bool = False
+    stepping: bool = False  # running to a goal (next harvest, N rounds): Pause cancels it
+    achieved: float | None = None  # simulated seconds per wall second, over the last 2 s
+    hover: str = ""  # the hovered page, described as of this frame
+    result: dict | None = None  # the run's result (as ``dirtylog run`` has it) once finished
+    settings: dict | None = None  # the settings in effect (after events and edits)
 
 
 class SimWorker(QObject):
@@ -67,6 +81,11 @@ class SimWorker(QObject):
         self._last_round = -1
         self._touched = np.zeros(0, dtype=np.int64)
         self._run_until_round: int | None = None
+        self._anchor = (0.0, 0)  # (wall time, simulated ns) the speed is measured from
+        self._samples: deque[tuple[float, int]] = deque()
+        self.hover_gfn = -1
+        self.heat_top = 0.0  # user-set top of the heat scale (0: the 99th percentile)
+        self._result: dict | None = None
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
         self._layer_buf: np.ndarray | None = None  # the shown layer, refilled every frame
@@ -78,8 +97,22 @@ class SimWorker(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(5)
         self._timer.timeout.connect(self._tick)
-        self._timer.start()
         self._emit(force=True)
+
+    def _set_running(self, on: bool) -> None:
+        """Start or stop the loop (its timer runs only while running)."""
+        self.running = on
+        self._samples.clear()
+        self._reanchor()
+        if self._timer is not None:
+            if on:
+                self._timer.start()
+            else:
+                self._timer.stop()
+        self.running_changed.emit(on)
+
+    def _reanchor(self) -> None:
+        self._anchor = (time.perf_counter(), self.sim.t_ns)
 
     @Slot()
     def stop(self) -> None:
@@ -96,35 +129,53 @@ class SimWorker(QObject):
 
     @Slot(bool)
     def set_running(self, on: bool) -> None:
+        """Start or pause; pausing also cancels a step that is still running."""
         if on and self.sim.finished:
             on = False
-        self.running = on
         self._run_until_round = None
-        self.running_changed.emit(on)
+        self._set_running(on)
         self._emit(force=True)
 
     @Slot(int)
     def run_rounds(self, n: int) -> None:
-        """Run until ``n`` more rounds are closed (scripted mode), then pause."""
+        """Run as fast as possible until ``n`` more rounds are closed (a round closes at a
+        harvest; without a migration: ``n`` simulated seconds), then pause."""
+        if self.sim.finished:
+            self._emit(force=True)
+            return
         m = self.sim.migration
         done = len(m.rounds) if m else self.sim.t_ns // 1_000_000_000
         self._run_until_round = done + n
-        self.running = True
-        self.running_changed.emit(True)
+        self._set_running(True)
 
     @Slot()
     def step_tick(self) -> None:
         self._guarded(self.sim.step_tick)
+        self._reanchor()
         self._emit(force=True)
 
     @Slot()
     def step_round(self) -> None:
-        self._guarded(self.sim.step_round)
-        self._emit(force=True)
+        """To the next harvest (or the end): run_rounds(1), with frames and cancellable."""
+        self.run_rounds(1)
 
     @Slot(float)
     def set_speed(self, speed: float) -> None:
         self.speed = max(1e-3, float(speed))
+        self._samples.clear()
+        self._reanchor()
+
+    @Slot(float)
+    def set_heat_top(self, top: float) -> None:
+        self.heat_top = max(0.0, float(top))
+        self._emit(force=True)
+
+    @Slot(int)
+    def set_hover(self, gfn: int) -> None:
+        """The page under the mouse (-1: none); each frame describes it as of that frame."""
+        self.hover_gfn = int(gfn)
+        if not self.running:
+            self._emit(force=True)
 
     @Slot(str, int)
     def set_view(self, mode: str, pages_per_row: int) -> None:
@@ -160,24 +211,52 @@ class SimWorker(QObject):
 
     def _tick(self) -> None:
         if not self.running:
-            return  # nothing changes while paused: edits, steps and view changes emit at once
-        budget_end = time.perf_counter() + SLICE_BUDGET_S
-        target = self.sim.t_ns + int(self.speed * SLICE_BUDGET_S * 1e9)
+            return
+        now = time.perf_counter()
+        budget_end = now + SLICE_BUDGET_S
+        target = self._target(now)
         while self.running and self.sim.t_ns < target and time.perf_counter() < budget_end:
             if not self._guarded(lambda: self.sim.advance(self._max_ticks(target))):
                 break
             if self._reached_round_goal():
                 break
+        self._sample()
         if self.sim.finished or self._reached_round_goal():
-            self.running = False
             self._run_until_round = None
-            self.running_changed.emit(False)
+            self._set_running(False)
         # a run that stopped here (finished, goal reached, engine error) sends its last frame
         # now: no paused tick sends another
         self._emit(force=not self.running)
 
-    def _max_ticks(self, target: int) -> int:
-        return max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns))
+    def _target(self, now: float) -> float:
+        """Where simulated time should be now: speed × wall time since the anchor.  A goal
+        (next harvest, N rounds) runs as fast as possible.  When the engine falls more than
+        MAX_LAG_S of wall time behind, the anchor moves up: it does not try to catch up in a
+        burst, and the achieved speed shows it is slower."""
+        if self._run_until_round is not None:
+            return float("inf")
+        wall0, sim0 = self._anchor
+        target = sim0 + self.speed * (now - wall0) * 1e9
+        if target - self.sim.t_ns > self.speed * MAX_LAG_S * 1e9:
+            self._anchor = (now - MAX_LAG_S, self.sim.t_ns)
+            target = self.sim.t_ns + self.speed * MAX_LAG_S * 1e9
+        return target
+
+    def _sample(self) -> None:
+        now = time.perf_counter()
+        self._samples.append((now, self.sim.t_ns))
+        while len(self._samples) > 2 and now - self._samples[1][0] > ACHIEVED_WINDOW_S:
+            self._samples.popleft()
+
+    def achieved(self) -> float | None:
+        """Simulated seconds per wall second over the last ACHIEVED_WINDOW_S (None: too soon)."""
+        if len(self._samples) < 2:
+            return None
+        (w0, t0), (w1, t1) = self._samples[0], self._samples[-1]
+        return (t1 - t0) / 1e9 / (w1 - w0) if w1 - w0 >= 0.2 else None
+
+    def _max_ticks(self, target: float) -> int:
+        return int(max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns)))
 
     def _reached_round_goal(self) -> bool:
         """Rounds closed (or, in a session without a migration, simulated seconds)."""
@@ -193,8 +272,8 @@ class SimWorker(QObject):
             fn()
             return True
         except Exception:
-            self.running = False
-            self.running_changed.emit(False)
+            self._run_until_round = None
+            self._set_running(False)
             self.error.emit(_error_text())
             return False
 
@@ -216,17 +295,38 @@ class SimWorker(QObject):
                 layer = self._layer_buf = self.sim.layer(self.mode, out=self._layer_buf)
             image = detail = None
             if layer is not None:
-                image = render(layer, self.mode, self.pages_per_row, self.max_cells, gain=gain)
+                top = self.heat_top if self.mode == "heat" and self.heat_top > 0 else None
+                image = render(
+                    layer, self.mode, self.pages_per_row, self.max_cells, gain=gain, top=top
+                )
                 if self.detail_rows is not None:
                     first, last = self.detail_rows
                     detail = render_detail(
                         layer, self.mode, image, first, last, self.max_cells, gain
                     )
             self._update_touched()
-            frame = Frame(snap, image, detail, self._touched, self.running, self.sim.finished)
+            if self.sim.finished and self._result is None:
+                self._result = self.sim.result()
+            hover = ""
+            if self.hover_gfn >= 0:
+                hover = describe_page(self.sim, self.hover_gfn, self.mode, layer, gain)
+            frame = Frame(
+                snap,
+                image,
+                detail,
+                self._touched,
+                self.running,
+                self.sim.finished,
+                self._run_until_round is not None,
+                self.achieved() if self.running else None,
+                hover,
+                self._result,
+                effective_settings(self.sim),
+            )
             self.frame.emit(frame)
         except Exception:
-            self.running = False
+            self._run_until_round = None
+            self._set_running(False)
             self.error.emit(_error_text())
 
     def _update_touched(self) -> None:
@@ -262,6 +362,8 @@ class Runner(QObject):
     req_rounds = Signal(int)
     req_detail = Signal(int, int)
     req_diff = Signal(object)
+    req_hover = Signal(int)
+    req_heat_top = Signal(float)
 
     def __init__(self, sim: Simulation, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -279,6 +381,8 @@ class Runner(QObject):
         self.req_rounds.connect(self.worker.run_rounds)
         self.req_detail.connect(self.worker.set_detail)
         self.req_diff.connect(self.worker.set_diff)
+        self.req_hover.connect(self.worker.set_hover)
+        self.req_heat_top.connect(self.worker.set_heat_top)
         self.thread.start()
 
     def shutdown(self) -> None:

@@ -207,20 +207,32 @@ class _RoundPrinter:
         for line in result.get("messages", []):
             if "refused" in line or "cannot be tracked" in line:
                 print(f"note: {line}")
-        ver = result.get("verification", {})
-        print(
-            f"outcome: {result.get('outcome')} ({result.get('reason', '')})\n"
-            f"total time: {result.get('total_time_ms', 0):,.1f} ms (simulated), downtime: "
-            f"{result.get('downtime_ms', 0):,.1f} ms (expected "
-            f"{result.get('expected_downtime_ms', 0):,.1f} ms), "
-            f"setup: {result.get('setup_time_ms', 0):,.3f} ms, "
-            f"sent: {format_bytes(result.get('transferred_bytes', 0))} in "
-            f"{result.get('rounds_count', 0)} rounds (dirty-sync-count "
-            f"{result.get('dirty_sync_count', 0)}; duplicate {result.get('duplicate', 0):,}, "
-            f"normal {result.get('normal', 0):,} pages)\n"
-            f"verification: {ver.get('pages_checked', 0):,} pages checked, "
-            f"{ver.get('mismatches', 0)} mismatches"
-        )
+        print("\n".join(outcome_lines(result, self.sim.cfg.migration.downtime_limit_ms)))
+
+
+def outcome_lines(result: dict[str, Any], downtime_limit_ms: float | None = None) -> list[str]:
+    """The outcome of a run as ``dirtylog run`` prints it (the app's outcome card shows the
+    same lines): outcome and reason; total time, downtime against the limit, setup, bytes
+    sent and rounds; the verification.  Times are simulated (modelled)."""
+    ver = result.get("verification", {})
+    downtime = result.get("downtime_ms", 0)
+    limit = ""
+    if downtime_limit_ms is not None:
+        verdict = "within" if downtime <= downtime_limit_ms else "over"
+        limit = f" ({verdict} the {downtime_limit_ms:g} ms limit)"
+    return [
+        f"outcome: {result.get('outcome')} ({result.get('reason', '')})",
+        f"total time: {result.get('total_time_ms', 0):,.1f} ms (simulated), downtime: "
+        f"{downtime:,.1f} ms{limit} (expected "
+        f"{result.get('expected_downtime_ms', 0):,.1f} ms), "
+        f"setup: {result.get('setup_time_ms', 0):,.3f} ms, "
+        f"sent: {format_bytes(result.get('transferred_bytes', 0))} in "
+        f"{result.get('rounds_count', 0)} rounds (dirty-sync-count "
+        f"{result.get('dirty_sync_count', 0)}; duplicate {result.get('duplicate', 0):,}, "
+        f"normal {result.get('normal', 0):,} pages)",
+        f"verification: {ver.get('pages_checked', 0):,} pages checked, "
+        f"{ver.get('mismatches', 0)} mismatches",
+    ]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

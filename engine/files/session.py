@@ -8,8 +8,10 @@ sentence.  Sizes are integers or strings with units; trace paths are relative to
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -564,16 +566,33 @@ def dump_session(cfg: SessionCfg | dict[str, Any]) -> str:
 
 def save_session_file(path: str | Path, data: SessionCfg | dict[str, Any]) -> None:
     """Write atomically: a temporary file beside the target, flushed and fsynced, renamed over
-    it.  An interrupted save leaves the previous file as it was."""
-    path = Path(path)
+    it, then the directory fsynced.  An interrupted save leaves the previous file as it was.
+
+    Saved as a user expects: through a symlink the link's target is written (the link stays);
+    the file's permission bits are kept; a file with more than one hard link is rewritten in
+    place (after the temporary copy is complete and fsynced), so every name sees the new
+    session; temporary files left by a killed save (of a process no longer running) are
+    removed.  Raises ConfigError naming the file when it cannot be written."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     text = dump_session(data)
+    _remove_stale_temps(path)
+    try:
+        old = os.stat(path)
+    except OSError:
+        old = None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if old is not None:
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+        if old is not None and old.st_nlink > 1:
+            _rewrite_in_place(path, text)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(str(path), f"cannot be saved ({exc.strerror or exc})") from None
@@ -585,3 +604,30 @@ def save_session_file(path: str | Path, data: SessionCfg | dict[str, Any]) -> No
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _rewrite_in_place(path: Path, text: str) -> None:
+    """Overwrite a hard-linked file's contents (one inode, every name) and fsync it."""
+    with open(path, "r+", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.truncate()
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of earlier saves of ``path`` whose process is gone (killed mid-save)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

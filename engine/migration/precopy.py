@@ -114,6 +114,7 @@ class Migration:
         self.acc: RoundAcc | None = None
         self.verification: dict[str, object] | None = None
         self.last_harvest: dict[int, np.ndarray] = {}
+        self.last_harvest_t_ns = 0  # when last_harvest was taken (exports record it)
         self._remaining: int | None = None
         self.sent_log: list[tuple[int, np.ndarray]] | None = None  # (slot, pages) sent, if set
         self.syncs = 0  # harvests so far (QEMU: dirty-sync-count), numbering the exports
@@ -724,6 +725,7 @@ class Migration:
         assert self.acc is not None
         self.acc.harvest.add(ops)
         self.last_harvest = reported
+        self.last_harvest_t_ns = t
         self.syncs += 1
         self.sim.record_harvest(self.syncs, t, reported)
         if self.is_xen or self.is_fixed:

@@ -1,0 +1,505 @@
+"""The first-time user's review (../shared/reviews/inspector-review.md), defect by defect,
+checked as a user sees it: the right value on screen, in the file, in the title."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
+from test_app import small_session, wait_rounds  # noqa: E402
+
+from app.graphs import PALETTE, series_from_rounds  # noqa: E402
+from app.heatmap_data import heat_top  # noqa: E402
+from app.main_window import MainWindow  # noqa: E402
+from app.session_files import recoverable_autosaves  # noqa: E402
+from engine.cli.run import outcome_lines  # noqa: E402
+from engine.migration.simulation import Simulation  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings, tmp_path / "autosave")
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.modified = False  # (a test may have answered "Save changes?" with Cancel)
+    w.close()
+
+
+def load(window, data, fastest=True):
+    window.load_simulation(Simulation.from_dict(data), None)
+    if fastest:
+        window.speed.setCurrentIndex(window.speed.count() - 1)
+
+
+def frame_after(qtbot, window, pred, timeout=20_000):
+    try:
+        qtbot.waitUntil(
+            lambda: window.last_frame is not None and pred(window.last_frame), timeout=timeout
+        )
+    except Exception:
+        f = window.last_frame
+        print("last frame:", f and (f.stepping, f.running, len(f.snapshot.rounds), f.snapshot.t_ns))
+        raise
+    return window.last_frame
+
+
+# -- 1: honest speed ------------------------------------------------------------------------
+
+
+def test_one_x_is_one_simulated_second_per_wall_second(qtbot, window):
+    """Review defect 1: "1×" ran at 4.1×.  Over 2 wall seconds, within 10 %."""
+    load(window, small_session(migration={"policy": "qemu", "start_ms": 1e7}), fastest=False)
+    window.speed.setCurrentIndex(window.speed.findText("1× (real time)"))
+    window.toggle_run()
+    frame_after(qtbot, window, lambda f: f.running and f.snapshot.t_ns > 200e6)
+    t0, w0 = window.sim.t_ns, time.perf_counter()
+    qtbot.wait(2000)
+    t1, w1 = window.sim.t_ns, time.perf_counter()
+    ratio = (t1 - t0) / 1e9 / (w1 - w0)
+    assert 0.9 <= ratio <= 1.1, ratio
+    # the speed achieved is shown next to the one chosen
+    f = frame_after(qtbot, window, lambda f: f.achieved is not None)
+    assert 0.8 <= f.achieved <= 1.2
+    assert re.search(
+        r"speed 1× \(real time\) · achieving [\d.]+×", window.status.labels["speed"].text()
+    )
+
+
+# -- 18, 19: Step round stops at the next harvest and can be cancelled -----------------------
+
+
+def test_step_round_stops_at_the_next_harvest(qtbot, window):
+    """Review defect 18: the first R stopped at 0.456 s (migration start plus a batch).  Each
+    R ends on the tick of the next harvest (the engine may close more than one round in that
+    tick: then all of them, never a round of a later tick)."""
+    load(window, small_session())
+    frame_after(qtbot, window, lambda f: True)
+    tick = window.sim.tick_ns
+    before = 0
+    for _ in range(2):
+        window.step_round()
+        f = frame_after(
+            qtbot, window, lambda f, b=before: not f.stepping and len(f.snapshot.rounds) > b
+        )
+        rounds = f.snapshot.rounds
+        first_new = rounds[before]
+        assert f.snapshot.t_ns - first_new["t_end_ns"] <= tick
+        assert all(
+            r["t_end_ns"] - first_new["t_end_ns"] < tick
+            for r in rounds[before:]
+            if not r.get("stop_and_copy")  # (its end is the switchover plus the downtime)
+        )
+        assert window.rounds.item(before, 0).text() == str(first_new["round"])
+        before = len(rounds)
+
+
+def test_pause_cancels_a_step(qtbot, window):
+    # round 1 sends 32 MiB at 1 Mbit/s: minutes of simulated time, many frames
+    load(window, small_session(migration={"policy": "qemu", "bandwidth": "1Mbit/s"}))
+    frame_after(qtbot, window, lambda f: True)
+    window.step_round()
+    f = frame_after(qtbot, window, lambda f: f.stepping and f.snapshot.t_ns > 0)
+    assert window.status.busy.isVisibleTo(window)
+    window.toggle_run()  # Pause
+    f = frame_after(qtbot, window, lambda f: not f.stepping and not f.running)
+    t = window.sim.t_ns
+    qtbot.wait(300)
+    assert window.sim.t_ns == t and len(f.snapshot.rounds) == 0
+
+
+# -- 3, 10, 11: everything cleared on Reset, New, Open ---------------------------------------
+
+
+def test_reset_clears_graphs_rounds_hover_outcome_and_editor_status(qtbot, window):
+    load(window, small_session(tracking={"mode": "bitmap", "compare": True}))
+    wait_rounds(qtbot, window, 2)
+    window.graphs.flush()
+    assert window.graphs.curves[("walk_model", "visitor")].getData()[0].size >= 2
+    window.memslots.refuse("memslot.id: something")
+    window.heatmap.hovered_gfn = 0x40000
+    window.heatmap.info.setText("IPA 0x40000000 · version 190")
+    window.reset()
+    assert window.graphs.curves == {} and window.graphs.series == {}
+    assert all(t.isVisible() for t in window.graphs.empty_text.values())
+    assert window.rounds.rowCount() == 0
+    assert window.memslots.status.text() == ""
+    assert window.heatmap.info.text().startswith("hover over a page")
+    assert not window.outcome.isVisible()
+    f = frame_after(qtbot, window, lambda f: True)
+    assert f.snapshot.rounds == () and window.sim.t_ns == 0
+
+
+# -- 4: remaining pages in the session's page size -------------------------------------------
+
+
+def test_remaining_pages_use_the_session_page_size(qtbot, window):
+    data = small_session(geometry={"granule": "64KiB", "ipa_bits": 40})
+    data["memslots"][0]["backing"] = "64KiB"
+    load(window, data)
+    wait_rounds(qtbot, window, 1)
+    r = window.last_frame.snapshot.rounds[0]
+    remaining = window.graphs.series["pages:remaining"][0]
+    assert remaining == r["remaining_bytes"] / 65536
+    assert remaining <= (32 << 20) // 65536  # never more pages than the slot has (512)
+    assert (
+        series_from_rounds([r], 65536)["pages:remaining"][0] * 16
+        == series_from_rounds([r], 4096)["pages:remaining"][0]
+    )
+
+
+# -- 5, 6, 20, 26: exports -------------------------------------------------------------------
+
+
+def test_exports_write_what_they_say_and_fail_loudly(qtbot, window, tmp_path):
+    load(window, small_session())
+    wait_rounds(qtbot, window, 2)
+    out = window.export_to("screenshot", tmp_path / "window-noext")
+    assert out == tmp_path / "window-noext.png" and out.read_bytes()[:4] == b"\x89PNG"
+    assert window.export_to("graphs-png", "/nonexistent/dir/graphs.png") is None
+    assert "export failed, nothing written" in window.messages.toPlainText()
+    assert not Path("/nonexistent/dir/graphs.png").exists()
+    csv_path = window.export_to("graphs-csv", tmp_path / "g")
+    header = next(csv.reader(csv_path.open()))
+    assert header[0] == "round" and "pages per round: remaining (pages)" in header
+    assert "expected downtime: expected downtime (ms)" in header
+    png = window.export_to("graphs-png", tmp_path / "g.png", width=1000, height=700, dpi=200)
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(png))
+    assert (img.width(), img.height()) == (1000, 700)
+    assert round(img.dotsPerMeterX() * 0.0254) == 200
+
+
+def test_svg_curves_lie_inside_their_plot(qtbot, window, tmp_path):
+    """Review defect 5: the SVG drew the curves below the axes.  Every point of every curve
+    drawn in the first palette colour (one per plot) lies inside one plot's data area of the
+    figure, as in the PNG."""
+    data = small_session(name="svg-session", migration={"policy": "qemu", "bandwidth": "100Mbit/s"})
+    load(window, data)
+    wait_rounds(qtbot, window, 3)
+    window.graphs.flush()
+    with window.graphs.figure("svg-session", 1200, 900) as fig:
+        areas = []
+        for plot in fig.plots.values():
+            vb = plot.getViewBox()
+            areas.append(vb.mapRectToScene(vb.boundingRect()))
+    svg = window.export_to("graphs-svg", tmp_path / "g", width=1200, height=900).read_text()
+    colour = "#{:02x}{:02x}{:02x}".format(*PALETTE[0])
+    curves = re.findall(rf'stroke="{colour}"[^>]*>\s*<path[^>]*d="([^"]+)"', svg)
+    assert len(curves) >= 4  # dirty harvested, expected downtime, throttle, faults
+    for d in curves:
+        points = [tuple(map(float, p.split(","))) for p in re.findall(r"[-\d.e]+,[-\d.e]+", d)]
+        assert len(points) >= 3
+        assert any(
+            all(
+                a.left() - 2 <= x <= a.right() + 2 and a.top() - 2 <= y <= a.bottom() + 2
+                for x, y in points
+            )
+            for a in areas
+        ), points
+    assert "svg-session" in svg and "modelled" in svg  # the figure says whose and what
+
+
+def test_bitmap_sidecar_records_the_harvest_time(qtbot, window, tmp_path):
+    load(window, small_session())
+    window.step_round()
+    f = frame_after(qtbot, window, lambda f: not f.stepping and len(f.snapshot.rounds) == 1)
+    harvest = f.snapshot.rounds[0]["t_end_ns"]
+    for _ in range(5):
+        window.step_tick()
+    frame_after(qtbot, window, lambda f: f.snapshot.t_ns >= harvest + 5 * window.sim.tick_ns)
+    written = window.export_bitmaps(tmp_path / "snap")
+    sidecar = json.loads(next(p for p in written if p.suffix == ".json").read_text())
+    assert sidecar["t_ns"] == harvest and sidecar["round"] == 1
+
+
+# -- 15, 17: the outcome on screen; the round number agrees ----------------------------------
+
+
+def test_outcome_card_shows_what_dirtylog_run_prints(qtbot, window):
+    load(window, small_session())
+    frame_after(qtbot, window, lambda f: True)
+    window.runner.req_rounds.emit(10_000)
+    f = frame_after(qtbot, window, lambda f: f.finished and f.result is not None, 60_000)
+    assert window.outcome.isVisible()
+    lines = outcome_lines(window.sim.result(), 300)
+    text = window.outcome.body.text()
+    for line in lines:
+        assert line in text
+    assert "limit" in text and "verification: " in text
+    last = f.snapshot.rounds[-1]
+    assert window.status.labels["round"].text().startswith(f"round {last['round']} (stop)")
+    assert window.rounds.item(window.rounds.rowCount() - 1, 0).text() == f"{last['round']} (stop)"
+
+
+def test_status_round_matches_the_rounds_table_while_iterating(qtbot, window):
+    load(window, small_session(migration={"policy": "qemu", "bandwidth": "100Mbit/s"}))
+    wait_rounds(qtbot, window, 1)
+    f = frame_after(qtbot, window, lambda f: f.snapshot.phase == "iterating")
+    n = f.snapshot.round
+    assert n == len(f.snapshot.rounds) + 1 == 2
+    assert window.status.labels["round"].text().startswith(f"round {n} ")
+    assert window.rounds.item(window.rounds.rowCount() - 1, 0).text() == f"{n} (sending…)"
+    assert window.rounds.item(window.rounds.rowCount() - 2, 0).text() == str(n - 1)
+
+
+# -- 8, 24: the modified marker, "Save changes?", Save As ------------------------------------
+
+
+def test_edits_mark_the_title_and_new_asks_first(qtbot, window, monkeypatch, tmp_path):
+    load(window, small_session())
+    assert not window.isWindowModified() and "[*]" in window.windowTitle()
+    window.send_edit({"action": "set_workload", "workload": "hot", "rate": "1000 pages/s"})
+    qtbot.waitUntil(window.isWindowModified, timeout=5000)
+    asked = []
+    monkeypatch.setattr(
+        QMessageBox,
+        "question",
+        lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Cancel,
+    )
+    sim = window.sim
+    window.new_session()
+    window.open_user(tmp_path / "x.json")
+    assert window.sim is sim and asked == ["Save changes?", "Save changes?"]
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "saved"), "")
+    )
+    assert window.save()  # untitled: Save As, the default extension added
+    assert (tmp_path / "saved.json").exists() and not window.isWindowModified()
+    assert str(tmp_path / "saved.json") in window.windowTitle()
+
+
+def test_a_recovered_autosave_is_untitled_and_the_timer_waits(qtbot, window, monkeypatch, tmp_path):
+    auto_dir = tmp_path / "autosave"
+    auto_dir.mkdir()
+    dead = auto_dir / "autosave-999999999.json"  # an instance that died (no lock held)
+    dead.write_text(json.dumps(small_session(name="crashed")))
+    load(window, small_session())
+    window.autosave.start()
+    seen = []
+
+    def answer(*a, **k):
+        seen.append(window.autosave.isActive())
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    assert window.offer_recovery()
+    assert seen == [False]  # not running while the question is open
+    assert window.sim.cfg.name == "crashed" and window.path is None
+    assert window.isWindowModified() and "untitled" in window.windowTitle()
+    assert not dead.exists() and window.autosave_path().exists()
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append(1) or ("", ""))
+    window.save()
+    assert asked == [1]  # Save asks for a name
+
+
+def test_a_second_instance_never_touches_the_first_ones_autosave(window, tmp_path):
+    auto_dir = tmp_path / "autosave"
+    auto_dir.mkdir()
+    other = auto_dir / "autosave-12345.json"
+    other.write_text("{}")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(other.with_suffix(".lock")),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert recoverable_autosaves(auto_dir) == []  # a running instance's: not offered
+        load(window, small_session())
+        window.mark_modified()
+        window.remove_autosave()
+        assert other.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert recoverable_autosaves(auto_dir) == [other]  # its instance is gone now
+
+
+# -- 12, 13, 14: forms validated whole ------------------------------------------------------
+
+
+def test_settings_form_is_all_or_nothing_and_keeps_its_error(qtbot, window):
+    load(window, small_session())
+    frame_after(qtbot, window, lambda f: f.settings is not None)
+    ed = window.settings_editor
+    ed._user_edit()
+    ed.strategy.setCurrentText("visitor")
+    ed.downtime.setText("abc")
+    ed._apply()
+    assert "migration.downtime_limit_ms" in ed.status.text() and "not a number" in ed.status.text()
+    qtbot.wait(200)
+    assert "not a number" in ed.status.text()  # not overwritten by an asynchronous answer
+    assert window.sim.session.get("events", []) == [] and window.sim.vm.tracking.strategy == "range"
+    assert "edit refused" in window.messages.toPlainText()
+    ed.downtime.setText("300")
+    ed.bandwidth.setText("0")
+    ed._apply()
+    assert "migration.bandwidth" in ed.status.text()
+    assert window.sim.session.get("events", []) == []
+    ed.bandwidth.setText("256Mbit/s")
+    ed.strategy.setCurrentText("range")
+    ed._apply()
+    assert ed.status.text() == "nothing changed: no edit recorded"
+    assert window.sim.session.get("events", []) == []
+
+
+def test_memslot_add_refuses_an_existing_id_and_size_zero(qtbot, window):
+    load(window, small_session())
+    frame_after(qtbot, window, lambda f: True)
+    ed = window.memslots
+    ed.f_id.setText("0")
+    ed._add()
+    assert "slot 0 exists; use Move" in ed.status.text()
+    ed.f_id.setText("4")
+    ed.f_size.setText("0")
+    ed._add()
+    assert "memslot.size: must be > 0" in ed.status.text()
+    assert sorted(window.sim.vm.slots) == [0]
+
+
+def test_editors_show_the_values_in_effect_after_events(qtbot, window):
+    data = small_session(
+        events=[
+            {"t_ms": 0, "action": "set_migration", "auto_converge": True, "bandwidth": "2Gbit/s"},
+            {"t_ms": 0, "action": "set_tracking", "strategy": "masked-skip"},
+            {
+                "t_ms": 0,
+                "action": "set_workload",
+                "workload": "hot",
+                "rate": "5000 pages/s",
+                "hot_fraction": 0.5,
+            },
+            {"t_ms": 0, "action": "pause_vcpu", "vcpu": 0},
+        ]
+    )
+    load(window, data)
+    window.step_tick()
+    frame_after(qtbot, window, lambda f: f.snapshot.tick >= 1)
+    ed = window.settings_editor
+    assert ed.autoconv.isChecked() and ed.strategy.currentText() == "masked-skip"
+    assert ed.bandwidth.text() == "2000Mbit/s"
+    wl = window.workloads
+    assert wl.table.item(0, 4).text() == "5000 pages/s"
+    assert "hot_fraction=0.5" in wl.table.item(0, 5).text()
+    assert wl.table.item(0, 2).text() == "0 (paused)"
+    assert "masked-skip" in window.status.labels["tracking"].text()
+
+
+# -- 16: dbm mode ---------------------------------------------------------------------------
+
+
+def test_dbm_mode_plots_its_scan_cost_and_says_compare_does_not_apply(qtbot, window):
+    load(window, small_session(tracking={"mode": "dbm", "compare": True}))
+    wait_rounds(qtbot, window, 2)
+    scan = window.graphs.series["walk_model:dbm scan"]
+    rounds = window.last_frame.snapshot.rounds
+    assert scan.tolist() == [r["harvest_model_ns"] / 1e3 for r in rounds] and scan[0] > 0
+    assert "compare does not apply in dbm mode" in window.messages.toPlainText()
+
+
+# -- 9, 22, 23: the heat map first, its scale, its info strip --------------------------------
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 1000), (1920, 1080)])
+def test_heat_map_has_half_the_window_and_nothing_is_clipped(qtbot, window, tmp_path, size):
+    load(window, small_session())
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.width() == size[0], timeout=5000)
+    qtbot.wait(300)
+    assert window.heatmap.width() >= size[0] / 2, window.heatmap.width()
+    from app import dock_layout
+
+    assert dock_layout.clipped(window, window.docks) == []
+    assert window.grab().save(str(tmp_path / f"shot-{size[0]}x{size[1]}.png"))
+    assert window.graphs.columns == (2 if window.graphs.width() >= 720 else 1)
+
+
+def test_a_layout_that_squeezes_the_heat_map_is_not_restored(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.resize(1500, 950)
+    w.show()
+    w.resizeDocks(
+        [w.docks["graphs"]], [1300], __import__("PySide6.QtCore").QtCore.Qt.Orientation.Horizontal
+    )
+    qtbot.wait(100)
+    settings.setValue("window/state", w.saveState(2))
+    w.close()
+    w2 = MainWindow(settings)
+    qtbot.addWidget(w2)
+    w2.resize(1500, 950)
+    w2.show()
+    qtbot.waitUntil(lambda: w2.heatmap.width() >= 750, timeout=5000)
+    w2.close()
+
+
+def test_heat_scale_top_is_a_percentile():
+    heat = np.zeros(10_000, np.float32)
+    heat[:5000] = np.linspace(1, 10, 5000)
+    heat[7] = 8610.0  # one Zipf head page
+    top = heat_top(heat)
+    assert 9.0 <= top <= 10.0  # set by the written pages, not by the single hot one
+
+
+def test_info_strip_describes_the_hovered_page_every_frame(qtbot, window):
+    load(window, small_session())
+    f = frame_after(qtbot, window, lambda f: True)
+    h0 = window.heatmap.info.height()
+    window.heatmap.hovered_gfn = 0x40000 + 5
+    window.runner.req_hover.emit(0x40000 + 5)
+    f = frame_after(qtbot, window, lambda f: f.hover != "")
+    assert "gfn 0x40005" in f.hover and "heat " in f.hover and "writes" in f.hover
+    window.mode.setCurrentIndex(window.mode.findData("prot"))
+    f = frame_after(qtbot, window, lambda f: "protection:" in f.hover)
+    assert window.heatmap.info.text() == f.hover and window.heatmap.info.height() == h0
+
+
+def test_dropping_a_non_session_file_is_refused(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QUrl
+
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(tmp_path / "picture.png"))])
+
+    class Event:
+        def mimeData(self):
+            return data
+
+    assert window._dropped_session(Event()) is None
+
+
+def test_scripted_mode_refuses_an_unknown_heat_map_mode(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run(
+        [sys.executable, "-m", "app.launch", "--mode", "bogus", "--quit"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "--mode" in out.stderr

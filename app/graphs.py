@@ -95,6 +95,7 @@ class TimingGraphs(QWidget):
             )
             self.glw.ci.addItem(head, row=0, col=0, colspan=2)
         else:
+            self.setMinimumSize(320, PLOT_HEIGHT + 30)  # at least one whole plot in the dock
             self.glw.setMinimumHeight(3 * PLOT_HEIGHT)
             self.scroll = QScrollArea()
             self.scroll.setWidgetResizable(True)

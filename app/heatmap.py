@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
@@ -86,6 +87,8 @@ class ColourBar(pg.PlotItem):
         self.bar.setLookupTable(_lut(img.mode))
         if img.mode in CATEGORIES:
             names, _ = CATEGORIES[img.mode]
+            metrics = QFontMetrics(axis.style.get("tickFont") or QFont())
+            self.setFixedWidth(50 + max(metrics.horizontalAdvance(n) for n in names))
             codes = [1, 255] if img.mode == "dirty" else [1 + i for i in range(len(names))]
             self.bar.setImage(np.array(codes, np.uint8)[:, None], levels=(0, 255))
             self.bar.setRect(QRectF(0, 0, 1, len(codes)))
@@ -93,6 +96,7 @@ class ColourBar(pg.PlotItem):
             axis.setLabel("")
             self.setYRange(0, len(codes), padding=0)
         else:
+            self.setFixedWidth(120)
             codes = np.arange(1, 256, dtype=np.uint8)[:, None]
             self.bar.setImage(codes, levels=(0, 255))
             self.bar.setRect(QRectF(0, 0, 1, 255))

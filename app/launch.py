@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("heat", "dirty", "prot", "last_sent", "version"),
         help="heat-map mode",
     )
+    p.add_argument(
+        "--size",
+        default="1600x1000",
+        metavar="WxH",
+        help="scripted: the window's size in pixels (default 1600x1000)",
+    )
     p.add_argument("--bench", action="store_true", help="measure figures 7 and 8, print JSON")
     p.add_argument("--quick", action="store_true", help="with --bench: small sizes")
     p.add_argument("--settings-dir", help=argparse.SUPPRESS)
@@ -95,9 +101,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
-    if os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
-        # the offscreen plugin warns about every window ("does not support propagateSizeHints")
-        os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def quiet_offscreen(_kind, _context, message: str) -> None:
+        # the offscreen plugin warns about every window ("does not support
+        # propagateSizeHints"): noise, not news; everything else still reaches stderr
+        if "propagateSizeHints" not in message:
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(quiet_offscreen)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -134,7 +146,14 @@ def run_app(args: argparse.Namespace) -> int:
             window.mode.setCurrentIndex(idx)
     window.show()
     if scripted:
-        window.resize(1600, 1000)  # the offscreen screen is small; screenshots need room
+        width, _, height = args.size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            print(
+                f"dirtylog-inspector: --size: expected WxH such as 1280x800, got {args.size!r}",
+                file=sys.stderr,
+            )
+            return 2
+        window.resize(int(width), int(height))  # (the offscreen screen is small)
         code = _scripted(app, window, args, QTimer)
     else:
         window.offer_recovery()

@@ -17,6 +17,7 @@ from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QMainWindow,
+    QScrollArea,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -95,9 +96,15 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             editor.refused.connect(self.report)
         self.settings_editor.restart.connect(self.restart_with_tracking)
         self.editor_tabs = QTabWidget()
-        self.editor_tabs.addTab(self.memslots, "Memslots")
-        self.editor_tabs.addTab(self.workloads, "Workloads")
-        self.editor_tabs.addTab(self.settings_editor, "Tracking and migration")
+        for editor, title in (
+            (self.memslots, "Memslots"),
+            (self.workloads, "Workloads"),
+            (self.settings_editor, "Tracking and migration"),
+        ):
+            area = QScrollArea()  # a short dock scrolls its editor instead of clipping it
+            area.setWidgetResizable(True)
+            area.setWidget(editor)
+            self.editor_tabs.addTab(area, title)
         self.tree_panel = TreePanel()
         self.tree_panel.message.connect(self.report)
         self.tree, self.goto = self.tree_panel.tree, self.tree_panel.goto

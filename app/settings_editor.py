@@ -9,7 +9,7 @@ is not typing in it, the form shows the values in effect (after events and edits
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton
@@ -54,7 +54,7 @@ class SettingsEditor(Editor):
         self.clear_chunk.setToolTip("QEMU's clear-bitmap chunk (manual-clear; restarts)")
         self.initially_set = QCheckBox("KVM_DIRTY_LOG_INITIALLY_SET (manual-clear; restarts)")
         self.policy = QComboBox()
-        self.policy.addItems(["qemu", "xen", "none"])
+        self.policy.addItems(list(get_args(MigrationCfg.model_fields["policy"].annotation)))
         self.bandwidth = QLineEdit()
         self.downtime = QLineEdit()
         self.max_rounds = QLineEdit()
@@ -187,6 +187,11 @@ class SettingsEditor(Editor):
             self.status.setStyleSheet("")
             self.status.setText("nothing changed: no edit recorded")
             return
+        if live_t.get("compare") and t_now.get("mode") == "dbm":
+            self.refused.emit(
+                "note: compare does not apply in dbm mode (the harvest scans every leaf; "
+                "there is no write-protect walk to compare)"
+            )
         if live_t:
             self.edit.emit({"action": "set_tracking", **live_t})
         if live_m:

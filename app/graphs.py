@@ -32,6 +32,8 @@ from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
+from app.figure_export import closed_paths_tolerated, settle
+
 STRATEGY_COLOURS = {
     "range": (31, 119, 180),
     "masked-skip": (255, 127, 14),
@@ -299,7 +301,7 @@ class TimingGraphs(QWidget):
         fig.flush()
         fig.resize(width, height)
         fig.show()
-        _settle()
+        settle()
         try:
             yield fig
         finally:
@@ -327,47 +329,11 @@ class TimingGraphs(QWidget):
         wrong place in librsvg and Qt's own renderer)."""
         from pyqtgraph.exporters import SVGExporter
 
-        with self.figure(session, width, height) as fig, _closed_paths_tolerated():
+        with self.figure(session, width, height) as fig, closed_paths_tolerated():
             data = SVGExporter(fig.glw.scene()).export(toBytes=True)
         with open(path, "wb") as fh:
             fh.write(data)
         return True
-
-
-def _settle() -> None:
-    """Let the graphics layouts (and the axes' ticks) follow a new size before drawing."""
-    from PySide6.QtWidgets import QApplication
-
-    end = time.perf_counter() + 0.3  # pyqtgraph re-lays out over several event passes
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-
-
-@contextmanager
-def _closed_paths_tolerated():
-    """pyqtgraph 0.14.0's SVG exporter cannot re-map a path that ends in "Z" (Qt 6 closes
-    rectangles and markers that way; pyqtgraph issue #3495) and fails on the whole figure.
-    While exporting, its coordinate pass gets the paths without the "Z" token: the same
-    shapes (Qt already repeats the first point before "Z"), open instead of closed."""
-    import sys
-
-    import pyqtgraph.exporters.SVGExporter  # noqa: F401 (the module, not the class)
-
-    module = sys.modules["pyqtgraph.exporters.SVGExporter"]
-    original = module.correctCoordinates
-
-    def tolerant(node, defs, item, options):
-        for path in node.getElementsByTagName("path"):
-            d = path.getAttribute("d")
-            if "Z" in d:
-                path.setAttribute("d", " ".join(t for t in d.split() if t != "Z"))
-        return original(node, defs, item, options)
-
-    module.correctCoordinates = tolerant
-    try:
-        yield
-    finally:
-        module.correctCoordinates = original
 
 
 # series that are not strategies take these in the order they appear in their plot

@@ -362,6 +362,8 @@ def test_snapshot_diff_shown_in_the_heat_map(qtbot, window, tmp_path):
         timeout=5_000,
     )
     assert window.heatmap.image.codes[0, :5].tolist() == [2, 2, 4, 3, 1]
+    legend = window.heatmap.legend.text()  # the map names both files
+    assert "A = a.json (round 1)" in legend and "B = b.json (round 1)" in legend
 
 
 def test_changing_the_tracking_mode_restarts_the_run(qtbot, window):

@@ -503,3 +503,34 @@ def test_scripted_mode_refuses_an_unknown_heat_map_mode(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "--mode" in out.stderr
+
+
+def test_menus_check_the_speed_and_offer_reset_layout(window):
+    window.speed.setCurrentIndex(0)
+    assert [a.isChecked() for a in window.speed_actions] == [True] + [False] * 6
+    window.speed_actions[2].trigger()
+    assert window.speed.currentText() == "1× (real time)" and window.speed_actions[2].isChecked()
+    names = [a.text() for a in window.view_menu.actions()]
+    assert "Reset layout" in names
+    window.docks["graphs"].setFloating(True)
+    window.reset_layout()
+    assert not window.docks["graphs"].isFloating()
+
+
+def test_absurd_rates_are_refused_in_the_editor(qtbot, window):
+    from engine.util.errors import DirtylogError
+    from engine.util.units import parse_rate
+
+    try:  # the engine's own rule (a guest cannot write 1e12 pages a second)
+        parse_rate("1e12 pages/s", 4096)
+    except DirtylogError as exc:
+        rule = str(exc)
+    else:
+        pytest.skip("the engine has no upper limit on a workload's rate yet")
+    load(window, small_session())
+    ed = window.workloads
+    ed.rate.setText("1e12 pages/s")
+    ed._add()
+    status = ed.status.text()
+    assert status.startswith("workload.rate") and rule.split(": ", 1)[-1] in status
+    assert [w.name for w in window.sim.workloads] == ["hot"]

@@ -1,15 +1,14 @@
-"""The heat map's colours, read back from rendered pixels and checked against the legend.
+"""The heat map's colours, read back from rendered pixels and checked against its colour bar.
 
-The expected colours are written down here by hand, from what the legend promises (the
-protection states' and snapshot-diff colours as the README and legend list them; "red = dirty,
-light = clean"; grey = never sent; matplotlib's inferno and viridis end points, black-purple →
-yellow), never taken from ``app.heatmap``'s tables.  Pixels come from pyqtgraph's own
-rendering of the ImageItem, so a shifted lookup table or a wrong code mapping shows up.
+The expected colours are written down here by hand, from what the colour bar promises (the
+protection states' and snapshot-diff colours, six clearly different hues since the review
+found two similar blues and two similar reds; red = dirty, light = clean; grey = never sent;
+matplotlib's inferno and viridis end points, black-purple → yellow), never taken from
+``app.heatmap``'s tables.  Pixels come from pyqtgraph's own rendering of the ImageItems (the
+map and the colour bar beside it), so a shifted lookup table or a wrong code mapping shows up.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
@@ -22,12 +21,12 @@ from engine.migration.snapshot import PROT_NAMES, Snapshot  # noqa: E402
 
 EMPTY_CELL = (40, 40, 40)  # past the last page
 PROT_COLOURS = {  # protection state -> RGB, in the order of snapshot.PROT_* codes 0..5
-    "unmapped": (60, 60, 60),
-    "write-protected page": (70, 130, 220),
-    "writable page": (230, 90, 60),
-    "write-protected block": (40, 60, 160),
-    "writable block": (180, 40, 30),
-    "writable-clean (DBM)": (240, 200, 60),
+    "unmapped": (60, 60, 60),  # grey
+    "write-protected page": (60, 120, 230),  # blue
+    "writable page": (235, 70, 50),  # red
+    "write-protected block": (120, 215, 120),  # light green
+    "writable block": (205, 80, 215),  # magenta
+    "writable-clean (DBM)": (250, 205, 50),  # yellow
 }
 DIFF_COLOURS = {
     "in neither": (60, 60, 60),
@@ -67,9 +66,22 @@ def _pixels(hm: HeatMap, layer, mode: str, per_row: int = 4) -> list[tuple[int, 
     return out
 
 
+def _bar(hm: HeatMap) -> tuple[list[tuple[float, str]], list[tuple[int, int, int]]]:
+    """The colour bar's ticks (position, text) and its colours, bottom row first."""
+    hm.colour_bar.bar.render()
+    q = hm.colour_bar.bar.qimage
+    colours = []
+    for r in range(q.height()):
+        c = q.pixelColor(0, r)
+        colours.append((c.red(), c.green(), c.blue()))
+    ticks = hm.colour_bar.getAxis("right")._tickLevels[0]
+    return [(float(p), t) for p, t in ticks], colours
+
+
 def _legend_colours(hm: HeatMap) -> dict[str, tuple[int, int, int]]:
-    spans = re.findall(r"rgb\((\d+), (\d+), (\d+)\)'>■</span> ([^,<]+?)(?=,|$|;)", hm.legend.text())
-    return {name.strip(): (int(r), int(g), int(b)) for r, g, b, name in spans}
+    """Each category the colour bar names, with the colour drawn beside its name."""
+    ticks, colours = _bar(hm)
+    return {name: colours[int(pos)] for pos, name in ticks}
 
 
 def test_every_protection_state_in_its_own_legend_colour(heatmap):
@@ -93,7 +105,7 @@ def test_dirty_mode_with_zero_and_one_layers(heatmap, layer):
     memory keep those colours (the scale is fixed, not stretched to the data)."""
     got = _pixels(heatmap, np.array(layer, np.uint8), "dirty")
     assert got == [DIRTY if v else CLEAN for v in layer] + [EMPTY_CELL] * 3
-    assert "red = dirty, light = clean" in heatmap.legend.text()
+    assert _legend_colours(heatmap) == {"clean": CLEAN, "dirty": DIRTY}
 
 
 def test_last_sent_never_sent_is_grey_and_rounds_run_dark_to_yellow(heatmap):
@@ -101,7 +113,10 @@ def test_last_sent_never_sent_is_grey_and_rounds_run_dark_to_yellow(heatmap):
     assert got[0] == NEVER_SENT
     assert got[1] == VIRIDIS_0 and got[3] == VIRIDIS_1
     assert got[2] not in (NEVER_SENT, VIRIDIS_0, VIRIDIS_1)
-    assert "grey = never" in heatmap.legend.text() and "round 0 → 10" in heatmap.legend.text()
+    ticks, colours = _bar(heatmap)
+    names = [t for _, t in ticks]
+    assert names[0] == "never" and colours[0] == NEVER_SENT  # the bar's bottom: never sent
+    assert "0" in names and names[-1] == "10" and colours[-1] == VIRIDIS_1
 
 
 @pytest.mark.parametrize("mode", ["heat", "version"])
@@ -111,4 +126,6 @@ def test_heat_and_version_run_black_to_yellow(heatmap, mode):
     assert got[0] == INFERNO_0 and got[3] == INFERNO_1
     lum = [sum(c) for c in got[:4]]
     assert lum == sorted(lum) and len(set(lum)) == 4
-    assert "black → yellow" in heatmap.legend.text()
+    _, colours = _bar(heatmap)  # the colour bar runs from black (0) to yellow (the top)
+    assert colours[0] == INFERNO_0 and colours[-1] == INFERNO_1
+    assert heatmap.colour_bar.getAxis("right").labelText.startswith("writes")

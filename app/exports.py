@@ -164,15 +164,16 @@ class ExportsMixin:
             return []
         m = sim.migration
         t_ns = m.last_harvest_t_ns
+        number = m.syncs  # the harvest's number, as dirtylog export names it
         written = []
         try:
             out.mkdir(parents=True, exist_ok=True)
             for sid, words in m.last_harvest.items():
                 s = sim.vm.slots[sid].slot
                 snap = BitmapSnapshot(
-                    sid, s.base_gfn, s.npages, sim.vm.page_size, m.round - 1, t_ns, words.copy()
+                    sid, s.base_gfn, s.npages, sim.vm.page_size, number, t_ns, words.copy()
                 )
-                written += write_snapshot(snap, out, f"round-{m.round - 1:04d}-slot-{sid}", "bin")
+                written += write_snapshot(snap, out, f"round-{number:04d}-slot-{sid}", "bin")
         except (OSError, DirtylogError) as exc:
             self.report(f"export failed: {exc}")
             return written

@@ -51,7 +51,9 @@ class SettingsEditor(Editor):
         self.ring_entries = QLineEdit()
         self.ring_entries.setToolTip("dirty ring entries per vCPU (ring mode; restarts)")
         self.clear_chunk = QLineEdit()
-        self.clear_chunk.setToolTip("QEMU's clear-bitmap chunk (manual-clear; restarts)")
+        self.clear_chunk.setToolTip(
+            "QEMU's clear-bitmap chunk (manual-clear; restarts); empty: the session's default"
+        )
         self.initially_set = QCheckBox("KVM_DIRTY_LOG_INITIALLY_SET (manual-clear; restarts)")
         self.policy = QComboBox()
         self.policy.addItems(list(get_args(MigrationCfg.model_fields["policy"].annotation)))
@@ -117,7 +119,8 @@ class SettingsEditor(Editor):
         self.compare.setChecked(bool(t.get("compare", False)))
         self.eager.setText(str(t.get("eager_split", 0)))
         self.ring_entries.setText(str(t.get("ring_entries", 4096)))
-        self.clear_chunk.setText(str(t.get("clear_chunk", 256 << 10)))
+        chunk = t.get("clear_chunk")
+        self.clear_chunk.setText("" if chunk is None else str(chunk))  # empty: the default
         self.initially_set.setChecked(bool(t.get("initially_set", False)))
         self.policy.setCurrentText(m.get("policy", "qemu"))
         self.bandwidth.setText(f"{m.get('bandwidth', 128 << 20) * 8 / 1e6:g}Mbit/s")
@@ -141,7 +144,11 @@ class SettingsEditor(Editor):
             "compare": self.compare.isChecked(),
             "eager_split": parse_size(self.eager.text() or "0", "tracking.eager_split"),
             "ring_entries": self._number(self.ring_entries, "tracking.ring_entries", int),
-            "clear_chunk": parse_size(self.clear_chunk.text(), "tracking.clear_chunk"),
+            "clear_chunk": (
+                parse_size(self.clear_chunk.text(), "tracking.clear_chunk")
+                if self.clear_chunk.text().strip()
+                else None
+            ),
             "initially_set": self.initially_set.isChecked(),
         }
         migration = {

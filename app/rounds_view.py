@@ -66,9 +66,11 @@ class RoundsTable(QTableWidget):
             self.fill(self._snap)
 
     def fill(self, snap) -> None:
+        """A snapshot's rounds (and the round being sent), or just a list of rounds."""
         self._snap = snap
-        rounds = snap.rounds
-        sending = snap.phase in ("iterating", "stop-and-copy") and snap.round > 0
+        rounds = getattr(snap, "rounds", snap)
+        phase = getattr(snap, "phase", "done")
+        sending = phase in ("iterating", "stop-and-copy") and snap.round > 0
         self.setRowCount(len(rounds) + sending)
         for i, r in enumerate(rounds):
             vals = round_row(r)

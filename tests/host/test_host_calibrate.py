@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import needs_kvm
+from kvm_available import needs_kvm
 
 from engine.cli.main import main
 from engine.migration.simulation import Simulation

@@ -9,7 +9,7 @@ import errno
 
 import numpy as np
 import pytest
-from conftest import needs_kvm
+from kvm_available import needs_kvm
 
 from engine.host import uapi as U
 from engine.host.errors import HostKvmError

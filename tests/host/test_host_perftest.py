@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import needs_kvm
+from kvm_available import needs_kvm
 
 from engine.cli.main import main
 

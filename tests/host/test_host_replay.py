@@ -8,7 +8,7 @@ fault counts must agree too (x86 protects exactly the set bits)."""
 import json
 
 import numpy as np
-from conftest import needs_kvm
+from kvm_available import needs_kvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import needs_kvm
+from kvm_available import needs_kvm
 
 from engine.host import uapi as U
 from engine.host.errors import HostKvmError

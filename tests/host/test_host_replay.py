@@ -8,9 +8,9 @@ fault counts must agree too (x86 protects exactly the set bits)."""
 import json
 
 import numpy as np
-from kvm_available import needs_kvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kvm_available import needs_kvm
 
 from engine.cli.main import main
 from engine.host.replay import record_run, replay, setup_of

@@ -294,6 +294,13 @@ class Simulation:
         if (sending and self.vm.tracking.manual) or not acc.write.all():
             return False
         m = self.migration
+        # a slot sent untracked (logging off) is resent from the source's content at stop,
+        # and dbm and ring pages are harvested from state the later ticks' writes would change
+        if sending and (
+            self.vm.tracking.mode in ("dbm", "ring")
+            or not all(sm.tracked for sm in m.slots.values())
+        ):
+            return False
         # a send's cost reads the page's content (zero or not): the content of its own tick
         zero_costs = sending and m.cfg.zero_page_detection != "none"
         if zero_costs and not all(sm.populated for sm in m.slots.values()):

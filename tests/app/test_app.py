@@ -312,9 +312,14 @@ def test_heat_map_refines_when_zoomed_in(qtbot, window):
         timeout=5_000,
     )
     window.heatmap.plot.getViewBox().setRange(xRange=(0, 64), yRange=(0, 2), padding=0)
+    # the view range reaches the worker with a later frame: wait for the frame drawn for it
     qtbot.waitUntil(
-        lambda: window.last_frame is not None and window.last_frame.detail is not None,
-        timeout=5_000,
+        lambda: (
+            window.last_frame is not None
+            and window.last_frame.detail is not None
+            and window.last_frame.detail.pages_per_cell == 2
+        ),
+        timeout=10_000,
     )
     detail = window.last_frame.detail
     # rows 0-2 hold 1536 pages: the finest fold that fits 1024 cells and divides 8 is 2
@@ -335,7 +340,7 @@ def test_workload_editor_adds_and_refuses(qtbot, window):
     ed._add()
     qtbot.waitUntil(lambda: "applied" in ed.status.text(), timeout=5_000)
     assert [w.name for w in window.sim.workloads] == ["hot", "z"]
-    assert ed.table.rowCount() == 2
+    qtbot.waitUntil(lambda: ed.table.rowCount() == 2, timeout=5_000)  # filled from the next frame
     ed.table.setCurrentCell(1, 0)  # selecting a workload loads it into the form
     assert json.loads(ed.params.text()) == {"s": 1.3} and ed.name.text() == "z"
     ed.params.setText('{"s": -1}')

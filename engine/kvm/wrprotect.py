@@ -306,6 +306,20 @@ def _span_masks(masks: np.ndarray) -> np.ndarray:
     return _smear_down(m) & ~below_low
 
 
+def _span_walk_in_chunks(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> bool:
+    """The walker's batches for aligned words, taken a chunk at a time: one upper-level walk
+    per word and its [ffs, fls] span re-protected.  False when the words do not fit the
+    chunked layout (the caller walks them instead)."""
+    fast = _WordChunks.of(pgt, base_gfn + offsets)
+    if fast is None:
+        return False
+    fast.upper_walks(pgt, counters, int(offsets.size))
+    fast.apply(pgt, _span_masks(masks), counters, "mask")
+    return True
+
+
 # -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------
 
 
@@ -319,10 +333,7 @@ def protect_range(
 ) -> None:
     """Per word, walk [ffs, fls] top down, one level function after another."""
     g = pgt.geom
-    fast = _WordChunks.of(pgt, base_gfn + offsets)
-    if fast is not None:
-        fast.upper_walks(pgt, counters, int(offsets.size))
-        fast.apply(pgt, _span_masks(masks), counters, "mask")
+    if _span_walk_in_chunks(pgt, base_gfn, offsets, masks, counters):
         return
     start, end = _spans(base_gfn, offsets, masks, g.page_shift)
     # entry-level loop (stage2_wp_range's pgd loop): every root entry the span touches
@@ -370,10 +381,7 @@ def protect_visitor(
     starts: np.ndarray | None = None,
 ) -> None:
     """kvm_pgtable_stage2_wrprotect per word: stage2_update_leaf_attrs(clr=S2AP_W)."""
-    fast = _WordChunks.of(pgt, base_gfn + offsets)
-    if fast is not None:  # the walker's batches for aligned words, taken a chunk at a time
-        fast.upper_walks(pgt, counters, int(offsets.size))
-        fast.apply(pgt, _span_masks(masks), counters, "mask")
+    if _span_walk_in_chunks(pgt, base_gfn, offsets, masks, counters):
         return
     start, end = _spans(base_gfn, offsets, masks, pgt.geom.page_shift)
     walk_bulk_spans(pgt, start, end, _WRPROTECT_BULK, counters)

@@ -226,12 +226,22 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             self.runner.req_running.emit(not (f and (f.running or f.stepping)))
 
     def step_tick(self) -> None:
-        if self.runner:
+        if self.runner and not self._over("Step tick"):
             self.runner.req_step_tick.emit()
 
     def step_round(self) -> None:
-        if self.runner:
+        if self.runner and not self._over("Step round"):
             self.runner.req_step_round.emit()
+
+    def _over(self, what: str) -> bool:
+        """A finished run has nothing left to step (QEMU stopped the source at switchover):
+        say so rather than doing nothing."""
+        if self.last_frame is None or not self.last_frame.finished:
+            return False
+        self.report(
+            f"{what}: the run has ended (outcome under the map); Reset (Ctrl+R) runs it again"
+        )
+        return True
 
     def reset(self) -> None:
         if self.sim is None:
@@ -350,6 +360,7 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self.start_btn.setText(
             "Pause" if frame.running or frame.stepping else ("Done" if frame.finished else "Start")
         )
+        self.controls.show_finished(frame.finished)
         self.frame_shown.emit(frame)
 
     def show_error(self, text: str) -> None:

@@ -25,6 +25,8 @@ SPEEDS = [
     ("as fast as possible", 1e6),
 ]
 DEFAULT_SPEED = 2  # 1× (real time)
+TICK_TIP = "Advance one tick (N)"
+ROUND_TIP = "Run to the next harvest (R): the end of the current round; Pause cancels it"
 
 
 class RunControls(QWidget):
@@ -35,11 +37,9 @@ class RunControls(QWidget):
         self.start_btn = QPushButton("Start")
         self.start_btn.setToolTip("Start or pause (Space); Pause also cancels a step")
         self.tick_btn = QPushButton("Step tick")
-        self.tick_btn.setToolTip("Advance one tick (N)")
+        self.tick_btn.setToolTip(TICK_TIP)
         self.round_btn = QPushButton("Step round")
-        self.round_btn.setToolTip(
-            "Run to the next harvest (R): the end of the current round; Pause cancels it"
-        )
+        self.round_btn.setToolTip(ROUND_TIP)
         self.reset_btn = QPushButton("Reset")
         self.reset_btn.setToolTip("Restart the session from its beginning (Ctrl+R)")
         self.speed = QComboBox()
@@ -81,6 +81,12 @@ class RunControls(QWidget):
             row.addWidget(QLabel(label))
             row.addWidget(w)
         row.addStretch(1)
+
+    def show_finished(self, finished: bool) -> None:
+        """A finished run cannot be stepped: the step buttons are off and say why."""
+        for b, tip in ((self.tick_btn, TICK_TIP), (self.round_btn, ROUND_TIP)):
+            b.setEnabled(not finished)
+            b.setToolTip(f"{tip}\n(the run has ended: Reset runs it again)" if finished else tip)
 
     def speed_value(self) -> float:
         return SPEEDS[self.speed.currentIndex()][1]

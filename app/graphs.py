@@ -241,11 +241,16 @@ class TimingGraphs(QWidget):
         the strategy that changes the VM; in dbm mode the walk plot shows the leaf scan."""
         self._args = (rounds, page_size, active, tracking_mode)
         self.active = "dbm scan" if tracking_mode == "dbm" else active
-        self.series = series_from_rounds(rounds, page_size, tracking_mode == "dbm")
+        self.series = series_from_rounds(rounds, page_size, tracking_mode == "dbm", active)
         if tracking_mode == "dbm":
             self.notes = {
                 "walk_model": "dbm: no write-protect walk; the harvest scans every leaf",
                 "walk_cpu": "dbm: the leaf scan is modelled only (see the plot on the left)",
+            }
+        elif tracking_mode == "manual-clear":
+            self.notes = {
+                "walk_model": "manual-clear: GET protects nothing; the CLEARs made while a "
+                "round sends (chunk by chunk) protect what the harvest before it reported",
             }
         self._stale = list(self.plots)
         self._next.start()
@@ -348,21 +353,34 @@ PALETTE = (
 
 
 def series_from_rounds(
-    rounds: Sequence[Mapping[str, object]], page_size: int = 4096, dbm: bool = False
+    rounds: Sequence[Mapping[str, object]],
+    page_size: int = 4096,
+    dbm: bool = False,
+    active: str = "",
 ) -> dict[str, np.ndarray]:
     """Columns of per-round values keyed ``plot:label`` (plus ``x``, the round numbers).
 
-    ``remaining`` is in pages of ``page_size`` bytes (the session's granule).  With ``dbm``
-    the modelled walk plot gets the harvest's leaf scan (``harvest_model_ns``)."""
+    ``remaining`` is in pages of ``page_size`` bytes (the session's granule).  A round in
+    which nothing was write-protected (no strategy ran: e.g. round 1 of manual-clear without
+    initially-set, whose write-protect was done when logging started, in the setup, and whose
+    closing GET protects nothing) is a point at 0, not a gap; a strategy missing from a round
+    that has walks (compare switched on later) is a gap.  With ``dbm`` the modelled walk plot
+    gets the harvest's leaf scan (``harvest_model_ns``); otherwise the ``active`` strategy
+    always has a series."""
     out: dict[str, np.ndarray] = {"x": np.array([r["round"] for r in rounds], dtype=float)}
-    strategies = sorted({s for r in rounds for s in r.get("walk_model_ns", {})})
+    seen = {s for r in rounds for s in r.get("walk_model_ns", {})}
+    strategies = sorted(seen | ({active} if active and not dbm and rounds else set()))
 
     def col(fn):
         return np.array([fn(r) for r in rounds], dtype=float)
 
+    def walk(r, key: str, s: str, scale: float) -> float:
+        values = r.get(key) or {}
+        return values.get(s, np.nan) / scale if values else 0.0
+
     for s in strategies:
-        out[f"walk_model:{s}"] = col(lambda r, s=s: r.get("walk_model_ns", {}).get(s, np.nan) / 1e3)
-        out[f"walk_cpu:{s}"] = col(lambda r, s=s: r.get("walk_cpu_us", {}).get(s, np.nan))
+        out[f"walk_model:{s}"] = col(lambda r, s=s: walk(r, "walk_model_ns", s, 1e3))
+        out[f"walk_cpu:{s}"] = col(lambda r, s=s: walk(r, "walk_cpu_us", s, 1.0))
     if dbm:
         out["walk_model:dbm scan"] = col(lambda r: r["harvest_model_ns"] / 1e3)
     out["pages:dirty harvested"] = col(lambda r: r["dirty_pages"])

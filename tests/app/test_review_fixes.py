@@ -443,6 +443,32 @@ def test_dbm_mode_plots_its_scan_cost_and_says_compare_does_not_apply(qtbot, win
     assert "compare does not apply in dbm mode" in window.messages.toPlainText()
 
 
+@pytest.mark.parametrize("initially_set", [True, False])
+def test_manual_clear_has_a_round_one_walk_point(qtbot, window, initially_set):
+    """Review defect 16: manual-clear had no walk point for round 1 (dirty-sync-count 1: the
+    round the setup sync opens).  With KVM_DIRTY_LOG_INITIALLY_SET the first pass CLEARs
+    every chunk before sending it, write-protecting each of the 8 MiB / 4 KiB = 2,048 leaves
+    once; without it logging started with every leaf write-protected (the setup) and the GET
+    that closes round 1 protects nothing (manual protect), so round 1's walk is a point at
+    0, not a gap."""
+    data = small_session(
+        tracking={"mode": "manual-clear", "compare": True, "initially_set": initially_set}
+    )
+    data["memslots"][0]["size"] = "8MiB"
+    load(window, data)
+    wait_rounds(qtbot, window, 1)
+    window.graphs.flush()
+    r1 = window.last_frame.snapshot.rounds[0]
+    assert r1["round"] == 1
+    assert r1["desc_writes"] == ({"L3": 2048} if initially_set else {})
+    for s in ("range", "masked-skip", "visitor", "rmap"):
+        x, y = window.graphs.curves[("walk_model", s)].getData()
+        assert x[0] == 1
+        expected = r1["walk_model_ns"][s] / 1e3 if initially_set else 0.0
+        assert y[0] == expected and (y[0] > 0) == initially_set
+        assert np.isfinite(window.graphs.curves[("walk_cpu", s)].getData()[1][0])
+
+
 # -- 9, 22, 23: the heat map first, its scale, its info strip --------------------------------
 
 

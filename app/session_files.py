@@ -19,13 +19,13 @@ import copy
 import fcntl
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox, QProgressDialog
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from app.background_load import load_with_progress
 from engine.files.session import save_session_file
 from engine.migration.simulation import Simulation
 from engine.util.errors import DirtylogError
@@ -141,53 +141,25 @@ class SessionFilesMixin:
 
     def open_path(self, path: str | Path) -> bool:
         """Open a session (no question asked: the callers below ask first).  A load that
-        takes more than a moment shows a busy dialog whose Cancel keeps the current session
-        (the abandoned load finishes in the background and is dropped)."""
+        takes more than a moment shows a progress dialog whose Cancel stops the load and
+        keeps the current session as it was (``background_load``)."""
         try:
-            sim = self.load_in_background(lambda: Simulation.from_file(path), Path(path).name)
+            sim = load_with_progress(self, lambda: Simulation.from_file(path), Path(path).name)
         except (DirtylogError, MemoryError) as exc:
             exc = exc if isinstance(exc, DirtylogError) else "not enough memory for this session"
             self.report(f"cannot open {path}: {exc}")
             QMessageBox.warning(self, "Cannot open session", str(exc))
             return False
         if sim is None:
-            self.report(f"opening {path} cancelled: the current session stays")
+            self.report(
+                f"opening {path} cancelled: the load was stopped; the current session stays"
+            )
             return False
         self.modified = False
         self.load_simulation(sim, Path(path))
         self.restore_view(sim.session.get("view") or {})
         self._set_clean()
         return True
-
-    def load_in_background(self, make, name: str):
-        """``make()`` in a thread, with a busy dialog after 0.3 s; None when cancelled.
-        Raises what ``make`` raised."""
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["sim"] = make()
-            except BaseException as exc:  # handed over to the GUI thread below
-                box["error"] = exc
-
-        thread = threading.Thread(target=run, name="load-session", daemon=True)
-        thread.start()
-        thread.join(0.3)
-        if thread.is_alive():
-            dialog = QProgressDialog(f"Loading {name}…", "Cancel", 0, 0, self)
-            dialog.setWindowTitle("Loading session")
-            dialog.setWindowModality(Qt.WindowModality.WindowModal)
-            dialog.show()
-            while thread.is_alive() and not dialog.wasCanceled():
-                QApplication.processEvents()
-                thread.join(0.02)
-            cancelled = dialog.wasCanceled()
-            dialog.close()
-            if cancelled:
-                return None
-        if "error" in box:
-            raise box["error"]
-        return box["sim"]
 
     def open_user(self, path: str | Path) -> bool:
         """Open Recent and drop: ask to save the current edits first."""

@@ -128,6 +128,57 @@ def test_pause_cancels_a_step(qtbot, window):
     assert window.sim.t_ns == t and len(f.snapshot.rounds) == 0
 
 
+def test_a_cancelled_load_stops_and_leaves_the_session_as_it_was(qtbot, window, monkeypatch):
+    """Review defect 19 (no progress during long loads) and the cancel: opening a slow
+    session shows a progress dialog naming it; Cancel stops the loading thread (it takes no
+    further step) and nothing of it is applied: same simulation, title, path, run."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QProgressDialog
+
+    load(window, small_session(name="kept"))
+    wait_rounds(qtbot, window, 1)
+    sim, title, t_ns = window.sim, window.windowTitle(), window.sim.t_ns
+    rounds = window.last_frame.snapshot.rounds
+    steps: list[int] = []
+
+    def slow_load(path):  # 5 s of small steps, unless stopped
+        for i in range(500):
+            steps.append(i)
+            time.sleep(0.01)
+        return Simulation.from_dict(small_session(name="must-not-appear"))
+
+    monkeypatch.setattr(Simulation, "from_file", slow_load)
+    seen = []
+
+    def look_and_cancel():
+        dialog = window.findChild(QProgressDialog)
+        seen.append((dialog.isVisible(), dialog.labelText()))
+        dialog.cancel()
+
+    QTimer.singleShot(600, look_and_cancel)
+    assert window.open_path("/tmp/slow-session.json") is False
+    assert seen and seen[0][0] and seen[0][1].startswith("Loading slow-session.json…")
+    qtbot.wait(100)  # (the thread stops at its next step: within one 10 ms sleep)
+    stopped_at = len(steps)
+    qtbot.wait(200)
+    assert len(steps) == stopped_at < 100
+    assert window.sim is sim and window.windowTitle() == title and window.path is None
+    assert window.sim.cfg.name == "kept" and window.sim.t_ns == t_ns
+    assert "opening /tmp/slow-session.json cancelled" in window.messages.toPlainText()
+    f = frame_after(qtbot, window, lambda f: True)
+    assert f.snapshot.t_ns == t_ns and f.snapshot.rounds == rounds
+
+
+def test_a_load_cancelled_after_it_finished_is_dropped():
+    from app.background_load import BackgroundLoad
+
+    load = BackgroundLoad(lambda: "built")
+    load.thread.join(5)
+    assert load.state == "done" and load.result == "built"
+    load.cancel()  # (Cancel pressed as the load finished)
+    assert load.state == "cancelled" and load.result is None
+
+
 # -- 3, 10, 11: everything cleared on Reset, New, Open ---------------------------------------
 
 

@@ -155,7 +155,7 @@ def test_a_cancelled_load_stops_and_leaves_the_session_as_it_was(qtbot, window, 
         seen.append((dialog.isVisible(), dialog.labelText()))
         dialog.cancel()
 
-    QTimer.singleShot(600, look_and_cancel)
+    QTimer.singleShot(350, look_and_cancel)  # (fires once the dialog is up)
     assert window.open_path("/tmp/slow-session.json") is False
     assert seen and seen[0][0] and seen[0][1].startswith("Loading slow-session.json…")
     qtbot.wait(100)  # (the thread stops at its next step: within one 10 ms sleep)

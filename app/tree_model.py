@@ -5,6 +5,13 @@ Nothing is built ahead: an index's internal id is the entry's flat position in t
 children are fetched in batches as the view scrolls (``canFetchMore``/``fetchMore``), so a
 guest with 16 M leaves costs only the rows on screen.  Cells read the live descriptor when
 painted; ``refresh`` repaints after each frame.
+
+With ``valid_only`` a table's rows are its valid entries only (descriptor bit 0 set, found
+with one numpy pass over the table's 512 entries): the 1,000-odd invalid entries around a
+small guest's few tables disappear, and a table's "kind" cell says how many of its entries
+are valid.  The rows of the tables in view are recomputed each frame (the worker maps,
+splits and unmaps as the guest runs); when they change, the view's expanded and selected
+entries follow their entries (a layout change), not their old row numbers.
 """
 
 from __future__ import annotations
@@ -38,13 +45,52 @@ Index = QModelIndex | QPersistentModelIndex
 class PageTableModel(QAbstractItemModel):
     """A QAbstractItemModel over a PageTable (and optional slot / dirty lookups)."""
 
-    def __init__(self, pgt: PageTable, slot_of=None, dirty_of=None, parent=None) -> None:
+    def __init__(
+        self, pgt: PageTable, slot_of=None, dirty_of=None, parent=None, valid_only: bool = False
+    ) -> None:
         super().__init__(parent)
         self.pgt = pgt
         self.slot_of = slot_of or (lambda ipa: "")
         self.dirty_of = dirty_of or (lambda ipa: "")
         self.touched = np.zeros(0, dtype=np.int64)  # sorted flat positions
         self._fetched: dict[int, int] = {}  # node key -> rows made visible so far
+        self.valid_only = valid_only
+        self._shown: dict[int, np.ndarray] = {}  # table -> entry indexes shown (valid_only)
+
+    def set_valid_only(self, on: bool) -> None:
+        """Show only valid entries (or all of them again); the tree starts collapsed."""
+        self.beginResetModel()
+        self.valid_only = on
+        self._shown.clear()
+        self._fetched.clear()
+        self.endResetModel()
+
+    # -- rows <-> entries ---------------------------------------------------------------------
+
+    def _valid_entries(self, table: int) -> np.ndarray:
+        return np.flatnonzero(self.pgt.pool[table] & np.uint64(1))
+
+    def _entries(self, table: int) -> np.ndarray | None:
+        """Entry indexes of ``table`` in row order; None: all of them (row = entry index)."""
+        if not self.valid_only:
+            return None
+        rows = self._shown.get(table)
+        if rows is None:
+            rows = self._shown[table] = self._valid_entries(table)
+        return rows
+
+    def _row_count(self, table: int) -> int:
+        rows = self._entries(table)
+        return self.pgt.E if rows is None else int(rows.size)
+
+    def _row_of(self, pos: int) -> int:
+        """The row of the entry at flat position ``pos`` (-1: not shown)."""
+        table, idx = divmod(pos, self.pgt.E)
+        rows = self._entries(table)
+        if rows is None:
+            return idx
+        i = int(np.searchsorted(rows, idx))
+        return i if i < rows.size and int(rows[i]) == idx else -1
 
     # -- ids ----------------------------------------------------------------------------------
 
@@ -64,15 +110,18 @@ class PageTableModel(QAbstractItemModel):
 
     def _child_table(self, index: Index) -> int | None:
         """The table page whose entries are this node's children, if any."""
-        if not index.isValid():
+        return self._key_table(int(index.internalId())) if index.isValid() else None
+
+    def _key_table(self, key: int) -> int | None:
+        """The table under a node (by its internal id, the key ``_fetched`` counts by)."""
+        if key < 0:
             return None
-        kind, value = self._decode(index)
-        if kind == "root":
-            return value
-        table, _ = divmod(value, self.pgt.E)
-        level = int(self.pgt.table_level[table])
-        d = int(self.pgt.flat[value])
-        if level < 3 and d & 3 == 3:
+        if key & _ROOT_TAG:
+            return key >> 1
+        pos = (key >> 1) - 1
+        table, _ = divmod(pos, self.pgt.E)
+        d = int(self.pgt.flat[pos])
+        if int(self.pgt.table_level[table]) < 3 and d & 3 == 3:
             return int(self.pgt.table_of(np.array([d], dtype=np.uint64))[0])
         return None
 
@@ -89,9 +138,11 @@ class PageTableModel(QAbstractItemModel):
                 return QModelIndex()
             return self.createIndex(row, column, self._root_id(row))
         table = self._child_table(parent)
-        if table is None or row >= self.pgt.E:
+        if table is None or row >= self._row_count(table):
             return QModelIndex()
-        return self.createIndex(row, column, self._entry_id(table * self.pgt.E + row))
+        rows = self._entries(table)
+        entry = row if rows is None else int(rows[row])
+        return self.createIndex(row, column, self._entry_id(table * self.pgt.E + entry))
 
     def parent(self, index: Index = QModelIndex()) -> QModelIndex:  # type: ignore[override]
         if not index.isValid():
@@ -103,18 +154,20 @@ class PageTableModel(QAbstractItemModel):
         if table < self.pgt.n_root:
             return self.createIndex(table, 0, self._root_id(table))
         ppos = int(self.pgt.parent[table])
-        if ppos < 0:
+        row = self._row_of(ppos) if ppos >= 0 else -1
+        if row < 0:
             return QModelIndex()
-        return self.createIndex(ppos % self.pgt.E, 0, self._entry_id(ppos))
+        return self.createIndex(row, 0, self._entry_id(ppos))
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:
         if parent.isValid() and parent.column() > 0:
             return 0
         if not parent.isValid():
             return self.pgt.n_root
-        if self._child_table(parent) is None:
+        table = self._child_table(parent)
+        if table is None:
             return 0
-        return self._fetched.get(self._key(parent), 0)
+        return min(self._fetched.get(self._key(parent), 0), self._row_count(table))
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:
         return len(COLUMNS)
@@ -127,16 +180,19 @@ class PageTableModel(QAbstractItemModel):
         return self._child_table(parent) is not None
 
     def canFetchMore(self, parent: Index) -> bool:
-        if not parent.isValid() or self._child_table(parent) is None:
+        table = self._child_table(parent)
+        if not parent.isValid() or table is None:
             return False
-        return self._fetched.get(self._key(parent), 0) < self.pgt.E
+        return self._fetched.get(self._key(parent), 0) < self._row_count(table)
 
     def fetchMore(self, parent: Index) -> None:
         if not self.canFetchMore(parent):
             return
+        table = self._child_table(parent)
+        assert table is not None
         key = self._key(parent)
         have = self._fetched.get(key, 0)
-        more = min(BATCH, self.pgt.E - have)
+        more = min(BATCH, self._row_count(table) - have)
         self.beginInsertRows(parent, have, have + more - 1)
         self._fetched[key] = have + more
         self.endInsertRows()
@@ -177,8 +233,14 @@ class PageTableModel(QAbstractItemModel):
         if column == 1:
             return f"{table * span:#x} – {(table + 1) * span - 1:#x}"
         if column == 2:
-            return "table"
+            return self._table_kind(table)
         return ""
+
+    def _table_kind(self, table: int) -> str:
+        """ "table", and with valid_only how many of its entries are valid (the rows)."""
+        if not self.valid_only:
+            return "table"
+        return f"table · {self._valid_entries(table).size}/{self.pgt.E} valid"
 
     def _entry_text(self, pos: int, column: int) -> str:
         pgt = self.pgt
@@ -195,6 +257,8 @@ class PageTableModel(QAbstractItemModel):
         if column == 1:
             return f"{ipa:#x} – {ipa + size - 1:#x}"
         if column == 2:
+            if kind == "table" and level < 3:
+                return self._table_kind(int(pgt.table_of(np.array([d], dtype=np.uint64))[0]))
             return kind
         if column == 3:
             return f"{d:#018x}"
@@ -217,9 +281,15 @@ class PageTableModel(QAbstractItemModel):
 
     # -- navigation ---------------------------------------------------------------------------
 
-    def index_for_ipa(self, ipa: int) -> QModelIndex:
-        """The index of the entry that maps ``ipa`` (leaf, or where the walk stops)."""
-        level, pos, _ = self.pgt.lookup(np.array([ipa], dtype=np.int64))
+    def entry_text(self, pos: int, column: int) -> str:
+        """A cell of the entry at flat position ``pos``, shown or not."""
+        return self._entry_text(pos, column)
+
+    def locate_ipa(self, ipa: int) -> tuple[QModelIndex, int]:
+        """Where the walk of ``ipa`` stops: the flat position of that entry (the leaf, or
+        the invalid entry that faults) and the index to select: the entry's own, or with
+        valid_only and an invalid entry, the table that holds it."""
+        _, pos, _ = self.pgt.lookup(np.array([ipa], dtype=np.int64))
         target = int(pos[0])
         chain = [target]
         table = target // self.pgt.E
@@ -229,14 +299,46 @@ class PageTableModel(QAbstractItemModel):
             table = ppos // self.pgt.E
         parent = self.index(table, 0)
         for p in reversed(chain):
-            row = p % self.pgt.E
+            row = self._row_of(p)
+            if row < 0:
+                break  # (an invalid entry, hidden: its table stays selected)
             self.fetch_until(parent, row)
             parent = self.index(row, 0, parent)
-        return parent
+        return parent, target
+
+    def index_for_ipa(self, ipa: int) -> QModelIndex:
+        """The index of the entry that maps ``ipa`` (leaf, or where the walk stops)."""
+        return self.locate_ipa(ipa)[0]
 
     def _touched(self, pos: int) -> bool:
         i = int(np.searchsorted(self.touched, pos))
         return i < self.touched.size and int(self.touched[i]) == pos
 
     def refresh(self, touched: np.ndarray) -> None:
+        """After a frame: the highlight, and with valid_only the rows of the tables in view
+        (entries mapped or unmapped since follow as a layout change)."""
         self.touched = touched
+        if not self.valid_only or not self._shown:
+            return
+        fresh = {t: self._valid_entries(t) for t in self._shown}
+        if all(np.array_equal(fresh[t], rows) for t, rows in self._shown.items()):
+            return
+        self.layoutAboutToBeChanged.emit()
+        old = self.persistentIndexList()
+        positions = [self._decode(i) for i in old]
+        for key, have in list(self._fetched.items()):  # a table shown whole stays whole
+            table = self._key_table(key)
+            if table in fresh and have >= self._shown[table].size:
+                self._fetched[key] = max(have, int(fresh[table].size))
+        self._shown = fresh
+        new = []
+        for idx, (kind, value) in zip(old, positions, strict=True):
+            if kind == "root":
+                new.append(self.createIndex(idx.row(), idx.column(), idx.internalId()))
+                continue
+            row = self._row_of(value)
+            new.append(
+                QModelIndex() if row < 0 else self.createIndex(row, idx.column(), idx.internalId())
+            )
+        self.changePersistentIndexList(old, new)
+        self.layoutChanged.emit()

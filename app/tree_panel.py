@@ -1,9 +1,17 @@
-"""The Page-table tree dock: the lazy tree and a "go to IPA" field."""
+"""The Page-table tree dock: the lazy tree, "valid entries only" and a "go to IPA" field."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QLineEdit, QTreeView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.tree_model import PageTableModel
 
@@ -19,23 +27,37 @@ class TreePanel(QWidget):
         self.goto = QLineEdit()
         self.goto.setPlaceholderText("go to IPA, e.g. 0x40042000")
         self.goto.returnPressed.connect(self.goto_entered)
+        self.valid_only = QCheckBox("valid entries only")
+        self.valid_only.setChecked(True)
+        self.valid_only.setToolTip(
+            "Hide invalid (unmapped) entries: a table lists only the entries the walk can "
+            "follow, and its kind says how many of its entries are valid"
+        )
+        self.valid_only.toggled.connect(self._valid_only_toggled)
         self.result = QLabel("")  # where "go to IPA" ended, or why it could not go
         self.result.setWordWrap(True)
         self.model: PageTableModel | None = None
         self.ipa_limit = 0
+        self.last_ipa: int | None = None  # the address last selected
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.goto)
+        row = QHBoxLayout()
+        row.addWidget(self.goto, 1)
+        row.addWidget(self.valid_only)
+        layout.addLayout(row)
         layout.addWidget(self.result)
         layout.addWidget(self.tree)
 
     def set_model(self, model: PageTableModel, ipa_limit: int) -> None:
         self.model, self.ipa_limit = model, ipa_limit
+        model.set_valid_only(self.valid_only.isChecked())
         self.tree.setModel(model)
         self.result.setText("")
+        self.last_ipa = None
         digits = self.fontMetrics().horizontalAdvance("0x0000_0000_0000_0000") + 24
         header = self.fontMetrics().horizontalAdvance("S2AP / AF / DBM / XN") + 24
-        for column, width in enumerate((150, 230, 60, digits, header, digits, 40, 40)):
+        kind = self.fontMetrics().horizontalAdvance("table · 512/512 valid") + 16
+        for column, width in enumerate((150, 230, kind, digits, header, digits, 40, 40)):
             self.tree.setColumnWidth(column, width)
 
     def refresh(self, touched) -> None:
@@ -43,10 +65,20 @@ class TreePanel(QWidget):
             self.model.refresh(touched)
             self.tree.viewport().update()
 
+    def _valid_only_toggled(self, on: bool) -> None:
+        if self.model is not None:
+            self.model.set_valid_only(on)
+            if self.last_ipa is not None:
+                self.select_ipa(self.last_ipa)  # (back to where the user was)
+
     def select_ipa(self, ipa: int) -> None:
+        """Expand to and select where the walk of ``ipa`` stops, and say what is there (with
+        valid entries only and an invalid entry, its table is selected and the line names
+        the entry)."""
         if self.model is None:
             return
-        idx = self.model.index_for_ipa(ipa)
+        self.last_ipa = ipa
+        idx, pos = self.model.locate_ipa(ipa)
         parent = idx.parent()
         chain = []
         while parent.isValid():
@@ -56,12 +88,13 @@ class TreePanel(QWidget):
             self.tree.expand(p)
         self.tree.setCurrentIndex(idx)
         self.tree.scrollTo(idx)
-        kind = self.model.data(self.model.index(idx.row(), 2, idx.parent()))
-        where = self.model.data(self.model.index(idx.row(), 1, idx.parent()))
+        entry, where = self.model.entry_text(pos, 0), self.model.entry_text(pos, 1)
+        kind = self.model.entry_text(pos, 2)
+        self.result.setTextFormat(Qt.TextFormat.PlainText)
         self.result.setText(
-            f"{ipa:#x}: the walk stops at an invalid entry ({where}): not mapped"
+            f"{ipa:#x}: the walk stops at an invalid entry, {entry} ({where}): not mapped"
             if kind == "invalid"
-            else f"{ipa:#x}: {kind} {where}"
+            else f"{ipa:#x}: {kind} {entry} ({where})"
         )
 
     def goto_entered(self) -> None:

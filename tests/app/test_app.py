@@ -167,6 +167,72 @@ def test_tree_model_is_valid_and_lazy(qtmodeltester):
     qtmodeltester.check(model)
 
 
+def test_tree_valid_entries_only(qtmodeltester):
+    """Review defect 21: all 512 entries of each table were listed.  Valid entries only, by
+    hand for a 40-bit IPA with 4 KiB pages (two concatenated L1 tables of 1 GiB entries):
+    4 MiB of pages at 1 GiB is L1[1] → L2[0..1] (2 MiB each) → 512 pages each; 4 MiB of
+    2 MiB blocks at 2 GiB is L1[2] → L2[0..1]."""
+    from PySide6.QtCore import QPersistentModelIndex
+
+    from engine.stage2.walk import unmap_range
+
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(0x40000000, 4 << 20, 4096)
+    pgt.map_range(0x80000000, 4 << 20, 2 << 20)
+    qtmodeltester.check(PageTableModel(pgt, valid_only=True))
+    model = PageTableModel(pgt, valid_only=True)
+
+    def rows(parent):
+        model.fetch_until(parent, 511)
+        return [model.data(model.index(r, 0, parent)) for r in range(model.rowCount(parent))]
+
+    root0, root1 = model.index(0, 0), model.index(1, 0)
+    assert rows(root0) == ["L1[1]", "L1[2]"] and rows(root1) == []
+    l1_1, l1_2 = model.index(0, 0, root0), model.index(1, 0, root0)
+    assert model.data(model.index(0, 2, root0)) == "table · 2/512 valid"
+    assert rows(l1_1) == ["L2[0]", "L2[1]"]
+    assert rows(l1_2) == ["L2[0]", "L2[1]"]
+    assert model.data(model.index(0, 2, l1_2)) == "block"
+    l2_0 = model.index(0, 0, l1_1)
+    assert len(rows(l2_0)) == 512
+    # the guest loses page 5: its row goes, the rows after it move up, a selection follows
+    seventh = QPersistentModelIndex(model.index(7, 0, l2_0))
+    unmap_range(pgt, 0x40000000 + 5 * 4096, 4096)
+    model.refresh(np.zeros(0, np.int64))
+    assert model.rowCount(l2_0) == 511 and seventh.row() == 6
+    assert model.data(seventh) == "L3[7]"
+    assert model.data(model.index(0, 2, l1_1)) == "table · 511/512 valid"
+    pgt.map_range(0xC0000000, 2 << 20, 2 << 20)  # a new table at L1[3] appears
+    model.refresh(np.zeros(0, np.int64))
+    assert rows(root0) == ["L1[1]", "L1[2]", "L1[3]"]
+    model.set_valid_only(False)
+    assert len(rows(model.index(0, 0))) == 512
+
+
+def test_go_to_an_unmapped_ipa_names_the_invalid_entry(qtbot, window):
+    """With valid entries only, the walk of 0x50000000 stops at the invalid L2 entry
+    (0x50000000 − 0x40000000) / 2 MiB = 128 of the 32 MiB slot's L2 table: its table entry
+    L1[1] is selected and the line names the entry."""
+    load(window, small_session())
+    panel = window.tree_panel
+    assert panel.valid_only.isChecked()
+    window.goto.setText("0x5000_0000")
+    window._goto_entered()
+    assert panel.result.text() == (
+        "0x50000000: the walk stops at an invalid entry, L2[128] "
+        "(0x50000000 – 0x501fffff): not mapped"
+    )
+    idx = window.tree.currentIndex()
+    assert window.model.data(window.model.index(idx.row(), 0, idx.parent())) == "L1[1]"
+    assert window.model.data(window.model.index(idx.row(), 2, idx.parent())) == (
+        "table · 16/512 valid"
+    )
+    panel.valid_only.setChecked(False)  # all entries: the invalid one itself is selected
+    idx = window.tree.currentIndex()
+    assert window.model.data(window.model.index(idx.row(), 0, idx.parent())) == "L2[128]"
+    assert idx.row() == 128
+
+
 def test_tree_stays_lazy_with_16m_leaves():
     pgt = PageTable(Geometry(4096, 40))
     pgt.map_range(0x40000000, 64 << 30, 4096)

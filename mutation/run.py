@@ -5,13 +5,14 @@ Each group of ``mutation/modules.toml`` gets a work directory ``build/mutation/<
 links to the project's sources and holds a generated ``pyproject.toml`` naming the files to
 mutate and the tests to run; mutmut copies the sources into ``mutants/`` there, runs the tests
 once to learn which test calls which function, then runs each mutant against the tests that
-reach it.  Results are cached per function (a rerun tries only what changed).
+reach it.  Each run starts afresh (mutmut keeps its verdicts per function and would not retry
+a survivor after a new test); ``--keep`` reuses the previous verdicts.
 
 The score counts a mutant killed when a test failed (or timed out) with it applied; mutants
 listed in ``mutation/equivalent.txt`` (one line each: name, colon, why no test can tell it from
 the original) are left out of the denominator.  Survivors are printed with their diffs.
 
-Usage: ``python mutation/run.py [GROUP ...] [--max-children N] [--no-run]``
+Usage: ``python mutation/run.py [GROUP ...] [--max-children N] [--keep] [--no-run]``
 (``make mutants GROUPS="dirtyring memslots"``).  Exit status 0 when every rule group reached
 the goal, 1 otherwise.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -77,8 +79,11 @@ def prepare(name: str, group: dict) -> Path:
     return work
 
 
-def run_group(work: Path, max_children: int) -> None:
-    """Run mutmut in the work directory (its output goes to the terminal)."""
+def run_group(work: Path, max_children: int, keep: bool) -> None:
+    """Run mutmut in the work directory (its output goes to the terminal); unless ``keep``,
+    drop the previous run's mutants, verdicts and test map first."""
+    if not keep:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
     mutmut = Path(sys.executable).with_name("mutmut")
     subprocess.run(
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("groups", nargs="*", choices=[[], *groups], help="default: all groups")
     ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="reuse the previous run's verdicts")
     ap.add_argument("--no-run", action="store_true", help="only report the cached results")
     args = ap.parse_args(argv)
     equivalent = load_equivalent()
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.groups or list(groups):
         work = prepare(name, groups[name])
         if not args.no_run:
-            run_group(work, args.max_children)
+            run_group(work, args.max_children, args.keep)
         scores[name] = report(name, groups[name], results(work, groups[name]), equivalent)
     print("== summary: " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in scores.items()))
     short = [n for n, s in scores.items() if groups[n].get("rules") and s < GOAL]

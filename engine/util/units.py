@@ -73,11 +73,7 @@ def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         amount = _finite(value, value, field)
     else:
-        amount, unit = _parse_rate_text(value, field, page_size=None)
-        if unit != "bytes":
-            raise ConfigError(
-                field, f"expected a bandwidth in bytes or bits per second, got {shown(value)}"
-            )
+        amount, _ = _parse_rate_text(value, field, page_size=None)  # pages/s is refused there
     if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
         raise ConfigError(
             field,
@@ -91,8 +87,8 @@ def parse_rate(value: object, page_size: int, field: str = "rate") -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         pages = _finite(value, value, field)
     else:
-        amount, unit = _parse_rate_text(value, field, page_size)
-        pages = amount if unit == "pages" else amount / page_size
+        amount, in_pages = _parse_rate_text(value, field, page_size)
+        pages = amount if in_pages else amount / page_size
     if not 0 <= pages <= MAX_RATE_PAGES:
         raise ConfigError(
             field, f"a rate must be 0 to 1e9 pages/s (4 TB/s of 4K pages), got {shown(value)}"
@@ -111,7 +107,10 @@ def _finite(number: float, given: object, field: str) -> float:
     return out
 
 
-def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[float, str]:
+def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[float, bool]:
+    """(amount, in pages?) from a rate's text: pages per second (a plain number when
+    ``page_size`` is given, else bytes) or bytes per second; ``pages/s`` is refused when
+    ``page_size`` is None (a bandwidth)."""
     hint = "such as 20000 pages/s, 512MiB/s, 1Gbit/s or 100Mbps"
     if not isinstance(value, str):
         raise ConfigError(field, f"expected a rate {hint}, got {shown(value)}")
@@ -120,19 +119,19 @@ def _parse_rate_text(value: object, field: str, page_size: int | None) -> tuple[
         raise ConfigError(field, f"expected a rate {hint}, got {shown(value)}")
     number, unit = _finite(float(m.group(1)), value, field), m.group(2).replace(" ", "").lower()
     if unit in ("", "/s"):
-        return number, "bytes" if page_size is None else "pages"
+        return number, page_size is not None
     if unit in ("pages/s", "page/s", "pps"):
         if page_size is None:
             raise ConfigError(
                 field, f"expected a bandwidth in bytes or bits per second, got {shown(value)}"
             )
-        return number, "pages"
+        return number, True
     bits = re.fullmatch(r"([kmgt]?)(?:bit/s|bps)", unit)
     if bits:
-        return number * _DECIMAL[bits.group(1)] / 8.0, "bytes"
+        return number * _DECIMAL[bits.group(1)] / 8.0, False
     nbytes = re.fullmatch(r"([kmgt]?)(?:i?b)?/s", unit)
     if nbytes:
-        return number * _BINARY[nbytes.group(1)], "bytes"
+        return number * _BINARY[nbytes.group(1)], False
     raise ConfigError(field, f"unknown unit {shown(m.group(2))}; expected a rate {hint}")
 
 

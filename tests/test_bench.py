@@ -50,8 +50,17 @@ def test_quick_bench_reports_every_figure(tmp_path):
         "5d": "ring",
         "5e": "dbm",
     }
+    # the modelled values of figure 5 (the same 1 GiB guest in each mode): every run completes
+    # and verifies, in a simulated time between the first pass alone (2^18 pages x (4096 + 8)
+    # bytes at 10 Gbit/s = 0.8607 s) and that pass with every later pass at most 512 MiB/s ÷
+    # 1.25 GB/s = 0.4295 of the one before (0.8607 / (1 - 0.4295) = 1.509 s), in at least
+    # three rounds (the first pass, one pass over what it left dirty, the stop-and-copy)
+    first_pass = (1 << 18) * 4104 / 1.25e9
     for fid in modes:
-        assert figures[fid]["detail"]["mismatches"] == 0, figures[fid]
+        d = figures[fid]["detail"]
+        assert d["mismatches"] == 0 and d["outcome"] == "completed", figures[fid]
+        assert first_pass <= d["simulated_s"] <= first_pass / (1 - (512 << 20) / 1.25e9), d
+        assert d["rounds"] >= 3, d
 
 
 def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):

@@ -110,6 +110,45 @@ def test_dirty_pages_per_round_match_the_saturation_model():
     assert checked >= 3
 
 
+def test_sequential_writes_give_exact_rounds():
+    """The loop worked out by hand, no tolerance: 16 384 pages, 2000 sequential writes/s (never
+    the same page twice here), 256 Mbit/s = 3.2 MB per 100 ms window = 780 pages of 4104 bytes
+    (ceil), threshold 32 MB/s × 50 ms = 1.6 MB: a sync when fewer than 390.6 pages (of 4096
+    bytes) remain, switchover when at most that many are dirty after it (QEMU 10.1).
+
+    1. 0 → 2.1 s: 21 windows send 21 × 780 = 16 380 pages, 4 remain: sync; 2000 × 2.1 = 4200
+       pages were written.
+    2. 4204 pending: 5 windows send 3900, 304 remain: sync at 2.6 s; 1000 written.
+    3. 1304 pending: one window sends 780; the next sends the last 524 at the 10 Gbit/s link in
+       1.7 ms, the loop runs at once (nothing left to send) and syncs at the next 1 ms tick,
+       2.702 s: 204 written, at most the threshold: switchover.
+    4. ram_save_complete's final sync at once (nothing new), then the stop-and-copy sends the
+       204 pages at the link speed: 204 × 4104 B / 1.25 GB/s = 669 772.8 ns (whole ns).
+    Every page is sent once plus once per time it was dirtied: 16 384 + 5404 = 21 788."""
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[{"name": "s", "kind": "sequential", "vcpu": 0, "slot": 0, "rate": 2000}],
+        migration={"bandwidth": "256Mbit/s", "downtime_limit_ms": 50, "timeout_s": 60},
+    )
+    _, result = run(data)
+    rows = [
+        (r["round"], r["t_start_ns"], r["t_end_ns"], r["dirty_pages"], r["pages_sent"])
+        for r in result["rounds"][:4]
+    ]
+    assert rows == [
+        (1, 0, 2_100_000_000, 4200, 16_380),
+        (2, 2_100_000_000, 2_600_000_000, 1000, 3900),
+        (3, 2_600_000_000, 2_702_000_000, 204, 1304),
+        (4, 2_702_000_000, 2_702_000_000, 0, 0),
+    ]
+    stop = result["rounds"][4]
+    assert stop["stop_and_copy"] and stop["pages_sent"] == 204
+    assert stop["t_end_ns"] - stop["t_start_ns"] == 669_772
+    assert result["outcome"] == "completed" and result["dirty_sync_count"] == 5
+    assert sum(r["pages_sent"] for r in result["rounds"]) == 16_384 + 4200 + 1000 + 204
+    assert result["verification"]["mismatches"] == 0
+
+
 def _predicted_syncs(n, rate, window_pages, v_th, window_s, max_syncs=200):
     """QEMU's loop on expected values, window by window (migration.c: the sender sends its
     rate-limit share of each 100 ms BUFFER_DELAY window, then waits for its end; there

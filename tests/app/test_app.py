@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
 
 from app.heatmap_data import fold_max, render  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
@@ -341,6 +343,27 @@ def test_scripted_screenshot(tmp_path):
     out = launch(tmp_path, str(session), "--run-rounds", "2", "--screenshot", str(shot), "--quit")
     assert out.returncode == 0, out.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # what the picture shows, not only that it is one: the window at the scripted default
+    # size (1600x1000), the run's end in the outcome card's "good" colour (#1f3d2b: this
+    # 32 MiB guest at 256 Mbit/s completes and verifies after 0.8 s), and the
+    # write-heat map with both ends of matplotlib's inferno scale: never-written pages
+    # (0, 0, 4) and the 1 % hot set, written ~200 times each, saturated at (252, 255, 164)
+    size, pixels = _png_colours(shot)
+    assert size == (1600, 1000)
+    assert pixels[(0x1F, 0x3D, 0x2B)] > 10_000 and pixels[(0x4A, 0x1F, 0x1F)] == 0
+    assert pixels[(0, 0, 4)] > 100_000 and pixels[(252, 255, 164)] > 0
+
+
+def _png_colours(path) -> tuple[tuple[int, int], Counter]:
+    """A PNG's (width, height) and its pixel count per RGB colour."""
+    img = QImage(str(path)).convertToFormat(QImage.Format.Format_RGB888)
+    w, h = img.width(), img.height()
+    rows = np.frombuffer(img.constBits(), np.uint8).reshape(h, img.bytesPerLine())
+    rgb = rows[:, : 3 * w].reshape(-1, 3)
+    colours, counts = np.unique(rgb, axis=0, return_counts=True)
+    return (w, h), Counter(
+        {tuple(map(int, c)): int(n) for c, n in zip(colours, counts, strict=True)}
+    )
 
 
 def test_scripted_mode_refuses_a_bad_session(tmp_path):

@@ -1,4 +1,6 @@
-"""Test configuration: Qt runs offscreen (CI has no display) and hypothesis is bounded."""
+"""Test configuration: Qt runs offscreen (CI has no display), hypothesis is bounded and
+derandomized (the same examples on every run, so the suite's time is the same everywhere),
+and ``--slow`` adds the long variants (random examples, more of them, larger runs)."""
 
 import os
 
@@ -9,12 +11,17 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
-    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "default",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "slow", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+settings.load_profile("slow" if os.environ.get("DIRTYLOG_SLOW_TESTS") else "default")
 
 
 @pytest.fixture
@@ -46,6 +53,12 @@ def thread_client_factory():
 
 def pytest_addoption(parser):
     parser.addoption(
+        "--slow",
+        action="store_true",
+        help="also run the tests marked slow, and run the property tests with random examples "
+        "and their long example counts",
+    )
+    parser.addoption(
         "--fuzz-long",
         action="store_true",
         help="run the long input-fuzzing profile (tests/test_fuzz_input.py): every mutant run "
@@ -54,5 +67,17 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    if config.getoption("--slow", default=False):
+        os.environ["DIRTYLOG_SLOW_TESTS"] = "1"
+        settings.load_profile("slow")
     if config.getoption("--fuzz-long", default=False):
         os.environ["DIRTYLOG_FUZZ_LONG"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow", default=False):
+        return
+    skip = pytest.mark.skip(reason="a long variant: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -221,7 +221,7 @@ def test_qemu_not_converged_within_timeout():
 
 def test_auto_converge_steps_20_then_10_and_converges():
     hot = {"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": "20000 pages/s"}
-    without = session(workloads=[hot], migration={"max_rounds": 60, "timeout_s": 40})
+    without = session(workloads=[hot], migration={"max_rounds": 60, "timeout_s": 10})
     _, r0 = run(without)
     assert r0["outcome"] == "not-converged"
     with_ac = session(

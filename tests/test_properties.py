@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,8 +63,8 @@ def sessions(draw):
             "policy": draw(st.sampled_from(["qemu", "xen"])),
             "bandwidth": draw(st.sampled_from(["64Mbit/s", "256Mbit/s"])),
             "downtime_limit_ms": 100,
-            "timeout_s": 20,
-            "max_rounds": 40,
+            "timeout_s": 4,
+            "max_rounds": 12,
             "auto_converge": draw(st.booleans()),
         },
         "events": draw(
@@ -96,7 +97,7 @@ def sessions(draw):
     }
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(8, 40), deadline=None)
 @given(sessions())
 def test_every_written_page_reaches_the_destination(data):
     """Every run is checked: one that converged by itself, and one that gave up (about 40 % of
@@ -118,7 +119,7 @@ def test_every_written_page_reaches_the_destination(data):
     assert v["pages_checked"] == sum(m.dest.size for m in mig.slots.values()) >= 3072
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(3, 20), deadline=None)
 @given(sessions())
 def test_the_same_session_gives_the_same_result(data):
     a, b = Simulation.from_dict(data), Simulation.from_dict(data)

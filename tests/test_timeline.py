@@ -9,7 +9,6 @@ from the tick-by-tick run, which does one tick exactly as the clock's docstring 
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from budget import examples
 from hypothesis import Phase, given, reject, settings
 from hypothesis import strategies as st
 
@@ -192,9 +192,9 @@ def sessions(draw) -> dict:
     }
 
 
-# (no shrinking: a shrink step re-runs three whole simulations; TIMELINE_EXAMPLES=200 for more)
+# (no shrinking: a shrink step re-runs three whole simulations; --slow runs 200 examples)
 @settings(
-    max_examples=int(os.environ.get("TIMELINE_EXAMPLES", "8")),
+    max_examples=examples(6, 200),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
@@ -207,10 +207,13 @@ def test_any_batching_gives_the_tick_by_tick_run(data, seed):
 
 
 def small_demo() -> dict:
-    """demo.json's shape (hot/cold on a 2 MiB-backed slot, a sweep on a 4K slot), smaller."""
+    """demo.json's shape (hot/cold on a 2 MiB-backed slot, a sweep on a 4K slot), smaller and
+    shorter: it gives up after 4 s simulated, in its fourth round."""
     data = json.loads((ROOT / "resources/sessions/demo.json").read_text())
     data["memslots"][0]["size"] = data["memslots"][1]["size"] = "16MiB"
-    data["migration"].update(start_ms=20, bandwidth="200Mbit/s", downtime_limit_ms=50)
+    data["migration"].update(
+        start_ms=20, bandwidth="200Mbit/s", downtime_limit_ms=50, max_rounds=8, timeout_s=4
+    )
     return data
 
 

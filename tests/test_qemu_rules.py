@@ -103,6 +103,9 @@ def test_clear_chunk_scales_with_the_granule():
     ],
 )
 def test_exact_sync_comparison(release, below, at, above):
+    """migration.c migration_iteration_run: 9.0+ ``pending_size < s->threshold_size``; 8.0-8.2
+    ``must_precopy <= s->threshold_size`` (c8df4a7aef); 7.2 ram.c ram_save_pending
+    ``remaining_size < max_size``.  One below, at and one above a 1000-byte threshold."""
     rel = Q.RELEASES[release]
     assert Q.should_sync(rel, 999, 1000) is below
     assert Q.should_sync(rel, 1000, 1000) is at
@@ -113,6 +116,9 @@ def test_exact_sync_comparison(release, below, at, above):
     ("release", "at"), [("7.2", False), ("8.2", False), ("9.2", False), ("10.1", True)]
 )
 def test_switchover_comparison(release, at):
+    """migration.c migration_iteration_run: 10.1 ``pending_size <= s->threshold_size``
+    ("trivial touch up on threshold_size comparison"); 7.2-9.2 ``!pending_size ||
+    pending_size < s->threshold_size``.  One below, at and one above a 1000-byte threshold."""
     rel = Q.RELEASES[release]
     assert Q.should_complete(rel, 999, 1000)
     assert Q.should_complete(rel, 1000, 1000) is at
@@ -145,6 +151,23 @@ def test_page_costs():
     assert Q.page_bytes(False, 4096) == NORMAL
     assert Q.page_bytes(True, 4096) == ZERO
     assert Q.page_bytes(False, 65536) == 16 * NORMAL  # 16 target pages in a 64 KiB page
+    assert Q.page_bytes(True, 16384) == 4 * ZERO
+    # whole bytes: the stream counters (QEMU's uint64 transferred) never hold a fraction
+    assert all(type(Q.page_bytes(z, p)) is int for z in (False, True) for p in (4096, 65536))
+
+
+def test_rate_limit_window_is_a_tenth_of_max_bandwidth():
+    """migration_rate_set: the limit per BUFFER_DELAY (100 ms) window is max-bandwidth /
+    XFER_LIMIT_RATIO, XFER_LIMIT_RATIO = 1000 / BUFFER_DELAY = 10 (migration-stats.h)."""
+    assert Q.rate_limit_per_window(32_000_000) == 3_200_000.0
+    assert Q.rate_limit_per_window(4_104_000) == 410_400.0
+
+
+def test_dirty_pages_rate_is_pages_per_second():
+    """migration_update_rates: num_dirty_pages_period * 1000 / (end_time - start) in ms, i.e.
+    pages per second: 1500 new pages over 1.5 s are 1000 pages/s exactly."""
+    assert Q.dirty_pages_rate(1500, 1_500_000_000) == 1000.0
+    assert Q.dirty_pages_rate(3, 1_000_000_001) == 3e9 / 1_000_000_001
 
 
 # -- the setup sync and initially-set ------------------------------------------------------------

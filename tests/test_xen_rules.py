@@ -37,6 +37,9 @@ CASES = Path("/work/shared/cases/fidelity")
     ],
 )
 def test_simple_precopy_policy_boundaries(iteration, dirty, stop):
+    """xg_sr_save.c simple_precopy_policy (Xen 4.20): ``stats.dirty_count >= 0 &&
+    stats.dirty_count < SPP_TARGET_DIRTY_COUNT`` (50) or ``stats.iteration >=
+    SPP_MAX_ITERATIONS`` (5): 49/50/51 dirty pages, iterations 4/5/6, and -1 (no CLEAN yet)."""
     assert X.spp_stop(iteration, dirty, X.SPP_MAX_ITERATIONS, X.SPP_TARGET_DIRTY_COUNT) is stop
 
 
@@ -49,11 +52,15 @@ def test_simple_precopy_policy_boundaries(iteration, dirty, stop):
         (3, 49, 100, True),
         (3, 50, 100, False),
         (3, 51, 100, False),
+        (3, 1000, 2999, False),
         (3, 1000, 3000, False),
         (3, 1000, 3001, True),
     ],
 )
 def test_classic_stop_boundaries(iteration, sent, total, stops):
+    """xc_domain_save.c (RELEASE-4.5.0): the last iteration starts when ``iter >= max_iters``
+    (DEF_MAX_ITERS 29: 28/29/30), ``sent_this_iter + skip_this_iter < 50`` (49/50/51) or
+    ``total_sent > p2m_size * max_factor`` (1000 pages × 3: 2999/3000/3001)."""
     why = X.classic_stop(iteration, sent, total, 1000, X.DEF_MAX_ITERS, 50, X.DEF_MAX_FACTOR)
     assert (why is not None) is stops
 

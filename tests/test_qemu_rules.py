@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -236,21 +237,62 @@ def test_avail_switchover_bandwidth_sets_the_threshold():
     assert result["rounds"][0]["threshold_bytes"] == pytest.approx((1 << 20) / 1000 * 30)
 
 
-def test_stop_and_copy_goes_at_the_link_speed_not_the_limit():
-    """Every page dirty again at switchover: 1024 pages × 4104 bytes at 1 Gbit/s = 33.6 ms,
-    not 1024 × 4104 / 4,104,000 B/s = 1.02 s; with zero costs that is the whole downtime."""
-    data = session(
+def _untracked(pages: int, **mig):
+    """1 MiB logging slot 0 (256 pages) and a slot 1 of ``pages`` pages without log_dirty,
+    no guest writes; window share exactly 100 pages (4,104,000 B/s), limit 30 ms → the
+    threshold is 100 × 4104 B / 100 ms × 30 ms = 123,120 B (30.06 pages of 4096)."""
+    return session(
         costs=ZERO_COSTS,
         workloads=[],
-        memslots=[{"id": 0, "base": "0x40000000", "size": "4MiB", "flags": []}],
+        memslots=[
+            {"id": 0, "base": "0x40000000", "size": "1MiB", "flags": ["log_dirty"]},
+            {"id": 1, "base": "0x48000000", "size": pages * 4096, "flags": []},
+        ],
         migration={
             "bandwidth": 100 * NORMAL * 10,
             "downtime_limit_ms": 30,
             "link_speed": "1Gbit/s",
+            "max_rounds": 1000,
+            "timeout_s": 1.2,
+            **mig,
         },
     )
-    _, result = run(data)  # an untracked slot goes again in full during stop-and-copy
-    assert result["downtime_ms"] == pytest.approx(1024 * NORMAL / 125e6 * 1000)
+
+
+def test_stop_and_copy_goes_at_the_link_speed_not_the_limit():
+    """30 untracked pages go again at switchover: 30 × 4104 B at 1 Gbit/s (125,000 B/ms) =
+    0.98496 ms, not 30 × 4104 / 4,104,000 B/s = 30 ms; with zero costs that is the whole
+    downtime."""
+    _, result = run(_untracked(30))
+    assert result["outcome"] == "completed"
+    assert result["downtime_ms"] == pytest.approx(30 * NORMAL / 125_000)
+
+
+@pytest.mark.parametrize(("pages", "converges"), [(29, True), (30, True), (31, False)])
+def test_untracked_slot_is_pending_after_every_sync(pages, converges):
+    """A slot no dirty log covers is all dirty at every sync (QEMU marks memory it cannot
+    track dirty in full: vfio's dirty sync without tracking), so it is in pending_size and
+    decides the switchover: 30 pages = 122,880 B ≤ 123,120 B completes (10.1: ≤), 31 pages =
+    126,976 B never does.  Pass 1 (256 + n pages: 2 windows of 100, the rest at 1 Gbit/s)
+    runs dry in tick 203; the sync there reports the n pages."""
+    _, result = run(_untracked(pages))
+    first = result["rounds"][0]
+    assert first["t_end_ns"] == 203_000_000
+    assert first["dirty_pages"] == first["new_dirty_pages"] == pages
+    assert first["remaining_bytes"] == pages * 4096
+    if converges:
+        assert result["outcome"] == "completed"
+        assert result["reason"].startswith(f"{pages * 4096:,} dirty bytes ≤ threshold 123,120")
+        assert result["rounds"][-1]["pages_sent"] == pages  # the final sync marks it again
+        assert result["verification"]["mismatches"] == 0
+        return
+    # never converges: every later sync leaves the 31 pages pending, the sender's 100-page
+    # windows stay full, and once dirty-pages-rate is measured (a period over 1 s)
+    # expected-downtime = 126,976 B ÷ 4,104 B/ms = 30.94 ms, over the 30 ms limit
+    assert result["outcome"] == "not-converged"
+    assert {r["remaining_bytes"] for r in result["rounds"]} == {31 * 4096}
+    assert {r["dirty_pages"] for r in result["rounds"][:-1]} == {31}
+    assert result["expected_downtime_ms"] == pytest.approx(31 * 4096 / 4104)
 
 
 def test_idle_fresh_guest_sends_zero_pages():
@@ -340,6 +382,25 @@ def test_kubevirt_completion_timeout_per_gb_rounds_the_size_up():
     assert result["outcome"] == "cancelled"
     assert result["total_time_ms"] == pytest.approx(3200)
     assert "completionTimeoutPerGiB" in result["reason"]
+
+
+def test_r18_kubevirt_aborts_the_stress_migration():
+    """r18: 256 MiB, stress dirtying 50,000 pages/s over 200 MiB at 1 Gbit/s never
+    converges.  KubeVirt's defaults (completionTimeoutPerGiB 150, data size ceil(268,435,456
+    / 10^9) = 1 GB) allow 150 s: the first 400 ms sample with elapsed // 1 s > 150 is at
+    151.2 s (150.8 s gives 150).  Run here with completionTimeoutPerGiB 1 (1 s allowed): the
+    sample at 2.0 s (2 > 1) cancels it, logging goes off and the guest goes on."""
+    data = json.loads((CASES / "r18_kubevirt_stress_timeout.json").read_text())
+    cfg = parse_session({**data, "migration": {**data["migration"], "kubevirt": {}}})
+    mon = KubevirtMonitor(cfg.migration.kubevirt, 0, 256 << 20)
+    assert mon.acceptable_s == 150
+    got = next(t for t in range(400, 200_000, 400) if mon.sample(t * 1_000_000, 1 << 30))
+    assert got == 151_200
+    data["migration"]["kubevirt"] = {"completion_timeout_per_gib": 1}
+    sim, result = run(data)
+    assert result["outcome"] == "cancelled" and result["total_time_ms"] == pytest.approx(2000)
+    assert "completionTimeoutPerGiB" in result["reason"]
+    assert not sim.vm.slots[0].logging
 
 
 @pytest.mark.parametrize(("rule", "aborts_at"), [("new-low", 4.0), ("previous-sample", None)])

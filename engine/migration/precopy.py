@@ -52,7 +52,7 @@ class SlotMig:
     dest: np.ndarray  # destination page versions
     last_sent: np.ndarray | None  # round each page was last sent in (-1 never), for the heat map
     clear_snapshot: np.ndarray | None = None  # manual-clear: bits of the last GET, not yet cleared
-    tracked: bool = True  # dirty logging on: writes are caught; else resent in full at stop
+    tracked: bool = True  # dirty logging on: writes are caught; else all dirty at every sync
     populated: bool = True  # the guest touched every page at start: none is a zero page
 
 
@@ -229,8 +229,8 @@ class Migration:
         tracked = st.logging or st.slot.readonly
         if not tracked:
             self.sim.message(
-                f"slot {s.id} has no log_dirty flag: its writes cannot be tracked, so it is sent "
-                "again in full during stop-and-copy"
+                f"slot {s.id} has no log_dirty flag: its writes cannot be tracked, so every sync "
+                "marks it all dirty (it is sent again each round and in stop-and-copy)"
             )
         last = np.full(s.npages, -1, dtype=np.int16) if self.track_last_sent else None
         populated = bool(getattr(self.sim, "slot_populated", {}).get(s.id, True))
@@ -711,15 +711,18 @@ class Migration:
         reported: dict[int, np.ndarray] = {}
         if self.vm.tracking.mode == "ring":
             self.sim.reap_rings()
-        new = 0
+        new = untracked = 0
         for sid, m in self.slots.items():
-            words = self._harvest_slot(sid, m)
+            words = self._harvest_slot(sid, m) if m.tracked else self._untracked_words(sid, m)
             if words is not None:
-                reported[sid] = words
                 new += DL.popcount(words & ~m.bitmap)  # ramblock_sync_dirty_bitmap
                 m.bitmap |= words
+                if m.tracked:
+                    reported[sid] = words
+                else:
+                    untracked += m.dest.size
         self._remaining = None
-        dirty = sum(DL.popcount(w) for w in reported.values())
+        dirty = sum(DL.popcount(w) for w in reported.values()) + untracked
         ops = _merge(self.vm.op_log[before:])
         self.busy_until_ns = max(self.busy_until_ns, t) + int(ops.model_ns(self.vm.costs))
         assert self.acc is not None
@@ -759,6 +762,17 @@ class Migration:
         if step and self.cfg.auto_converge:
             self._throttle_up()
         p.update({"t": t, "xfer0": self.total_bytes, "new": 0, "reported": 0})
+
+    def _untracked_words(self, sid: int, m: SlotMig) -> np.ndarray:
+        """A slot whose writes no dirty log catches (logging off) is all dirty at every sync,
+        as QEMU marks memory it cannot track (``cpu_physical_memory_set_dirty_range`` over
+        the whole section in vfio's dirty sync when the container cannot track): it stays
+        in what is pending, so in the switchover threshold and expected-downtime, and the
+        final sync sends it again."""
+        self.ring_pending.pop(sid, None)  # whatever the rings held is covered
+        words = np.zeros_like(m.bitmap)
+        DL.set_all(words, m.dest.size)
+        return words
 
     def _harvest_slot(self, sid: int, m: SlotMig) -> np.ndarray | None:
         st = self.vm.slots[sid]
@@ -854,10 +868,6 @@ class Migration:
         self.sim.message(f"switchover at {t / 1e6:,.1f} ms: {self.reason}")
         busy_before = max(self.busy_until_ns, t)
         self.sync(t)  # ram_save_complete's final sync / suspend_and_send_dirty's CLEAN
-        for m in self.slots.values():
-            if not m.tracked:
-                DL.set_all(m.bitmap, m.dest.size)
-                self._remaining = None
         sent = self._send_budget(math.inf, math.inf)
         harvest_ns = max(self.busy_until_ns - busy_before, 0)
         send_ns = sent.nbytes / self.live_rate * NS

@@ -294,12 +294,9 @@ class Simulation:
         if (sending and self.vm.tracking.manual) or not acc.write.all():
             return False
         m = self.migration
-        # a slot sent untracked (logging off) is resent from the source's content at stop,
-        # and dbm and ring pages are harvested from state the later ticks' writes would change
-        if sending and (
-            self.vm.tracking.mode in ("dbm", "ring")
-            or not all(sm.tracked for sm in m.slots.values())
-        ):
+        # dbm and ring pages are harvested from state the later ticks' writes would change
+        # (an untracked slot needs nothing: every sync marks it all dirty, whatever was written)
+        if sending and self.vm.tracking.mode in ("dbm", "ring"):
             return False
         # a send's cost reads the page's content (zero or not): the content of its own tick
         zero_costs = sending and m.cfg.zero_page_detection != "none"
@@ -596,8 +593,10 @@ class Simulation:
 
         Logging switched off mid-migration: the bits KVM still holds are folded into the
         migration first (QEMU syncs a region before it stops logging it) and the slot is
-        then untracked, so it is sent again in full at switchover; switched on, the slot is
-        tracked from then on and every page is dirty once more.  READONLY cannot toggle.
+        then untracked: every sync marks it all dirty (``Migration._untracked_words``), so it
+        is pending, in the switchover threshold, and sent again at switchover; switched on,
+        the slot is tracked from then on and every page is dirty once more.  READONLY cannot
+        toggle.
         """
         sid = ev.get("id")
         st = self.vm.slots.get(sid)
@@ -623,6 +622,11 @@ class Simulation:
             if tracked and not mig.tracked:
                 DL.set_all(mig.bitmap, s.npages)
                 m.remaining_pages_changed()
+            elif mig.tracked and not tracked:
+                self.message(
+                    f"slot {sid} stopped logging: its writes cannot be tracked, so every sync "
+                    "marks it all dirty"
+                )
             mig.tracked = tracked
 
     def _rebind_workloads(self) -> None:

@@ -28,6 +28,14 @@ ROUND_COLUMNS = [
     "harvest (modelled µs)",
 ]
 
+EXPECTED_COLUMN = ROUND_COLUMNS.index("exp. downtime (ms)")
+EXPECTED_TIP = (
+    "QEMU's expected-downtime (query-migrate), modelled: the bytes left dirty by the last sync "
+    "÷ the bandwidth measured over the last 100 ms window (the downtime limit until the "
+    "dirty-pages-rate is known); the round being sent shows its value now. The actual "
+    "downtime (link speed) is on the outcome card."
+)
+
 
 def round_row(r: Mapping) -> list[str]:
     return [
@@ -54,6 +62,7 @@ class RoundsTable(QTableWidget):
         # columns share the dock's width, so headers such as "harvest (modelled µs)" fit
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.horizontalHeaderItem(EXPECTED_COLUMN).setToolTip(EXPECTED_TIP)
         self.extra: tuple[str, Mapping[int, str]] | None = None
         self._snap = None
 
@@ -81,6 +90,7 @@ class RoundsTable(QTableWidget):
         if sending:
             label = "stop-and-copy" if snap.phase == "stop-and-copy" else "sending…"
             vals = [f"{snap.round} ({label})", "—", "", "", format_bytes(snap.remaining_bytes)]
+            vals.append(f"{snap.expected_downtime_ms:,.1f}")  # EXPECTED_COLUMN, as of now
             for c in range(len(ROUND_COLUMNS)):
                 item = QTableWidgetItem(vals[c] if c < len(vals) else "")
                 item.setForeground(QColor(140, 140, 140))

@@ -295,6 +295,22 @@ def test_untracked_slot_is_pending_after_every_sync(pages, converges):
     assert result["expected_downtime_ms"] == pytest.approx(31 * 4096 / 4104)
 
 
+@pytest.mark.parametrize(
+    ("release", "pages", "completes"),
+    [("10.1", 512, True), ("10.1", 513, True), ("10.1", 514, False), ("9.2", 513, False)],
+)
+def test_switchover_at_the_threshold_exactly(release, pages, completes):
+    """Limit 512 ms: threshold = 100 × 4104 B / 100 ms × 512 ms = 2,101,248 B = 513 pages of
+    4096 exactly.  Pass 1 (256 + n pages) syncs at 300 ms (≤ 513 pages left); the untracked
+    slot is then all pending: 513 pages equal the threshold, which 10.1 accepts (``<=``) and
+    9.2 does not (``<``), so 9.2 never switches over; 514 never does."""
+    _, result = run(_untracked(pages, downtime_limit_ms=512, qemu=release, timeout_s=0.5))
+    first = result["rounds"][0]
+    assert first["threshold_bytes"] == 2_101_248 == 513 * 4096
+    assert first["t_end_ns"] == 300_000_000 and first["remaining_bytes"] == pages * 4096
+    assert (result["outcome"] == "completed") is completes
+
+
 def test_idle_fresh_guest_sends_zero_pages():
     """A 64 MiB guest never written (populate false): every page is a zero page, 9 bytes."""
     data = session(

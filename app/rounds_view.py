@@ -71,6 +71,7 @@ class RoundsTable(QTableWidget):
         self.extra = (title, dict(by_round))
         self.setColumnCount(len(ROUND_COLUMNS) + 1)
         self.setHorizontalHeaderLabels([*ROUND_COLUMNS, title])
+        self.horizontalHeaderItem(EXPECTED_COLUMN).setToolTip(EXPECTED_TIP)
         if self._snap is not None:
             self.fill(self._snap)
 

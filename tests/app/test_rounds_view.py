@@ -39,3 +39,5 @@ def test_round_being_sent_shows_the_expected_downtime_now(qtbot):
     assert table.item(0, EXPECTED_COLUMN).text() == "30.0"
     header = table.horizontalHeaderItem(EXPECTED_COLUMN)
     assert header.text() == "exp. downtime (ms)" and "expected-downtime" in header.toolTip()
+    table.set_extra_column("real KVM", {1: "same"})
+    assert "expected-downtime" in table.horizontalHeaderItem(EXPECTED_COLUMN).toolTip()

@@ -461,6 +461,24 @@ def test_r17_logging_off_midway_collapses_vram_and_keeps_it_pending(tmp_path):
     assert mig.rounds[-1]["pages_sent"] == 2048  # the final sync marks vram dirty again
 
 
+@pytest.mark.slow
+def test_r17_runs_to_max_rounds_without_switching_over(tmp_path):
+    """r17 to its end: after pass 1 every round sends 3 windows × 409 = 1,227 vram pages
+    and syncs at 300 ms intervals with 2,048 pages (8 MiB) pending again, over the
+    threshold: sync 21 at 4,300 + 19 × 300 = 10,000 ms passes max_rounds 20."""
+    shutil.copy(CASES / "r17_logging_off_midway.json", tmp_path)
+    out = Simulation.from_file(tmp_path / "r17_logging_off_midway.json").run()
+    assert out["outcome"] == "not-converged" and out["dirty_sync_count"] == 21
+    assert out["total_time_ms"] == pytest.approx(10_000)
+    rounds = out["rounds"]
+    assert [r["t_end_ns"] for r in rounds[:20]] == [
+        4_300_000_000 + i * 300_000_000 for i in range(20)
+    ]
+    assert {r["pages_sent"] for r in rounds[1:20]} == {1227}
+    assert {r["remaining_bytes"] for r in rounds} == {8 << 20}
+    assert out["expected_downtime_ms"] == pytest.approx((8 << 20) / (409 * 4104 / 100))
+
+
 # -- descriptor attributes on data faults (stage2_set_prot_attr) ----------------------------
 
 

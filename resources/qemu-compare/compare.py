@@ -6,8 +6,9 @@ Usage (as root on a host with /dev/kvm; installs qemu-system-x86 with apt-get if
 
 The guest (``guest_dirty.S``, a multiboot kernel on QEMU's ``microvm`` machine) touches every
 page of a region once, then writes one word per 4 KiB page of it, in order and wrapping, at
-``--rate`` pages/s paced by the TSC.  QEMU migrates it to ``exec:cat > /dev/null`` with
-``max-bandwidth`` and ``downtime-limit`` set, and ``query-migrate`` is polled every 50 ms.
+``--rate`` pages/s paced by the TSC.  QEMU migrates it to a second QEMU listening on
+127.0.0.1 (``--to exec``: to ``exec:cat > /dev/null``) with ``max-bandwidth`` and
+``downtime-limit`` set, and ``query-migrate`` is polled every 50 ms.
 The engine runs the same guest: three slots (below the region never written: zero pages; the
 region written; above it never written), a ``sequential`` workload at the same rate, the
 same release (``--qemu``, the installed QEMU's), bandwidth and limit — once with
@@ -92,22 +93,36 @@ class Qmp:
                 return reply
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def real_migration(args, elf: Path, work: Path) -> dict:
     sock = work / "qmp.sock"
     accel = "kvm" if os.path.exists("/dev/kvm") else "tcg"
+    machine = [ensure_qemu(), "-accel", accel, "-machine", "microvm", "-m", str(args.mem),
+               "-smp", "1", "-kernel", str(elf), "-display", "none", "-nodefaults"]  # fmt: skip
     qemu = subprocess.Popen(
-        [ensure_qemu(), "-accel", accel, "-machine", "microvm", "-m", str(args.mem), "-smp", "1",
-         "-kernel", str(elf), "-display", "none", "-nodefaults",
-         "-qmp", f"unix:{sock},server=on,wait=off"],
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [*machine, "-qmp", f"unix:{sock},server=on,wait=off"], stderr=subprocess.DEVNULL
+    )
+    dest = None
+    uri = "exec:cat > /dev/null"
+    if args.to == "qemu":  # a second QEMU on 127.0.0.1, as a real migration goes
+        port = free_port()
+        uri = f"tcp:127.0.0.1:{port}"
+        dest = subprocess.Popen(
+            [*machine, "-incoming", uri], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        time.sleep(1.0)  # listening
     try:
         qmp = Qmp(sock)
         time.sleep(args.warmup)
         params = {"max-bandwidth": args.bandwidth, "downtime-limit": args.downtime}
         qmp.cmd("migrate-set-parameters", **params)
         t0 = time.monotonic()
-        qmp.cmd("migrate", uri="exec:cat > /dev/null")
+        qmp.cmd("migrate", uri=uri)
         syncs = []
         while True:
             info = qmp.cmd("query-migrate")["return"]
@@ -124,7 +139,10 @@ def real_migration(args, elf: Path, work: Path) -> dict:
         qmp.cmd("quit")
     finally:
         qemu.wait(timeout=30)
-    return {"query_migrate": info, "syncs_seen": syncs, "accel": accel}
+        if dest is not None:
+            dest.terminate()
+            dest.wait(timeout=30)
+    return {"query_migrate": info, "syncs_seen": syncs, "accel": accel, "uri": uri}
 
 
 def engine_run(args, bandwidth: float) -> dict:
@@ -174,6 +192,12 @@ def main() -> None:
     p.add_argument("--qemu", default="7.2", help="the installed QEMU's release, for the engine")
     p.add_argument("--warmup", type=float, default=1.0, help="s the guest runs before migrate")
     p.add_argument("--timeout", type=float, default=120.0, help="s before giving up")
+    p.add_argument(
+        "--to",
+        choices=["qemu", "exec"],
+        default="qemu",
+        help="a second QEMU on 127.0.0.1 (-incoming tcp:) or exec:cat > /dev/null",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -194,6 +218,7 @@ def main() -> None:
             "achieved_bytes_per_s": achieved,
             "syncs_seen": real["syncs_seen"],
             "accel": real["accel"],
+            "uri": real["uri"],
         },
         "modelled_at_max_bandwidth": engine_run(args, args.bandwidth),
         "modelled_at_achieved_bandwidth": engine_run(args, achieved) if achieved else None,

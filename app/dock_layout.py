@@ -38,12 +38,13 @@ def arrange(w: QMainWindow, docks: dict[str, QDockWidget]) -> None:
 
 
 def size(w: QMainWindow, docks: dict[str, QDockWidget]) -> None:
-    """Right column RIGHT_SHARE of the width; graphs over editors 3:2; bottom 20 %."""
+    """Right column RIGHT_SHARE of the width; graphs over editors (and the tree) about
+    1:1, so the tree shows a dozen rows at 800 px high; bottom 20 %."""
     width, height = w.width(), w.height()
     w.resizeDocks([docks["graphs"]], [int(width * RIGHT_SHARE)], Qt.Orientation.Horizontal)
     w.resizeDocks(
         [docks["graphs"], docks["editors"]],
-        [int(height * 0.45), int(height * 0.3)],
+        [int(height * 0.38), int(height * 0.37)],
         Qt.Orientation.Vertical,
     )
     w.resizeDocks([docks["rounds"]], [int(height * 0.2)], Qt.Orientation.Vertical)

@@ -37,13 +37,17 @@ from engine.util.units import format_bytes, parse_rate, parse_size
 ERROR_STYLE = "color: #e57373;"
 
 
-def table(headers: list[str]) -> QTableWidget:
+def table(headers: list[str], fit: tuple[int, ...] = ()) -> QTableWidget:
+    """A read-only table whose columns share the width, except the ``fit`` columns, which
+    are as wide as their contents (e.g. an address, never elided)."""
     t = QTableWidget(0, len(headers))
     t.setHorizontalHeaderLabels(headers)
     t.verticalHeader().hide()
     t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     t.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
     t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    for column in fit:
+        t.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
     t.setMinimumHeight(90)  # a header and two rows; the editor's scroll area does the rest
     return t
 
@@ -85,7 +89,7 @@ class Editor(QWidget):
 class MemslotEditor(Editor):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.table = table(["id", "name", "base", "size", "flags", "backing"])
+        self.table = table(["id", "name", "base", "size", "flags", "backing"], fit=(0, 2))
         self.f_id, self.f_name = QLineEdit("3"), QLineEdit("extra")
         self.f_base, self.f_size = QLineEdit("0x200000000"), QLineEdit("256MiB")
         self.f_flags = QCheckBox("log_dirty")

@@ -116,9 +116,9 @@ class ColourBar(pg.PlotItem):
         """Tick positions (codes 1..255) of round values on the mode's scale."""
         top = max(img.scale, 1e-9)
         if img.mode == "last_sent":
-            ticks = [(0.5, "never")]
+            ticks = [(0.5, "never")]  # rounds count from 1: no "0" on top of "never"
             step = max(1, int(np.ceil(top / 6)))
-            for r in range(0, int(top) + 1, step):
+            for r in sorted({1, *range(step, int(top) + 1, step)}):
                 ticks.append((1 + r * 253 / top, str(r)))
             return ticks
         if img.mode == "heat":

@@ -61,6 +61,8 @@ class RoundsTable(QTableWidget):
         self.verticalHeader().hide()
         # columns share the dock's width, so headers such as "harvest (modelled µs)" fit
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # (the round's header, "round (dirty-sync-count)", is never cut)
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.horizontalHeaderItem(EXPECTED_COLUMN).setToolTip(EXPECTED_TIP)
         self.extra: tuple[str, Mapping[int, str]] | None = None

@@ -67,7 +67,9 @@ class StatusLine:
         )
         texts = {
             "time": f"t = {snap.t_ns / 1e9:,.3f} s (simulated)",
-            "speed": f"speed {speed_label}{achieved}" if frame.running else "paused",
+            "speed": f"speed {speed_label}{achieved}"
+            if frame.running
+            else ("finished" if frame.finished else "paused"),
             "round": round_text(snap),
             "remaining": f"remaining {format_bytes(snap.remaining_bytes)}",
             "rate": rate,

@@ -15,6 +15,10 @@ from PySide6.QtWidgets import (
 
 from app.tree_model import PageTableModel
 
+# columns as shown (the model's numbers): index, kind, descriptor, S2AP / AF / DBM / XN, then
+# IPA range, output address, slot, dirty, so a narrow dock shows the descriptor unscrolled
+SHOWN_ORDER = (0, 2, 3, 4, 1, 5, 6, 7)
+
 
 class TreePanel(QWidget):
     message = Signal(str)  # a sentence for the Messages dock
@@ -59,6 +63,9 @@ class TreePanel(QWidget):
         kind = self.fontMetrics().horizontalAdvance("table · 512/512 valid") + 16
         for column, width in enumerate((150, 230, kind, digits, header, digits, 40, 40)):
             self.tree.setColumnWidth(column, width)
+        heads = self.tree.header()
+        for visual, column in enumerate(SHOWN_ORDER):  # the descriptor first, in view
+            heads.moveSection(heads.visualIndex(column), visual)
 
     def refresh(self, touched) -> None:
         if self.model is not None and self.tree.isVisible():

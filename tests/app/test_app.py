@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
 from app.heatmap_data import fold_max, render  # noqa: E402
@@ -218,6 +218,11 @@ def test_go_to_an_unmapped_ipa_names_the_invalid_entry(qtbot, window):
     load(window, small_session())
     panel = window.tree_panel
     assert panel.valid_only.isChecked()
+    heads = window.tree.header()  # the descriptor is the third column shown (a narrow dock)
+    shown = [
+        window.model.headerData(heads.logicalIndex(v), Qt.Orientation.Horizontal) for v in range(4)
+    ]
+    assert shown == ["index", "kind", "descriptor", "S2AP / AF / DBM / XN"]
     window.goto.setText("0x5000_0000")
     window._goto_entered()
     assert panel.result.text() == (

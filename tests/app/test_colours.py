@@ -116,7 +116,9 @@ def test_last_sent_never_sent_is_grey_and_rounds_run_dark_to_yellow(heatmap):
     ticks, colours = _bar(heatmap)
     names = [t for _, t in ticks]
     assert names[0] == "never" and colours[0] == NEVER_SENT  # the bar's bottom: never sent
-    assert "0" in names and names[-1] == "10" and colours[-1] == VIRIDIS_1
+    # rounds count from 1 (the review found "round 0" at the bottom, on top of "never")
+    assert "0" not in names and names[1] == "1"
+    assert names[-1] == "10" and colours[-1] == VIRIDIS_1
 
 
 @pytest.mark.parametrize("mode", ["heat", "version"])

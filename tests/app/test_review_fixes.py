@@ -312,6 +312,7 @@ def test_outcome_card_shows_what_dirtylog_run_prints(qtbot, window):
     # a migration that has switched over has nothing left to run (QEMU stops the source): the
     # step buttons are off and a step says why instead of doing nothing
     assert not window.controls.tick_btn.isEnabled() and not window.controls.round_btn.isEnabled()
+    assert window.status.labels["speed"].text() == "finished"  # (not "paused")
     window.step_tick()
     assert "Step tick: the run has ended" in window.messages.toPlainText()
     qtbot.wait(50)
@@ -533,6 +534,13 @@ def test_heat_map_has_half_the_window_and_nothing_is_clipped(qtbot, window, tmp_
     from app import dock_layout
 
     assert dock_layout.clipped(window, window.docks) == []
+    # addresses and the round's header are never elided
+    fm = window.fontMetrics()
+    slots = window.memslots.table
+    assert slots.item(0, 2).text() == "0x40000000"
+    assert slots.columnWidth(2) >= fm.horizontalAdvance("0x40000000")
+    head = window.rounds.horizontalHeaderItem(0).text()
+    assert window.rounds.columnWidth(0) >= fm.horizontalAdvance(head)
     assert window.grab().save(str(tmp_path / f"shot-{size[0]}x{size[1]}.png"))
     assert window.graphs.columns == (2 if window.graphs.width() >= 720 else 1)
 

@@ -78,6 +78,22 @@ class RoundAxis(pg.AxisItem):
         return [(float(step), [float(v) for v in np.arange(first, maxVal + 1e-9, step)])]
 
 
+def compact(value: float) -> str:
+    """A tick label that fits the fixed-width axis: 400000 → "400k", 1500000 → "1.5M"."""
+    for above, unit, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(value) >= above:
+            return f"{value / unit:.4g}{suffix}"
+    return f"{value:.4g}"
+
+
+class CompactAxis(pg.AxisItem):
+    """A left axis whose tick labels stay short (k, M, G), so they never run into its
+    title inside AXIS_WIDTH."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 (pyqtgraph's name)
+        return [compact(v * scale) for v in values]
+
+
 class TimingGraphs(QWidget):
     """The dock's graphs; with ``figure`` = (session name, columns), an export figure."""
 
@@ -111,7 +127,12 @@ class TimingGraphs(QWidget):
         self.empty_text: dict[str, pg.TextItem] = {}
         for key, title, unit, _ in PLOTS:
             cell = pg.GraphicsLayout()
-            p = cell.addPlot(row=0, col=0, title=title, axisItems={"bottom": RoundAxis("bottom")})
+            p = cell.addPlot(
+                row=0,
+                col=0,
+                title=title,
+                axisItems={"bottom": RoundAxis("bottom"), "left": CompactAxis("left")},
+            )
             legend = pg.LabelItem("", size="8pt", justify="left")
             cell.addItem(legend, row=1, col=0)
             p.setLabel("left", unit)

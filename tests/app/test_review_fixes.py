@@ -521,6 +521,14 @@ def test_manual_clear_has_a_round_one_walk_point(qtbot, window, initially_set):
         assert np.isfinite(window.graphs.curves[("walk_cpu", s)].getData()[1][0])
 
 
+def test_large_tick_labels_stay_short():
+    """Seen at 1920×1080: "400000" ran into the "pages" axis title."""
+    from app.graphs import compact
+
+    got = [compact(v) for v in (0, 0.5, 9999, 10_000, 400_000, 1_500_000, 2.5e9, -20_000)]
+    assert got == ["0", "0.5", "9999", "10k", "400k", "1.5M", "2.5G", "-20k"]
+
+
 # -- 9, 22, 23: the heat map first, its scale, its info strip --------------------------------
 
 

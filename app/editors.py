@@ -89,7 +89,7 @@ class Editor(QWidget):
 class MemslotEditor(Editor):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.table = table(["id", "name", "base", "size", "flags", "backing"], fit=(0, 2))
+        self.table = table(["id", "name", "base", "size", "flags", "backing"], fit=(0, 2, 4))
         self.f_id, self.f_name = QLineEdit("3"), QLineEdit("extra")
         self.f_base, self.f_size = QLineEdit("0x200000000"), QLineEdit("256MiB")
         self.f_flags = QCheckBox("log_dirty")
@@ -120,7 +120,7 @@ class MemslotEditor(Editor):
 
     def show_slots(self, snap: Snapshot, session_flags: dict[int, int] | None = None) -> None:
         """The slots in effect.  Flags are the session's: logging is switched on when the
-        migration starts (QEMU's setup), so before that log_dirty says "(from migration)"."""
+        migration starts (QEMU's setup), so before that log_dirty says "(at setup)"."""
         session_flags = session_flags or {}
         key = tuple((s.id, s.base_gfn, s.npages, s.flags) for s in snap.slots)
         if key == getattr(self, "_shown", None):
@@ -133,7 +133,7 @@ class MemslotEditor(Editor):
             flags = []
             if wanted & KVM_MEM_LOG_DIRTY_PAGES:
                 on = s.flags & KVM_MEM_LOG_DIRTY_PAGES
-                flags.append("log_dirty" if on else "log_dirty (from migration start)")
+                flags.append("log_dirty" if on else "log_dirty (at setup)")
             if wanted & KVM_MEM_READONLY:
                 flags.append("readonly")
             values = [
@@ -146,6 +146,10 @@ class MemslotEditor(Editor):
             ]
             for col, v in enumerate(values):
                 self.table.setItem(row, col, QTableWidgetItem(v))
+            self.table.item(row, 4).setToolTip(
+                "log_dirty (at setup): dirty logging is switched on when the migration starts "
+                "(QEMU's ram_save_setup), not before"
+            )
 
     def _selected_id(self) -> int | None:
         row = self.table.currentRow()

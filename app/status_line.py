@@ -63,7 +63,7 @@ class StatusLine:
         rate = (
             f"dirty rate {snap.dirty_pages_rate:,.0f} pages/s"
             if snap.rounds
-            else "dirty rate —, until the first harvest"
+            else "dirty rate — (no harvest yet)"
         )
         texts = {
             "time": f"t = {snap.t_ns / 1e9:,.3f} s (simulated)",
@@ -71,7 +71,9 @@ class StatusLine:
             if frame.running
             else ("finished" if frame.finished else "paused"),
             "round": round_text(snap),
-            "remaining": f"remaining {format_bytes(snap.remaining_bytes)}",
+            "remaining": "remaining —"
+            if snap.phase in ("idle", "setup")
+            else f"remaining {format_bytes(snap.remaining_bytes)}",
             "rate": rate,
             "throttle": f"throttle {snap.throttle_pct} %",
             "tracking": tracking,

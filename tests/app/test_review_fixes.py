@@ -529,6 +529,22 @@ def test_large_tick_labels_stay_short():
     assert got == ["0", "0.5", "9999", "10k", "400k", "1.5M", "2.5G", "-20k"]
 
 
+def test_before_the_migration_nothing_reads_as_zero_or_is_cut(qtbot, window):
+    """Seen at 1280×800 before the migration starts: "remaining 0 B", a dirty-rate text
+    running into the throttle, and the flags cut to "log_dirty (from ..."."""
+    load(window, small_session(migration={"policy": "qemu", "start_ms": 1e7}))
+    f = frame_after(qtbot, window, lambda f: True)
+    assert f.snapshot.phase == "idle"
+    labels = window.status.labels
+    assert labels["remaining"].text() == "remaining —"
+    rate = labels["rate"]
+    assert rate.text() == "dirty rate — (no harvest yet)"
+    assert rate.width() >= rate.fontMetrics().horizontalAdvance(rate.text())
+    slots = window.memslots.table
+    assert slots.item(0, 4).text() == "log_dirty (at setup)"  # logging starts at setup
+    assert slots.columnWidth(4) >= window.fontMetrics().horizontalAdvance("log_dirty (at setup)")
+
+
 # -- 9, 22, 23: the heat map first, its scale, its info strip --------------------------------
 
 

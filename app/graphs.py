@@ -197,6 +197,7 @@ class TimingGraphs(QWidget):
         self.notes = {}
         for key in self.plots:
             self.legends[key].setText("")
+            self.empty_text[key].setText("no rounds yet")
             self._show_empty(key, True)
 
     def _show_empty(self, key: str, empty: bool) -> None:
@@ -266,7 +267,7 @@ class TimingGraphs(QWidget):
         if tracking_mode == "dbm":
             self.notes = {
                 "walk_model": "dbm: no write-protect walk; the harvest scans every leaf",
-                "walk_cpu": "dbm: the leaf scan is modelled only (see the plot on the left)",
+                "walk_cpu": "dbm: the leaf scan is modelled only (see the modelled plot)",
             }
         elif tracking_mode == "manual-clear":
             self.notes = {
@@ -288,7 +289,11 @@ class TimingGraphs(QWidget):
         names = [n for n in self.series if n != "x" and n.startswith(plot + ":")]
         for name in names:
             self._curve(plot, name.split(":", 1)[1]).setData(self.series["x"], self.series[name])
-        has_data = bool(names) and self.series["x"].size > 0
+        rounds = self.series["x"].size
+        has_data = bool(names) and rounds > 0
+        if not has_data:  # say why a plot is empty once there are rounds (dbm's measured)
+            why = self.notes.get(plot, "nothing to plot in these rounds")
+            self.empty_text[plot].setText(why.split(": ", 1)[-1] if rounds else "no rounds yet")
         self._show_empty(plot, not has_data)
         if not names and plot in self.notes:
             self._legend(plot)

@@ -352,6 +352,8 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         mode_text = f"{tracking.get('mode', '')} · {tracking.get('strategy', '')}"
         if tracking.get("compare"):
             mode_text += " (compare)"
+        if tracking.get("mode") == "dbm":  # no write-protect walk: no strategy to compare
+            mode_text = "dbm · leaf scan" + (" (compare n/a)" if tracking.get("compare") else "")
         self.status.show(frame, self.speed.currentText(), mode_text)
         self.messages.take_frame(frame)
         if frame.result is not None and frame.settings and self.sim and self.sim.migration:

@@ -493,6 +493,12 @@ def test_dbm_mode_plots_its_scan_cost_and_says_compare_does_not_apply(qtbot, win
     rounds = window.last_frame.snapshot.rounds
     assert scan.tolist() == [r["harvest_model_ns"] / 1e3 for r in rounds] and scan[0] > 0
     assert "compare does not apply in dbm mode" in window.messages.toPlainText()
+    assert window.status.labels["tracking"].text() == "dbm · leaf scan (compare n/a)"
+    window.graphs.flush()  # the measured plot says why it is empty, not "no rounds yet"
+    empty = window.graphs.empty_text["walk_cpu"]
+    assert empty.isVisible() and empty.textItem.toPlainText().startswith(
+        "the leaf scan is modelled only"
+    )
 
 
 @pytest.mark.parametrize("initially_set", [True, False])

@@ -271,8 +271,7 @@ class TimingGraphs(QWidget):
             }
         elif tracking_mode == "manual-clear":
             self.notes = {
-                "walk_model": "manual-clear: GET protects nothing; the CLEARs made while a "
-                "round sends (chunk by chunk) protect what the harvest before it reported",
+                "walk_model": "manual-clear: the CLEARs made as pages are sent",
             }
         self._stale = list(self.plots)
         self._next.start()

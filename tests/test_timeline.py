@@ -20,6 +20,7 @@ from budget import examples
 from hypothesis import Phase, given, reject, settings
 from hypothesis import strategies as st
 
+from engine.kvm import dirtylog as DL
 from engine.migration.precopy import without_measured
 from engine.migration.simulation import EXIT_PERIOD_TICKS, Simulation
 from engine.util.errors import DirtylogError
@@ -371,3 +372,51 @@ def test_a_ring_mode_batch_ends_before_a_ring_could_fill():
     assert sim.advance(256) == EXIT_PERIOD_TICKS  # 87 > 64: the exit period ends it first
     used = sim.vm.rings[0].used
     assert sim.advance(256) == min(EXIT_PERIOD_TICKS, (960 - used - 1) // 11)
+
+
+# -- the lazy batch's split points -------------------------------------------------------------
+
+
+def clear_session(tmp_path: Path) -> dict:
+    """Manual clear with initially-set bits, 64-page chunks, a 1 MiB slot sent at about two
+    pages a tick; a trace writes page 64 + i of chunk 1 at i + 0.5 ms (tick i), i < 64."""
+    rows = [f"{i * 1_000_000 + 500_000},{SLOT0 + (64 + i) * 4096},0" for i in range(64)]
+    (tmp_path / "w.csv").write_text("t_ns,ipa,vcpu\n" + "\n".join(rows) + "\n")
+    return {
+        "format": "dirtylog-session",
+        "version": 2,
+        "seed": 1,
+        "vcpus": 1,
+        "tracking": {"mode": "manual-clear", "initially_set": True, "clear_chunk": "256KiB"},
+        "memslots": [{"id": 0, "base": hex(SLOT0), "size": "1MiB", "flags": ["log_dirty"]}],
+        "workloads": [{"name": "w", "kind": "trace", "path": str(tmp_path / "w.csv")}],
+        "migration": {
+            "bandwidth": "64Mbit/s",
+            "link_speed": "64Mbit/s",
+            "downtime_limit_ms": 20,
+            "timeout_s": 2,
+        },
+    }
+
+
+def test_a_clear_inside_a_batch_splits_the_guest_writes_at_its_tick(tmp_path):
+    """KVM_CLEAR_DIRTY_LOG of chunk 1 (pages 64-127) happens when page 64 is sent, after its
+    tick's writes: the writes of that tick and before are cleared, the later ones fault and
+    are logged again.  The CLEAR falls inside a batch, which applies the writes before it,
+    CLEARs, then the writes after it; the next GET reports exactly the later pages, and
+    everything equals the tick-by-tick run."""
+    data = clear_session(tmp_path)
+    sim = Simulation.from_dict(data)
+    sim.keep_harvests = True
+    starts = []
+    while not sim.finished:
+        starts.append(sim.tick)
+        sim.advance(256)
+    clear = next(c for c in sim.migration.clears if c["first_page"] == 64)
+    tick = clear["t_ns"] // 1_000_000
+    assert 0 < tick < 63 and tick not in starts and tick + 1 not in starts  # inside a batch
+    second_get = DL.bitmap_pages(sim.harvests[1]["slots"][0]).tolist()
+    assert second_get == [64 + i for i in range(tick + 1, 64)]
+    one, sim_one = run_with(data, lambda: 1)
+    assert without_measured(sim.result()) == one
+    assert state(sim) == state(sim_one)

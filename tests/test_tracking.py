@@ -257,6 +257,23 @@ def test_ring_soft_full_defers_and_exits():
     assert vm.rings[0].soft_full
 
 
+def test_ring_entries_follow_the_writes_whichever_fault_they_take():
+    """kvm_dirty_ring_push runs in the fault that dirties the page (mark_page_dirty_in_slot,
+    virt/kvm/kvm_main.c, v6.17), so a vCPU's ring lists its pages in the order it wrote
+    them, whether the write found a write-protected page (permission fault) or no mapping
+    (translation fault): one batch gives the entries one-by-one accesses give."""
+    vm = VM(G, Tracking("ring", "range", 256), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 1 << 20, slot_flags(log_dirty=True), 4096, populate=True)
+    vm.set_memslot(1, BASE + (1 << 20), 1 << 20, slot_flags(log_dirty=True), 4096)
+    # slot 0 is mapped and write-protected by logging, slot 1 is not mapped at all
+    written = [(1, 3), (0, 5), (1, 1), (0, 2)]
+    gfn = np.array([(BASE >> 12) + 256 * sid + page for sid, page in written], np.int64)
+    vm.access(gfn, np.zeros(4, np.int64), np.ones(4, bool))
+    slots, offsets = vm.rings[0].collect()
+    assert list(zip(slots.tolist(), offsets.tolist(), strict=True)) == written
+    assert vm.stats["translation_faults"] == 2 and vm.stats["permission_faults"] == 2
+
+
 def test_get_without_logging_is_enoent():
     vm = VM(G)
     vm.set_memslot(0, BASE, 1 << 20)

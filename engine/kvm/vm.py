@@ -131,6 +131,7 @@ class VM:
         self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
         self.oplog: list | None = None  # engine.kvm.oplog records, when a replay asks for them
         self.awaiting_retry = False  # the last access batch ended in a ring-full exit
+        self._ring_marks: list[np.ndarray] = []  # pages to push, gathered over one _apply
 
     def enable_eager_split(self, chunk: int, field: str = "tracking.eager_split") -> None:
         """KVM_ENABLE_CAP(KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, chunk) as v6.17 checks it.
@@ -366,18 +367,22 @@ class VM:
             level, pos, desc = self.pgt.lookup(ipa)
             valid = D.is_valid(desc)
         refault = self._collapsible(pages, valid, level, desc, logging, slots)
+        self._ring_marks = []
         if not refault.any():
             self._translation_faults(pages, ~valid, logging, slots, res)
             self._permission_faults(pages, valid, level, pos, desc, logging, res)
-            return
-        # not logging (any more): a write to a read-only page where the backing allows a
-        # block maps the block again, replacing the table a split left (user_mem_abort:
-        # vma_pagesize > fault_granule → kvm_pgtable_stage2_map); it is handled as the
-        # translation faults are, and the rest is looked up again after the collapse
-        handled = ~valid | refault
-        self._translation_faults(pages, handled, logging, slots, res)
-        level, pos, desc = self.pgt.lookup(ipa)
-        self._permission_faults(pages, D.is_valid(desc) & ~handled, level, pos, desc, logging, res)
+        else:
+            # not logging (any more): a write to a read-only page where the backing allows a
+            # block maps the block again, replacing the table a split left (user_mem_abort:
+            # vma_pagesize > fault_granule → kvm_pgtable_stage2_map); it is handled as the
+            # translation faults are, and the rest is looked up again after the collapse
+            handled = ~valid | refault
+            self._translation_faults(pages, handled, logging, slots, res)
+            level, pos, desc = self.pgt.lookup(ipa)
+            valid = D.is_valid(desc) & ~handled
+            self._permission_faults(pages, valid, level, pos, desc, logging, res)
+        if self._ring_marks:  # pushed in the order of the writes, whichever fault they took
+            self._push_rings(pages, np.concatenate(self._ring_marks), slots)
 
     def _collapsible(self, pages, valid, level, desc, logging, slots) -> np.ndarray:
         """Written read-only pages of slots that do not log, inside a block the backing and
@@ -523,7 +528,7 @@ class VM:
         vcpu = pages.vcpu_write[idx]
         res.dirty_events += np.bincount(vcpu[vcpu >= 0], minlength=self.nr_vcpus)[: self.nr_vcpus]
         if self.rings:
-            self._push_rings(pages, idx[vcpu >= 0], slots)
+            self._ring_marks.append(idx[vcpu >= 0])  # pushed at the end of _apply
             idx = idx[vcpu < 0]  # no running vCPU: the backup bitmap (ring-with-bitmap)
         for i, sel in _per_slot(pages.sidx[idx]):
             slot = slots[i]

@@ -33,6 +33,7 @@ from engine.files.session import MigrationCfg
 from engine.kvm import dirtylog as DL
 from engine.kvm.dirtylog import OpStats
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES
+from engine.migration import deferred as DF
 from engine.migration import qemu_rules as Q
 from engine.migration import xen as X
 from engine.migration.kubevirt import KubevirtMonitor
@@ -116,7 +117,11 @@ class Migration:
         self.last_harvest: dict[int, np.ndarray] = {}
         self.last_harvest_t_ns = 0  # when last_harvest was taken (exports record it)
         self._remaining: int | None = None
-        self.sent_log: list[tuple[int, np.ndarray]] | None = None  # (slot, pages) sent, if set
+        # while the simulation defers sends (see engine.migration.deferred): the batch tick
+        # now, and every page's cost (``uniform_cost`` at the batch's start)
+        self.defer_tick: int | None = None
+        self.defer_cost = 0
+        self._deferred: DF.Deferred | None = None
         self.syncs = 0  # harvests so far (QEMU: dirty-sync-count), numbering the exports
         self.next_harvest_ns = 0  # policy fixed: when the next harvest is due
         self.clears: list[dict[str, object]] = []  # CLEAR calls made, kept for --export-bitmaps
@@ -169,6 +174,7 @@ class Migration:
     def remaining_pages(self) -> int:
         """Pages still to send (kept as a count: recounting 16 M bits per tick is too slow)."""
         if self._remaining is None:
+            self.flush()
             self._remaining = sum(DL.popcount(m.bitmap) for m in self.slots.values())
         return self._remaining
 
@@ -404,6 +410,7 @@ class Migration:
         is switched off (memory_global_dirty_log_stop) and the guest goes on at the source."""
         if not self.active:
             return
+        self.flush()
         self._close_round(t)
         self.phase = "done"
         self.outcome = "cancelled"
@@ -548,6 +555,9 @@ class Migration:
     def _send_budget(self, link_bytes: float, window_bytes: float) -> Sent:
         """Send dirty pages from the cursor on while they fit in ``link_bytes`` and each
         starts before ``window_bytes`` are used (the rate limit is checked before a page)."""
+        if self.defer_tick is not None and not math.isinf(link_bytes):
+            return self._send_counted(link_bytes, window_bytes, self.defer_cost)
+        self.flush()
         out = Sent()
         max_cost = self.page if self.is_xen else Q.page_bytes(False, self.page)
         if math.isinf(link_bytes):
@@ -575,6 +585,111 @@ class Migration:
                 out.dry = True
                 return out
             want *= 2
+
+    def _send_counted(self, link_bytes: float, window_bytes: float, cost: int) -> Sent:
+        """``_send_budget`` when every page costs ``cost``: the same loop, counting the pages
+        (the next dirty ones in send order) instead of collecting them; written at ``flush``."""
+        out = Sent()
+        want = int(link_bytes // cost) + 1
+        while True:
+            got = min(want, self.remaining_pages())
+            if not got:
+                out.dry = True
+                return out
+            by_link = min(got, DF.link_count(link_bytes - out.nbytes, cost))
+            by_window = min(got, DF.window_count(window_bytes - out.nbytes, cost))
+            n = min(by_link, by_window)
+            if n:
+                self._defer(n, cost)
+                out.nbytes += n * cost
+                out.pages += n
+            if n < got:
+                out.link_bound = by_link <= by_window
+                return out
+            if got < want:
+                out.dry = True
+                return out
+            want *= 2
+
+    def _defer(self, n: int, cost: int) -> None:
+        """Count ``n`` pages of ``cost`` bytes as sent in this tick (``_send_pages_of``'s
+        accounting); with manual clear, CLEAR first where they enter a chunk the last GET
+        reported bits in."""
+        d = self._deferred
+        if d is None:
+            self.remaining_pages()  # counted before any bit is left standing
+            d = self._deferred = DF.Deferred(self.cursor)
+        lo = d.sent
+        d.add(self.defer_tick, n)
+        if self.vm.tracking.manual:
+            self._clear_counted(d, lo, lo + n)
+        self._remaining -= n
+        nbytes = n * cost
+        per = max(1, self.page // Q.TARGET_PAGE)
+        self.total_bytes += nbytes
+        self.total_pages_sent += n
+        self.iter_pages += n
+        self.normal += n * per  # a uniform cost is never a zero page's
+        if self.acc:
+            self.acc.transferred_bytes += nbytes
+            self.acc.pages_sent += n
+            self.acc.normal += n * per
+
+    def _clear_counted(self, d: DF.Deferred, lo: int, hi: int) -> None:
+        """Manual clear for counted sends of ranks [lo, hi): where a chunk with bits of the
+        last GET begins among them, the guest catches up to now and the chunks are CLEARed,
+        slot by slot, as ``_send_pages_of`` would before sending them."""
+        snaps = {sid: m.clear_snapshot for sid, m in self.slots.items()}
+        if all(s is None for s in snaps.values()):
+            return
+        if d.ahead is None or (d.ahead_limit and hi > d.ahead_limit):
+            limit = max(2 * hi, 2 * d.ahead_limit, 4096)  # the pages still in front of the cursor
+            d.ahead = self._collect(limit)
+            d.ahead_limit = limit if sum(p.size for _, p in d.ahead) == limit else 0
+            d.clear_at = DF.clear_ranks(d.ahead, snaps, self.clear_chunk_pages)
+        if not d.clears_between(lo, hi):
+            return
+        for sid, pages in DF.split(d.ahead, lo, hi):
+            m = self.slots[sid]
+            if m.clear_snapshot is not None:
+                self._clear_before_send(sid, m, pages)
+
+    def flush(self) -> None:
+        """Write the counted sends: clear their bits, give each page the version it had at the
+        end of its tick, move the cursor past the last (see engine.migration.deferred)."""
+        d = self._deferred
+        if d is None:
+            return
+        self._deferred = None
+        self.sim.catch_up()
+        gfn, wt = self.sim.batch_writes()
+        ticks = d.send_ticks()
+        start = 0
+        for sid, pages in self._collect(d.sent):
+            t = ticks[start : start + pages.size]
+            start += pages.size
+            m, st = self.slots[sid], self.vm.slots[sid]
+            DL.clear_bits(m.bitmap, pages)
+            m.dest[pages] = st.version[pages]
+            s = st.slot
+            sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)
+            if sel.any() and not s.readonly:
+                late = DF.later_writes(pages, t, gfn[sel] - s.base_gfn, wt[sel])
+                if late.size:
+                    u, c = np.unique(late, return_counts=True)
+                    m.dest[u] -= c.astype(m.dest.dtype)
+            if m.last_sent is not None:
+                m.last_sent[pages] = min(self.round, 32767)
+            self.cursor = (sid, int(pages[-1]) + 1)
+
+    def uniform_cost(self) -> int | None:
+        """Stream bytes of every page when all cost the same, else None: QEMU tells a zero
+        page apart (a cheaper record) only in a slot the guest has not populated."""
+        if self.is_xen:
+            return self.page
+        if self.cfg.zero_page_detection == "none" or all(m.populated for m in self.slots.values()):
+            return Q.page_bytes(False, self.page)
+        return None
 
     def _costs(self, sid: int, pages: np.ndarray) -> np.ndarray:
         """Stream bytes per page: Xen the page; QEMU header + data, or a zero page."""
@@ -611,23 +726,6 @@ class Migration:
                 break
         return out
 
-    def backdate(self, sent, gfn: np.ndarray, tick: np.ndarray) -> None:
-        """After a batch of ticks whose writes were applied before its sends: give each page
-        sent in tick i (``sent``: slot, pages, i) the version it had then, i.e. minus the
-        writes to it (``gfn``, applied, in ``tick``) in later ticks of the batch."""
-        for sid, pages, sent_tick in sent:
-            s = self.vm.slots[sid].slot
-            sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)
-            if s.readonly or not sel.any() or sid not in self.slots:
-                continue
-            rel, wt = gfn[sel] - s.base_gfn, tick[sel]
-            order = np.argsort(pages, kind="stable")
-            sp = pages[order]
-            pos = np.minimum(np.searchsorted(sp, rel), sp.size - 1)
-            late = (sp[pos] == rel) & (wt > sent_tick)
-            if late.any():
-                np.subtract.at(self.slots[sid].dest, rel[late], 1)
-
     def _commit(self, batch: list[tuple[int, np.ndarray]], n: int) -> None:
         """Send the first ``n`` pages of ``batch``."""
         for sid, pages in batch:
@@ -640,8 +738,6 @@ class Migration:
 
     def _send_pages_of(self, sid: int, pages: np.ndarray) -> None:
         m = self.slots[sid]
-        if self.sent_log is not None:
-            self.sent_log.append((sid, pages))
         if self.vm.tracking.manual and m.clear_snapshot is not None:
             self._clear_before_send(sid, m, pages)
         DL.clear_bits(m.bitmap, pages)
@@ -670,6 +766,7 @@ class Migration:
     def _clear_before_send(self, sid: int, m: SlotMig, pages: np.ndarray) -> None:
         """migration_clear_memory_region_dirty_bitmap: KVM_CLEAR_DIRTY_LOG a clear-bitmap
         chunk the first time one of its pages goes (only bits the last GET reported)."""
+        self.sim.catch_up()  # CLEAR re-protects: the guest's writes up to now come first
         chunk = self.clear_chunk_pages
         snap = m.clear_snapshot
         assert snap is not None
@@ -707,6 +804,7 @@ class Migration:
         the migration bitmap.  Closes the current round and starts the next (dirty-sync-count
         + 1).  Returns (pages the log reported, pages newly dirty in the migration bitmap).
         """
+        self.flush()  # (and the guest's writes up to now: the harvest sees them)
         before = len(self.vm.op_log)
         reported: dict[int, np.ndarray] = {}
         if self.vm.tracking.mode == "ring":
@@ -805,6 +903,7 @@ class Migration:
         acc = self.acc
         if acc is None:
             return
+        self.sim.catch_up()  # the round counts the guest's faults and exits up to now
         self.acc = None
         vm, costs = self.vm, self.vm.costs
         tlbi = Counter(vm.pgt.tlbi)

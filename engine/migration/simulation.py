@@ -35,13 +35,28 @@ Batching.  ``advance(k)`` runs up to k ticks at once and gives exactly what k ca
 ``advance(1)`` give: no batch spans an event, the migration start, an exit-period boundary, a
 harvest, switchover or limit (``Migration.quiet_ticks``), nor, in ring mode, the tick where a
 ring could reach its soft limit (``_ring_safe_ticks``).  Inside a batch the workloads draw
-every tick's accesses in one call (identical draws, ``workloads``); the VM applies them in one
-pass when that is provably the same as tick by tick — all accesses are writes (a read of a page
-in a write-protected block, then a split, is not the same in one pass), no dirty ring can fill,
-and no CLEAR runs (manual clear) — and otherwise tick by tick.  Sends are computed tick by tick
-from one pass over the bitmap, and each page sent in tick i gets back the version it had then
-(``Migration.backdate``): the writes of later ticks of the batch are taken off.  Everything is
-seeded, so the same session gives the same rounds, bitmaps and destination at any batch size.
+every tick's accesses in one call (identical draws, ``workloads``), and the ticks then run in
+order, each doing steps 3 and 4, with two shortcuts when they are provably the same as tick
+by tick — all accesses are writes (a read of a page in a write-protected block, then a split,
+is not the same in one pass), no dirty ring can fill, and every page costs the same to send
+(a zero page's cost reads its content at its own tick):
+
+- **Lazy guest.**  The accesses are applied (``catch_up``: all those not yet applied, up to
+  the tick being run, in one pass) only when something is about to read or change the state
+  they change: a CLEAR (manual clear: the chunks a tick's sends enter, found ahead from the
+  last GET's bits), a ring reap, a harvest, a round's close, a cancel, and the batch's end.
+  Writes are otherwise independent of the migration within a batch: they touch the KVM log,
+  the tables and the versions, the sender only the migration bitmap and the destination.
+- **Counted sends.**  The migration bitmap changes within a batch only by the sends, so each
+  tick's send is a count (the next n dirty pages in send order, n from the same byte budget
+  comparisons); the pages are written at the batch's end or before a harvest or switchover
+  (``Migration.flush``), each with the version it had at the end of its own tick: the
+  writes of later ticks, already applied, are taken off (``engine.migration.deferred``).
+
+A CLEAR, reap or harvest therefore splits the guest's writes exactly where it happens.
+Otherwise the ticks run one by one, each tick's accesses applied before its sends.
+Everything is seeded, so the same session gives the same rounds, bitmaps and destination at
+any batch size.
 """
 
 from __future__ import annotations
@@ -49,6 +64,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -88,6 +104,20 @@ HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
 HEAT_RESCALE = 2.0**16  # largest weight of a new write before the heat array is rescaled
 
 
+@dataclass
+class _Batch:
+    """A batch's accesses (time-ordered), vCPU time per tick, each access's batch tick and the
+    first access of each tick (``bounds``, k + 1 values); ticks before ``applied`` are applied
+    to the VM, ``now`` is the tick being run."""
+
+    acc: Accesses
+    active: np.ndarray
+    tick_of: np.ndarray
+    bounds: np.ndarray
+    applied: int = 0
+    now: int = 0
+
+
 class Simulation:
     """Runs one session; the app drives it from a worker thread, the CLI from a loop."""
 
@@ -115,6 +145,7 @@ class Simulation:
             cfg.vcpus,
         )
         self.paused_vcpus: set[int] = set()
+        self._batch: _Batch | None = None  # the batch being run (advance)
         self.vcpu_debt_ns = np.zeros(cfg.vcpus, dtype=np.int64)  # exit time owed now
         self._exit_faults = np.zeros(cfg.vcpus, dtype=np.int64)  # this period's fault exits
         self._exit_other_ns = np.zeros(cfg.vcpus, dtype=np.float64)  # and ring-full exits
@@ -258,66 +289,73 @@ class Simulation:
             acc, active = self._guest_accesses(edges)
         else:
             acc, active = Accesses.empty(), np.zeros((k, self.cfg.vcpus), dtype=np.int64)
-        sending = m is not None and m.phase == "iterating"
         tick_of = np.maximum(np.searchsorted(edges, acc.t_ns, "left") - 1, 0)
-        if k == 1 or self._one_pass(acc, sending):
-            faults, ring_full = self._apply_accesses(acc)
-            self._account(acc, active, faults, ring_full)
+        self._batch = _Batch(acc, active, tick_of, np.searchsorted(tick_of, np.arange(k + 1)))
+        try:
+            self._run_ticks(edges, k == 1 or self._lazy(acc))
+        finally:
+            self._batch = None
             if m is not None:
-                self._migration_ticks(edges, acc, tick_of)
-        else:
-            self._tick_by_tick(acc, active, tick_of, edges)
+                m.defer_tick = None
         self.t_ns = int(edges[-1])
         self.tick += k
         return k
 
-    def _migration_ticks(self, edges: np.ndarray, acc: Accesses, tick_of: np.ndarray) -> None:
-        """The migration's part of each tick of a batch whose writes are all applied: one
-        tick at a time, then each page sent in tick i gets back the version it had then."""
+    def _run_ticks(self, edges: np.ndarray, lazy: bool) -> None:
+        """The batch's ticks in order.  Lazy: the guest's accesses are applied only when
+        something reads what they change (``catch_up``) and the migration's sends are
+        counted, then written at the end (``Migration.flush``); otherwise every tick's
+        accesses are applied before its sends."""
         m = self.migration
-        k = edges.size - 1
-        if k == 1 or m.phase != "iterating":
-            for i in range(k):
+        cost = m.uniform_cost() if m is not None and lazy else None
+        if cost is not None:
+            m.defer_cost = cost
+        for i in range(edges.size - 1):
+            self.t_ns = int(edges[i])  # what a CLEAR, a ring reap or a message sees as now
+            self._batch.now = i
+            if not lazy:
+                self.catch_up()
+            if m is not None:
+                m.defer_tick = None if cost is None else i
                 m.tick(int(edges[i]), int(edges[i + 1]))
-            return
-        sent = []
-        for i in range(k):
-            m.sent_log = []
-            self.t_ns = int(edges[i])
-            m.tick(int(edges[i]), int(edges[i + 1]))
-            sent += [(sid, pages, i) for sid, pages in m.sent_log]
-        m.sent_log = None
-        m.backdate(sent, acc.gfn[acc.write], tick_of[acc.write])
+        self.catch_up()
+        if m is not None:
+            m.flush()
 
-    def _one_pass(self, acc: Accesses, sending: bool) -> bool:
-        """Whether a batch's accesses can be applied in one pass (see the module docstring)."""
-        if (sending and self.vm.tracking.manual) or not acc.write.all():
+    def catch_up(self) -> None:
+        """Apply, in one pass, the batch's accesses not applied yet up to the current tick:
+        before anything reads or changes the state they change (the module docstring)."""
+        b = self._batch
+        if b is None or b.applied > b.now:
+            return
+        first, b.applied = b.applied, b.now + 1  # (a ring-full exit reaps: no second pass)
+        part = b.acc.part(int(b.bounds[first]), int(b.bounds[b.applied]))
+        faults, ring_full = self._apply_accesses(part)
+        self._account(part, b.active[first : b.applied], faults, ring_full)
+
+    def batch_writes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's writes applied so far: gfn and batch tick of each (int64)."""
+        b = self._batch
+        if b is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        hi = int(b.bounds[b.applied])
+        write = b.acc.write[:hi]
+        return b.acc.gfn[:hi][write], b.tick_of[:hi][write]
+
+    def _lazy(self, acc: Accesses) -> bool:
+        """Whether a batch's accesses may be applied lazily, in a few passes: all are writes
+        (a read of a page in a write-protected block, then a split, is not the same in one
+        pass), no dirty ring can fill, and every page sent costs the same (a zero page's
+        cost reads its content as of its own tick)."""
+        if not acc.write.all():
             return False
         m = self.migration
-        # dbm and ring pages are harvested from state the later ticks' writes would change
-        # (an untracked slot needs nothing: every sync marks it all dirty, whatever was written)
-        if sending and self.vm.tracking.mode in ("dbm", "ring"):
-            return False
-        # a send's cost reads the page's content (zero or not): the content of its own tick
-        zero_costs = sending and m.cfg.zero_page_detection != "none"
-        if zero_costs and not all(sm.populated for sm in m.slots.values()):
+        if m is not None and m.active and m.uniform_cost() is None:
             return False
         if self.vm.rings:
             counts = np.bincount(acc.vcpu[acc.vcpu >= 0], minlength=self.cfg.vcpus)
             return all(int(c) < r.room() for c, r in zip(counts, self.vm.rings, strict=False))
         return True
-
-    def _tick_by_tick(self, acc: Accesses, active: np.ndarray, tick_of, edges) -> None:
-        """Apply the accesses and run the migration one tick at a time."""
-        k = edges.size - 1
-        bounds = np.searchsorted(tick_of, np.arange(k + 1))
-        for i in range(k):
-            self.t_ns = int(edges[i])  # what a CLEAR or a ring reap sees as now
-            part = acc.part(int(bounds[i]), int(bounds[i + 1]))
-            faults, ring_full = self._apply_accesses(part)
-            self._account(part, active[i : i + 1], faults, ring_full)
-            if self.migration is not None:
-                self.migration.tick(int(edges[i]), int(edges[i + 1]))
 
     def _account(self, acc: Accesses, active: np.ndarray, faults, ring_full: int) -> None:
         """The batch's exits are owed from the next exit period; the round counts them."""
@@ -456,6 +494,7 @@ class Simulation:
 
     def reap_rings(self) -> DL.OpStats:
         """Collect every ring into the migration's pending set, then KVM_RESET_DIRTY_RINGS."""
+        self.catch_up()
         slots, offsets = DL.collect_rings(self.vm)
         if self.migration is not None and offsets.size:
             self.migration.add_ring_pages(slots, offsets)

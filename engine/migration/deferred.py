@@ -1,0 +1,131 @@
+"""Sends counted now and written later: what a batch of ticks sends, kept as counts per tick.
+
+Inside a batch (see "Batching" in ``engine.migration.simulation``) every page costs the same
+(``Migration.uniform_cost``) and the migration bitmap changes only by the sends themselves, so
+what one call of the sender sends is fixed by a count: the next n dirty pages in send order
+from the cursor (address order, wrapping once, as ``Migration._collect`` gives them).  The
+sender therefore only counts (``link_count``, ``window_count``: the exact comparisons that
+QEMU's byte budget makes, page by page); the pages' bits, destination versions and the cursor
+are written at a flush, from one scan of the bitmap, each page getting the version it had at
+the end of its own tick (``later_writes``: the writes of later ticks, already applied, are
+taken off).  With manual clear, the ranks at which a clear-bitmap chunk holding bits of the
+last GET begins (``clear_ranks``) mark the ticks whose sends must CLEAR first.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Pages = list[tuple[int, np.ndarray]]  # (slot id, page offsets) in send order
+
+
+@dataclass
+class Deferred:
+    """The sends since the last flush: ``counts[j]`` pages went in batch tick ``ticks[j]``,
+    the first of them the first dirty page at or after ``cursor`` (slot id, page offset)."""
+
+    cursor: tuple[int, int]
+    ticks: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    sent: int = 0
+    ahead: Pages | None = None  # manual clear: pages in send order from ``cursor``
+    ahead_limit: int = 0  # how many pages ``ahead`` was asked for (fewer: it holds them all)
+    clear_at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def add(self, tick: int, n: int) -> None:
+        """``n`` more pages sent in batch tick ``tick``."""
+        if self.ticks and self.ticks[-1] == tick:
+            self.counts[-1] += n
+        else:
+            self.ticks.append(tick)
+            self.counts.append(n)
+        self.sent += n
+
+    def send_ticks(self) -> np.ndarray:
+        """The batch tick of every page sent, in send order (int64, ``sent`` values)."""
+        return np.repeat(np.asarray(self.ticks, np.int64), self.counts)
+
+    def clears_between(self, lo: int, hi: int) -> bool:
+        """Whether a chunk with bits of the last GET begins at a send rank in [lo, hi)."""
+        i = int(np.searchsorted(self.clear_at, lo))
+        return i < self.clear_at.size and int(self.clear_at[i]) < hi
+
+
+def link_count(budget: float, cost: int) -> int:
+    """Pages of ``cost`` bytes whose running total stays within ``budget``: the largest n >= 0
+    with n × cost <= budget (compared exactly, as ``np.searchsorted`` compares the totals)."""
+    if budget < cost:
+        return 0
+    n = int(budget // cost)
+    while (n + 1) * cost <= budget:
+        n += 1
+    while n > 0 and n * cost > budget:
+        n -= 1
+    return n
+
+
+def window_count(budget: float, cost: int) -> int:
+    """Pages of ``cost`` bytes that start before ``budget`` bytes are used: the number of
+    i >= 0 with i × cost < budget (the rate limit is checked before each page); no limit for
+    an infinite budget."""
+    if budget <= 0:
+        return 0
+    if math.isinf(budget):  # no rate limit (Xen's sender)
+        return sys.maxsize
+    n = int(budget // cost) + 1
+    while n > 0 and (n - 1) * cost >= budget:
+        n -= 1
+    while n * cost < budget:
+        n += 1
+    return n
+
+
+def split(pages: Pages, lo: int, hi: int) -> Pages:
+    """The pieces of send ranks [lo, hi) of ``pages``, per slot, in send order."""
+    out: Pages = []
+    start = 0
+    for sid, p in pages:
+        a, b = max(lo - start, 0), min(hi - start, p.size)
+        if a < b:
+            out.append((sid, p[a:b]))
+        start += p.size
+    return out
+
+
+def clear_ranks(pages: Pages, snapshots: dict[int, np.ndarray | None], chunk: int) -> np.ndarray:
+    """Send ranks at which a clear-bitmap chunk (``chunk`` pages, a multiple of 64) first
+    appears among ``pages`` while its words of ``snapshots`` (the last GET's bits not yet
+    cleared, per slot) hold a bit: where a sender CLEARs before sending (sorted int64)."""
+    out: list[np.ndarray] = []
+    seen: set[tuple[int, int]] = set()
+    start = 0
+    for sid, p in pages:
+        snap = snapshots.get(sid)
+        if snap is not None and p.size:
+            words = chunk // 64
+            starts = np.arange(0, snap.size, words)
+            has = np.logical_or.reduceat(snap != 0, starts) if snap.size else np.zeros(0, bool)
+            c = p // chunk
+            first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+            for i in first[has[c[first]]].tolist():
+                key = (sid, int(c[i]))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(np.array([start + i], np.int64))
+        start += p.size
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def later_writes(pages: np.ndarray, ticks: np.ndarray, rel: np.ndarray, wt: np.ndarray):
+    """Writes (page offset ``rel``, batch tick ``wt``) to one of ``pages`` (increasing offsets,
+    each sent in batch tick ``ticks``) after the tick it was sent in: their page offsets, one
+    per write (int64), to be taken off the versions the pages were given."""
+    if not pages.size or not rel.size:
+        return np.zeros(0, np.int64)
+    pos = np.minimum(np.searchsorted(pages, rel), pages.size - 1)
+    late = (pages[pos] == rel) & (wt > ticks[pos])
+    return rel[late]

@@ -804,7 +804,8 @@ class Migration:
         the migration bitmap.  Closes the current round and starts the next (dirty-sync-count
         + 1).  Returns (pages the log reported, pages newly dirty in the migration bitmap).
         """
-        self.flush()  # (and the guest's writes up to now: the harvest sees them)
+        self.sim.catch_up()  # the harvest sees the guest's writes up to now
+        self.flush()
         before = len(self.vm.op_log)
         reported: dict[int, np.ndarray] = {}
         if self.vm.tracking.mode == "ring":

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from test_migration import ZERO_COSTS, run, session
 
+from engine.cli.main import main as cli_main
 from engine.files.session import CLEAR_SHIFT_DEFAULT, KubevirtCfg, clear_chunk_pages, parse_session
 from engine.migration import qemu_rules as Q
 from engine.migration.kubevirt import KubevirtMonitor
@@ -293,6 +294,18 @@ def test_untracked_slot_is_pending_after_every_sync(pages, converges):
     assert {r["remaining_bytes"] for r in result["rounds"]} == {31 * 4096}
     assert {r["dirty_pages"] for r in result["rounds"][:-1]} == {31}
     assert result["expected_downtime_ms"] == pytest.approx(31 * 4096 / 4104)
+
+
+def test_run_prints_no_downtime_without_a_switchover(tmp_path, capsys):
+    """A run that never switched over has no downtime to judge against the limit: the
+    31-page untracked slot never converges, so `dirtylog run` says so (not "0.0 ms within
+    the limit"); QEMU's expected-downtime is still shown."""
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(_untracked(31)))
+    assert cli_main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "downtime: none (no switchover: the guest was never stopped) (expected 30.9 ms)" in out
+    assert "within the" not in out
 
 
 @pytest.mark.parametrize(

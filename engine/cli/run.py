@@ -220,10 +220,13 @@ def outcome_lines(result: dict[str, Any], downtime_limit_ms: float | None = None
     if downtime_limit_ms is not None:
         verdict = "within" if downtime <= downtime_limit_ms else "over"
         limit = f" ({verdict} the {downtime_limit_ms:g} ms limit)"
+    shown = f"{downtime:,.1f} ms{limit}"
+    if result.get("outcome") != "completed":
+        shown = "none (no switchover: the guest was never stopped)"
     return [
         f"outcome: {result.get('outcome')} ({result.get('reason', '')})",
         f"total time: {result.get('total_time_ms', 0):,.1f} ms (simulated), downtime: "
-        f"{downtime:,.1f} ms{limit} (expected "
+        f"{shown} (expected "
         f"{result.get('expected_downtime_ms', 0):,.1f} ms), "
         f"setup: {result.get('setup_time_ms', 0):,.3f} ms, "
         f"sent: {format_bytes(result.get('transferred_bytes', 0))} in "

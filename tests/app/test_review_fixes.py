@@ -59,6 +59,12 @@ def frame_after(qtbot, window, pred, timeout=20_000):
     return window.last_frame
 
 
+def assert_status_fits(window):
+    """Every status-bar text is shown whole (the labels have fixed widths)."""
+    for key, label in window.status.labels.items():
+        assert label.width() >= label.fontMetrics().horizontalAdvance(label.text()), key
+
+
 # -- 1: honest speed ------------------------------------------------------------------------
 
 
@@ -79,6 +85,7 @@ def test_one_x_is_one_simulated_second_per_wall_second(qtbot, window):
     assert re.search(
         r"speed 1× \(real time\) · achieving [\d.]+×", window.status.labels["speed"].text()
     )
+    assert_status_fits(window)
 
 
 # -- 18, 19: Step round stops at the next harvest and can be cancelled -----------------------
@@ -313,6 +320,11 @@ def test_outcome_card_shows_what_dirtylog_run_prints(qtbot, window):
     # step buttons are off and a step says why instead of doing nothing
     assert not window.controls.tick_btn.isEnabled() and not window.controls.round_btn.isEnabled()
     assert window.status.labels["speed"].text() == "finished"  # (not "paused")
+    # the time is the migration's end (switchover + downtime), as the last row says
+    end = last["t_end_ns"]
+    assert end > f.snapshot.t_ns
+    assert window.status.labels["time"].text() == f"t = {end / 1e9:,.3f} s (simulated, the end)"
+    assert_status_fits(window)
     window.step_tick()
     assert "Step tick: the run has ended" in window.messages.toPlainText()
     qtbot.wait(50)
@@ -548,7 +560,7 @@ def test_before_the_migration_nothing_reads_as_zero_or_is_cut(qtbot, window):
     assert labels["remaining"].text() == "remaining —"
     rate = labels["rate"]
     assert rate.text() == "dirty rate — (no harvest yet)"
-    assert rate.width() >= rate.fontMetrics().horizontalAdvance(rate.text())
+    assert_status_fits(window)
     slots = window.memslots.table
     assert slots.item(0, 4).text() == "log_dirty (at setup)"  # logging starts at setup
     assert slots.columnWidth(4) >= window.fontMetrics().horizontalAdvance("log_dirty (at setup)")

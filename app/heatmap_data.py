@@ -54,6 +54,15 @@ def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduceat(values, starts)
 
 
+def _fold_span(layer, start: int, stop: int, factor: int) -> np.ndarray:
+    """``fold_max(layer[start:stop], factor)``; ``layer`` is the per-page array, or a
+    ``heatmap_pyramid.MaxPyramid`` of it (for a power-of-two ``factor``, without reading
+    every page)."""
+    if isinstance(layer, np.ndarray):
+        return fold_max(layer[start:stop], factor)
+    return layer.fold_span(start, stop, factor)
+
+
 def _scaled(values: np.ndarray, gain: float) -> np.ndarray:
     return values if gain == 1.0 else values * values.dtype.type(gain)
 
@@ -96,7 +105,7 @@ def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[
 
 
 def render(
-    layer: np.ndarray,
+    layer,
     mode: str,
     pages_per_row: int,
     max_cells: int,
@@ -107,12 +116,13 @@ def render(
     """The image for ``layer`` × ``gain`` (one value per page) at no more than ``max_cells``
     cells.  ``gain`` (> 0) lets write heat be drawn from the simulation's own array and its
     decay factor, without a scaled copy of every page; ``top`` is a user-set top of the
-    scale (None: automatic)."""
+    scale (None: automatic).  ``layer`` may be a ``heatmap_pyramid.MaxPyramid`` of the
+    layer instead (with a power-of-two ``factor``): the same image, read from its levels."""
     total = int(layer.size)
     factor = factor or max(1, -(-total // max_cells))
     # fold first (every mode's coding is monotonic, so max commutes with it, and with a
     # positive gain): the coding then runs on the cells, not on millions of pages
-    folded, scale = to_codes(_scaled(fold_max(layer, factor), gain), mode, top)
+    folded, scale = to_codes(_scaled(_fold_span(layer, 0, total, factor), gain), mode, top)
     per_row = max(1, min(pages_per_row, folded.size or 1))
     rows = max(1, -(-folded.size // per_row))
     image = np.full(rows * per_row, EMPTY, dtype=np.uint8)
@@ -131,7 +141,7 @@ def detail_factor(overview_factor: int, pages: int, max_cells: int) -> int:
 
 
 def render_detail(
-    layer: np.ndarray,
+    layer,
     mode: str,
     overview: HeatImage,
     first_row: int,
@@ -142,7 +152,8 @@ def render_detail(
     """A finer image of overview rows [first_row, last_row), or None when it would not be finer.
 
     Each detail row covers exactly one overview row (it just has more, narrower cells), and it
-    uses the overview's scale, so the two line up and their colours match.
+    uses the overview's scale, so the two line up and their colours match.  ``layer``: as
+    for ``render``.
     """
     per_row_pages = overview.pages_per_row * overview.pages_per_cell
     p0 = max(0, first_row) * per_row_pages
@@ -153,7 +164,7 @@ def render_detail(
     if factor >= overview.pages_per_cell:
         return None
     cells_per_row = overview.pages_per_row * (overview.pages_per_cell // factor)
-    codes, _ = to_codes(_scaled(fold_max(layer[p0:p1], factor), gain), mode, overview.scale)
+    codes, _ = to_codes(_scaled(_fold_span(layer, p0, p1, factor), gain), mode, overview.scale)
     rows = -(-codes.size // cells_per_row)
     image = np.full(rows * cells_per_row, EMPTY, dtype=np.uint8)
     image[: codes.size] = codes

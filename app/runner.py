@@ -4,12 +4,14 @@ A parentless QObject moved to its own QThread (pyqtgraph's and napari's pattern)
 running it advances the simulation towards ``speed × wall time elapsed`` (so "1×" is one
 simulated second per wall second), in slices of about 20 ms of work, and hands the GUI an
 immutable ``Frame`` (snapshot + heat-map image + what the last harvest touched + the hovered
-page + the speed achieved) at most 30 times a second.  Its timer runs only while running, so a
-paused worker costs nothing.  A step to the next harvest (Step round, scripted rounds) runs
-as fast as possible in the same slices, sending frames as it goes, and Pause cancels it.  The
-GUI only ever sends requests through queued signals; it never calls into the simulation or
-waits for it.  Edits are applied between slices.  An engine exception pauses the run and is
-reported, never raised.
+page + the speed achieved) at most 30 times a second.  The image is read from a max-pyramid
+of the shown layer that follows the pages the run touched, so a frame costs what the screen
+shows, not what the guest holds (a 1 TiB guest has 268 M pages).  Its timer runs only while
+running, so a paused worker costs nothing.  A step to the next harvest (Step round, scripted
+rounds) runs as fast as possible in the same slices, sending frames as it goes, and Pause
+cancels it.  The GUI only ever sends requests through queued signals; it never calls into the
+simulation or waits for it.  Edits are applied between slices.  An engine exception pauses the
+run and is reported, never raised.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ from PySide6.QtCore import (
 
 from app.effective import effective_settings
 from app.heatmap_data import HeatImage, render, render_detail
+from app.heatmap_pyramid import (
+    ArrayPyramid,
+    MaxPyramid,
+    SimLayerPyramid,
+    base_level,
+    overview_factor,
+)
 from app.page_info import describe_page
 from engine.kvm.dirtylog import next_set_bits
 from engine.migration.simulation import Simulation
@@ -88,7 +97,7 @@ class SimWorker(QObject):
         self._result: dict | None = None
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
-        self._layer_buf: np.ndarray | None = None  # the shown layer, refilled every frame
+        self._layers: MaxPyramid | None = None  # the shown layer's max-pyramid
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -286,24 +295,16 @@ class SimWorker(QObject):
             # the frame carries no layer: the GUI draws the image rendered here, so the
             # worker keeps refilling one buffer instead of handing over a fresh array
             snap = self.sim.snapshot()
-            gain = 1.0
-            if self.mode == "diff":
-                layer = self.diff if self.diff is not None else np.zeros(snap.total_pages, np.uint8)
-            elif self.mode == "heat":  # drawn from the simulation's array and its decay
-                layer, gain = self.sim.heat_state()
-            else:
-                layer = self._layer_buf = self.sim.layer(self.mode, out=self._layer_buf)
-            image = detail = None
-            if layer is not None:
-                top = self.heat_top if self.mode == "heat" and self.heat_top > 0 else None
-                image = render(
-                    layer, self.mode, self.pages_per_row, self.max_cells, gain=gain, top=top
-                )
-                if self.detail_rows is not None:
-                    first, last = self.detail_rows
-                    detail = render_detail(
-                        layer, self.mode, image, first, last, self.max_cells, gain
-                    )
+            factor = overview_factor(snap.total_pages, self.max_cells)
+            layer = self._pyramid(snap.total_pages, base_level(factor))
+            # heat is drawn from the simulation's array and its decay factor
+            gain = self.sim.heat_state()[1] if self.mode == "heat" else 1.0
+            top = self.heat_top if self.mode == "heat" and self.heat_top > 0 else None
+            image = render(layer, self.mode, self.pages_per_row, self.max_cells, factor, gain, top)
+            detail = None
+            if self.detail_rows is not None:
+                first, last = self.detail_rows
+                detail = render_detail(layer, self.mode, image, first, last, self.max_cells, gain)
             self._update_touched()
             if self.sim.finished and self._result is None:
                 self._result = self.sim.result()
@@ -328,6 +329,21 @@ class SimWorker(QObject):
             self._run_until_round = None
             self._set_running(False)
             self.error.emit(_error_text())
+
+    def _pyramid(self, total: int, base: int) -> MaxPyramid:
+        """The shown layer's max-pyramid, brought up to date: a frame reads the cells it
+        draws from it instead of folding every page (see app/heatmap_pyramid.py)."""
+        p = self._layers
+        if self.mode == "diff":
+            diff = self.diff if self.diff is not None else np.zeros(total, np.uint8)
+            if not isinstance(p, ArrayPyramid) or p.layer is not diff or p.base != base:
+                self.sim.changes = None  # nothing follows the simulation's changes now
+                p = self._layers = ArrayPyramid(diff, base)
+            return p
+        if not isinstance(p, SimLayerPyramid) or p.name != self.mode or p.base != base:
+            p = self._layers = SimLayerPyramid(self.sim, self.mode, base)
+        p.refresh()
+        return p
 
     def _update_touched(self) -> None:
         """Leaf positions of the pages the last harvest reported (for the tree's highlight)."""

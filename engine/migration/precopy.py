@@ -377,6 +377,7 @@ class Migration:
                     pages = DL.bitmap_pages(m.clear_snapshot)
                     if pages.size:
                         self._clear_before_send(sid, m, pages)
+                self.sim.note_words(sid, np.flatnonzero(m.bitmap))
                 m.bitmap[:] = 0
             self._remaining = 0
         return dirty
@@ -741,6 +742,7 @@ class Migration:
         if self.vm.tracking.manual and m.clear_snapshot is not None:
             self._clear_before_send(sid, m, pages)
         DL.clear_bits(m.bitmap, pages)
+        self.sim.note_pages(sid, pages)  # for a view: sent, no longer to send
         if self._remaining is not None:
             self._remaining -= int(pages.size)
         costs = self._costs(sid, pages)
@@ -779,6 +781,7 @@ class Migration:
         ends = np.cumsum(nw)
         has_bits = np.logical_or.reduceat(mask != 0, ends - nw)
         snap[words] = 0
+        self.sim.note_words(sid, words[mask != 0])  # for a view: cleared, re-protected
         calls = [
             (int(first[i]), int(min(chunk, npages - first[i])), mask[ends[i] - nw[i] : ends[i]])
             for i in np.flatnonzero(has_bits).tolist()

@@ -90,6 +90,7 @@ from engine.kvm.oplog import Harvest, frozen
 from engine.kvm.vm import VM, Tracking
 from engine.migration import snapshot as S
 from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
+from engine.migration.changes import PageChanges
 from engine.migration.precopy import Migration
 from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
@@ -151,6 +152,8 @@ class Simulation:
         self._exit_other_ns = np.zeros(cfg.vcpus, dtype=np.float64)  # and ring-full exits
         self.heat = None  # decayed writes per page, allocated when a snapshot asks for it
         self._heat_t = 0
+        self.changes: PageChanges | None = None  # cells a view must refresh (track_changes)
+        self._edits = 0  # live edits applied (a view rebuilds after one: see view_key)
         self.migration: Migration | None = None
         self.slot_flags: dict[int, int] = {}  # the session's flags; logging starts with migration
         self.slot_populated: dict[int, bool] = {}  # populated slots hold data: no zero pages
@@ -366,6 +369,8 @@ class Simulation:
             m.account_guest(int(active.sum()), wall, int(faults.sum()), ring_full)
         if self.heat is not None and len(acc):
             self._heat_add(acc)
+        if self.changes is not None and len(acc):
+            self.changes.mark(self._layer_index(acc.gfn))  # reads map pages too (prot)
 
     def _settle_exits(self) -> None:
         """Start of an exit period: what the last period's exits cost is owed from now on."""
@@ -498,6 +503,9 @@ class Simulation:
         slots, offsets = DL.collect_rings(self.vm)
         if self.migration is not None and offsets.size:
             self.migration.add_ring_pages(slots, offsets)
+        if self.changes is not None:
+            for sid in np.unique(slots):  # the reset re-protected them
+                self.note_pages(int(sid), offsets[slots == sid].astype(np.int64))
         return DL.reset_rings(self.vm)
 
     def _heat_add(self, acc: Accesses) -> None:
@@ -552,6 +560,7 @@ class Simulation:
         if handler is None:
             raise ConfigError("action", f"{shown(action)} cannot be applied live")
         handler(ev)
+        self._edits += 1
         self.message(
             f"applied {action}: "
             + ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t_ms", "action"))
@@ -722,6 +731,9 @@ class Simulation:
     # -- harvest record (exports) ---------------------------------------------------------------
 
     def record_harvest(self, round_no: int, t_ns: int, reported: dict[int, np.ndarray]) -> None:
+        if self.changes is not None:
+            for sid, words in reported.items():  # re-protected, moved to the migration bitmap
+                self.note_words(sid, np.flatnonzero(words))
         if self.vm.oplog is not None:
             self.vm.oplog.append(
                 Harvest(round_no, t_ns, {s: frozen(w) for s, w in reported.items()})
@@ -840,15 +852,134 @@ class Simulation:
 
     def _dirty_layer(self, st) -> np.ndarray:
         """Pages the dirty log holds now (KVM bitmap, plus unsent migration bits)."""
-        words = st.bitmap
-        m = self.migration.slots.get(st.slot.id) if self.migration else None
-        if m is not None:
-            words = m.bitmap if words is None else (words | m.bitmap)
+        words = self._dirty_words(st, slice(None))
         if words is None:
             return np.zeros(st.slot.npages, dtype=np.uint8)
         # the bitmap's bits, one byte each, are the layer (0 clean, 1 dirty)
         octets = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
         return np.unpackbits(octets, bitorder="little")[: st.slot.npages]
+
+    # -- what a view of a large guest refreshes -----------------------------------------------
+
+    def track_changes(self) -> PageChanges:
+        """Start noting, from now on, the cells of the layers the run touches (a fresh
+        record: a view calls this when it builds its picture from every page)."""
+        self.changes = PageChanges(sum(s.npages for s in self.vm.memslots.sorted()))
+        return self.changes
+
+    def view_key(self, name: str) -> tuple:
+        """What changes every page of layer ``name`` at once: the memslots (layout, flags,
+        logging), live edits, the migration's phase (logging on, switchover), and for
+        ``prot`` block splits and block maps, for ``heat`` the array's reference time.  A
+        view whose key differs rebuilds from every page; otherwise it refreshes the cells
+        ``changes`` noted."""
+        m = self.migration
+        slots = tuple(
+            (s.id, s.base_gfn, s.npages, s.flags, self.vm.slots[s.id].logging)
+            for s in self.vm.memslots.sorted()
+        )
+        key: tuple = (name, slots, self._edits, m.phase if m else "idle")
+        if name == "prot":
+            key += (self.pgt.splits, self.vm.stats["block_maps"])
+        if name == "heat":
+            self.heat_state()  # allocated (and its reference time set) before the key
+            key += (self._heat_t,)
+        return key
+
+    def note_pages(self, slot_id: int, pages: np.ndarray) -> None:
+        """Note pages of a slot (int64 page offsets in it) as changed, if a view asked."""
+        if self.changes is not None:
+            self.changes.mark(self._slot_offset(slot_id) + pages)
+
+    def note_words(self, slot_id: int, words: np.ndarray) -> None:
+        """Note bitmap words of a slot (int64 word indices) as changed, if a view asked."""
+        if self.changes is not None:
+            self.changes.mark_words(self._slot_offset(slot_id), words)
+
+    def _slot_offset(self, slot_id: int) -> int:
+        """Index of the slot's first page in the layers."""
+        offset = 0
+        for s in self.vm.memslots.sorted():
+            if s.id == slot_id:
+                return offset
+            offset += s.npages
+        raise KeyError(slot_id)
+
+    def layer_at(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Layer ``name`` at layer indices ``idx`` (int64, each in [0, total pages)), without
+        building the layer; ``heat`` as kept (× heat_state's factor for now)."""
+        if name == "heat":
+            return self.heat_state()[0][idx]
+        out = np.zeros(idx.shape, dtype=self._layer_dtype(name))
+        offset = 0
+        for s in self.vm.memslots.sorted():
+            sel = np.flatnonzero((idx >= offset) & (idx < offset + s.npages))
+            if sel.size:
+                out[sel] = self._slot_values(name, s, idx[sel] - offset)
+            offset += s.npages
+        return out
+
+    def layer_span(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Layer ``name`` over layer indices [start, stop), without building all of it;
+        ``heat`` as kept (× heat_state's factor for now)."""
+        if name == "heat":
+            return self.heat_state()[0][start:stop]
+        parts, offset = [], 0
+        for s in self.vm.memslots.sorted():
+            a, b = max(start - offset, 0), min(stop - offset, s.npages)
+            if a < b:
+                parts.append(self._slot_span(name, s, a, b))
+            offset += s.npages
+        if not parts:
+            return np.zeros(0, dtype=self._layer_dtype(name))
+        return np.concatenate(parts)
+
+    def _layer_dtype(self, name: str) -> np.dtype:
+        if name == "version":
+            return next(iter(self.vm.slots.values())).version.dtype if self.vm.slots else np.uint32
+        return np.dtype({"heat": np.float32, "last_sent": np.int16}.get(name, np.uint8))
+
+    def _slot_span(self, name: str, s, a: int, b: int) -> np.ndarray:
+        """Pages [a, b) of a slot's layer."""
+        if name == "prot":
+            return prot_pages(self.vm, s.base_gfn + a, b - a)
+        if name == "dirty":
+            w0 = a >> 6
+            words = self._dirty_words(self.vm.slots[s.id], slice(w0, (b + 63) >> 6))
+            if words is None:
+                return np.zeros(b - a, dtype=np.uint8)
+            octets = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
+            return np.unpackbits(octets, bitorder="little")[a - (w0 << 6) : b - (w0 << 6)]
+        return self._slot_layer_part(name, s, slice(a, b), b - a)
+
+    def _slot_values(self, name: str, s, pages: np.ndarray) -> np.ndarray:
+        """A slot's layer at its pages ``pages`` (int64 offsets)."""
+        if name == "prot":
+            level, _, desc = self.pgt.lookup((s.base_gfn + pages) << self.vm.page_shift)
+            index = _prot_index(desc)
+            return np.where(level == 3, _PROT_PAGE[index], _PROT_BLOCK[index])
+        if name == "dirty":
+            words = self._dirty_words(self.vm.slots[s.id], pages >> 6)
+            if words is None:
+                return np.zeros(pages.size, dtype=np.uint8)
+            return ((words >> (pages & 63).astype(np.uint64)) & np.uint64(1)).astype(np.uint8)
+        return self._slot_layer_part(name, s, pages, pages.size)
+
+    def _slot_layer_part(self, name: str, s, where, n: int) -> np.ndarray:
+        """``n`` values of a kept per-page array (version, last_sent) at ``where``."""
+        if name == "last_sent":
+            m = self.migration.slots.get(s.id) if self.migration else None
+            if m is None or m.last_sent is None:
+                return np.full(n, -1, dtype=np.int16)
+        return self._slot_layer(name, s)[where]
+
+    def _dirty_words(self, st, where) -> np.ndarray | None:
+        """Words ``where`` of the dirty layer's bitmap: KVM's, or the unsent migration bits."""
+        m = self.migration.slots.get(st.slot.id) if self.migration else None
+        kvm = None if st.bitmap is None else st.bitmap[where]
+        if m is None:
+            return kvm
+        return m.bitmap[where] if kvm is None else kvm | m.bitmap[where]
 
 
 # protection code (snapshot.PROT_*) of a page or block descriptor, by VALID (bit 0), DBM moved
@@ -876,14 +1007,19 @@ def _prot_index(d: np.ndarray) -> np.ndarray:
 
 
 def prot_layer(vm: VM, s) -> np.ndarray:
-    """Protection code of every page of a slot (snapshot.PROT_*).
+    """Protection code of every page of a slot (snapshot.PROT_*): see prot_pages."""
+    return prot_pages(vm, s.base_gfn, s.npages)
+
+
+def prot_pages(vm: VM, base_gfn: int, npages: int) -> np.ndarray:
+    """Protection code of pages [base_gfn, base_gfn + npages) (snapshot.PROT_*, uint8).
 
     Pages under a last-level table are coded straight from that table's entries, a table
     at a time (a leaf table holds one entry per page, in page order); a region without one
     is a block or unmapped, and its code, from one walk, covers all its pages.
     """
     E, pgt = vm.pgt.E, vm.pgt
-    first, last = s.base_gfn // E, (s.base_gfn + s.npages - 1) // E
+    first, last = base_gfn // E, (base_gfn + npages - 1) // E
     regions = np.arange(first, last + 1, dtype=np.int64)
     ipa = regions * E << vm.page_shift
     tables = pgt.last_level_tables(ipa)
@@ -896,8 +1032,8 @@ def prot_layer(vm: VM, s) -> np.ndarray:
     if rest.size:
         _, _, desc = pgt.lookup(ipa[rest])  # a block, or invalid (code 0)
         out[rest] = _PROT_BLOCK[_prot_index(desc)][:, None]
-    start = s.base_gfn - first * E
-    return out.reshape(-1)[start : start + s.npages]
+    start = base_gfn - first * E
+    return out.reshape(-1)[start : start + npages]
 
 
 def _prefix(exc: DirtylogError, field: str) -> DirtylogError:

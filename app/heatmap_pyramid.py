@@ -1,0 +1,166 @@
+"""A max-pyramid of one per-page layer: the heat map of a huge guest without a fold per frame.
+
+Level ``k`` holds the maximum of each aligned group of ``2**k`` pages (the last group may be
+short), exactly what ``heatmap_data.fold_max(layer, 2**k)`` gives, so an image drawn from a
+level has the same colours as one folded from every page.  Only levels from ``base`` up are
+kept (``base`` ≤ 6: a level-6 cell is one 64-page bitmap word); a finer zoom reads just the
+pages it shows.  The live pyramid (``SimLayerPyramid``) follows a running simulation: each
+frame it refreshes only the 64-page cells the simulation noted as touched
+(``engine.migration.changes``) and their ancestors, and rebuilds from every page only when
+the simulation's ``view_key`` says the whole layer changed (logging switched on, an edit, a
+switchover, a block split for ``prot``).
+
+Memory: about 2 × pages / 2**base values of the layer's dtype.  For a 1 TiB guest of 4 KiB
+pages (268 M pages, base 6) that is 8.4 M values: 32 MiB for write heat (float32) or
+versions (uint32), 16 MiB for the round last sent (int16), 8 MiB for dirty or protection
+(uint8), plus the simulation's change marks (one byte per 64 pages: 4 MiB).  Qt-free (it
+runs in the worker thread and in ``dirtylog bench``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.heatmap_data import fold_max
+from engine.migration.changes import CELL, CELL_SHIFT
+from engine.migration.simulation import Simulation
+
+REBUILD_CHUNK = 1 << 22  # pages read at a time when rebuilding (bounded temporaries)
+
+
+def overview_factor(total_pages: int, max_cells: int) -> int:
+    """Pages per cell of the overview: the smallest power of two that shows ``total_pages``
+    in at most ``max_cells`` cells (a pyramid level)."""
+    need = max(1, -(-total_pages // max(1, max_cells)))
+    return 1 << (need - 1).bit_length()
+
+
+def base_level(factor: int) -> int:
+    """The finest level kept for an overview folded by ``factor`` (a power of two)."""
+    return min(CELL_SHIFT, factor.bit_length() - 1)
+
+
+def _pair_max(a: np.ndarray) -> np.ndarray:
+    """The next level: the max of each pair (a last odd value stands alone)."""
+    half = a.size // 2
+    out = np.empty(-(-a.size // 2), dtype=a.dtype)
+    np.maximum(a[0 : 2 * half : 2], a[1 : 2 * half : 2], out=out[:half])
+    if a.size % 2:
+        out[half] = a[-1]
+    return out
+
+
+class MaxPyramid:
+    """Levels ``base``, ``base + 1``, … of a layer's max-pyramid, up to a single value.
+
+    Reads like the layer for single pages (``size``, ``p[i]``), so the hover text can take
+    it where it took the layer.  Subclasses say how pages are read: ``_span(start, stop)``
+    and ``_at(idx)``.
+    """
+
+    def __init__(self, base: int) -> None:
+        if not 0 <= base <= CELL_SHIFT:
+            raise ValueError(f"pyramid base level must be 0..{CELL_SHIFT}, got {base}")
+        self.base = base
+        self.size = 0
+        self.levels: list[np.ndarray] = []
+
+    def _span(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _at(self, idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, page: int):
+        return self._at(np.array([page], dtype=np.int64))[0]
+
+    def rebuild(self, total: int) -> None:
+        """Every level from every page, ``REBUILD_CHUNK`` pages at a time."""
+        self.size = int(total)
+        group = 1 << self.base
+        parts = [
+            fold_max(self._span(lo, min(lo + REBUILD_CHUNK, self.size)), group)
+            for lo in range(0, self.size, REBUILD_CHUNK)
+        ]
+        level = np.concatenate(parts) if parts else self._span(0, 0)
+        self.levels = [level]
+        while level.size > 1:
+            level = _pair_max(level)
+            self.levels.append(level)
+
+    def update(self, cells: np.ndarray) -> None:
+        """Refresh the 64-page cells ``cells`` (sorted int64) and their ancestors."""
+        if not cells.size or not self.levels:
+            return
+        cells = cells[cells < -(-self.size // CELL)]
+        pages = np.minimum((cells[:, None] << CELL_SHIFT) + np.arange(CELL), self.size - 1)
+        values = self._at(pages.reshape(-1))  # pages past the end repeat the last one
+        per = CELL >> self.base  # base entries per cell
+        values = values.reshape(cells.size * per, 1 << self.base).max(axis=1)
+        idx = ((cells[:, None] * per) + np.arange(per)).reshape(-1)
+        keep = idx < self.levels[0].size
+        idx = idx[keep]
+        self.levels[0][idx] = values[keep]
+        for lower, upper in zip(self.levels, self.levels[1:], strict=False):
+            idx = np.unique(idx >> 1)
+            left = lower[idx << 1]
+            right = lower[np.minimum((idx << 1) + 1, lower.size - 1)]
+            upper[idx] = np.maximum(left, right)
+
+    def fold(self, factor: int) -> np.ndarray:
+        """``fold_max(layer, factor)`` for a power-of-two ``factor``."""
+        return self.fold_span(0, self.size, factor)
+
+    def fold_span(self, start: int, stop: int, factor: int) -> np.ndarray:
+        """``fold_max(layer[start:stop], factor)``, ``start`` a multiple of ``factor`` (a
+        power of two): from a kept level, or from the pages when finer than the base."""
+        k = factor.bit_length() - 1
+        if factor != 1 << k or start % factor:
+            raise ValueError(f"fold {factor} from {start}: needs a power of two dividing start")
+        if k < self.base:
+            return fold_max(self._span(start, stop), factor)
+        level = self.levels[min(k - self.base, len(self.levels) - 1)]
+        return level[start >> k : -(-stop // factor)]
+
+
+class ArrayPyramid(MaxPyramid):
+    """The pyramid of a fixed array (a snapshot diff): built once."""
+
+    def __init__(self, layer: np.ndarray, base: int) -> None:
+        super().__init__(base)
+        self.layer = layer
+        self.rebuild(layer.size)
+
+    def _span(self, start: int, stop: int) -> np.ndarray:
+        return self.layer[start:stop]
+
+    def _at(self, idx: np.ndarray) -> np.ndarray:
+        return self.layer[idx]
+
+
+class SimLayerPyramid(MaxPyramid):
+    """The pyramid of layer ``name`` of a running simulation (heat as kept: draw it with
+    ``heat_state``'s factor as the gain).  Call ``refresh`` before each frame, from the
+    thread that advances the simulation."""
+
+    def __init__(self, sim: Simulation, name: str, base: int) -> None:
+        super().__init__(base)
+        self.sim, self.name = sim, name
+        self.key: tuple | None = None
+
+    def refresh(self) -> None:
+        """Bring every level up to the simulation's present."""
+        key = self.sim.view_key(self.name)
+        if key != self.key:
+            self.key = key
+            changes = self.sim.track_changes()
+            self.rebuild(changes.total_pages)
+        else:
+            assert self.sim.changes is not None
+            self.update(self.sim.changes.take())
+
+    def _span(self, start: int, stop: int) -> np.ndarray:
+        return self.sim.layer_span(self.name, start, stop)
+
+    def _at(self, idx: np.ndarray) -> np.ndarray:
+        return self.sim.layer_at(self.name, idx)

@@ -40,7 +40,7 @@ from app.heatmap_pyramid import (
     ArrayPyramid,
     MaxPyramid,
     SimLayerPyramid,
-    base_level,
+    kept_levels,
     overview_factor,
 )
 from app.page_info import describe_page
@@ -51,6 +51,7 @@ from engine.util.errors import DirtylogError, clip
 
 FRAME_INTERVAL_S = 1 / 30
 SLICE_BUDGET_S = 0.02
+MAX_BATCH = 256  # ticks per Simulation.advance at most
 MAX_TOUCHED = 50_000  # leaves highlighted in the tree after a harvest
 MAX_LAG_S = 0.25  # behind the wall clock by more than this: stop catching up (show the speed)
 ACHIEVED_WINDOW_S = 2.0  # the achieved speed is measured over this much wall time
@@ -98,6 +99,7 @@ class SimWorker(QObject):
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
         self._layers: MaxPyramid | None = None  # the shown layer's max-pyramid
+        self._batch_ticks = MAX_BATCH  # ticks per advance (see _advance)
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -225,7 +227,7 @@ class SimWorker(QObject):
         budget_end = now + SLICE_BUDGET_S
         target = self._target(now)
         while self.running and self.sim.t_ns < target and time.perf_counter() < budget_end:
-            if not self._guarded(lambda: self.sim.advance(self._max_ticks(target))):
+            if not self._guarded(lambda: self._advance(target)):
                 break
             if self._reached_round_goal():
                 break
@@ -264,8 +266,19 @@ class SimWorker(QObject):
         (w0, t0), (w1, t1) = self._samples[0], self._samples[-1]
         return (t1 - t0) / 1e9 / (w1 - w0) if w1 - w0 >= 0.2 else None
 
+    def _advance(self, target: float) -> None:
+        """One batch of ticks, sized to about SLICE_BUDGET_S by the last batch's cost per
+        tick: a huge guest (a 1 TiB session can take 50 ms a tick) still hands over a frame
+        every few ticks instead of vanishing into a 256-tick batch.  Any batch size gives
+        the same timeline (Simulation.advance)."""
+        t0 = time.perf_counter()
+        ticks = self.sim.advance(self._max_ticks(target))
+        per_tick = (time.perf_counter() - t0) / max(1, ticks)
+        self._batch_ticks = int(max(1, min(MAX_BATCH, SLICE_BUDGET_S / max(per_tick, 1e-9))))
+
     def _max_ticks(self, target: float) -> int:
-        return int(max(1, min(256, (target - self.sim.t_ns) // self.sim.tick_ns)))
+        want = (target - self.sim.t_ns) // self.sim.tick_ns
+        return int(max(1, min(MAX_BATCH, self._batch_ticks, want)))
 
     def _reached_round_goal(self) -> bool:
         """Rounds closed (or, in a session without a migration, simulated seconds)."""
@@ -296,7 +309,7 @@ class SimWorker(QObject):
             # worker keeps refilling one buffer instead of handing over a fresh array
             snap = self.sim.snapshot()
             factor = overview_factor(snap.total_pages, self.max_cells)
-            layer = self._pyramid(snap.total_pages, base_level(factor))
+            layer = self._pyramid(snap.total_pages, kept_levels(factor))
             # heat is drawn from the simulation's array and its decay factor
             gain = self.sim.heat_state()[1] if self.mode == "heat" else 1.0
             top = self.heat_top if self.mode == "heat" and self.heat_top > 0 else None
@@ -330,18 +343,18 @@ class SimWorker(QObject):
             self._set_running(False)
             self.error.emit(_error_text())
 
-    def _pyramid(self, total: int, base: int) -> MaxPyramid:
+    def _pyramid(self, total: int, levels: tuple[int, int]) -> MaxPyramid:
         """The shown layer's max-pyramid, brought up to date: a frame reads the cells it
         draws from it instead of folding every page (see app/heatmap_pyramid.py)."""
         p = self._layers
         if self.mode == "diff":
             diff = self.diff if self.diff is not None else np.zeros(total, np.uint8)
-            if not isinstance(p, ArrayPyramid) or p.layer is not diff or p.base != base:
+            if not isinstance(p, ArrayPyramid) or p.layer is not diff or p.kept != levels:
                 self.sim.changes = None  # nothing follows the simulation's changes now
-                p = self._layers = ArrayPyramid(diff, base)
+                p = self._layers = ArrayPyramid(diff, *levels)
             return p
-        if not isinstance(p, SimLayerPyramid) or p.name != self.mode or p.base != base:
-            p = self._layers = SimLayerPyramid(self.sim, self.mode, base)
+        if not isinstance(p, SimLayerPyramid) or p.name != self.mode or p.kept != levels:
+            p = self._layers = SimLayerPyramid(self.sim, self.mode, *levels)
         p.refresh()
         return p
 

@@ -27,7 +27,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     data = json.loads(out.read_text())
     assert {"python", "numpy", "cpus"} <= set(data["machine"])
     figures = {f["id"]: f for f in data["figures"]}
-    ids = [1, 2, 3, 4, "5a", "5b", "5c", "5d", "5e", 6, 7, 8, 9, 10]
+    ids = [1, 2, 3, 4, "5a", "5b", "5c", "5d", "5e", 6, 7, 8, 9, 10, 11]
     assert sorted(figures, key=str) == sorted(ids, key=str)
     for f in figures.values():
         assert isinstance(f["value"], (int, float)), f
@@ -61,6 +61,19 @@ def test_quick_bench_reports_every_figure(tmp_path):
         assert d["mismatches"] == 0 and d["outcome"] == "completed", figures[fid]
         assert first_pass <= d["simulated_s"] <= first_pass / (1 - (512 << 20) / 1.25e9), d
         assert d["rounds"] >= 3, d
+    # figure 11 drew frames of a migrating guest from a pyramid kept at 64 pages a cell and up
+    assert figures[11]["detail"]["frames"] > 0 and figures[11]["detail"]["pyramid_mib"] > 0
+    # the real kernel's enable and GET, for context: measured, or skipped with the reason
+    context = data["context"]
+    assert context and all(c["source"] == "real KVM on this host" for c in context)
+    for c in context:
+        assert c["unit"] == "ms"
+        assert (c["value"] is None) == ("skipped" in c.get("detail", {}))
+        assert "context, real KVM on this host: " + c["name"] in proc.stdout
+    if context[0]["value"] is not None:  # /dev/kvm is usable: the GET saw every dirty page
+        get = context[1]["detail"]
+        assert get["reported"] == get["dirty_pages"] > 0
+        assert get["slot_pages"] == 1 << 18 and get["measured_pages"] == 1 << 14
 
 
 def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):

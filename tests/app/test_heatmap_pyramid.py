@@ -15,8 +15,9 @@ import pytest
 from app.heatmap_data import fold_max, render, render_detail
 from app.heatmap_pyramid import (
     ArrayPyramid,
+    MaxPyramid,
     SimLayerPyramid,
-    base_level,
+    kept_levels,
     overview_factor,
 )
 from engine.migration.simulation import Simulation
@@ -87,9 +88,25 @@ def _same_pixels(pyr, layer: np.ndarray, mode: str, max_cells: int, gain: float)
 @pytest.mark.parametrize("tracking", MODES, ids=[t["mode"] for t in MODES])
 @pytest.mark.parametrize("name", LAYERS)
 def test_live_pyramid_draws_the_pixels_of_the_full_fold(tracking, name):
+    # refresh the touched cells even when most are (the path a huge guest takes)
+    rebuilds = _run_and_compare(tracking, name, dense=2.0)
+    if name not in ("prot", "heat"):  # only logging on, the switchover, a split: rebuild
+        assert len(rebuilds) <= 3, rebuilds
+
+
+@pytest.mark.parametrize("name", ["heat", "last_sent"])
+def test_dense_updates_rebuild_to_the_same_pixels(name):
+    """When most cells changed the pyramid reads every page instead: same image."""
+    rebuilds = _run_and_compare(MODES[0], name, dense=MaxPyramid.dense)
+    assert len(rebuilds) > 3
+
+
+def _run_and_compare(tracking: dict, name: str, dense: float) -> list[int]:
+    """Run the small guest, comparing after each step; the ticks at which it rebuilt."""
     sim = Simulation.from_dict(_session(tracking))
-    max_cells = 16  # 2148 pages → 256 pages a cell: levels 6.. kept, finer zooms read pages
-    pyr = SimLayerPyramid(sim, name, base_level(overview_factor(2148, max_cells)))
+    max_cells = 16  # 2148 pages → 256 pages a cell: levels 6..8 kept, finer zooms read pages
+    pyr = SimLayerPyramid(sim, name, *kept_levels(overview_factor(2148, max_cells)))
+    pyr.dense = dense
     rebuilds = []
     rebuild = pyr.rebuild
     pyr.rebuild = lambda total: (rebuilds.append(sim.tick), rebuild(total))
@@ -99,32 +116,31 @@ def test_live_pyramid_draws_the_pixels_of_the_full_fold(tracking, name):
         steps += 1
         pyr.refresh()
         layer = _plain(sim, name)
-        for k in range(pyr.base, len(pyr.levels) + pyr.base):
+        for k in range(0, 13):
             assert np.array_equal(pyr.fold(1 << k), fold_max(layer, 1 << k)), (sim.tick, k)
         gain = sim.heat_state()[1] if name == "heat" else 1.0
         _same_pixels(pyr, layer, name, max_cells, gain)
     assert sim.migration.round >= 2, "the run must reach past round 1"
-    if name not in ("prot", "heat"):  # only logging on, the switchover, a split: rebuild
-        assert len(rebuilds) <= 3, rebuilds
+    return rebuilds
 
 
 def test_array_pyramid_levels_are_the_folds():
     rng = np.random.default_rng(1)
     for size in (1, 63, 64, 65, 1000, 4097):
         layer = rng.integers(0, 4, size).astype(np.uint8)
-        for base in (0, 3, 6):
-            pyr = ArrayPyramid(layer, base)
+        for base, top in ((0, 0), (0, 5), (3, 3), (6, 9)):
+            pyr = ArrayPyramid(layer, base, top)
             for k in range(0, 14):
                 assert np.array_equal(pyr.fold(1 << k), fold_max(layer, 1 << k)), (size, k)
 
 
 def test_pyramid_memory_at_one_tebibyte():
-    """268 M pages drawn in 1 M cells: 256 pages a cell, levels kept from 64 pages up."""
+    """268 M pages drawn in 1 M cells: 256 pages a cell, levels 6 to 8 kept (4 M + 2 M + 1 M
+    values: 28 MiB of float32 heat)."""
     pages = 1 << 28
     factor = overview_factor(pages, 1 << 20)
-    assert factor == 256 and base_level(factor) == 6
-    kept = sum(-(-pages // (1 << k)) for k in range(6, 29))
-    assert kept * 4 < 33 << 20  # float32 heat: under 33 MiB (2 × 4 M cells)
+    assert factor == 256 and kept_levels(factor) == (6, 8)
+    assert kept_levels(1) == (0, 0) and kept_levels(32) == (5, 5) and kept_levels(64) == (6, 6)
 
 
 @pytest.mark.parametrize(

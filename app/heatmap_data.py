@@ -87,8 +87,13 @@ def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[
     (heat: log scale up to ``scale``, by default ``heat_top``; hotter cells saturate)."""
     if mode == "heat":
         scale = scale or heat_top(layer)
-        codes = 1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)
-        return codes.astype(np.uint8), scale
+        # only written cells are coded: a cold cell (0) is code 1, as the formula gives, and
+        # most of a huge guest's cells are cold (the logarithm is most of a frame's cost)
+        codes = np.ones(layer.shape, dtype=np.uint8)
+        hot = np.flatnonzero(layer)
+        values = 1 + np.clip(np.log1p(layer[hot]) / np.log1p(scale) * 254, 0, 254)
+        codes[hot] = values.astype(np.uint8)
+        return codes, scale
     if mode == "dirty":
         return (1 + (layer > 0) * 254).astype(np.uint8), 1.0
     if mode in ("prot", "diff"):

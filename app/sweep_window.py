@@ -3,7 +3,8 @@
 Pick one or two axes (a session field and its values, written as for ``dirtylog sweep
 --vary``) and a metric; Run expands and validates the grid (a bad point is refused with the
 engine's sentence), then runs it with the same runner as the CLI (``engine.sweep``: a local
-cluster of worker processes sized to cores and memory) in a worker thread, so the GUI never
+cluster of worker processes sized to cores and memory, or the existing Dask scheduler named in
+the scheduler field, as ``dirtylog sweep --scheduler``) in a worker thread, so the GUI never
 waits.  The map fills in as rows arrive; Cancel stops the cluster's remaining points and keeps
 the rows.  Hover a cell for its row, click it to open that point as a session in the main
 window.  Export the map as PNG or SVG and the rows as CSV.
@@ -34,11 +35,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.sweep_map import METRICS, SweepMap, build_grid, describe_row
-from engine.sweep.cluster import local_client, plan_local
+from engine.sweep.cluster import check_address, local_client, plan_local, remote_client
 from engine.sweep.grid import Axis, Point, make_points, parse_vary, resolve_paths
 from engine.sweep.rows import write_rows
 from engine.sweep.runner import SweepRun
-from engine.util.errors import DirtylogError
+from engine.util.errors import ConfigError, DirtylogError
 
 ClientFactory = Callable[[int], contextlib.AbstractContextManager[Any]]
 DEFAULT_AXES = (
@@ -159,6 +160,12 @@ class SweepWindow(QMainWindow):
         self.workers.setRange(0, 256)
         self.workers.setSpecialValueText("auto")
         self.workers.setToolTip("local worker processes; auto: the cores whose memory fits")
+        self.scheduler = QLineEdit()
+        self.scheduler.setPlaceholderText("a local cluster")
+        self.scheduler.setToolTip(
+            "an existing Dask scheduler to run on, tcp://HOST:PORT (as dirtylog sweep "
+            "--scheduler); empty: a local cluster of worker processes"
+        )
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
@@ -188,6 +195,8 @@ class SweepWindow(QMainWindow):
         form.addWidget(self.metric_box, 2, 1)
         form.addWidget(QLabel("workers"), 2, 2)
         form.addWidget(self.workers, 2, 3)
+        form.addWidget(QLabel("scheduler"), 3, 0)
+        form.addWidget(self.scheduler, 3, 1, 1, 3)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -214,17 +223,23 @@ class SweepWindow(QMainWindow):
         sentence in the status line) when the grid is refused."""
         if self.running:
             return False
+        address = self.scheduler.text().strip()
         try:
             axes = [a for a in (self.x_axis.axis(), self.y_axis.axis()) if a is not None]
             points = make_points(self.base, axes)
-            plan = plan_local(points, self.workers.value() or None)
+            if address:
+                _check_scheduler(address)
+                factory, where, workers = _remote(address, points), f"the cluster at {address}", 0
+            else:
+                plan = plan_local(points, self.workers.value() or None)
+                factory, where, workers = self.client_factory, plan.note, plan.workers
         except DirtylogError as exc:
             self.status.setText(f"refused: {exc}")
             return False
         self.axes, self.points, self.rows = axes, points, []
         self.progress.setRange(0, len(points))
         self.progress.setValue(0)
-        self.status.setText(f"{len(points)} points on {plan.note}; starting the cluster…")
+        self.status.setText(f"{len(points)} points on {where}; starting the cluster…")
         self._redraw()
         self._t0 = time.monotonic()
         # Dask's first import happens here, in the GUI thread: importing it for the first
@@ -232,7 +247,7 @@ class SweepWindow(QMainWindow):
         import distributed  # noqa: F401
 
         self.sweep_thread = QThread()
-        self.worker = SweepWorker(points, plan.workers, self.client_factory)
+        self.worker = SweepWorker(points, workers, factory)
         self.worker.moveToThread(self.sweep_thread)
         queued = Qt.ConnectionType.QueuedConnection
         self.worker.row.connect(self._row_arrived, queued)
@@ -341,6 +356,20 @@ class SweepWindow(QMainWindow):
             self.status.setText(f"cannot export: {exc}")
             return
         self.status.setText(f"exported {path}")
+
+
+def _check_scheduler(address: str) -> None:
+    """The scheduler field's address, checked as ``dirtylog sweep --scheduler`` checks it
+    (the refusal names the field as the window shows it)."""
+    try:
+        check_address(address)
+    except ConfigError as exc:
+        raise ConfigError("scheduler", exc.rule) from None
+
+
+def _remote(address: str, points: list[Point]) -> ClientFactory:
+    """A client factory on the existing cluster at ``address`` (its size is its own)."""
+    return lambda _workers: remote_client(address, points)
 
 
 def _export_svg(widget: QWidget, path: Path) -> None:

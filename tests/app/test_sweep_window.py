@@ -157,3 +157,46 @@ def test_tools_menu_opens_the_sweep_on_the_current_session(qtbot, tmp_path):
     assert main.sim.cfg.name == "tiny [migration.bandwidth=3Gbit/s]"
     sw.close()
     main.close()
+
+
+def test_a_bad_scheduler_address_is_refused_with_its_sentence(sweep):
+    w, _ = sweep
+    w.scheduler.setText("localhost:8786")
+    assert not w.start()
+    assert w.status.text() == (
+        "refused: scheduler: expected an address such as tcp://HOST:8786, got 'localhost:8786'"
+    )
+    assert w.sweep_thread is None
+
+
+def test_the_scheduler_field_runs_the_points_on_that_cluster(qtbot):
+    """An address in the scheduler field: the points run on that cluster (the window's own
+    local-cluster factory is never called), every row arrives."""
+    from distributed import LocalCluster
+
+    def no_local_cluster(workers):
+        raise AssertionError("a local cluster was started despite the scheduler field")
+
+    w = SweepWindow(TINY, None, lambda s: None, client_factory=no_local_cluster)
+    qtbot.addWidget(w)
+    w.x_axis.values.setText("1Gbit/s")
+    w.y_axis.field.setCurrentText("(none)")
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",  # a real address, not the in-process one
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        worker_dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        w.scheduler.setText(cluster.scheduler_address)
+        assert w.start()
+        assert w.status.text() == (
+            f"1 points on the cluster at {cluster.scheduler_address}; starting the cluster…"
+        )
+        qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    assert [r["point"] for r in w.rows] == [1], w.status.text()
+    assert w.rows[0]["outcome"] == "completed"  # 1 Gbit/s outruns the guest's dirtying
+    w.close()

@@ -85,8 +85,17 @@ def _same_pixels(pyr, layer: np.ndarray, mode: str, max_cells: int, gain: float)
                 assert np.array_equal(da.codes, db.codes)
 
 
-@pytest.mark.parametrize("tracking", MODES, ids=[t["mode"] for t in MODES])
-@pytest.mark.parametrize("name", LAYERS)
+def _cases():
+    """Every layer in bitmap mode; in the other modes the layers their harvest paths change
+    (the rest, heat and versions, follow guest writes alone: with --slow)."""
+    for tracking in MODES:
+        for name in LAYERS:
+            slow = tracking is not MODES[0] and name in ("heat", "version")
+            marks = [pytest.mark.slow] if slow else []
+            yield pytest.param(tracking, name, marks=marks, id=f"{name}-{tracking['mode']}")
+
+
+@pytest.mark.parametrize("tracking,name", _cases())
 def test_live_pyramid_draws_the_pixels_of_the_full_fold(tracking, name):
     # refresh the touched cells even when most are (the path a huge guest takes)
     rebuilds = _run_and_compare(tracking, name, dense=2.0)

@@ -671,6 +671,7 @@ class Migration:
             start += pages.size
             m, st = self.slots[sid], self.vm.slots[sid]
             DL.clear_bits(m.bitmap, pages)
+            self.sim.note_pages(sid, pages)  # for a view: sent, no longer to send
             m.dest[pages] = st.version[pages]
             s = st.slot
             sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)

@@ -85,14 +85,20 @@ def _same_pixels(pyr, layer: np.ndarray, mode: str, max_cells: int, gain: float)
                 assert np.array_equal(da.codes, db.codes)
 
 
-def _cases():
+def _cases() -> list:
     """Every layer in bitmap mode; in the other modes the layers their harvest paths change
     (the rest, heat and versions, follow guest writes alone: with --slow)."""
-    for tracking in MODES:
-        for name in LAYERS:
-            slow = tracking is not MODES[0] and name in ("heat", "version")
-            marks = [pytest.mark.slow] if slow else []
-            yield pytest.param(tracking, name, marks=marks, id=f"{name}-{tracking['mode']}")
+    return [
+        pytest.param(
+            tracking,
+            name,
+            marks=[pytest.mark.slow] if slow else [],
+            id=f"{name}-{tracking['mode']}",
+        )
+        for tracking in MODES
+        for name in LAYERS
+        for slow in [tracking is not MODES[0] and name in ("heat", "version")]
+    ]
 
 
 @pytest.mark.parametrize("tracking,name", _cases())

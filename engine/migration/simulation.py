@@ -663,6 +663,9 @@ class Simulation:
         if mig is not None and st.logging and not flags & KVM_MEM_LOG_DIRTY_PAGES:
             mig.bitmap |= DL.get_dirty_log(self.vm, sid)[0]
             m.remaining_pages_changed()
+            # KVM frees the bitmap: a CLEAR of what the last GET reported would get ENOENT,
+            # which QEMU ignores (kvm_log_clear_one_slot), so there is nothing left to CLEAR
+            mig.clear_snapshot = None
         self.vm.set_memslot(sid, s.base, s.size, kvm_flags, s.backing, s.name)
         self.slot_flags[sid] = flags
         if mig is not None:

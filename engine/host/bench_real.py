@@ -46,7 +46,7 @@ class RealLine:
     def text(self) -> str:
         if self.value_ms is None:
             return f"context, {SOURCE}: {self.name}: skipped ({self.detail.get('skipped')})"
-        return f"context, {SOURCE}: {self.name}: {self.value_ms:.3g} ms (not a goal)"
+        return f"context, {SOURCE}: {self.name}: {self.value_ms:,.1f} ms (not a goal)"
 
     def as_dict(self) -> dict[str, object]:
         return {"source": SOURCE, "name": self.name, "value": self.value_ms, "unit": "ms",

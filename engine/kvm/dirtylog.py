@@ -358,12 +358,10 @@ def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray
     while w < w_end and found < limit:
         block = words[w : min(w + chunk, w_end)]
         nz = np.flatnonzero(block)
-        if nz.size:
-            bits = np.unpackbits(
-                block[nz].astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
-            )
-            r, c = np.nonzero(bits)
-            pages = (w + nz[r]) * 64 + c
+        if nz.size:  # the non-zero words' bits, one byte each, in page order
+            octets = np.ascontiguousarray(block[nz], dtype="<u8").view(np.uint8)
+            bit = np.flatnonzero(np.unpackbits(octets, bitorder="little"))
+            pages = (w + nz[bit >> 6]) * 64 + (bit & 63)
             pages = pages[(pages >= lo) & (pages < hi)]
             out.append(pages[: limit - found])
             found += min(pages.size, limit - found)

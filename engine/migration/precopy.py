@@ -644,7 +644,11 @@ class Migration:
         if all(s is None for s in snaps.values()):
             return
         if d.ahead is None or (d.ahead_limit and hi > d.ahead_limit):
-            limit = max(2 * hi, 2 * d.ahead_limit, 4096)  # the pages still in front of the cursor
+            # what the link can still carry in this batch (each tick's budget is at most its
+            # time's bytes plus a page carried over): one scan of the bitmap per batch
+            ticks = self.sim.batch_ticks_left()
+            most = int(self.cfg.link_speed * self.sim.tick_ns * ticks / NS / self.defer_cost)
+            limit = max(hi + most + 2 * ticks, 2 * d.ahead_limit)
             d.ahead = self._collect(limit)
             d.ahead_limit = limit if sum(p.size for _, p in d.ahead) == limit else 0
             d.clear_at = DF.clear_ranks(d.ahead, snaps, self.clear_chunk_pages)
@@ -666,7 +670,9 @@ class Migration:
         gfn, wt = self.sim.batch_writes()
         ticks = d.send_ticks()
         start = 0
-        for sid, pages in self._collect(d.sent):
+        looked_ahead = d.ahead is not None and (not d.ahead_limit or d.sent <= d.ahead_limit)
+        sent = DF.split(d.ahead, 0, d.sent) if looked_ahead else self._collect(d.sent)
+        for sid, pages in sent:
             t = ticks[start : start + pages.size]
             start += pages.size
             m, st = self.slots[sid], self.vm.slots[sid]

@@ -336,6 +336,11 @@ class Simulation:
         faults, ring_full = self._apply_accesses(part)
         self._account(part, b.active[first : b.applied], faults, ring_full)
 
+    def batch_ticks_left(self) -> int:
+        """Ticks of the batch from the current one to its end (1 outside a batch)."""
+        b = self._batch
+        return 1 if b is None else b.bounds.size - 1 - b.now
+
     def batch_writes(self) -> tuple[np.ndarray, np.ndarray]:
         """The batch's writes applied so far: gfn and batch tick of each (int64)."""
         b = self._batch

@@ -131,6 +131,39 @@ def test_memslot_must_end_inside_the_ipa_space(ipa_bits, step, errno):
 
 
 @pytest.mark.parametrize(
+    "end, errno, field",
+    [
+        ((1 << 64) - 4096, "EFAULT", "guest_phys_addr"),  # no wrap: beyond the IPA space
+        (1 << 64, "EINVAL", "memory_size"),  # gpa + size is 0 in 64 bits
+        ((1 << 64) + 4096, "EINVAL", "memory_size"),
+    ],
+)
+def test_memslot_end_must_not_wrap_64_bits(end, errno, field):
+    """kvm_set_memory_region (virt/kvm/kvm_main.c, v6.17): ``if (mem->guest_phys_addr +
+    mem->memory_size < mem->guest_phys_addr) return -EINVAL`` in u64 arithmetic: a slot
+    ending exactly at 2^64 wraps to 0; one page lower it is the IPA limit that refuses it."""
+    ms = Memslots(12, 48)
+    with pytest.raises(KvmError) as err:
+        ms.set_user_memory_region(0, end - 8192, 8192)
+    assert (err.value.errno_name, err.value.field) == (errno, field)
+
+
+@pytest.mark.parametrize(
+    "npages, ok", [((1 << 31) - 2, True), ((1 << 31) - 1, True), (1 << 31, False)]
+)
+def test_memslot_pages_at_most_kvm_mem_max_nr_pages(npages, ok):
+    """kvm_set_memory_region: ``if (mem->memory_size >> PAGE_SHIFT > KVM_MEM_MAX_NR_PAGES)
+    return -EINVAL``, KVM_MEM_MAX_NR_PAGES = (1UL << 31) - 1 (include/linux/kvm_host.h)."""
+    ms = Memslots(12, 48)
+    if ok:
+        assert ms.set_user_memory_region(0, 0, npages * 4096).new.npages == npages
+        return
+    with pytest.raises(KvmError) as err:
+        ms.set_user_memory_region(0, 0, npages * 4096)
+    assert (err.value.errno_name, err.value.field) == ("EINVAL", "memory_size")
+
+
+@pytest.mark.parametrize(
     "gap_pages, errno", [(-1, "EEXIST"), (0, None), (1, None)], ids=["overlap", "touch", "gap"]
 )
 @pytest.mark.parametrize("side", ["above", "below"])

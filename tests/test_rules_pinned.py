@@ -331,7 +331,11 @@ def test_memslot_refusals_are_one_sentence_naming_field_and_rule():
     )
     with pytest.raises(KvmError) as err:
         ms.get(9)
-    assert (err.value.errno_name, err.value.rule) == ("EINVAL", "there is no memslot 9")
+    assert (err.value.errno_name, err.value.field, err.value.rule) == (
+        "EINVAL",
+        "slot",
+        "there is no memslot 9",
+    )
     assert [s.id for s in ms] == [0] and ms.total_pages() == 1024
 
 
@@ -363,10 +367,32 @@ def test_lookup_at_the_first_and_last_page_of_each_slot():
     assert ms.find(np.array([BGFN, BGFN + 2048])).tolist() == [0, 1]
 
 
+def test_lookup_in_a_single_slot_at_its_edges():
+    """One slot of 256 pages: its last gfn is base + 255, base + 256 is outside (half-open),
+    also when every gfn asked is at or above the base (the one-slot fast path)."""
+    ms = Memslots(12, 40)
+    ms.set_user_memory_region(0, BASE, 1 << 20)
+    assert ms.find(np.array([BGFN, BGFN + 255])).tolist() == [0, 0]
+    assert ms.find(np.array([BGFN, BGFN + 256])).tolist() == [0, -1]
+    assert ms.find(np.array([BGFN + 256])).tolist() == [-1]
+    assert ms.find(np.array([BGFN - 1, BGFN])).tolist() == [-1, 0]
+
+
 def test_names_are_kept_unless_given():
     ms = Memslots(12, 40)
     assert ms.set_user_memory_region(0, BASE, 4096).new.name == ""
     ms.set_user_memory_region(1, BASE + (1 << 20), 4096, 0, None, "vram")
     assert ms.set_user_memory_region(1, BASE + (1 << 20), 4096, 1).new.name == "vram"
     assert ms.set_user_memory_region(1, BASE + (2 << 20), 4096, 1).new.name == "vram"  # move
-    assert ms.set_user_memory_region(1, BASE + (2 << 20), 4096, 1, None, "fb").new.name == "fb"
+    # a new name alone (same place, size and flags) is kept too: nothing for KVM to do
+    up = ms.set_user_memory_region(1, BASE + (2 << 20), 4096, 1, None, "fb")
+    assert up.change.name == "NONE" and ms.get(1).name == "fb"
+
+
+def test_an_update_without_a_backing_keeps_the_slots_backing():
+    """The backing is the host memory behind the slot (userspace_addr's pages): enabling
+    dirty logging with KVM_SET_USER_MEMORY_REGION changes the flags, not that memory."""
+    ms = Memslots(12, 40)
+    ms.set_user_memory_region(0, BASE, 4 << 20, 0, 2 << 20)
+    assert ms.set_user_memory_region(0, BASE, 4 << 20, 1).new.backing == 2 << 20
+    assert ms.get(0).backing == 2 << 20

@@ -373,6 +373,7 @@ def test_throttle_sync_every_5_s_from_qemu_9_2():
     def syncs(release):
         data = session(
             costs=ZERO_COSTS,
+            tick_ms=5,  # 15 s is tick 3,000's start: the timer's 15 s tick falls on a boundary
             workloads=[{"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": 4000}],
             memslots=[{"id": 0, "base": "0x40000000", "size": "32MiB", "flags": ["log_dirty"]}],
             migration={

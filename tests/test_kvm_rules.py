@@ -28,7 +28,7 @@ from engine.util.errors import KvmError
 G4 = Geometry(4096, 40)
 BASE = 0x40000000
 BGFN = BASE >> 12
-CASES = Path("/work/shared/cases/fidelity")
+CASES = Path(__file__).parent / "cases" / "fidelity"  # the handed-over cases, kept in the repo
 LOG = slot_flags(log_dirty=True)
 
 

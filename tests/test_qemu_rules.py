@@ -32,7 +32,7 @@ from engine.migration.kubevirt import KubevirtMonitor
 from engine.migration.simulation import Simulation
 from engine.util.errors import ConfigError
 
-CASES = Path("/work/shared/cases/fidelity")
+CASES = Path(__file__).parent / "cases" / "fidelity"  # the handed-over cases, kept in the repo
 NORMAL = 4096 + 8  # one normal page in the stream
 ZERO = 8 + 1  # one zero page in the stream
 

@@ -345,8 +345,10 @@ def test_cli_max_batch_ticks_refuses_a_non_positive_number(tmp_path, bad):
 def test_export_round_is_the_round_of_run(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps(small_demo()))
-    _, sim = run_with(small_demo(), lambda: 256)
+    result, sim = run_with(small_demo(), lambda: 256)
     r2 = next(h for h in sim.harvests if h["round"] == 2)
+    # sync 1 is the setup sync; sync 2 is the harvest that closes the row labelled 1 (pass 1)
+    assert result["rounds"][0]["t_end_ns"] == r2["t_ns"] != result["rounds"][1]["t_end_ns"]
     cmd = [sys.executable, "-m", "engine.cli", "export", str(path), "--round", "2"]
     proc = subprocess.run(
         cmd + ["--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT

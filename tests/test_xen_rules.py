@@ -19,7 +19,7 @@ from test_migration import ZERO_COSTS, run, session
 from engine.migration import xen as X
 from engine.migration.simulation import Simulation
 
-CASES = Path("/work/shared/cases/fidelity")
+CASES = Path(__file__).parent / "cases" / "fidelity"  # the handed-over cases, kept in the repo
 
 
 @pytest.mark.parametrize(

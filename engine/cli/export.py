@@ -73,13 +73,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="run a session and export one round's dirty-bitmap snapshot",
-        description="Run SESSION until the harvest that ends round N and write, per memslot, "
-        "what that harvest reported: KVM's raw layout (.bin, little-endian 64-bit words), .npy "
-        "(the same words) or a PNG picture (one pixel per page, 512 per row), each with a JSON "
+        description="Run SESSION until sync N (QEMU's dirty-sync-count: sync 1 is the setup "
+        "sync at the migration's start, sync N + 1 the harvest at the end of the row labelled N "
+        "in `dirtylog run`) and write, per memslot, what that harvest reported: KVM's raw "
+        "layout (.bin, little-endian 64-bit words), .npy (the same words) or a PNG picture "
+        "(one pixel per page, 512 per row), each with a JSON "
         "sidecar (slot, base gfn, npages, page size, round, simulated time).",
     )
     p.add_argument("session")
-    p.add_argument("--round", type=int, help="round to export (default: the last harvest)")
+    p.add_argument(
+        "--round",
+        type=int,
+        metavar="N",
+        help="the sync to export, as dirty-sync-count numbers it (default: the last harvest)",
+    )
     p.add_argument("--format", default="bin", choices=("bin", "npy", "png"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_export)

@@ -247,7 +247,9 @@ def test_a_harvest_at_or_before_the_start_is_refused_at_load():
 
 
 def test_the_work_limit_names_the_field_to_change():
+    """An hour of 1 µs ticks: 3.6e9 ticks in batches of 256, 14 M steps (every mode batches)."""
     data = session(tick_ms=0.001, tracking={"mode": "manual-clear"})
+    data["migration"]["timeout_s"] = 3600
     err = refusal(data)
     assert err.field == "tick_ms" and "raise tick_ms or lower migration.timeout_s" in err.rule
 

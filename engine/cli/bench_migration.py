@@ -58,7 +58,7 @@ def realtime_session(npages: int, tracking: dict[str, object] | None = None) -> 
             "policy": "qemu",
             "bandwidth": "10Gbit/s",
             "downtime_limit_ms": 300,
-            "timeout_s": 300,  # it converges at 84.5 s; manual-clear runs tick by tick
+            "timeout_s": 300,  # it converges at about 84 s
         },
     }
 

@@ -12,12 +12,11 @@ entry per vCPU).  The total is checked against what this process may allocate
 (``engine.util.memory``) and a refusal names the field behind the largest part.
 
 **Work** (``work_parts``, ``check_work``), in steps of the simulation loop: the ticks a run may
-last
-(``migration.start_ms`` + ``migration.timeout_s``, or ``timeout_s`` with policy none) divided by
-``tick_ms`` (tick by tick in manual-clear mode, which clears between the guest's writes; in
-batches of up to 256 ticks otherwise), plus the pages touched: every write at each workload's
-peak rate (``WRITES_PER_STEP`` to a step) and a pass over every guest page per round
-(``PAGES_PER_STEP`` to a step) and a visit of every memslot per round.  A step costs about
+last (``migration.start_ms`` + ``migration.timeout_s``, or ``timeout_s`` with policy none)
+divided by ``tick_ms`` (in batches of up to 256 ticks, every tracking mode), plus the pages
+touched: every write at each workload's peak rate (``WRITES_PER_STEP`` to a step) and a pass
+over every guest page per round (``PAGES_PER_STEP`` to a step) and a visit of every memslot
+per round.  A step costs about
 1-3 ms here; the limit, ``WORK_LIMIT`` = 4,000,000 steps, admits a default session (one hour
 at 1 ms ticks, tick by tick) and refuses what is far beyond it (a day at 1 µs ticks) with
 the field to change.  The horizon is the longest any ``set_migration`` event makes it.
@@ -111,10 +110,9 @@ def work_parts(cfg: SessionCfg, plan: Plan) -> list[Cost]:
         horizon_s = m.start_ms / 1000 + m.timeout_s
         idle = m.start_ms / 1000 / tick_s / MAX_BATCH_TICKS
         running = m.timeout_s / tick_s
-        manual = cfg.tracking.mode == "manual-clear"
         xen = m.policy.startswith("xen")
         rounds = min(m.max_rounds, m.live_iterations() + 1) if xen else m.max_rounds
-        steps = idle + (running if manual else running / MAX_BATCH_TICKS + 4 * rounds)
+        steps = idle + running / MAX_BATCH_TICKS + 4 * rounds
     parts = [Cost(steps + plan.events, "tick_ms")]
     for w in plan.workloads:
         writes = w.rate * horizon_s + (_trace_rows(w.trace) if w.trace is not None else 0)

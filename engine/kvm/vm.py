@@ -562,6 +562,10 @@ class VM:
         (allowed, retry): ``retry`` marks the filling accesses, applied now without their
         store and deferred with the rest.
         """
+        counts = np.bincount(vcpu[ok & (vcpu >= 0)], minlength=self.nr_vcpus)
+        if all(int(c) < r.room() for c, r in zip(counts, self.rings, strict=False)):
+            res.deferred = np.zeros(0, dtype=np.intp)  # fewer accesses than room: none fills
+            return ok.copy(), np.zeros(gfn.size, dtype=bool)
         slots = self.memslots.sorted()
         logging = np.array([self.slots[s.id].logging for s in slots] + [False], dtype=bool)
         allowed = ok.copy()

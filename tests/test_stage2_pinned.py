@@ -115,6 +115,9 @@ def test_leaf_level_for_each_backing(granule, size, level):
         (16384, 1 << 30, "1G is not a leaf size of the 16K granule; use 16K, 32M"),
         (65536, 3000, "3000 is not a leaf size of the 64K granule; use 64K, 512M"),
         (4096, 1536 << 10, "1536K is not a leaf size of the 4K granule; use 4K, 1G, 2M"),
+        (4096, 1 << 40, "1T is not a leaf size of the 4K granule; use 4K, 1G, 2M"),
+        (4096, 3 << 40, "3T is not a leaf size of the 4K granule; use 4K, 1G, 2M"),
+        (4096, 0, "0 is not a leaf size of the 4K granule; use 4K, 1G, 2M"),
     ],
 )
 def test_other_backings_are_refused_naming_the_sizes(granule, size, rule):
@@ -143,6 +146,9 @@ def test_granule_refusals():
         "granule",
         '"8K" is not a stage-2 granule; use 4KiB, 16KiB or 64KiB',
     )
+    with pytest.raises(ConfigError) as err:
+        parse_granule("big", "geometry.granule")  # not even a size: the field is still named
+    assert err.value.field == "geometry.granule"
 
 
 # -- descriptors: exact integers ----------------------------------------------------------------
@@ -197,7 +203,7 @@ def test_output_address_mask(shift, mask):
 def test_descriptor_types_by_level(low_bits, level, valid, table, leaf, kind):
     d = np.array([0x8004_2000 | low_bits], np.uint64)
     assert D.is_valid(d).tolist() == [valid]
-    assert D.is_table(d, level).tolist() == [table]
+    assert D.is_table(d, level).tolist() == [table] and D.is_table(d, level).dtype == bool
     assert D.is_leaf(d, level).tolist() == [leaf]
     assert D.leaf_kind(int(d[0]), level) == kind
 

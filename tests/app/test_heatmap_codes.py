@@ -105,6 +105,7 @@ def test_render_lays_pages_out_row_by_row():
         (8, 100, 1000, 1),
         (3, 10_000, 10, 3),
         (8, 4096, 1024, 4),
+        (2, 10, 100, 1),
     ],
 )
 def test_detail_factor_divides_the_overview_fold(overview, pages, cells, factor):
@@ -133,3 +134,27 @@ def test_diff_layer_places_each_class_at_the_slot_offset():
     assert out.dtype == np.uint8
     assert out.tolist() == [0, 0, 1, 1, 0, 2, 0, 0, 0, 3]  # page 8 + 2 is past the end
     assert diff_layer(4, -1, only_a=[0, 1], only_b=[], both=[]).tolist() == [1, 0, 0, 0]
+
+
+def test_render_detail_keeps_the_overviews_scale_mode_and_rows():
+    """The detail uses the overview's top (its colours match the overview's), starts at row 0
+    when asked, and is refined from an overview of two pages a cell too."""
+    layer = np.zeros(64, np.float32)
+    layer[17] = 31.0  # half of a 1023 top on the log scale: code 128
+    overview = render(layer, "heat", 4, 16, top=1023.0)
+    detail = render_detail(layer, "heat", overview, 1, 2, 16)
+    assert detail.mode == "heat" and detail.codes.dtype == np.uint8
+    assert detail.codes.tolist() == [[1] + [128] + [1] * 14]  # no gain: the values as they are
+    assert detail.scale == 1023.0
+    first = render_detail(layer, "heat", overview, 0, 2, 32)
+    assert first.first_page == 0 and first.codes.ravel()[17] == 128
+    # rows past the end give no detail
+    assert render_detail(layer, "heat", overview, 4, 6, 32) is None
+    # two pages a cell: a detail of one page a cell
+    two = render(layer, "dirty", 4, 32)
+    assert two.pages_per_cell == 2 and two.codes.shape == (8, 4)
+    d2 = render_detail(layer, "dirty", two, 0, 2, 32)
+    assert d2.pages_per_cell == 1 and d2.codes.shape == (2, 8)
+    assert np.flatnonzero(d2.codes.ravel() == 255).tolist() == []  # page 17 is in row 2
+    d3 = render_detail(layer, "dirty", two, 2, 3, 32)
+    assert np.flatnonzero(d3.codes.ravel() == 255).tolist() == [1]

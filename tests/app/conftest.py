@@ -18,3 +18,22 @@ def no_modal_dialogs(monkeypatch):
         QMessageBox, "warning", lambda _p, title, text, *a: shown.append((title, text))
     )
     return shown
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window with its own settings and autosave folder under ``tmp_path``, shown at
+    1400×900; closed afterwards with its worker thread stopped."""
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings, tmp_path / "autosave")
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.modified = False  # (a test may have answered "Save changes?" with Cancel)
+    w.close()
+    assert w.runner is None or not w.runner.thread.isRunning()

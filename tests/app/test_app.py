@@ -15,11 +15,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
 from app.heatmap_data import fold_max, render  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
 from app.tree_model import PageTableModel  # noqa: E402
 from engine.migration.simulation import Simulation  # noqa: E402
 from engine.stage2.geometry import Geometry  # noqa: E402
@@ -61,19 +60,6 @@ def small_session(**over):
     }
     s.update(over)
     return s
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings, tmp_path / "autosave")
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    yield w
-    w.modified = False  # (a test may have answered "Save changes?" with Cancel)
-    w.close()
-    assert w.runner is None or not w.runner.thread.isRunning()
 
 
 def load(window, data):

@@ -29,18 +29,6 @@ from engine.cli.run import outcome_lines  # noqa: E402
 from engine.migration.simulation import Simulation  # noqa: E402
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings, tmp_path / "autosave")
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    yield w
-    w.modified = False  # (a test may have answered "Save changes?" with Cancel)
-    w.close()
-
-
 def load(window, data, fastest=True):
     window.load_simulation(Simulation.from_dict(data), None)
     if fastest:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from app.heatmap import ColourBar
+from app.heatmap import ColourBar, _lut
 
 
 def _ticks(mode, scale):
@@ -69,3 +70,27 @@ def test_version_ticks():
     assert [t[1] for t in got] == ["0", "1", "10", "100", "1,000"]
     want = [0.0] + [math.log2(v + 1) / math.log2(1001) * 254 for v in (1, 10, 100)] + [254.0]
     assert [t[0] for t in got] == pytest.approx(want, abs=1e-9)
+
+
+def test_every_decade_up_to_a_million():
+    """A top of 10^7: every value of the list is below 0.9 × top, so every decade shows."""
+    heat = _ticks("heat", 1e7)
+    assert [t[1] for t in heat] == [
+        "0", "0.1", "1", "10", "100", "1000", "10000", "100000", "1e+06", "≥ 1e+07"
+    ]  # fmt: skip
+    decades = (0.1, 1, 10, 100, 1e3, 1e4, 1e5, 1e6)
+    want = [0.0] + [math.log1p(v) / math.log1p(1e7) * 254 for v in decades] + [254.0]
+    assert [t[0] for t in heat] == pytest.approx(want, abs=1e-9)
+    version = _ticks("version", 1e7)
+    assert [t[1] for t in version] == [
+        "0", "1", "10", "100", "1000", "10000", "100000", "1e+06", "10,000,000"
+    ]  # fmt: skip
+    want = [0.0] + [math.log2(v + 1) / math.log2(1e7 + 1) * 254 for v in decades[1:]] + [254.0]
+    assert [t[0] for t in version] == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["heat", "dirty", "prot", "last_sent", "version", "diff"])
+def test_lookup_tables_are_256_rgb_bytes(mode):
+    """pyqtgraph's fast path takes a uint8 (256, 3) table for a uint8 image."""
+    lut = _lut(mode)
+    assert lut.dtype == np.uint8 and lut.shape == (256, 3)

@@ -94,3 +94,11 @@ def test_lookup_tables_are_256_rgb_bytes(mode):
     """pyqtgraph's fast path takes a uint8 (256, 3) table for a uint8 image."""
     lut = _lut(mode)
     assert lut.dtype == np.uint8 and lut.shape == (256, 3)
+
+
+@pytest.mark.parametrize("mode", ["heat", "version"])
+def test_a_value_at_nine_tenths_of_the_top_is_not_shown(mode):
+    """Strictly below 0.9 × top: at a top of 10 / 0.9 (0.9 × top is exactly 10.0 in doubles)
+    10 is left out, so its label does not crowd the top's."""
+    labels = [t[1] for t in _ticks(mode, 10 / 0.9)]
+    assert "10" not in labels and "1" in labels

@@ -363,7 +363,15 @@ class VM:
         # a write to a write-protected block while logging: break it, pages fault in lazily
         blocks = pages.written & logging & valid & (level < 3) & ~D.is_writable(desc)
         if blocks.any():
+            early = self._read_through_blocks(gfn, pages, blocks, pos, level)
             self._split_for_write(pos[blocks], level[blocks])
+            if early.any():  # those reads happened before the split: they leave no trace
+                keep = ~early
+                gfn, vcpu, write, sidx = gfn[keep], vcpu[keep], write[keep], sidx[keep]
+                pages = _Pages.group(gfn, vcpu, write, sidx)
+                logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
+                logging = logging[pages.sidx]
+                ipa = pages.gfn << self.page_shift
             level, pos, desc = self.pgt.lookup(ipa)
             valid = D.is_valid(desc)
         refault = self._collapsible(pages, valid, level, desc, logging, slots)
@@ -383,6 +391,24 @@ class VM:
             self._permission_faults(pages, valid, level, pos, desc, logging, res)
         if self._ring_marks:  # pushed in the order of the writes, whichever fault they took
             self._push_rings(pages, np.concatenate(self._ring_marks), slots)
+
+    def _read_through_blocks(self, gfn, pages: _Pages, blocks, pos, level) -> np.ndarray:
+        """Which accesses (bool, per access of the batch) a write-protected block served
+        before the first write that splits it: reads through its read-only mapping, which
+        fault nowhere and change nothing.  After the split the block's pages are unmapped
+        and each faults in at its next access, as when the accesses come one at a time
+        (user_mem_abort, arch/arm64/kvm/mmu.c, v6.17: a write fault on a read-only block
+        while logging maps one page in its place)."""
+        at, t, lv = pos[blocks], pages.t_write[blocks], level[blocks]
+        order = np.lexsort((t, at))  # per block: its earliest write first
+        first = order[first_of_runs(at[order])]
+        start = np.asarray(self.pgt.entry_ipa(at[first])) >> self.page_shift
+        end = start + (np.int64(1) << (self.geom.level_shift_array[lv[first]] - self.page_shift))
+        by_start = np.argsort(start)
+        start, end, split_t = start[by_start], end[by_start], t[first][by_start]
+        k = np.maximum(np.searchsorted(start, gfn, "right") - 1, 0)
+        inside = (gfn >= start[k]) & (gfn < end[k])
+        return inside & (np.arange(gfn.size) < split_t[k])
 
     def _collapsible(self, pages, valid, level, desc, logging, slots) -> np.ndarray:
         """Written read-only pages of slots that do not log, inside a block the backing and

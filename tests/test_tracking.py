@@ -274,6 +274,28 @@ def test_ring_entries_follow_the_writes_whichever_fault_they_take():
     assert vm.stats["translation_faults"] == 2 and vm.stats["permission_faults"] == 2
 
 
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_writes_to_a_read_only_block_take_one_fault(one_by_one):
+    """Logging on write-protects a 2 MiB block (no eager split); switched off before any write,
+    the block stays a read-only block.  The first write faults and relaxes the whole block
+    (kvm_pgtable_stage2_relax_perms, arch/arm64/kvm/mmu.c:user_mem_abort, v6.17); the other
+    pages' writes find it writable: one fault for five pages, in one batch or one by one."""
+    vm = VM(G, Tracking("bitmap", "range"), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 2 << 20, 0, 2 << 20, populate=True)
+    vm.set_memslot(0, BASE, 2 << 20, slot_flags(log_dirty=True), 2 << 20)
+    vm.set_memslot(0, BASE, 2 << 20, 0, 2 << 20)
+    gfn = BGFN + np.array([7, 3, 300, 511, 0], np.int64)
+    parts = [slice(i, i + 1) for i in range(5)] if one_by_one else [slice(0, 5)]
+    faults = sum(
+        vm.access(gfn[s], np.zeros(gfn[s].size, np.int64), np.ones(gfn[s].size, bool)).faults
+        for s in parts
+    )
+    assert faults.tolist() == [1] and vm.stats["permission_faults"] == 1
+    level, _, desc = vm.pgt.lookup(np.array([BASE], np.int64))
+    assert level.tolist() == [2] and D.is_writable(desc).tolist() == [True]
+    assert vm.slots[0].version[[7, 3, 300, 511, 0]].tolist() == [1, 1, 1, 1, 1]
+
+
 def test_get_without_logging_is_enoent():
     vm = VM(G)
     vm.set_memslot(0, BASE, 1 << 20)

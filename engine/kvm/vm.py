@@ -533,11 +533,14 @@ class VM:
         if not w.any():
             return
         idx = np.flatnonzero(w)
-        p = unique_fast(pos[idx])
+        # one fault per leaf: the earliest write to a read-only block relaxes it for the rest
+        order = idx[np.lexsort((pages.t_write[idx], pos[idx]))]
+        owners = order[first_of_runs(pos[order])]
+        p = pos[owners]
         self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
-        self._count_faults(pages.vcpu_write[idx], res)
-        self.stats["permission_faults"] += int(idx.size)
+        self._count_faults(pages.vcpu_write[owners], res)
+        self.stats["permission_faults"] += int(owners.size)
         dirty = idx[logging[idx]]
         self._mark_dirty(pages, dirty, self.memslots.sorted(), res)
 

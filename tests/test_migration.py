@@ -518,7 +518,8 @@ def test_a_layer_refills_a_buffer_that_fits_and_equals_a_fresh_one(name):
 
 def test_heat_is_the_decayed_count_of_writes_across_rescaling():
     """Heat is kept as of a reference time (new writes weigh 2^(age/half-life)) and rescaled
-    now and then; what the layer shows is still sum(0.5^(age/half-life)) per page."""
+    by whole powers of two every 16 half-lives; what the layer shows is still
+    sum(0.5^(age/half-life)) per page."""
     from engine.migration.simulation import HEAT_HALF_LIFE_NS
     from engine.migration.workloads import Accesses
 
@@ -531,7 +532,7 @@ def test_heat_is_the_decayed_count_of_writes_across_rescaling():
         pages = np.array([step, step, 100, 7 * step], dtype=np.int64)
         sim._heat_add(
             Accesses(
-                np.zeros(4, np.int64),
+                np.full(4, sim.t_ns, np.int64),  # a write weighs by its own time
                 pages + base,
                 np.zeros(4, np.int32),
                 np.array([True, True, True, step % 2 == 0]),

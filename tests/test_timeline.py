@@ -422,3 +422,28 @@ def test_a_clear_inside_a_batch_splits_the_guest_writes_at_its_tick(tmp_path):
     one, sim_one = run_with(data, lambda: 1)
     assert without_measured(sim.result()) == one
     assert state(sim) == state(sim_one)
+
+
+def test_the_heat_layer_does_not_depend_on_the_batch_size(monkeypatch):
+    """The app's heat layer (decayed writes per page), rescaled here every half-life instead
+    of every 16, is bit for bit the same tick by tick, in random batches and in 256-tick ones:
+    each write weighs by its own time and rescales are whole powers of two."""
+    import engine.migration.simulation as simulation
+
+    monkeypatch.setattr(simulation, "HEAT_RESCALE_HALF_LIVES", 1)
+    data = move_session(False)
+    data["workloads"][0].update(kind="hotcold", rate="5000 pages/s")
+    data["migration"]["timeout_s"] = 5
+    data["tick_ms"] = 4
+    heats = []
+    rnd = random.Random(1)
+    for batches in (lambda: 1, lambda: rnd.choice([3, 64, 255]), lambda: 256):
+        sim = Simulation.from_dict(data)
+        sim.heat_state()  # the app asks for it before the first step
+        while not sim.finished:
+            sim.advance(batches())
+        heat, decay = sim.heat_state()
+        heats.append((heat.tobytes(), decay, sim._heat_t))
+    assert heats[0][2] == 4_000_000_000  # rescaled at 2 s and 4 s
+    assert heats[0] == heats[1] == heats[2]
+    assert np.frombuffer(heats[0][0], np.float32).max() > 1.0

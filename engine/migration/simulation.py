@@ -96,13 +96,12 @@ from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
-from engine.util.scatter import add_counts
 from engine.util.units import parse_size
 
 NS_PER_MS = 1_000_000
 EXIT_PERIOD_TICKS = 64  # exit time owed is settled at ticks that are multiples of this
 HEAT_HALF_LIFE_NS = 2 * 1_000_000_000
-HEAT_RESCALE = 2.0**16  # largest weight of a new write before the heat array is rescaled
+HEAT_RESCALE_HALF_LIVES = 16  # whole half-lives after which the heat array is rescaled
 
 
 @dataclass
@@ -516,16 +515,26 @@ class Simulation:
     def _heat_add(self, acc: Accesses) -> None:
         """Decayed writes per page (half-life 2 s), laid out like the snapshot layers.
 
-        The array holds heat as of ``_heat_t``: a write now adds 2^(age / half-life) instead
-        of decaying every page each step (a pass over all of a large guest's pages); the
-        array is brought up to date only when that weight grows past 2^16.
+        The array holds heat as of ``_heat_t`` (a whole number of half-lives): a write at time
+        t adds 2^((t − _heat_t) / half-life) instead of decaying every page each step (a pass
+        over all of a large guest's pages).  The weight is that of the write's own time, split
+        as 2^(whole half-lives) × 2^(fraction), and the array is rescaled by whole powers of
+        two, so that the sum does not depend on how the ticks were batched: scaling by 2^−n
+        is exact in floating point and the adds happen in the writes' order (``np.add.at``).
         """
-        weight = 2.0 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
-        if weight > HEAT_RESCALE:
-            self.heat *= np.float32(1.0 / weight)
-            self._heat_t, weight = self.t_ns, 1.0
-        idx = self._layer_index(acc.gfn[acc.write])
-        add_counts(self.heat, idx[idx >= 0], weight)
+        written = acc.write
+        idx = self._layer_index(acc.gfn[written])
+        keep = idx >= 0
+        if not keep.any():
+            return
+        t = acc.t_ns[written][keep].astype(np.int64)
+        whole = (int(t.min()) - self._heat_t) // HEAT_HALF_LIFE_NS
+        if whole >= HEAT_RESCALE_HALF_LIVES:
+            self.heat *= np.float32(np.ldexp(1.0, -whole))
+            self._heat_t += whole * HEAT_HALF_LIFE_NS
+        q, r = np.divmod(t - self._heat_t, HEAT_HALF_LIFE_NS)
+        weight = np.ldexp(np.exp2(r / HEAT_HALF_LIFE_NS), q).astype(np.float32)
+        np.add.at(self.heat, idx[keep], weight)
 
     # -- live edits ---------------------------------------------------------------------------
 
@@ -823,7 +832,7 @@ class Simulation:
         total = sum(s.npages for s in self.vm.memslots.sorted())
         if self.heat is None or self.heat.size != total:
             self.heat = np.zeros(total, dtype=np.float32)
-            self._heat_t = self.t_ns
+            self._heat_t = self.t_ns // HEAT_HALF_LIFE_NS * HEAT_HALF_LIFE_NS
         return self.heat, 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
 
     def layer(self, name: str, out: np.ndarray | None = None) -> np.ndarray:

@@ -89,9 +89,16 @@ def test_render_lays_pages_out_row_by_row():
     img = render(np.array([0, 1, 0, 0, 1, 1, 0, 0, 0, 1]), "dirty", 4, 100)
     assert img.codes.tolist() == [[1, 255, 1, 1], [255, 255, 1, 1], [1, 255, 0, 0]]
     assert (img.pages_per_cell, img.pages_per_row, img.total_pages) == (1, 4, 10)
+    assert img.mode == "dirty" and img.codes.dtype == np.uint8
+    # one page: one cell in one row; no page: one empty cell (code 0)
+    assert render(np.array([1]), "dirty", 4, 100).codes.tolist() == [[255]]
+    assert render(np.zeros(0, np.uint8), "dirty", 4, 100).codes.tolist() == [[0]]
     # 10 pages in at most 4 cells: 3 pages a cell (ceil), max over each
     img = render(np.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 1]), "dirty", 4, 4)
     assert img.codes.tolist() == [[255, 1, 1, 255]] and img.pages_per_cell == 3
+    # no gain: the values as they are (31 is half of a 1023 top on the log scale)
+    img = render(np.array([0.0, 31.0], np.float32), "heat", 2, 10, top=1023.0)
+    assert img.codes.tolist() == [[1, 128]]
     # the gain scales the values before the coding: 511.5 × 2 = the top
     img = render(np.array([0.0, 511.5], np.float32), "heat", 2, 10, gain=2.0, top=1023.0)
     assert img.codes.tolist() == [[1, 255]] and img.scale == 1023.0

@@ -561,3 +561,62 @@ def test_a_sweep_file_names_its_session_relative_to_itself(tmp_path):
     start = load_start(path)
     assert start.vary == ("seed=1,2",) and start.seeds == 2
     assert start.base["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp://:", "tcp://127.0.0.1:99999", "tcp://h:0", "tcp://h", "tcp://[::1"]
+)
+def test_a_scheduler_address_without_host_or_valid_port_is_refused(address):
+    with pytest.raises(ConfigError, match=r"^--scheduler: expected an address .*port 1\.\.65535"):
+        cluster.check_address(address)
+    cluster.check_address("tcp://[::1]:8786")  # the same rule accepts a full address
+
+
+def test_a_server_that_is_not_a_dask_scheduler_is_named_not_called_out_of_memory():
+    """An HTTP server's reply reads as a Dask frame of exabytes (a MemoryError in
+    distributed); the refusal says the address did not answer as a scheduler."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+                conn.recv(1024)
+
+    threading.Thread(target=answer, daemon=True).start()
+    address = f"tcp://127.0.0.1:{port}"
+    try:
+        with (
+            pytest.raises(ConfigError, match="did not answer as a Dask scheduler"),
+            cluster.remote_client(address, []),
+        ):
+            pass
+    finally:
+        server.close()
+
+
+def test_an_unwritable_out_is_refused_before_any_point_runs(tmp_path, capsys, monkeypatch):
+    from engine.cli import sweep as sweep_cli
+
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_cli, "_run", lambda *a, **k: ran.append(1) or True)
+    out = tmp_path / "no-such-dir" / "rows.csv"
+    assert main(["sweep", str(session), "--vary", "seed=1,2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "rows.csv: cannot be written" in err and err.count("\n") == 1, err
+    assert ran == []
+
+
+def test_a_resume_file_of_another_kind_names_resume(tmp_path, capsys):
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    argv = ["sweep", str(session), "--vary", "seed=1,2", "--resume", str(tmp_path / "a.txt")]
+    assert main(argv) == 2
+    assert "dirtylog sweep: --resume: " in capsys.readouterr().err

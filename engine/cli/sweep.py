@@ -26,6 +26,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or args.resume
     if out is None:
         raise ConfigError("--out", "is required: the CSV or JSON file for the rows")
+    if args.resume:
+        output_kind(args.resume, "--resume")
     output_kind(out)
     if args.scheduler:
         check_address(args.scheduler)
@@ -42,6 +44,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     rows: list[Row] = list(done.values())
     writer = _RowWriter(Path(out), axes, str(start.session_path), rows)
     say = (lambda *_: None) if args.quiet else _stderr
+    writer.flush()  # an unwritable --out is refused now, not after every point has run
     if done:
         say(f"resuming: {len(done)} of {len(points)} points already in {args.resume}")
     finished = True

@@ -17,6 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from engine.files.session import parse_session
 from engine.migration.budget import estimate_bytes
@@ -119,6 +120,12 @@ def remote_client(address: str, points: list[Point]) -> Iterator[object]:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         raise ConfigError("--scheduler", f"cannot reach {address} ({exc})") from None
+    except Exception as exc:  # something answered, but not Dask's handshake (e.g. an HTTP
+        # server: its first bytes read as a frame length of exabytes, a MemoryError)
+        raise ConfigError(
+            "--scheduler",
+            f"{address} did not answer as a Dask scheduler ({type(exc).__name__})",
+        ) from None
     try:
         _check_remote(client, address, point_bytes(points))
         yield client
@@ -127,10 +134,20 @@ def remote_client(address: str, points: list[Point]) -> Iterator[object]:
 
 
 def check_address(address: str) -> None:
-    """ConfigError unless ``address`` looks like a scheduler address (``tcp://HOST:PORT``)."""
-    if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+    """ConfigError unless ``address`` looks like a scheduler address: ``tcp://HOST:PORT`` or
+    ``tls://HOST:PORT`` with a host and a port 1..65535, or a ``ucx://`` / ``inproc://`` one."""
+    if address.startswith(("ucx://", "inproc://")):
+        return
+    try:
+        parts = urlsplit(address)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # a port that is not a number or above 65535, a broken [IPv6]
+        scheme, host, port = "", None, None
+    if scheme not in ("tcp", "tls") or not host or not port:
         raise ConfigError(
-            "--scheduler", f"expected an address such as tcp://HOST:8786, got {address!r}"
+            "--scheduler",
+            f"expected an address such as tcp://HOST:8786 (a host and a port 1..65535), "
+            f"got {address!r}",
         )
 
 

@@ -46,11 +46,11 @@ def columns(axes: list[Axis]) -> list[str]:
     return ["point", *(a.field for a in axes), *RESULT_COLUMNS, "session_sha256"]
 
 
-def output_kind(path: str | Path) -> str:
-    """``csv`` or ``json`` from the extension; ConfigError for anything else."""
+def output_kind(path: str | Path, option: str = "--out") -> str:
+    """``csv`` or ``json`` from the extension; ConfigError naming ``option`` for anything else."""
     ext = Path(path).suffix.lower()
     if ext not in (".csv", ".json"):
-        raise ConfigError("--out", f"{path}: the extension must be .csv or .json")
+        raise ConfigError(option, f"{path}: the extension must be .csv or .json")
     return ext[1:]
 
 

@@ -164,7 +164,8 @@ def test_a_bad_scheduler_address_is_refused_with_its_sentence(sweep):
     w.scheduler.setText("localhost:8786")
     assert not w.start()
     assert w.status.text() == (
-        "refused: scheduler: expected an address such as tcp://HOST:8786, got 'localhost:8786'"
+        "refused: scheduler: expected an address such as tcp://HOST:8786 (a host and a port "
+        "1..65535), got 'localhost:8786'"
     )
     assert w.sweep_thread is None
 

@@ -20,6 +20,7 @@ from engine.files import jsontree
 from engine.files.export import BitmapSnapshot, read_snapshot, write_snapshot
 from engine.files.session import parse_session, read_session_file
 from engine.migration import budget
+from engine.migration.preflight import preflight
 from engine.migration.simulation import Simulation
 from engine.migration.traces import load_trace
 from engine.util import memory
@@ -247,11 +248,29 @@ def test_a_harvest_at_or_before_the_start_is_refused_at_load():
 
 
 def test_the_work_limit_names_the_field_to_change():
-    """An hour of 1 µs ticks: 3.6e9 ticks in batches of 256, 14 M steps (every mode batches)."""
+    """An hour of 1 µs ticks: 3.6e9 ticks, far above the limit in any mode."""
     data = session(tick_ms=0.001, tracking={"mode": "manual-clear"})
     data["migration"]["timeout_s"] = 3600
     err = refusal(data)
     assert err.field == "tick_ms" and "raise tick_ms or lower migration.timeout_s" in err.rule
+
+
+def test_ten_minutes_of_1us_ticks_is_refused_not_run_for_hours():
+    """6e8 migrating ticks: each runs the sends and checks in Python (~57 µs here; 2 s of
+    them took 114 s), so this run would take about 9 hours; it was admitted as 2.3 M steps
+    when a migrating tick was counted as 1/256 of a step."""
+    data = session(tick_ms=0.001)
+    data["migration"]["timeout_s"] = 600
+    err = refusal(data)
+    assert err.field == "tick_ms" and "raise tick_ms or lower migration.timeout_s" in err.rule
+
+
+def test_an_hour_of_1ms_ticks_is_within_the_work_limit():
+    """The default session's horizon (3.6 M ticks of 1 ms) stays admitted, as the limit says."""
+    data = session(tick_ms=1.0)
+    data["migration"]["timeout_s"] = 3600
+    cfg = parse_session(data)
+    budget.check_work(cfg, preflight(cfg))
 
 
 def test_a_fast_workload_over_the_work_limit_is_named():

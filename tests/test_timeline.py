@@ -38,6 +38,32 @@ def run_with(data: dict, batches) -> tuple[dict, Simulation]:
     return without_measured(sim.result()), sim
 
 
+def walked_tables(pgt) -> list[list[int]]:
+    """Every table as a walk from the roots meets it (breadth first), each table descriptor's
+    address replaced by the child's place in that walk.  Where in the pool a new table lands
+    (its PA) is not modelled: one pass creates a batch's tables in address order, tick by tick
+    in tick order, as real KVM takes table pages from its memcache in fault order at
+    addresses the page allocator picks."""
+    from engine.stage2 import descriptor as D
+
+    order = list(range(pgt.n_root))
+    seen = {t: i for i, t in enumerate(order)}
+    out = []
+    for table in order:  # (grows while walking)
+        level = int(pgt.table_level[table])
+        row = pgt.pool[table]
+        tab = D.is_table(row, level) if level < 3 else np.zeros(row.size, bool)
+        entries = row.astype(np.uint64).tolist()
+        for i in np.flatnonzero(tab).tolist():
+            child = int(pgt.table_of(row[i : i + 1])[0])
+            if child not in seen:
+                seen[child] = len(order)
+                order.append(child)
+            entries[i] = ("table", seen[child], int(row[i]) & ~D.oa_mask(pgt.page_shift))
+        out.append(entries)
+    return out
+
+
 def state(sim: Simulation) -> dict:
     """Everything a run leaves behind that must not depend on batching (arrays as lists)."""
     m = sim.migration
@@ -49,7 +75,7 @@ def state(sim: Simulation) -> dict:
             sid: None if st.bitmap is None else st.bitmap.tolist()
             for sid, st in sim.vm.slots.items()
         },
-        "descriptors": sim.vm.pgt.pool.tolist() if sim.vm.pgt.pool.size < 1 << 16 else None,
+        "tables": walked_tables(sim.vm.pgt) if sim.vm.pgt.pool.size < 1 << 16 else None,
         "messages": sim.messages,
         "harvests": [
             {

@@ -31,6 +31,11 @@ def _codes(layer, mode, scale=None):
 def test_heat_is_logarithmic_up_to_the_top():
     # ln(1 + 31) / ln(1 + 1023) = 5/10: half the scale, code 1 + 127
     assert _codes([0.0, 31.0, 1023.0, 2047.0], "heat", 1023.0) == ([1, 128, 255, 255], 1023.0)
+    # 511: ln 512 / ln 1024 = 0.9 of 254 steps: 1 + 228.6; a trace of heat stays code 1
+    assert _codes([511.0, 0.001], "heat", 1023.0) == ([229, 1], 1023.0)
+    # no top given: the 99th percentile of the written pages, 31 + 0.99 × (1023 - 31)
+    codes, top = _codes([0.0, 31.0, 1023.0], "heat")
+    assert top == pytest.approx(1013.08) and codes == [1, 128, 255]
 
 
 def test_dirty_is_two_codes():
@@ -55,7 +60,8 @@ def test_version_is_log2_of_the_count():
     # log2(v + 1) = 0, 1, 2, 3 over a top of 3: 254 / 3 per step
     assert _codes([0, 1, 3, 7], "version") == ([1, 85, 170, 255], 7.0)
     # a fixed top of 15 versions: log2(16) = 4
-    assert _codes([0, 1, 3, 7], "version", 15) == ([1, 64, 128, 191], 15.0)
+    assert _codes([0, 1, 3, 7, 31], "version", 15) == ([1, 64, 128, 191, 255], 15.0)
+    assert _codes(np.zeros(0, np.uint32), "version") == ([], 1.0)
     assert _codes([0, 0], "version") == ([1, 1], 1.0)  # top at least log2(2) = 1
 
 

@@ -533,9 +533,14 @@ class VM:
         if not w.any():
             return
         idx = np.flatnonzero(w)
-        # one fault per leaf: the earliest write to a read-only block relaxes it for the rest
-        order = idx[np.lexsort((pages.t_write[idx], pos[idx]))]
-        owners = order[first_of_runs(pos[order])]
+        owners = idx  # a page leaf is one page: its write faults
+        in_block = level[idx] < 3
+        if in_block.any():
+            # one fault per block: the earliest write to a read-only block relaxes it for
+            # the rest of its pages
+            b = idx[in_block]
+            order = b[np.lexsort((pages.t_write[b], pos[b]))]
+            owners = np.concatenate([idx[~in_block], order[first_of_runs(pos[order])]])
         p = pos[owners]
         self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh

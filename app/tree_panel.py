@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -14,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.tree_model import PageTableModel
+from engine.util.errors import clip
 
 # columns as shown (the model's numbers): index, kind, descriptor, S2AP / AF / DBM / XN, then
 # IPA range, output address, slot, dirty, so a narrow dock shows the descriptor unscrolled
@@ -105,18 +108,28 @@ class TreePanel(QWidget):
         )
 
     def goto_entered(self) -> None:
+        """The field's address, hex with or without 0x (40042000 is 0x40042000, as the
+        placeholder and the tree's columns write addresses), ``_`` separators allowed."""
         text = self.goto.text().strip().replace("_", "")
+        digits = text[2:] if text[:2].lower() == "0x" else text
         try:
-            ipa = int(text, 0)
+            ipa = int(digits, 16) if digits.isascii() and digits.isalnum() else -1
         except ValueError:
-            self._refuse(f"go to IPA: {text!r} is not an address (use hex like 0x40042000)")
+            ipa = -1
+        if ipa < 0:
+            self._refuse(
+                f"go to IPA: {clip(text, 40)!r} is not an address (use hex like 0x40042000)"
+            )
             return
-        if self.model is None or not 0 <= ipa < self.ipa_limit:
-            self._refuse(f"go to IPA: {ipa:#x} is outside the IPA space")
+        if self.model is None or not ipa < self.ipa_limit:
+            self._refuse(
+                f"go to IPA: {clip(hex(ipa), 40)} is outside the IPA space (below "
+                f"{self.ipa_limit:#x})"
+            )
             return
         self.select_ipa(ipa)
 
     def _refuse(self, text: str) -> None:
-        self.result.setText(f"<span style='color:#e57373'>{text}</span>")
+        self.result.setText(f"<span style='color:#e57373'>{html.escape(text)}</span>")
         self.result.setTextFormat(Qt.TextFormat.RichText)
         self.message.emit(text)

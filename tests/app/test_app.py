@@ -247,6 +247,25 @@ def test_go_to_ipa_selects_the_leaf(qtbot, window):
     assert window.model.data(window.model.index(idx.row(), 1, idx.parent())).startswith(hex(ipa))
 
 
+def test_go_to_ipa_reads_hex_without_0x_and_refuses_bad_text_as_plain_text(qtbot, window):
+    """The field is hex (placeholder 0x40042000): "4004d000" is 0x4004d000, not a refusal
+    nor a decimal; hostile text is shown escaped and clipped, never as markup."""
+    load(window, small_session())
+    panel = window.tree_panel
+    window.goto.setText("4004d000")
+    window._goto_entered()
+    assert panel.last_ipa == 0x4004D000
+    assert panel.result.text().startswith("0x4004d000: page L3[77]")
+    window.goto.setText("<b>40</b>")
+    window._goto_entered()
+    assert panel.last_ipa == 0x4004D000  # nothing selected
+    assert "<b>" not in panel.result.text() and "&lt;b&gt;40&lt;/b&gt;" in panel.result.text()
+    window.goto.setText("0x" + "f" * 5000)
+    window._goto_entered()
+    assert "outside the IPA space (below 0x10000000000)" in panel.result.text()
+    assert len(panel.result.text()) < 200
+
+
 def test_overlapping_memslot_shows_eexist_and_the_run_goes_on(qtbot, window):
     load(window, small_session(migration={"policy": "qemu", "start_ms": 1e6, "timeout_s": 60}))
     window.runner.req_speed.emit(1.0)

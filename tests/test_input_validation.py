@@ -464,3 +464,16 @@ def test_command_line_options_are_checked_before_work(argv, start, capsys, monke
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"dirtylog {argv[0]}: {start}") and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_folder_where_nothing_can_be_created_is_refused_before_any_work():
+    """/proc: ``os.access`` says writable to root, creating a file there fails (ENOENT); the
+    output options must refuse it before running, not after the run."""
+    from engine.cli.options import output_dir, output_file
+
+    with pytest.raises(ConfigError, match=r"^--json: cannot write /proc/x\.json: /proc is not a"):
+        output_file("/proc/x.json", "--json")
+    with pytest.raises(ConfigError, match=r"^--out: cannot create or write /proc/d/e: /proc is"):
+        output_dir("/proc/d/e", "--out")
+    output_file("/dev/null", "--json")  # an existing writable file passes

@@ -8,6 +8,7 @@ naming the option, so ``dirtylog`` prints one sentence and exits 2.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from engine.util.errors import ConfigError, clip
@@ -29,10 +30,12 @@ def output_file(path: str | None, option: str) -> None:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(option, f"{_p(path)} is a directory; give a file name")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise ConfigError(option, f"{_p(path)} exists and cannot be written")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise ConfigError(option, f"{_p(path)} exists and cannot be written")
+        return
     parent = p.resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
+    if not parent.is_dir() or not _can_create_in(parent):
         raise ConfigError(option, f"cannot write {_p(path)}: {_p(parent)} is not a writable folder")
 
 
@@ -48,10 +51,22 @@ def output_dir(path: str | None, option: str) -> None:
     existing = p.resolve()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir() or not _can_create_in(existing):
         raise ConfigError(
             option, f"cannot create or write {_p(path)}: {_p(existing)} is not writable"
         )
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``, by creating (and removing) one: as root,
+    ``os.access`` says yes to /proc or /sys, where creating anything fails."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".dirtylog-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 def bounded_int(value: int, option: str, lo: int, hi: int, what: str) -> int:

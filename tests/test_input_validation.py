@@ -477,3 +477,19 @@ def test_a_folder_where_nothing_can_be_created_is_refused_before_any_work():
     with pytest.raises(ConfigError, match=r"^--out: cannot create or write /proc/d/e: /proc is"):
         output_dir("/proc/d/e", "--out")
     output_file("/dev/null", "--json")  # an existing writable file passes
+
+
+def test_export_round_beyond_the_last_sync_counts_syncs_as_its_help_does(tmp_path, capsys):
+    """BASE converges with dirty-sync-count 2 (the setup sync, then the harvest before the
+    switchover): --round 3 is refused in the help's words (syncs), --round 2 is written."""
+    session = tmp_path / "s.json"
+    session.write_text(json.dumps(BASE))
+    out = tmp_path / "out"
+    assert cli_main(["export", str(session), "--round", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "dirtylog export: --round: the run made 2 syncs (dirty-sync-count 2); there is no sync 3\n"
+    )
+    assert cli_main(["export", str(session), "--round", "2", "--out", str(out)]) == 0
+    assert cli_main(["export", str(session), "--round", "0", "--out", str(out)]) == 2
+    assert "--round: a sync (dirty-sync-count, from 1) must be 1..100000" in capsys.readouterr().err

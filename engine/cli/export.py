@@ -15,7 +15,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.migration.simulation import Simulation
 
     if args.round is not None:
-        bounded_int(args.round, "--round", 1, 100_000, "a round (rounds count from 1)")
+        bounded_int(args.round, "--round", 1, 100_000, "a sync (dirty-sync-count, from 1)")
     output_dir(args.out, "--out")
     sim = Simulation.from_file(args.session)
     sim.keep_harvests = True
@@ -32,7 +32,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not found:
         raise ConfigError(
             "--round",
-            f"the run ended after round {sim.harvests[-1]['round']}; there is no round {wanted}",
+            f"the run made {sim.harvests[-1]['round']} syncs (dirty-sync-count "
+            f"{sim.harvests[-1]['round']}); there is no sync {wanted}",
         )
     h = found[0]
     out = Path(args.out)

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from engine.cli.options import output_file
+
 EXIT_DIFFERENT = 1
 EXIT_UNAVAILABLE = 3
 
@@ -120,6 +122,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Engine run, real replay, one line per harvest and a verdict."""
+    output_file(args.json, "--json")  # before the run and the replay, not after
     reason = _unavailable()
     if reason:
         print(f"dirtylog kvm replay: {reason}", file=sys.stderr)

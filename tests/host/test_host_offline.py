@@ -55,3 +55,18 @@ def test_emulation_is_detected_from_the_stats():
     assert emulation_note({}, native) == []
     emulated = {"insn_emulation": 2_000_000, "exits": 40}
     assert "instruction emulator" in emulation_note({}, emulated)[0]
+
+
+def test_replay_refuses_an_unwritable_json_before_running(tmp_path, capsys):
+    """``kvm replay --json DIR`` is refused naming --json before the engine run and the
+    replay (it ran both, then failed to write), and before KVM's availability (exit 3)."""
+    import json
+
+    from engine.cli.main import main
+
+    session = tmp_path / "s.json"
+    session.write_text(json.dumps({"format": "dirtylog-session", "version": 2}))
+    assert main(["kvm", "replay", "--json", str(tmp_path), str(session)]) == 2
+    assert capsys.readouterr().err == (
+        f"dirtylog kvm: --json: {tmp_path} is a directory; give a file name\n"
+    )

@@ -34,9 +34,10 @@ SUFFIX = {
 
 
 def with_suffix(path: str | Path, what: str) -> Path:
-    """``path`` with the export's default extension when it has none."""
+    """``path`` with the export's default extension when it has none (a path without a name,
+    such as ``/``, is kept: writing it fails, and says so)."""
     path = Path(path)
-    return path if path.suffix else path.with_name(path.name + SUFFIX[what])
+    return path if path.suffix or not path.name else path.with_name(path.name + SUFFIX[what])
 
 
 class FigureSizeDialog(QDialog):

@@ -237,6 +237,14 @@ def test_exports_write_what_they_say_and_fail_loudly(qtbot, window, tmp_path):
     assert round(img.dotsPerMeterX() * 0.0254) == 200
 
 
+def test_an_export_to_a_path_without_a_name_fails_loudly_not_with_a_traceback(qtbot, window):
+    """The path "/" has no name to add ".csv" to (pathlib raised ValueError out of the export)."""
+    load(window, small_session())
+    for what in ("rounds-csv", "screenshot"):
+        assert window.export_to(what, "/") is None
+    assert window.messages.toPlainText().count("export failed, nothing written") == 2
+
+
 def test_svg_curves_lie_inside_their_plot(qtbot, window, tmp_path):
     """Review defect 5: the SVG drew the curves below the axes.  Every point of every curve
     drawn in the first palette colour (one per plot) lies inside one plot's data area of the

@@ -13,6 +13,7 @@ window.  Export the map as PNG or SVG and the rows as CSV.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from app.sweep_map import METRICS, SweepMap, build_grid, describe_row
 from engine.sweep.cluster import check_address, local_client, plan_local, remote_client
-from engine.sweep.grid import Axis, Point, make_points, parse_vary, resolve_paths
+from engine.sweep.grid import MAX_POINTS, Axis, Point, make_points, parse_vary, resolve_paths
 from engine.sweep.rows import write_rows
 from engine.sweep.runner import SweepRun
 from engine.util.errors import ConfigError, DirtylogError
@@ -56,6 +57,7 @@ COMMON_FIELDS = (
     "seed",
 )
 NO_AXIS = "(none)"
+MAX_WINDOW_POINTS = 1_000  # a grid the window checks without a noticeable freeze
 
 
 class SweepWorker(QObject):
@@ -226,6 +228,7 @@ class SweepWindow(QMainWindow):
         address = self.scheduler.text().strip()
         try:
             axes = [a for a in (self.x_axis.axis(), self.y_axis.axis()) if a is not None]
+            _check_window_grid(axes)
             points = make_points(self.base, axes)
             if address:
                 _check_scheduler(address)
@@ -356,6 +359,19 @@ class SweepWindow(QMainWindow):
             self.status.setText(f"cannot export: {exc}")
             return
         self.status.setText(f"exported {path}")
+
+
+def _check_window_grid(axes: list[Axis]) -> None:
+    """The window expands and checks its grid on the GUI thread (about 1 ms a point, twice:
+    the points, then their memory estimates), so it takes at most MAX_WINDOW_POINTS; a
+    bigger grid is ``dirtylog sweep``'s (up to MAX_POINTS)."""
+    count = math.prod(len(a.values) for a in axes)
+    if count > MAX_WINDOW_POINTS:
+        raise ConfigError(
+            "grid",
+            f"has {count:,} points; this window runs at most {MAX_WINDOW_POINTS:,} (checking "
+            f"them would freeze it), dirtylog sweep up to {MAX_POINTS:,}",
+        )
 
 
 def _check_scheduler(address: str) -> None:

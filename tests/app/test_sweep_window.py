@@ -7,6 +7,7 @@ worker processes and a real scheduler.  Expected cells are placed from the rows 
 from __future__ import annotations
 
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
+from app import sweep_window  # noqa: E402
 from app.sweep_map import ERROR, FIRST_LEVEL, NOT_CONVERGED  # noqa: E402
 from app.sweep_window import SweepWindow  # noqa: E402
 from engine.cli.bench_sweep import small_guest  # noqa: E402
@@ -201,3 +203,21 @@ def test_the_scheduler_field_runs_the_points_on_that_cluster(qtbot):
     assert [r["point"] for r in w.rows] == [1], w.status.text()
     assert w.rows[0]["outcome"] == "completed"  # 1 Gbit/s outruns the guest's dirtying
     w.close()
+
+
+def test_a_grid_too_big_to_check_on_the_gui_thread_is_refused_at_once(sweep):
+    """300 × 300 points took 42 s to expand and 40 s more to estimate, on the GUI thread;
+    the window takes 1,000 points (the boundary runs; 1,001 is refused, fast)."""
+    w, _ = sweep
+    w.x_axis.values.setText("1..2Gbit/s:1001")
+    w.y_axis.field.setCurrentText("(none)")
+    t0 = time.monotonic()
+    assert not w.start()
+    assert time.monotonic() - t0 < 0.5
+    assert w.status.text() == (
+        "refused: grid: has 1,001 points; this window runs at most 1,000 (checking them "
+        "would freeze it), dirtylog sweep up to 100,000"
+    )
+    assert w.sweep_thread is None
+    w.x_axis.values.setText("1..2Gbit/s:1000")
+    assert sweep_window._check_window_grid([w.x_axis.axis()]) is None

@@ -13,7 +13,6 @@ from engine.files.session import load_session  # noqa: E402
 from engine.migration.simulation import Simulation  # noqa: E402
 from engine.util.errors import DirtylogError  # noqa: E402
 from tests.app.test_app import load, small_session  # noqa: E402
-from tests.app.test_app import window as window  # noqa: E402, F401
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "input"
 SESSION_CASES = sorted(

@@ -95,6 +95,8 @@ def test_log_range_is_geometric():
         ("1Gbit/s..10MiB/s:3", "one unit"),
         ("1,,2", "empty value"),
         ("1.0..1.0000001:3", "repeat after rounding"),
+        ("1..2:" + "9" * 5000, "needs 2..10000 values after ':', got 9{39}…$"),  # int() raised
+        ("1e400..2Gbit/s:3", "ends must be finite numbers, got '1e400' and '2'"),
     ],
 )
 def test_bad_value_specs_are_refused_with_the_rule(spec, rule):

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.files.session import parse_session
 from engine.migration.workloads import make_workload
-from engine.util.errors import ConfigError, DirtylogError
+from engine.util.errors import ConfigError, DirtylogError, clip
 
 MAX_POINTS = 100_000  # a grid is a plan for runs, not a data set
 MAX_RANGE_COUNT = 10_000
@@ -173,13 +173,19 @@ def parse_token(token: str) -> Any:
 
 
 def _range_values(m: re.Match[str], field: str) -> tuple[Any, ...]:
-    a, b, n = float(m["a"]), float(m["b"]), int(m["n"])
+    a, b = float(m["a"]), float(m["b"])
+    n = int(m["n"]) if len(m["n"]) <= 9 else MAX_RANGE_COUNT + 1  # (int() stops at 4300 digits)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        ends = f"{clip(m['a'], 40)!r} and {clip(m['b'], 40)!r}"
+        raise ConfigError(field, f"a range's ends must be finite numbers, got {ends}")
     ua, ub = (m["ua"] or "").strip(), (m["ub"] or "").strip()
     if ua and ub and ua != ub:
         raise ConfigError(field, f"a range has one unit: {ua!r} and {ub!r} differ")
     unit = ub or ua
     if not 2 <= n <= MAX_RANGE_COUNT:
-        raise ConfigError(field, f"a range needs 2..{MAX_RANGE_COUNT} values after ':', got {n}")
+        raise ConfigError(
+            field, f"a range needs 2..{MAX_RANGE_COUNT} values after ':', got {clip(m['n'], 40)}"
+        )
     if m["log"]:
         if a <= 0 or b <= 0:
             raise ConfigError(field, "a log: range needs both ends above zero")

@@ -89,8 +89,11 @@ def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[
         scale = scale or heat_top(layer)
         # only written cells are coded: a cold cell (0) is code 1, as the formula gives, and
         # most of a huge guest's cells are cold (the logarithm is most of a frame's cost)
-        codes = np.ones(layer.shape, dtype=np.uint8)
         hot = np.flatnonzero(layer)
+        if hot.size * 2 > layer.size:  # mostly written: one pass beats gather and scatter
+            codes = 1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)
+            return codes.astype(np.uint8), scale
+        codes = np.ones(layer.shape, dtype=np.uint8)
         values = 1 + np.clip(np.log1p(layer[hot]) / np.log1p(scale) * 254, 0, 254)
         codes[hot] = values.astype(np.uint8)
         return codes, scale

@@ -136,11 +136,16 @@ class PageTable:
         level = np.full(ipa.shape, self.geom.start_level, dtype=np.int8)
         pos = self.root_position(ipa)
         desc = flat[pos]
-        active = np.arange(ipa.size)
+        active = None  # None: every walk still going (no index arrays needed)
         for lv in range(self.geom.start_level, 3):
-            sub = desc[active]
+            sub = desc if active is None else desc[active]
             go = D.is_table(sub, lv)
-            active = active[go]
+            if active is None and go.all():
+                pos = self.table_of(desc) * self.E + self.entry_index(ipa, lv + 1)
+                desc = flat[pos]
+                level[:] = lv + 1
+                continue
+            active = np.flatnonzero(go) if active is None else active[go]
             if not active.size:
                 break
             child = self.table_of(sub[go])

@@ -66,3 +66,45 @@ def test_merge_matches_kvm(entries):
 def test_backwards_merge():
     got = merge_masks(np.array([0, 0, 0], np.uint32), np.array([10, 12, 8], np.uint64))
     assert [c.tolist() for c in got] == [[0], [8], [0b10101]]
+
+
+def test_the_ring_holds_exactly_its_size_and_no_more():
+    """The hard limit (a KVM bug if reached: the soft limit stops the vCPU first): a ring of
+    256 takes 256 entries without an overflow, the 257th is refused with the reason."""
+    import pytest
+
+    ring = DirtyRing(256)
+    ring.push(np.zeros(256, np.uint32), np.arange(256, dtype=np.uint64))
+    assert ring.used == 256
+    with pytest.raises(RuntimeError, match="^dirty ring overflow: the soft limit was not honoured$"):
+        ring.push(np.zeros(1, np.uint32), np.array([9], np.uint64))
+    ring.collect()
+    ring.reset_entries()
+    ring.push(np.zeros(255, np.uint32), np.arange(255, dtype=np.uint64))  # used 255
+    with pytest.raises(RuntimeError):
+        ring.push(np.zeros(2, np.uint32), np.arange(2, dtype=np.uint64))  # 255 + 2 > 256
+
+
+def test_a_reset_returns_only_the_entries_harvested_since_the_last_reset():
+    ring = DirtyRing(256)
+    ring.push(np.zeros(3, np.uint32), np.array([1, 2, 3], np.uint64))
+    ring.collect()
+    assert ring.reset_entries()[1].tolist() == [1, 2, 3]
+    ring.push(np.ones(2, np.uint32), np.array([7, 8], np.uint64))
+    ring.collect()
+    slots, offs = ring.reset_entries()
+    assert slots.tolist() == [1, 1] and offs.tolist() == [7, 8]
+
+
+def test_the_default_page_size_is_4_kib():
+    """check_ring_size without a page size checks against 4 KiB pages: 256 entries (one
+    page of 16-byte entries) is the least, 128 is refused."""
+    import pytest
+
+    from engine.kvm.dirtyring import check_ring_size
+    from engine.util.errors import KvmError
+
+    assert check_ring_size(256) == 256
+    with pytest.raises(KvmError) as e:
+        check_ring_size(128)
+    assert e.value.errno_name == "EINVAL" and "4096-byte page" in e.value.rule

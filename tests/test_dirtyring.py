@@ -76,7 +76,8 @@ def test_the_ring_holds_exactly_its_size_and_no_more():
     ring = DirtyRing(256)
     ring.push(np.zeros(256, np.uint32), np.arange(256, dtype=np.uint64))
     assert ring.used == 256
-    with pytest.raises(RuntimeError, match="^dirty ring overflow: the soft limit was not honoured$"):
+    reason = "^dirty ring overflow: the soft limit was not honoured$"
+    with pytest.raises(RuntimeError, match=reason):
         ring.push(np.zeros(1, np.uint32), np.array([9], np.uint64))
     ring.collect()
     ring.reset_entries()

@@ -96,6 +96,7 @@ from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
+from engine.util.scatter import add_at
 from engine.util.units import parse_size
 
 NS_PER_MS = 1_000_000
@@ -520,7 +521,7 @@ class Simulation:
         over all of a large guest's pages).  The weight is that of the write's own time, split
         as 2^(whole half-lives) × 2^(fraction), and the array is rescaled by whole powers of
         two, so that the sum does not depend on how the ticks were batched: scaling by 2^−n
-        is exact in floating point and the adds happen in the writes' order (``np.add.at``).
+        is exact in floating point and the adds happen in the writes' order (``add_at``).
         """
         written = acc.write
         idx = self._layer_index(acc.gfn[written])
@@ -534,7 +535,7 @@ class Simulation:
             self._heat_t += whole * HEAT_HALF_LIFE_NS
         q, r = np.divmod(t - self._heat_t, HEAT_HALF_LIFE_NS)
         weight = np.ldexp(np.exp2(r / HEAT_HALF_LIFE_NS), q).astype(np.float32)
-        np.add.at(self.heat, idx[keep], weight)
+        add_at(self.heat, idx[keep], weight)
 
     # -- live edits ---------------------------------------------------------------------------
 
@@ -831,7 +832,7 @@ class Simulation:
         next step); a view draws a large guest's heat from it without a scaled copy."""
         total = sum(s.npages for s in self.vm.memslots.sorted())
         if self.heat is None or self.heat.size != total:
-            self.heat = np.zeros(total, dtype=np.float32)
+            self.heat = np.full(total, 0.0, dtype=np.float32)  # written: no faults under the GIL
             self._heat_t = self.t_ns // HEAT_HALF_LIFE_NS * HEAT_HALF_LIFE_NS
         return self.heat, 0.5 ** ((self.t_ns - self._heat_t) / HEAT_HALF_LIFE_NS)
 

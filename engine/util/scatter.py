@@ -6,7 +6,8 @@ a frozen window while the worker simulates.  Worse, when its target is freshly a
 memory, each first touch of a transparent huge page is a fault taken with the GIL held: 1000
 scattered adds into a new 64 MiB array took 90 ms.  So ``minimum_at`` runs in slices short
 enough (~1 ms) for the interpreter to switch threads between them, on targets its caller has
-just filled; ``add_counts`` counts with ``bincount`` over a dense range or with a sort over a
+just filled (``add_at`` too: the heat layer's weighted adds, whose float sums depend on
+their order); ``add_counts`` counts with ``bincount`` over a dense range or with a sort over a
 sparse one, then adds with plain array operations, all of which release the GIL.
 """
 
@@ -25,6 +26,14 @@ def minimum_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
     ``target`` should be memory just written (faults under the GIL are the slow part)."""
     for lo in range(0, idx.size, SLICE):
         np.minimum.at(target, idx[lo : lo + SLICE], values[lo : lo + SLICE])
+
+
+def add_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
+    """``np.add.at(target, idx, values)`` in slices, in order (each element's adds happen in
+    the order of ``idx``, so a float sum is the same however ``idx`` is split into calls);
+    ``target`` should be memory already written (faults under the GIL are the slow part)."""
+    for lo in range(0, idx.size, SLICE):
+        np.add.at(target, idx[lo : lo + SLICE], values[lo : lo + SLICE])
 
 
 def add_counts(target: np.ndarray, idx: np.ndarray, weight=1) -> None:

@@ -98,6 +98,7 @@ class SimWorker(QObject):
         self._result: dict | None = None
         self.detail_rows: tuple[int, int] | None = None
         self.diff: np.ndarray | None = None  # per-page snapshot diff codes (the "diff" mode)
+        self._blank_diff = np.zeros(0, np.uint8)  # the diff layer with no snapshots loaded
         self._layers: MaxPyramid | None = None  # the shown layer's max-pyramid
         self._batch_ticks = MAX_BATCH  # ticks per advance (see _advance)
 
@@ -348,7 +349,7 @@ class SimWorker(QObject):
         draws from it instead of folding every page (see app/heatmap_pyramid.py)."""
         p = self._layers
         if self.mode == "diff":
-            diff = self.diff if self.diff is not None else np.zeros(total, np.uint8)
+            diff = self.diff if self.diff is not None else self._no_diff(total)
             if not isinstance(p, ArrayPyramid) or p.layer is not diff or p.kept != levels:
                 self.sim.changes = None  # nothing follows the simulation's changes now
                 p = self._layers = ArrayPyramid(diff, *levels)
@@ -357,6 +358,13 @@ class SimWorker(QObject):
             p = self._layers = SimLayerPyramid(self.sim, self.mode, *levels)
         p.refresh()
         return p
+
+    def _no_diff(self, total: int) -> np.ndarray:
+        """The diff layer before two snapshots are loaded: all zero, one array per guest
+        size, so that the pyramid built over it is reused from frame to frame."""
+        if self._blank_diff.size != total:
+            self._blank_diff = np.zeros(total, np.uint8)
+        return self._blank_diff
 
     def _update_touched(self) -> None:
         """Leaf positions of the pages the last harvest reported (for the tree's highlight)."""

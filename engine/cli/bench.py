@@ -23,7 +23,6 @@ from engine.cli.bench_figure import Figure
 from engine.cli.bench_migration import fig_terabyte, realtime_figures
 from engine.cli.bench_sweep import fig_sweep
 from engine.cli.options import output_file
-from engine.host.bench_real import real_kvm_lines
 from engine.kvm import dirtylog as DL
 from engine.kvm.reference import REFERENCES
 from engine.kvm.vm import VM, Tracking, slot_flags
@@ -293,6 +292,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print("measuring (about a minute; figures 5-8 take the longest) …", file=sys.stderr)
     figures = run_bench(args.quick, report)
     # figures 1 and 2 on this host's real KVM, for context (a quick run measures 16 K pages)
+    from engine.host.bench_real import real_kvm_lines  # (the host's uapi: only when measuring)
+
     context = real_kvm_lines(slot_pages(args.quick), 1 << 14 if args.quick else None)
     for line in context:
         print(line.text(), flush=True)

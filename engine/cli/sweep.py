@@ -38,13 +38,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         axes.append(seed_axis(int(start.base.get("seed", 0)), seeds))
     points = make_points(start.base, axes)
     done = _resumed_rows(args.resume, points) if args.resume else {}
+    rows: list[Row] = list(done.values())
+    writer = _RowWriter(Path(out), axes, str(start.session_path), rows)
+    writer.flush()  # an unwritable --out is refused now, not after the points' files or runs
     if args.sessions:
         write_sessions(Path(args.sessions), points)
     pending = [p for p in points if p.digest not in done]
-    rows: list[Row] = list(done.values())
-    writer = _RowWriter(Path(out), axes, str(start.session_path), rows)
     say = (lambda *_: None) if args.quiet else _stderr
-    writer.flush()  # an unwritable --out is refused now, not after every point has run
     if done:
         say(f"resuming: {len(done)} of {len(points)} points already in {args.resume}")
     finished = True

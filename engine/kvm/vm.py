@@ -356,7 +356,8 @@ class VM:
         stored = write if done is None else write & done
         self._bump_versions(gfn, stored, sidx, slots)
         res.applied_writes += int(stored.sum())
-        logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)[pages.sidx]
+        slot_logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
+        logging = slot_logging[pages.sidx]
         ipa = pages.gfn << self.page_shift
         level, pos, desc = self.pgt.lookup(ipa)
         valid = D.is_valid(desc)
@@ -369,8 +370,7 @@ class VM:
                 keep = ~early
                 gfn, vcpu, write, sidx = gfn[keep], vcpu[keep], write[keep], sidx[keep]
                 pages = _Pages.group(gfn, vcpu, write, sidx)
-                logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
-                logging = logging[pages.sidx]
+                logging = slot_logging[pages.sidx]
                 ipa = pages.gfn << self.page_shift
             level, pos, desc = self.pgt.lookup(ipa)
             valid = D.is_valid(desc)

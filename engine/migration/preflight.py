@@ -23,6 +23,7 @@ from engine.files.session import (
     validate_event,
 )
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot, Memslots
+from engine.kvm.vm import slot_flags
 from engine.migration.workloads import KINDS, Workload, make_workload, trace_path
 from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, DirtylogError, KvmError, shown
@@ -67,12 +68,6 @@ def memslot_exists(sid: int) -> str:
     )
 
 
-def slot_flags(flags: list[str]) -> int:
-    return (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in flags else 0) | (
-        KVM_MEM_READONLY if "readonly" in flags else 0
-    )
-
-
 class _Shadow:
     """Memslots and workloads as the run will have them, without guest memory."""
 
@@ -93,7 +88,7 @@ class _Shadow:
                 self.geom.leaf_level_for(m["backing"])
             old = self.find(m["id"])
             self.slots.set_user_memory_region(
-                m["id"], m["base"], m["size"], slot_flags(m.get("flags", [])), m.get("backing")
+                m["id"], m["base"], m["size"], _flags(m.get("flags", [])), m.get("backing")
             )
         except DirtylogError as exc:
             raise _renamed(exc, where, context) from None
@@ -302,5 +297,10 @@ def _replay(sh: _Shadow, ev: dict[str, Any], where: str) -> None:
             )
 
 
+def _flags(names: list[str]) -> int:
+    return slot_flags("log_dirty" in names, "readonly" in names)
+
+
 def _flag_names(flags: int) -> list[str]:
-    return [n for n, bit in (("log_dirty", 1), ("readonly", 2)) if flags & bit]
+    bits = (("log_dirty", KVM_MEM_LOG_DIRTY_PAGES), ("readonly", KVM_MEM_READONLY))
+    return [n for n, bit in bits if flags & bit]

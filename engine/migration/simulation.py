@@ -87,7 +87,7 @@ from engine.kvm import dirtylog as DL
 from engine.kvm.costs import CostModel
 from engine.kvm.memslots import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from engine.kvm.oplog import Harvest, frozen
-from engine.kvm.vm import VM, Tracking
+from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.migration import snapshot as S
 from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
 from engine.migration.changes import PageChanges
@@ -192,9 +192,8 @@ class Simulation:
         self.messages.append(f"[{self.t_ns / 1e6:,.1f} ms] {text}")
 
     def _add_memslot(self, m: dict[str, Any], field: str) -> None:
-        flags = (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in m.get("flags", []) else 0) | (
-            KVM_MEM_READONLY if "readonly" in m.get("flags", []) else 0
-        )
+        names = m.get("flags", [])
+        flags = slot_flags("log_dirty" in names, "readonly" in names)
         # logging starts with the migration, not before (QEMU turns it on in setup)
         logging_now = self.migration is not None and self.migration.active
         kvm_flags = flags if logging_now else flags & ~KVM_MEM_LOG_DIRTY_PAGES
@@ -668,9 +667,7 @@ class Simulation:
         names = ev.get("flags", [])
         if not isinstance(names, list) or set(names) - {"log_dirty", "readonly"}:
             raise ConfigError("flags", 'must be a list of "log_dirty" and "readonly"')
-        flags = (KVM_MEM_LOG_DIRTY_PAGES if "log_dirty" in names else 0) | (
-            KVM_MEM_READONLY if "readonly" in names else 0
-        )
+        flags = slot_flags("log_dirty" in names, "readonly" in names)
         m = self.migration
         mig = m.slots.get(sid) if m is not None and m.active else None
         s = st.slot

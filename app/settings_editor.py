@@ -89,6 +89,7 @@ class SettingsEditor(Editor):
         self.effective: dict[str, Any] = {}
         self.rmap_available = True
         self._typing = False
+        self._shown: tuple[dict, dict] | None = None  # what the form shows (None: user's input)
         for w in (self.eager, self.ring_entries, self.clear_chunk, self.bandwidth):
             w.textEdited.connect(self._user_edit)
         for w in (self.downtime, self.max_rounds, self.timeout):
@@ -100,6 +101,7 @@ class SettingsEditor(Editor):
 
     def _user_edit(self, *_) -> None:
         self._typing = True  # the form holds the user's values until Apply
+        self._shown = None
 
     def load(self, session: dict[str, Any]) -> None:
         """A new run: the session's values (frames then keep them up to date)."""
@@ -109,10 +111,12 @@ class SettingsEditor(Editor):
 
     def show_effective(self, settings: dict[str, Any]) -> None:
         self.effective = settings
-        if not self._typing:
-            self.show_values(settings["tracking"], settings["migration"])
+        shown = (settings["tracking"], settings["migration"])
+        if not self._typing and shown != self._shown:  # (every frame: rewrite only on change)
+            self.show_values(*shown)
 
     def show_values(self, t: dict[str, Any], m: dict[str, Any]) -> None:
+        self._shown = (t, m)
         self.loaded = {k: t.get(k) for k in RESTART_FIELDS}
         self.mode.setCurrentText(t.get("mode", "bitmap"))
         self.strategy.setCurrentText(t.get("strategy", "range"))

@@ -263,7 +263,10 @@ def run_app_bench(quick: bool) -> int:
     from PySide6.QtWidgets import QApplication
 
     sys.setswitchinterval(0.001)  # as the app does (app/launch.py)
+    from app.gui_gc import collect_garbage_in_the_gui_thread
+
     app = QApplication.instance() or QApplication([])
+    collect_garbage_in_the_gui_thread()
     npages = 1 << 18 if quick else 1 << 24
     figures = [
         fig_frame_rate(app, npages, 10 if quick else 60),

@@ -113,6 +113,7 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app.gui_gc import collect_garbage_in_the_gui_thread
     from app.main_window import MainWindow
     from app.session_files import DEMO
     from engine.migration.simulation import Simulation
@@ -121,6 +122,7 @@ def run_app(args: argparse.Namespace) -> int:
     # hand the GIL over every 1 ms (not 5): the GUI thread waits less for the worker
     sys.setswitchinterval(0.001)
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    collect_garbage_in_the_gui_thread()
     app.setOrganizationName("dirtylog")
     app.setApplicationName("inspector")
     settings = _settings(args.settings_dir)

@@ -1,10 +1,35 @@
-"""App tests answer the app's questions themselves: no modal dialog may block a test."""
+"""App tests answer the app's questions themselves: no modal dialog may block a test; and
+Qt objects are freed in the GUI thread only (as the app does, ``app/gui_gc.py``)."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 
 pytest.importorskip("PySide6")
+
+
+@pytest.fixture(autouse=True)
+def garbage_collected_in_the_gui_thread(qapp):
+    """No automatic collection during an app test, and everything the test left behind is
+    freed here, in the GUI thread, after its widgets are closed and deleted. Otherwise a window
+    caught in a reference cycle is freed later by whichever thread allocates: inside the Dask
+    loop of a sweep test that deadlocked a worker (a Qt mutex against the GIL), which hung CI."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        for widget in qapp.topLevelWidgets():
+            widget.close()
+            widget.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        gc.collect()
+        if was_enabled:
+            gc.enable()
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ from engine.sweep.grid import (
     set_field,
 )
 from engine.sweep.rows import read_rows, write_rows
+from engine.sweep.runner import SweepRun
 from engine.util.errors import ConfigError
 
 TINY = small_guest(  # 16 MiB, dirtying faster than 100 Mbit/s, slower than 1 Gbit/s
@@ -463,13 +464,13 @@ def test_ctrl_c_keeps_finished_rows_and_resume_runs_only_the_rest(
 
     monkeypatch.setattr(sweep_cli._RowWriter, "add", real_add)
     ran = []
-    real_run = sweep_cli.SweepRun.run
+    real_run = SweepRun.run
 
     def counting(self):
         ran.extend(p.index for p in self.points)
         return real_run(self)
 
-    monkeypatch.setattr(sweep_cli.SweepRun, "run", counting)
+    monkeypatch.setattr(SweepRun, "run", counting)
     assert main([*argv, "--resume", str(out)]) == 0
     assert sorted(ran) == sorted({1, 2, 3} - {first[0]["point"]})
     rows = read_rows(out)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.cli.options import output_dir, output_file
-from engine.migration.simulation import MAX_BATCH_TICKS
+from engine.migration.budget import MAX_BATCH_TICKS
 from engine.util.errors import DirtylogError, clip
 from engine.util.memory import check_fits
 from engine.util.units import format_bytes

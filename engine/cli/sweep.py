@@ -1,4 +1,9 @@
-"""``dirtylog sweep``: a grid of migrations over session fields, run on Dask distributed."""
+"""``dirtylog sweep``: a grid of migrations over session fields, run on Dask distributed.
+
+``engine.sweep`` (the session schema, the simulation, Dask) is imported when a sweep runs, not
+when the ``dirtylog`` parser is built: ``dirtylog --help`` and every other subcommand start
+without it.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,24 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.files.session import save_session_file
-from engine.sweep.cluster import check_address, local_client, plan_local, remote_client
-from engine.sweep.grid import Axis, Point, make_points, parse_vary, relative_paths, seed_axis
-from engine.sweep.rows import output_kind, read_rows, write_rows
-from engine.sweep.runner import Row, SweepRun
-from engine.sweep.spec import load_start
 from engine.util.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.sweep.grid import Axis, Point
+    from engine.sweep.runner import Row
 
 WRITE_EVERY_S = 2.0  # rows on disk at least this often while running (and at the end)
 EXIT_INTERRUPTED = 130
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.sweep.cluster import check_address
+    from engine.sweep.grid import make_points, parse_vary, seed_axis
+    from engine.sweep.rows import output_kind
+    from engine.sweep.spec import load_start
+
     out = args.out or args.resume
     if out is None:
         raise ConfigError("--out", "is required: the CSV or JSON file for the rows")
@@ -60,8 +68,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if any(_int(r.get("mismatches")) for r in rows) else 0
 
 
+def local_client(workers: int) -> contextlib.AbstractContextManager[Any]:
+    """``engine.sweep.cluster.local_client``, imported when called (tests replace this name)."""
+    from engine.sweep import cluster
+
+    return cluster.local_client(workers)
+
+
 def _run(args, pending: list[Point], writer: _RowWriter, say, total: int) -> bool:
     """Run ``pending`` on the chosen cluster with a progress bar; False when interrupted."""
+    from engine.sweep.cluster import plan_local, remote_client
+    from engine.sweep.runner import SweepRun
+
     if args.scheduler:
         client_cm = remote_client(args.scheduler, pending)
         say(f"{len(pending)} points on the cluster at {args.scheduler}")
@@ -107,6 +125,9 @@ def _progress(args, total: int, done: int):
 def write_sessions(directory: Path, points: list[Point]) -> None:
     """``point-NNNN.json`` per point, trace paths relative to ``directory``: each replays
     with ``dirtylog run``."""
+    from engine.files.session import save_session_file
+    from engine.sweep.grid import relative_paths
+
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -121,6 +142,8 @@ def write_sessions(directory: Path, points: list[Point]) -> None:
 def _resumed_rows(path: str, points: list[Point]) -> dict[str, Row]:
     """Rows of ``path`` whose session digest is a point of this grid, renumbered to it; a
     missing file resumes nothing."""
+    from engine.sweep.rows import read_rows
+
     if not Path(path).exists():
         return {}
     index = {p.digest: p.index for p in points}
@@ -145,6 +168,8 @@ class _RowWriter:
             self.flush()
 
     def flush(self) -> None:
+        from engine.sweep.rows import write_rows
+
         write_rows(self.path, self.rows, self.axes, self.session)
         self.last = time.monotonic()
 

@@ -27,11 +27,14 @@ the field to change.  The horizon is the longest any ``set_migration`` event mak
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.files.session import SessionCfg
-from engine.migration.preflight import Plan
 from engine.util.errors import ConfigError
 from engine.util.memory import check_fits
+
+if TYPE_CHECKING:  # annotations only: `dirtylog run --help` reads MAX_BATCH_TICKS cheaply
+    from engine.files.session import SessionCfg
+    from engine.migration.preflight import Plan
 
 MAX_BATCH_TICKS = 256  # longest run of ticks merged into one batch
 BASE_BYTES = 256 << 20  # the interpreter, numpy and the engine before any guest memory

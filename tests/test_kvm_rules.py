@@ -578,10 +578,34 @@ def test_perftest_p_is_accepted_and_ignored_like_the_selftest(capsys):
     assert plain == with_p
 
 
+@pytest.mark.parametrize(
+    ("args", "iter1", "iter2"),
+    [
+        ([], "0.000409600", "0.041369600"),
+        (["-o"], "0.000819200", "0.082739200"),
+        (["-o", "-g"], "0.082739200", "0.082739200"),
+    ],
+)
+def test_perftest_overlap_walks_the_whole_region(capsys, args, iter1, iter2):
+    """-o: every vCPU walks the whole region (memstress_setup_vcpus: with partition_vcpu_
+    memory_access false, vcpu_args->pages = all guest pages) instead of its own 1/v part; the
+    region is v × -b either way.  -v 2 -b 64M: 32 768 pages, [0xfff7fff000, 0xfffffff000).
+    Partitioned, each vCPU writes 16 384 pages: iteration 1 (initially set, nothing
+    protected) 16 384 × 25 ns, iteration 2 (CLEAR protected everything) 16 384 × (25 ns +
+    2.5 µs fault exit).  Overlapped, each writes 32 768 pages: 32 768 × 25 ns = 0.000819200 s,
+    then every page faults once, taken by the slowest vCPU (the model applies the vCPUs'
+    writes in vCPU order, so vCPU 0 takes them all): 32 768 × 2525 ns = 0.082739200 s; with
+    -g every page is protected at enable, so iteration 1 faults too."""
+    code, lines, _ = perftest(capsys, "-v", "2", *args)
+    assert code == 0
+    assert "guest physical test memory: [0xfff7fff000, 0xfffffff000)" in lines
+    assert f"Iteration 1 dirty memory time: {iter1}s" in lines
+    assert f"Iteration 2 dirty memory time: {iter2}s" in lines
+
+
 def test_perftest_overlap_and_eager_split(capsys):
-    """-o: every vCPU walks the whole region (memstress: vcpu_args->pages = all pages);
-    --eager-split 2M is the chunk in the model's own spelling (the selftest's -e is another
-    option)."""
+    """-o with 2 MiB hugetlb backing: the region is aligned down to 2 MiB; --eager-split 2M
+    is the chunk in the model's own spelling (the selftest's -e is another option)."""
     code, lines, _ = perftest(
         capsys, "-v", "2", "-o", "-s", "anonymous_hugetlb_2mb", "--eager-split", "2M"
     )

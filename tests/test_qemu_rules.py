@@ -324,6 +324,37 @@ def test_switchover_at_the_threshold_exactly(release, pages, completes):
     assert (result["outcome"] == "completed") is completes
 
 
+@pytest.mark.parametrize(
+    ("release", "pages", "syncs", "rounds"),
+    [
+        ("10.1", 356, 3, [(100, 512)]),
+        ("10.1", 357, 2, [(100, 513)]),
+        ("10.1", 358, 3, [(200, 414)]),
+        ("8.2", 357, 4, [(100, 513), (200, 413)]),
+    ],
+)
+def test_exact_sync_at_the_threshold_in_the_loop(release, pages, syncs, rounds):
+    """dirty-sync-count one each side of the threshold, at the page (QEMU 10.1 migration.c
+    migration_iteration_run: the exact sync only when the estimate is ``< threshold_size``,
+    then ``complete_ready = pending_size <= threshold_size``; 8.2 syncs at ``<=`` and
+    completes at ``<``).  Threshold 513 pages exactly (limit 512 ms, as above); pass 1 is
+    256 + n pages, 100 a window, so after the first window (100 ms) 156 + n are left.
+    n = 356 leaves 512: sync, then 512 ≤ 513 completes: setup + sync + final = 3 syncs.
+    n = 357 leaves 513: 10.1 skips the sync (not below) but completes on the estimate
+    (513 ≤ 513): 2 syncs; 8.2 syncs (≤) but does not complete (not below), so a second window
+    leaves 413, synced at 200 ms: 4.  n = 358 leaves 514: no sync, no switchover; at 200 ms
+    414 are left: 3.  The rows are (end of the round in ms, pages pending after it)."""
+    _, result = run(_untracked(pages, downtime_limit_ms=512, qemu=release, timeout_s=0.5))
+    assert result["rounds"][0]["threshold_bytes"] == 513 * 4096
+    got = [
+        (r["t_end_ns"] / 1e6, r["remaining_bytes"] // 4096)
+        for r in result["rounds"]
+        if r["pages_sent"] and not r.get("stop_and_copy")
+    ]
+    assert got == rounds
+    assert result["outcome"] == "completed" and result["dirty_sync_count"] == syncs
+
+
 def test_idle_fresh_guest_sends_zero_pages():
     """A 64 MiB guest never written (populate false): every page is a zero page, 9 bytes."""
     data = session(

@@ -66,10 +66,16 @@ def pytest_addoption(parser):
     )
 
 
+SLOW_TIMEOUT_S = 1800
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its setting
 def pytest_configure(config):
     if config.getoption("--slow", default=False):
         os.environ["DIRTYLOG_SLOW_TESTS"] = "1"
         settings.load_profile("slow")
+        if config.getoption("timeout", default=None) is None:  # (an explicit --timeout wins)
+            config.option.timeout = SLOW_TIMEOUT_S  # long variants run 200 examples
     if config.getoption("--fuzz-long", default=False):
         os.environ["DIRTYLOG_FUZZ_LONG"] = "1"
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -255,6 +255,8 @@ class SweepWindow(QMainWindow):
         queued = Qt.ConnectionType.QueuedConnection
         self.worker.row.connect(self._row_arrived, queued)
         self.worker.finished.connect(self._finished, queued)
+        # the thread's loop ends when the run does, even after the window has let it go
+        self.worker.finished.connect(self.sweep_thread.quit, Qt.ConnectionType.DirectConnection)
         self.sweep_thread.started.connect(self.worker.run)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -297,11 +299,12 @@ class SweepWindow(QMainWindow):
             self.status.setText(f"cancelled: {n} of {len(self.points)} points kept")
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if self.worker is not None:
+        """Closing never waits for the sweep: it is cancelled and its thread ends on its own
+        (connecting to an unresponsive scheduler can take 2 × CONNECT_TIMEOUT_S)."""
+        if self.worker is not None and self.sweep_thread is not None:
             self.worker.cancel()
-        if self.sweep_thread is not None:
-            self.sweep_thread.quit()
-            self.sweep_thread.wait()
+            _ending().keep(self.sweep_thread, self.worker)
+            self.sweep_thread, self.worker = None, None
         super().closeEvent(event)
 
     def show_rows(self, points: list[Point], axes: list[Axis], rows: list[dict[str, Any]]) -> None:
@@ -359,6 +362,36 @@ class SweepWindow(QMainWindow):
             self.status.setText(f"cannot export: {exc}")
             return
         self.status.setText(f"exported {path}")
+
+
+class _Ending(QObject):
+    """Cancelled sweeps whose thread has not ended yet.  Their QThread and worker stay
+    referenced until the thread's ``finished`` (a QThread destroyed while running aborts the
+    process) and are let go here, in the GUI thread (Qt objects are freed there only)."""
+
+    def __init__(self) -> None:
+        super().__init__(QCoreApplication.instance())
+        self.threads: dict[QThread, SweepWorker] = {}
+
+    def keep(self, thread: QThread, worker: SweepWorker) -> None:
+        self.threads[thread] = worker
+        thread.finished.connect(self._ended)  # queued: this object lives in the GUI thread
+        if thread.isFinished():
+            self.threads.pop(thread, None)
+
+    @Slot()
+    def _ended(self) -> None:
+        self.threads.pop(self.sender(), None)
+
+
+_ENDING: list[_Ending] = []
+
+
+def _ending() -> _Ending:
+    """The application's one _Ending (made in the GUI thread, on the first close)."""
+    if not _ENDING:
+        _ENDING.append(_Ending())
+    return _ENDING[0]
 
 
 def _check_window_grid(axes: list[Axis]) -> None:

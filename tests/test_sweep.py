@@ -34,6 +34,7 @@ from engine.sweep.grid import (
 )
 from engine.sweep.rows import read_rows, write_rows
 from engine.sweep.runner import SweepRun
+from engine.sweep.spec import load_start
 from engine.util.errors import ConfigError
 
 TINY = small_guest(  # 16 MiB, dirtying faster than 100 Mbit/s, slower than 1 Gbit/s
@@ -511,7 +512,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_bundled_sweep_file_and_its_rows_agree():
-    from engine.sweep.spec import load_start
 
     start = load_start(ROOT / "resources/sweeps/webserver-convergence.json")
     assert start.session_path == (ROOT / "resources/sessions/webserver.json").resolve()
@@ -535,7 +535,6 @@ def test_the_bundled_sweep_file_and_its_rows_agree():
     ],
 )
 def test_a_bad_sweep_file_is_refused_naming_the_field(tmp_path, doc, sentence):
-    from engine.sweep.spec import load_start
 
     (tmp_path / "s.json").write_text(json.dumps(TINY))
     path = tmp_path / "bad.json"
@@ -545,7 +544,6 @@ def test_a_bad_sweep_file_is_refused_naming_the_field(tmp_path, doc, sentence):
 
 
 def test_a_sweep_file_names_its_session_relative_to_itself(tmp_path):
-    from engine.sweep.spec import load_start
 
     (tmp_path / "sessions").mkdir()
     (tmp_path / "sessions" / "s.json").write_text(json.dumps(TINY))
@@ -623,3 +621,156 @@ def test_a_resume_file_of_another_kind_names_resume(tmp_path, capsys):
     argv = ["sweep", str(session), "--vary", "seed=1,2", "--resume", str(tmp_path / "a.txt")]
     assert main(argv) == 2
     assert "dirtylog sweep: --resume: " in capsys.readouterr().err
+
+
+# -- each input read, parsed and hashed once; bad --scheduler / --resume refused -----------------
+
+
+def test_each_point_is_parsed_once_and_its_digest_hashed_once(monkeypatch):
+    """make_points validates each session (one parse) and keeps its memory estimate; sizing
+    the workers parses nothing more; a point's digest is hashed on first use only."""
+    import engine.sweep.grid as grid
+
+    parses: list[int] = []
+    real_parse = grid.parse_session
+    monkeypatch.setattr(grid, "parse_session", lambda d: parses.append(1) or real_parse(d))
+    monkeypatch.setattr(  # (before: cluster parsed every point again to estimate it)
+        cluster,
+        "parse_session",
+        lambda d: parses.append(1) or real_parse(d),
+        raising=False,
+    )
+    points = make_points(_tiny_base(), [parse_vary("seed=1,2,3")])
+    need = cluster.point_bytes(points)
+    assert len(parses) == 3
+    assert need == max(p.bytes_needed for p in points) > 16 << 20  # the 16 MiB guest and more
+
+    hashes: list[int] = []
+    real_digest = grid.canonical_digest
+    monkeypatch.setattr(grid, "canonical_digest", lambda d: hashes.append(1) or real_digest(d))
+    first = [p.digest for p in points]
+    assert [p.digest for p in points] == first
+    assert len(hashes) == 3
+    assert first[0] == real_digest(points[0].session)
+
+
+def test_a_session_file_is_read_once_to_start_a_sweep(tmp_path, monkeypatch):
+    import engine.files.session as session_mod
+
+    reads: list[str] = []
+    real = session_mod.read_capped
+    monkeypatch.setattr(
+        session_mod, "read_capped", lambda p, *a: reads.append(Path(p).name) or real(p, *a)
+    )
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    assert load_start(path).base["name"] == "tiny"
+    assert reads == ["tiny.json"]
+
+
+def test_the_sessions_folder_is_scanned_once_not_once_per_point(tmp_path, monkeypatch):
+    """--sessions DIR: one scan of DIR for stale temporary files (it was one per point: N² for
+    N points); a dead save's temporary file of a written point is still removed."""
+    import os
+
+    from engine.cli.sweep import write_sessions
+
+    folder = tmp_path / "points"
+    folder.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = folder / f".point-0002.json.{dead}.tmp"
+    stale.write_text("half a session")
+    other = folder / f".notes.json.{dead}.tmp"  # not a file this save writes: left alone
+    other.write_text("")
+    scans: list[str] = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p=".": scans.append(str(p)) or real_scandir(p))
+    points = make_points(_tiny_base(), [parse_vary("seed=1,2,3,4,5")])
+    write_sessions(folder, points)
+    assert scans == [str(folder)]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f".notes.json.{dead}.tmp",
+        *(f"point-{i:04d}.json" for i in range(1, 6)),
+    ]
+    assert not stale.exists() and other.exists()
+    assert json.loads((folder / "point-0004.json").read_text())["seed"] == 4
+
+
+def test_a_rows_file_that_is_a_fifo_is_refused_without_reading_it(tmp_path):
+    """read_rows reads a regular file only, at most its cap (as every other reader): a FIFO
+    as --resume used to block the sweep until something wrote to it."""
+    import os
+    import threading
+
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # (a writer that never writes: a read would block)
+    closed: list[int] = []
+
+    def close_writer() -> None:  # ends a blocked read after 2 s if the refusal is missing
+        os.close(writer)
+        closed.append(1)
+
+    unblock = threading.Timer(2.0, close_writer)
+    unblock.start()
+    try:
+        with pytest.raises(ConfigError, match=r"rows\.csv: is a FIFO \(named pipe\), not a"):
+            read_rows(fifo)
+    finally:
+        unblock.cancel()
+        unblock.join()
+        if not closed:
+            os.close(writer)
+
+
+def test_an_empty_scheduler_is_refused_not_run_locally(tmp_path, capsys, monkeypatch):
+    from engine.cli import sweep as sweep_cli
+
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_cli, "_run", lambda *a, **k: ran.append(1) or True)
+    argv = ["sweep", str(session), "--vary", "seed=1,2", "--out", str(tmp_path / "r.csv")]
+    assert main([*argv, "--scheduler", ""]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "dirtylog sweep: --scheduler: expected an address such as tcp://HOST:8786 (a host and a "
+        "port 1..65535), got ''\n"
+    )
+    assert ran == [] and not (tmp_path / "r.csv").exists()
+
+
+def test_resume_with_the_rows_of_another_sweep_is_refused_and_keeps_them(
+    tmp_path, capsys, monkeypatch
+):
+    from engine.cli import sweep as sweep_cli
+
+    session = tmp_path / "tiny.json"
+    session.write_text(json.dumps(TINY))
+    out = tmp_path / "rows.csv"
+    other = make_points(_tiny_base(), [parse_vary("seed=7,8")])
+    rows = [
+        {"point": p.index, **dict(p.values), "outcome": "completed", "session_sha256": p.digest}
+        for p in other
+    ]
+    write_rows(out, rows, [Axis("seed", (7, 8))], str(session))
+    before = out.read_bytes()
+    ran: list[int] = []
+    monkeypatch.setattr(sweep_cli, "_run", lambda *a, **k: ran.append(1) or True)
+    argv = ["sweep", str(session), "--vary", "seed=1,2", "--resume", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"dirtylog sweep: --resume: {out}: 2 of its 2 rows are not points of this sweep "
+        "(another session or other --vary values), and resuming would drop them from the "
+        "file; resume with the sweep that wrote it, or give a new --out\n"
+    )
+    assert ran == [] and out.read_bytes() == before
+    # the sweep that wrote them resumes: nothing left to run, the rows stay
+    assert main(["sweep", str(session), "--vary", "seed=7,8", "--resume", str(out)]) == 0
+    assert ran == [] and [r["seed"] for r in read_rows(out)] == [7, 8]

@@ -37,7 +37,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume:
         output_kind(args.resume, "--resume")
     output_kind(out)
-    if args.scheduler:
+    if args.scheduler is not None:  # (an empty address is refused, not read as "local")
         check_address(args.scheduler)
     start = load_start(args.session)
     axes = [parse_vary(v) for v in (*start.vary, *(args.vary or []))]
@@ -80,7 +80,7 @@ def _run(args, pending: list[Point], writer: _RowWriter, say, total: int) -> boo
     from engine.sweep.cluster import plan_local, remote_client
     from engine.sweep.runner import SweepRun
 
-    if args.scheduler:
+    if args.scheduler is not None:
         client_cm = remote_client(args.scheduler, pending)
         say(f"{len(pending)} points on the cluster at {args.scheduler}")
     else:
@@ -125,7 +125,7 @@ def _progress(args, total: int, done: int):
 def write_sessions(directory: Path, points: list[Point]) -> None:
     """``point-NNNN.json`` per point, trace paths relative to ``directory``: each replays
     with ``dirtylog run``."""
-    from engine.files.session import save_session_file
+    from engine.files.session import save_session_files
     from engine.sweep.grid import relative_paths
 
     try:
@@ -133,26 +133,32 @@ def write_sessions(directory: Path, points: list[Point]) -> None:
     except OSError as exc:
         raise ConfigError("--sessions", f"{directory}: cannot create ({exc.strerror})") from None
     width = max(4, len(str(len(points))))
-    for p in points:
-        save_session_file(
-            directory / f"point-{p.index:0{width}d}.json", relative_paths(p.session, directory)
-        )
+    save_session_files(
+        [directory / f"point-{p.index:0{width}d}.json" for p in points],
+        (relative_paths(p.session, directory) for p in points),
+    )
 
 
 def _resumed_rows(path: str, points: list[Point]) -> dict[str, Row]:
-    """Rows of ``path`` whose session digest is a point of this grid, renumbered to it; a
-    missing file resumes nothing."""
+    """The rows of ``path`` by session digest, renumbered to this grid; a missing file resumes
+    nothing.  ConfigError when a row is not a point of this grid: the file is rewritten with
+    this grid's rows, so resuming would drop it."""
     from engine.sweep.rows import read_rows
 
     if not Path(path).exists():
         return {}
     index = {p.digest: p.index for p in points}
-    kept: dict[str, Row] = {}
-    for r in read_rows(path):
-        digest = str(r.get("session_sha256"))
-        if digest in index:
-            kept[digest] = {**r, "point": index[digest]}
-    return kept
+    rows = read_rows(path)
+    digests = [str(r["session_sha256"]) for r in rows]
+    foreign = sum(d not in index for d in digests)
+    if foreign:
+        raise ConfigError(
+            "--resume",
+            f"{path}: {foreign} of its {len(rows)} rows are not points of this "
+            "sweep (another session or other --vary values), and resuming would drop them "
+            "from the file; resume with the sweep that wrote it, or give a new --out",
+        )
+    return {d: {**r, "point": index[d]} for d, r in zip(digests, rows, strict=True)}
 
 
 class _RowWriter:
@@ -219,7 +225,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="FILE",
-        help="skip the points whose rows are already in FILE (a previous --out; the default --out)",
+        help="skip the points whose rows are already in FILE (a previous --out of the same sweep; "
+        "the default --out); a FILE with rows of another sweep is refused",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_sweep)

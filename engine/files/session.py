@@ -8,11 +8,11 @@ sentence.  Sizes are integers or strings with units; trace paths are relative to
 
 from __future__ import annotations
 
-import glob
 import json
 import os
+import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -573,9 +573,34 @@ def save_session_file(path: str | Path, data: SessionCfg | dict[str, Any]) -> No
     place (after the temporary copy is complete and fsynced), so every name sees the new
     session; temporary files left by a killed save (of a process no longer running) are
     removed.  Raises ConfigError naming the file when it cannot be written."""
-    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    text = dump_session(data)
-    _remove_stale_temps(path)
+    save_session_files([Path(path)], [data])
+
+
+def save_session_files(
+    paths: Sequence[Path], sessions: Iterable[SessionCfg | dict[str, Any]]
+) -> None:
+    """Sessions saved to ``paths`` (in order; ``sessions`` may be a generator, one in memory at
+    a time) as ``save_session_file`` saves one: each folder is scanned once for stale
+    temporary files and fsynced once, not once per file (a sweep's ``--sessions`` folder).
+    Raises ConfigError naming the first file that cannot be written."""
+    targets = [_target(p) for p in paths]
+    folders: dict[Path, set[str]] = {}
+    for path in targets:
+        folders.setdefault(path.parent, set()).add(path.name)
+    for folder, names in folders.items():
+        _remove_stale_temps(folder, names)
+    for path, data in zip(targets, sessions, strict=True):
+        _replace_atomically(path, dump_session(data))
+    for folder in folders:
+        _fsync_dir(folder)
+
+
+def _target(path: Path) -> Path:
+    """Where a save writes: through a symlink, the link's target."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
+def _replace_atomically(path: Path, text: str) -> None:
     try:
         old = os.stat(path)
     except OSError:
@@ -596,8 +621,11 @@ def save_session_file(path: str | Path, data: SessionCfg | dict[str, Any]) -> No
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(str(path), f"cannot be saved ({exc.strerror or exc})") from None
+
+
+def _fsync_dir(folder: Path) -> None:
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -615,12 +643,23 @@ def _rewrite_in_place(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files of earlier saves of ``path`` whose process is gone (killed mid-save)."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
-            tmp.unlink(missing_ok=True)
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+
+
+def _remove_stale_temps(folder: Path, names: set[str]) -> None:
+    """Temporary files in ``folder`` of earlier saves of ``names`` whose process is gone
+    (killed mid-save); one scan of the folder."""
+    try:
+        entries = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return  # (the save names the folder's problem)
+    for entry in entries:
+        m = _TEMP.fullmatch(entry)
+        if m is None or m["name"] not in names:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or not _running(pid):
+            (folder / entry).unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

@@ -19,9 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engine.files.session import parse_session
-from engine.migration.budget import estimate_bytes
-from engine.migration.preflight import preflight
 from engine.sweep.grid import Point
 from engine.util.errors import ConfigError
 from engine.util.memory import available_bytes
@@ -38,9 +35,9 @@ def usable_cores() -> int:
 
 
 def point_bytes(points: list[Point]) -> int:
-    """The largest memory estimate of one point's run, in bytes (as ``dirtylog run`` builds it)."""
-    cfgs = [parse_session(p.session) for p in points]
-    return max(estimate_bytes(cfg, preflight(cfg), track_last_sent=False) for cfg in cfgs)
+    """The largest memory estimate of one point's run, in bytes (as ``dirtylog run`` builds it;
+    each point's was made when it was validated)."""
+    return max(p.bytes_needed for p in points)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ values are rounded to 6 significant digits; the rounded value is the one run and
 
 The points are the cartesian product of the axes, the first axis slowest (itertools.product).
 Every point's session is validated before anything runs: the session schema, then each
-workload's own fields; a refusal is one sentence naming the point and the field.
+workload's own fields, then its memory estimate (each session is parsed once); a refusal is one
+sentence naming the point and the field.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from engine.files.session import parse_session
+from engine.migration.budget import estimate_bytes
+from engine.migration.preflight import preflight
 from engine.migration.workloads import make_workload
 from engine.util.errors import ConfigError, DirtylogError, clip
 
@@ -53,21 +57,30 @@ class Axis:
 
 @dataclass(frozen=True)
 class Point:
-    """One cell of the grid: its 1-based index, the value of each axis and its session."""
+    """One cell of the grid: its 1-based index, the value of each axis, its session (not to
+    be changed: its digest is computed once) and the memory its run needs, in bytes
+    (``engine.migration.budget.estimate_bytes`` as ``dirtylog run`` builds it), estimated
+    when the point was validated."""
 
     index: int
     values: tuple[tuple[str, Any], ...]
     session: dict[str, Any]
+    bytes_needed: int
 
     @property
     def label(self) -> str:
         """``migration.bandwidth=1Gbit/s, tracking.mode=ring``."""
-        return ", ".join(f"{f}={format_value(v)}" for f, v in self.values)
+        return values_label(self.values)
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """sha256 of the session as run (canonical JSON): the point's identity for --resume."""
         return canonical_digest(self.session)
+
+
+def values_label(values: tuple[tuple[str, Any], ...]) -> str:
+    """``migration.bandwidth=1Gbit/s, tracking.mode=ring`` for a point's values."""
+    return ", ".join(f"{f}={format_value(v)}" for f, v in values)
 
 
 def canonical_digest(data: Any) -> str:
@@ -265,22 +278,23 @@ def make_points(base: dict[str, Any], axes: list[Axis]) -> list[Point]:
         session = copy.deepcopy(base)
         for f, v in values:
             set_field(session, f, v)
-        point = Point(i, values, session)
-        session["name"] = f"{base.get('name', 'session')} [{point.label}]"
-        _validate(point, checked, count)
-        points.append(point)
+        label = values_label(values)
+        session["name"] = f"{base.get('name', 'session')} [{label}]"
+        try:
+            need = _validate(session, checked)
+        except DirtylogError as exc:
+            raise ConfigError(f"point {i} of {count} ({label})", str(exc)) from None
+        points.append(Point(i, values, session, need))
     return points
 
 
-def _validate(point: Point, checked: set[str], count: int) -> None:
-    """The schema and each workload's fields; traces are read once per distinct spec."""
-    where = f"point {point.index} of {count} ({point.label})"
-    try:
-        cfg = parse_session(copy.deepcopy(point.session))
-        for i, spec in enumerate(cfg.workloads):
-            key = canonical_digest([spec, cfg.geometry.granule])
-            if key not in checked:
-                make_workload(dict(spec), cfg.seed, cfg.geometry.granule, f"workloads[{i}]")
-                checked.add(key)
-    except DirtylogError as exc:
-        raise ConfigError(where, str(exc)) from None
+def _validate(session: dict[str, Any], checked: set[str]) -> int:
+    """The schema and each workload's fields (traces read once per distinct spec), parsed
+    once; the bytes the point's run needs."""
+    cfg = parse_session(copy.deepcopy(session))
+    for i, spec in enumerate(cfg.workloads):
+        key = canonical_digest([spec, cfg.geometry.granule])
+        if key not in checked:
+            make_workload(dict(spec), cfg.seed, cfg.geometry.granule, f"workloads[{i}]")
+            checked.add(key)
+    return estimate_bytes(cfg, preflight(cfg), track_last_sent=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.files.session import load_session, read_session_file
+from engine.files.session import parse_session, read_session_file
 from engine.sweep.grid import resolve_paths
 from engine.util.errors import ConfigError
 
@@ -40,7 +40,8 @@ def load_start(path: str | Path) -> SweepStart:
     if isinstance(data, dict) and data.get("format") == SWEEP_FORMAT:
         vary, seeds, session_file = _sweep_fields(data, path)
         path = (path.parent / session_file).resolve()
-    _, raw = load_session(path)
+        data = read_session_file(path)
+    raw = parse_session(data).model_dump(mode="json")  # (a session file is read once)
     return SweepStart(path, resolve_paths(raw, path.resolve().parent), vary, seeds)
 
 

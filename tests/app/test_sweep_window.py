@@ -221,3 +221,36 @@ def test_a_grid_too_big_to_check_on_the_gui_thread_is_refused_at_once(sweep):
     assert w.sweep_thread is None
     w.x_axis.values.setText("1..2Gbit/s:1000")
     assert sweep_window._check_window_grid([w.x_axis.axis()]) is None
+
+
+def test_closing_while_the_cluster_connects_does_not_wait_for_it(qtbot):
+    """An unresponsive scheduler holds the connect for up to 2 × 10 s; closing the window
+    cancels the sweep and returns at once.  The thread is kept (a QThread destroyed while
+    running aborts the process) until it ends on its own, then let go."""
+    import contextlib
+    import threading
+
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def unresponsive(workers):
+        release.wait(30)
+        raise OSError("the scheduler never answered")
+        yield  # (a context manager's shape)
+
+    w = SweepWindow(TINY, None, lambda s: None, client_factory=unresponsive)
+    qtbot.addWidget(w)
+    w.x_axis.values.setText("1Gbit/s")
+    w.y_axis.field.setCurrentText("(none)")
+    w.show()
+    assert w.start()
+    thread = w.sweep_thread
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 1.0
+    assert w.sweep_thread is None and w.worker is None
+    ending = sweep_window._ending()
+    assert thread.isRunning() and thread in ending.threads
+    release.set()
+    qtbot.waitUntil(lambda: thread not in ending.threads, timeout=10_000)
+    assert thread.isFinished()

@@ -263,10 +263,12 @@ def run_app_bench(quick: bool) -> int:
     from PySide6.QtWidgets import QApplication
 
     sys.setswitchinterval(0.001)  # as the app does (app/launch.py)
-    from app.gui_gc import collect_garbage_in_the_gui_thread
+    from app import main_window  # noqa: F401 (imported before the freeze, as the app does)
+    from app.gui_gc import collect_garbage_in_the_gui_thread, freeze_startup_objects
 
     app = QApplication.instance() or QApplication([])
     collect_garbage_in_the_gui_thread()
+    freeze_startup_objects()
     npages = 1 << 18 if quick else 1 << 24
     figures = [
         fig_frame_rate(app, npages, 10 if quick else 60),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 _COLLECTOR = None
 
 
@@ -18,3 +20,16 @@ def collect_garbage_in_the_gui_thread() -> None:
         from pyqtgraph.util.garbage_collector import GarbageCollector
 
         _COLLECTOR = GarbageCollector(interval=1.0)
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects that live as long as the program (modules, classes: about 82,000 of
+    the 85,000 a running app holds) out of every later collection: collect, then ``gc.freeze``.
+
+    The timer's full collection (every ~10 s) walked all of them: 40-50 ms of CPU in the GUI
+    thread with the GIL held, the worst stall of a migrating run (measured, 16 M-page guest).
+    Afterwards it walks only what was allocated since (a session: ~1,000 objects), and what
+    the sessions allocate stays collectable. Call it in the GUI thread once the app's modules are
+    imported, before a session is loaded."""
+    gc.collect()
+    gc.freeze()

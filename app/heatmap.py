@@ -63,7 +63,15 @@ def _lut(mode: str) -> np.ndarray:
 
 
 class ColourBar(pg.PlotItem):
-    """The colours of the current mode with their values and unit (or their categories)."""
+    """The colours of the current mode with their values and unit (or their categories).
+
+    Set up in full only when the mode changes; while running, the heat scale's top moves
+    almost every frame and then only the ticks are replaced.  The axis keeps a fixed width
+    (room for the widest tick text), so new tick text never re-lays out the bar or the map
+    (an auto-sized axis resized the bar's view and repainted both, 30 times a second)."""
+
+    SCALE_WIDTH = 140  # the bar, its ticks (room for the widest) and its unit: scale modes
+    WIDEST_TICK = "≥ 8.88e+88"  # heat's top; versions' tops ("16,777,216") are narrower
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,39 +83,51 @@ class ColourBar(pg.PlotItem):
         self.setMenuEnabled(False)
         self.bar = pg.ImageItem(axisOrder="row-major")
         self.addItem(self.bar)
-        self.setFixedWidth(120)
-        self.key = None
+        self.setFixedWidth(self.SCALE_WIDTH)
+        self.mode: str | None = None
+        self.scale: float | None = None  # the scale the ticks show (scale modes)
 
     def show_scale(self, img: HeatImage) -> None:
-        key = (img.mode, round(img.scale, 6))
-        if key == self.key:
-            return
-        self.key = key
-        axis = self.getAxis("right")
-        self.bar.setLookupTable(_lut(img.mode))
+        if img.mode != self.mode:
+            self._show_mode(img.mode)
         if img.mode in CATEGORIES:
-            names, _ = CATEGORIES[img.mode]
-            metrics = QFontMetrics(axis.style.get("tickFont") or QFont())
+            return
+        scale = round(img.scale, 6)
+        if scale != self.scale:
+            self.scale = scale
+            self.getAxis("right").setTicks([self._ticks(img), []])
+
+    def _show_mode(self, mode: str) -> None:
+        """Colours, categories or unit, and the width of ``mode``."""
+        self.mode, self.scale = mode, None
+        axis = self.getAxis("right")
+        metrics = QFontMetrics(axis.style.get("tickFont") or QFont())
+        self.bar.setLookupTable(_lut(mode))
+        if mode in CATEGORIES:
+            names, _ = CATEGORIES[mode]
             self.setFixedWidth(50 + max(metrics.horizontalAdvance(n) for n in names))
-            codes = [1, 255] if img.mode == "dirty" else [1 + i for i in range(len(names))]
+            axis.setWidth(None)
+            codes = [1, 255] if mode == "dirty" else [1 + i for i in range(len(names))]
             self.bar.setImage(np.array(codes, np.uint8)[:, None], levels=(0, 255))
             self.bar.setRect(QRectF(0, 0, 1, len(codes)))
             axis.setTicks([[(i + 0.5, n) for i, n in enumerate(names)], []])
             axis.setLabel("")
             self.setYRange(0, len(codes), padding=0)
         else:
-            self.setFixedWidth(120)
+            self.setFixedWidth(self.SCALE_WIDTH)
+            label = {
+                "heat": "writes per page, decayed (log)",
+                "version": "writes so far (log)",
+                "last_sent": "round last sent",
+            }[mode]
+            axis.setLabel(label)
+            text = metrics.horizontalAdvance(self.WIDEST_TICK) + axis.style["tickTextOffset"][0]
+            axis.setWidth(
+                int(text + max(0, axis.style["tickLength"]) + metrics.height() * 1.2 + 0.999)
+            )
             codes = np.arange(1, 256, dtype=np.uint8)[:, None]
             self.bar.setImage(codes, levels=(0, 255))
             self.bar.setRect(QRectF(0, 0, 1, 255))
-            axis.setTicks([self._ticks(img), []])
-            axis.setLabel(
-                {
-                    "heat": "writes per page, decayed (log)",
-                    "version": "writes so far (log)",
-                    "last_sent": "round last sent",
-                }[img.mode]
-            )
             self.setYRange(0, 255, padding=0)
         self.setXRange(0, 1, padding=0)
 

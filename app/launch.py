@@ -113,7 +113,7 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.gui_gc import collect_garbage_in_the_gui_thread
+    from app.gui_gc import collect_garbage_in_the_gui_thread, freeze_startup_objects
     from app.main_window import MainWindow
     from app.session_files import DEMO
     from engine.migration.simulation import Simulation
@@ -128,6 +128,7 @@ def run_app(args: argparse.Namespace) -> int:
     settings = _settings(args.settings_dir)
     scripted = args.run_rounds is not None or args.screenshot or args.quit
     path = Path(args.session) if args.session else DEMO
+    freeze_startup_objects()  # (before any session: a session's objects stay collectable)
     try:
         sim = Simulation.from_file(path)
     except DirtylogError as exc:

@@ -237,10 +237,12 @@ class PageTableModel(QAbstractItemModel):
         return ""
 
     def _table_kind(self, table: int) -> str:
-        """ "table", and with valid_only how many of its entries are valid (the rows)."""
-        if not self.valid_only:
+        """ "table", and with valid_only how many of its entries are valid (its rows, as
+        counted once a frame by ``refresh``: not again at every paint)."""
+        rows = self._entries(table)
+        if rows is None:
             return "table"
-        return f"table · {self._valid_entries(table).size}/{self.pgt.E} valid"
+        return f"table · {rows.size}/{self.pgt.E} valid"
 
     def _entry_text(self, pos: int, column: int) -> str:
         pgt = self.pgt

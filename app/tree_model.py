@@ -42,6 +42,13 @@ HIGHLIGHT = QBrush(QColor(255, 214, 102))
 Index = QModelIndex | QPersistentModelIndex
 
 
+def _decode_key(key: int) -> tuple[str, int]:
+    """A node's internal id: ``("root", table page)`` or ``("entry", flat entry position)``."""
+    if key & _ROOT_TAG:
+        return "root", key >> 1
+    return "entry", (key >> 1) - 1
+
+
 class PageTableModel(QAbstractItemModel):
     """A QAbstractItemModel over a PageTable (and optional slot / dirty lookups)."""
 
@@ -103,10 +110,7 @@ class PageTableModel(QAbstractItemModel):
         return (table << 1) | _ROOT_TAG
 
     def _decode(self, index: Index) -> tuple[str, int]:
-        iid = int(index.internalId())
-        if iid & _ROOT_TAG:
-            return "root", iid >> 1
-        return "entry", (iid >> 1) - 1
+        return _decode_key(int(index.internalId()))
 
     def _child_table(self, index: Index) -> int | None:
         """The table page whose entries are this node's children, if any."""
@@ -116,10 +120,10 @@ class PageTableModel(QAbstractItemModel):
         """The table under a node (by its internal id, the key ``_fetched`` counts by)."""
         if key < 0:
             return None
-        if key & _ROOT_TAG:
-            return key >> 1
-        pos = (key >> 1) - 1
-        table, _ = divmod(pos, self.pgt.E)
+        kind, pos = _decode_key(key)
+        if kind == "root":
+            return pos
+        table = pos // self.pgt.E
         d = int(self.pgt.flat[pos])
         if int(self.pgt.table_level[table]) < 3 and d & 3 == 3:
             return int(self.pgt.table_of(np.array([d], dtype=np.uint64))[0])

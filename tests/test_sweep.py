@@ -658,9 +658,9 @@ def test_a_session_file_is_read_once_to_start_a_sweep(tmp_path, monkeypatch):
     import engine.files.session as session_mod
 
     reads: list[str] = []
-    real = session_mod.read_capped
+    real = session_mod.read_text_capped
     monkeypatch.setattr(
-        session_mod, "read_capped", lambda p, *a: reads.append(Path(p).name) or real(p, *a)
+        session_mod, "read_text_capped", lambda p, *a: reads.append(Path(p).name) or real(p, *a)
     )
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from engine.cli.options import output_file
+from engine.cli.options import bounded_int, output_file
 
 EXIT_DIFFERENT = 1
 EXIT_UNAVAILABLE = 3
@@ -55,17 +55,20 @@ def add_parser(sub) -> None:
     cal.set_defaults(func=cmd_calibrate)
 
 
-def _unavailable() -> str | None:
+def _unusable(command: str) -> bool:
+    """True, with the reason on stderr as ``dirtylog COMMAND: reason``, when the host's KVM
+    cannot be used (the caller exits EXIT_UNAVAILABLE)."""
     from engine.host.device import unavailable_reason
 
-    return unavailable_reason()
+    reason = unavailable_reason()
+    if reason:
+        print(f"dirtylog {command}: {reason}", file=sys.stderr)
+    return bool(reason)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what the host's KVM offers for dirty logging (all read from it, none modelled)."""
-    reason = _unavailable()
-    if reason:
-        print(f"dirtylog kvm info: {reason}", file=sys.stderr)
+    if _unusable("kvm info"):
         return EXIT_UNAVAILABLE
     from engine.host.device import probe
     from engine.host.native import check_native
@@ -123,9 +126,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Engine run, real replay, one line per harvest and a verdict."""
     output_file(args.json, "--json")  # before the run and the replay, not after
-    reason = _unavailable()
-    if reason:
-        print(f"dirtylog kvm replay: {reason}", file=sys.stderr)
+    if _unusable("kvm replay"):
         return EXIT_UNAVAILABLE
     from engine.host.replay import check_replayable, record_run, replay, setup_of
     from engine.migration.simulation import Simulation
@@ -204,25 +205,17 @@ def print_report(report, quiet: bool = False) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure, print the figures and the profile, optionally write them as JSON."""
-    from engine.util.errors import ConfigError
-
-    reason = _unavailable()
-    if reason:
-        print(f"dirtylog kvm calibrate: {reason}", file=sys.stderr)
+    if args.pages is not None:  # bad input is exit 2 whether or not KVM is usable
+        bounded_int(args.pages, "--pages", 256, 1 << 18, "pages in the measured slot (4 KiB each)")
+    bounded_int(args.repeats, "--repeats", 1, 100, "fresh VMs per figure")
+    output_file(args.json, "--json")  # before measuring, without writing anything yet
+    if _unusable("kvm calibrate"):
         return EXIT_UNAVAILABLE
     from engine.host.calibrate import DEFAULT_PAGES, calibrate, costs_profile
     from engine.host.device import probe
     from engine.kvm.costs import CostModel
 
     pages = DEFAULT_PAGES if args.pages is None else args.pages
-    if not 256 <= pages <= 1 << 18:
-        raise ConfigError("--pages", f"must be 256 to 262144 (1 GiB), got {pages}")
-    if not 1 <= args.repeats <= 100:
-        raise ConfigError("--repeats", f"must be 1 to 100, got {args.repeats}")
-    if args.json:
-        from engine.cli.run import _write_text
-
-        _write_text(args.json, "")  # refuse an unwritable path before measuring
     info = probe()
     load = os.getloadavg()[0]
     print(
@@ -266,9 +259,7 @@ def perftest_on_kvm(o, backing_bytes: int, default_mode: int, modelled: list[str
     """``dirtylog perftest --kvm [--compare]``: the selftest's lines, measured on this host.
 
     ``o`` is perftest's PerfOptions; ``default_mode`` the guest mode it runs without -m."""
-    reason = _unavailable()
-    if reason:
-        print(f"dirtylog perftest --kvm: {reason}", file=sys.stderr)
+    if _unusable("perftest --kvm"):
         return EXIT_UNAVAILABLE
     from engine.host.device import probe
     from engine.host.perftest import KvmPerfTest

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.files import jsontree
 from engine.util.errors import ConfigError, clip, shown
-from engine.util.safeio import read_capped
+from engine.util.safeio import read_text_capped
 from engine.util.units import parse_bandwidth, parse_size
 
 FORMAT = "dirtylog-session"
@@ -542,13 +542,7 @@ def read_session_file(path: str | Path) -> dict[str, Any]:
     """Read and decode a session file: a regular file of at most 64 MiB, JSON with no
     duplicate keys, no over-long numbers and bounded nesting; never executes anything."""
     path = Path(path)
-    raw = read_capped(path, MAX_FILE_BYTES, str(path), "a session file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            path.name, f"is not UTF-8 text (byte {exc.start} cannot be decoded)"
-        ) from None
+    text = read_text_capped(path, MAX_FILE_BYTES, str(path), "a session file")
     return jsontree.loads(text, path.name)
 
 

@@ -855,7 +855,7 @@ class Simulation:
         if name == "version":
             return st.version
         if name == "dirty":
-            return self._dirty_layer(st)
+            return self._slot_span("dirty", s, 0, s.npages)
         if name == "last_sent":
             m = self.migration.slots.get(s.id) if self.migration else None
             if m is None or m.last_sent is None:
@@ -864,15 +864,6 @@ class Simulation:
         if name == "prot":
             return prot_layer(self.vm, s)
         raise ConfigError("layer", f"unknown layer {name!r}; known: {', '.join(S.LAYERS)}")
-
-    def _dirty_layer(self, st) -> np.ndarray:
-        """Pages the dirty log holds now (KVM bitmap, plus unsent migration bits)."""
-        words = self._dirty_words(st, slice(None))
-        if words is None:
-            return np.zeros(st.slot.npages, dtype=np.uint8)
-        # the bitmap's bits, one byte each, are the layer (0 clean, 1 dirty)
-        octets = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
-        return np.unpackbits(octets, bitorder="little")[: st.slot.npages]
 
     # -- what a view of a large guest refreshes -----------------------------------------------
 
@@ -955,7 +946,8 @@ class Simulation:
         return np.dtype({"heat": np.float32, "last_sent": np.int16}.get(name, np.uint8))
 
     def _slot_span(self, name: str, s, a: int, b: int) -> np.ndarray:
-        """Pages [a, b) of a slot's layer."""
+        """Pages [a, b) of a slot's layer (``dirty``: what the dirty log holds now, the KVM
+        bitmap plus unsent migration bits, one byte a page: 0 clean, 1 dirty)."""
         if name == "prot":
             return prot_pages(self.vm, s.base_gfn + a, b - a)
         if name == "dirty":

@@ -30,7 +30,7 @@ MAX_LINE_CHARS = 256  # "t_ns,ipa,vcpu" in hex or decimal needs under 60
 CHUNK_BYTES = 2 << 20
 CHUNK_TEMP = 48  # bytes of parsing temporaries per byte of a chunk (field offsets, digits)
 BYTES_PER_ROW = 28  # t_ns, ipa, vcpu as int64 while parsing, then vcpu as int32
-MAX_VCPU = 1023
+MAX_VCPU = 1023  # a session has at most 1024 vCPUs (the schema's vcpus); -1 is none
 _LIMITS = {"t_ns": (0, (1 << 63) - 1), "ipa": (0, (1 << 63) - 1), "vcpu": (-1, MAX_VCPU)}
 _RULES = {
     "t_ns": "must be 0 to 2^63 - 1 ns",

@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.migration.traces import MAX_VCPU, load_trace
 from engine.util.errors import ConfigError, shown
 from engine.util.units import parse_rate
 
 NS = 1_000_000_000
-MAX_VCPU = 1023  # vcpus is at most 1024 (the session schema)
 MAX_PHASES = 64
 MAX_PHASE_MS = 86_400_000  # one simulated day, the longest run
 
@@ -91,8 +91,9 @@ def _spread(edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return t0 + (rank * (t1 - t0)) // counts[tick]
 
 
-def _floor_pages(u: np.ndarray, npages: int) -> np.ndarray:
-    """Uniform doubles in [0, 1) to page offsets in [0, npages)."""
+def _floor_pages(u: np.ndarray, npages: int | np.ndarray) -> np.ndarray:
+    """Uniform doubles in [0, 1) to page offsets in [0, npages) (``npages`` per double when an
+    array)."""
     return np.minimum((u * npages).astype(np.int64), npages - 1)
 
 
@@ -249,7 +250,7 @@ class HotCold(Workload):
         hot_n = max(1, int(self.region.npages * self.hot_fraction))
         u = self.rng.random((n, 2))  # per write: hot or not, then where
         span = np.where(u[:, 0] < self.hot_share, hot_n, self.region.npages)
-        return _all_writes(np.minimum((u[:, 1] * span).astype(np.int64), span - 1))
+        return _all_writes(_floor_pages(u[:, 1], span))
 
 
 class Zipf(Workload):
@@ -478,8 +479,6 @@ def make_workload(
             raise ConfigError(f"{field}.{key}", f"is not a field of a {kind} workload")
     extra: dict[str, Any] = {}
     if kind == "trace":
-        from engine.migration.traces import load_trace
-
         full = trace_path(spec, field, base_dir)
         extra["trace"] = load_trace(full, f"{field}.path") if load else None
     if kind == "phases":

@@ -20,7 +20,7 @@ from typing import Any
 from engine.sweep.grid import Axis, parse_token
 from engine.sweep.point import RESULT_COLUMNS
 from engine.util.errors import ConfigError
-from engine.util.safeio import read_capped
+from engine.util.safeio import read_text_capped
 
 FORMAT = "dirtylog-sweep-rows"
 VERSION = 1
@@ -100,13 +100,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     booleans where they parse as such).  ConfigError naming the file when it is not one."""
     path = Path(path)
     kind = output_kind(path)
-    raw = read_capped(path, MAX_ROWS_BYTES, str(path), "a sweep's rows file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            str(path), f"is not UTF-8 text (byte {exc.start} cannot be decoded)"
-        ) from None
+    text = read_text_capped(path, MAX_ROWS_BYTES, str(path), "a sweep's rows file")
     if kind == "csv":
         rows = [
             {k: parse_token(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text))

@@ -64,3 +64,14 @@ def read_capped(path: str | Path, cap: int, field: str, what: str) -> bytes:
     if len(data) > cap:
         raise ConfigError(field, f"is more than {cap:,} bytes; {what} is limited to {cap:,}")
     return data
+
+
+def read_text_capped(path: str | Path, cap: int, field: str, what: str) -> str:
+    """``read_capped`` decoded as UTF-8; ConfigError(field) naming the first byte that is not."""
+    raw = read_capped(path, cap, field, what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            field, f"is not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None

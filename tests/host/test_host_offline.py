@@ -70,3 +70,44 @@ def test_replay_refuses_an_unwritable_json_before_running(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"dirtylog kvm: --json: {tmp_path} is a directory; give a file name\n"
     )
+
+
+def test_calibrate_refuses_bad_options_before_kvm_and_writes_nothing_early(
+    tmp_path, capsys, monkeypatch
+):
+    """Bad --pages/--repeats/--json are exit 2 even where KVM cannot be used (they were
+    checked after it: exit 3); --json is checked without being written (an empty file was
+    left behind when the measuring stopped)."""
+    from types import SimpleNamespace
+
+    from engine.cli.main import main
+    from engine.host import calibrate, device
+
+    monkeypatch.setattr(device, "unavailable_reason", lambda: "no KVM here (test)")
+    cases = [
+        (["--pages", "255"], "--pages: pages in the measured slot (4 KiB each) must be "
+         "256..262144, got 255"),
+        (["--pages", "262145"], "--pages: pages in the measured slot (4 KiB each) must be "
+         "256..262144, got 262145"),
+        (["--repeats", "0"], "--repeats: fresh VMs per figure must be 1..100, got 0"),
+        (["--json", str(tmp_path)], f"--json: {tmp_path} is a directory; give a file name"),
+    ]  # fmt: skip
+    for extra, sentence in cases:
+        assert main(["kvm", "calibrate", *extra]) == 2
+        assert capsys.readouterr().err == f"dirtylog kvm: {sentence}\n"
+    for command, shown in ((["kvm", "info"], "kvm info"), (["kvm", "calibrate"], "kvm calibrate")):
+        assert main([*command]) == 3  # both ends of the ranges pass the checks: KVM's turn
+        assert capsys.readouterr().err == f"dirtylog {shown}: no KVM here (test)\n"
+    assert main(["kvm", "calibrate", "--pages", "256", "--repeats", "100"]) == 3
+    assert main(["kvm", "calibrate", "--pages", "262144", "--repeats", "1"]) == 3
+    capsys.readouterr()
+
+    def interrupted(pages, repeats):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(device, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(device, "probe", lambda: SimpleNamespace(arch="x86_64", mmu="test"))
+    monkeypatch.setattr(calibrate, "calibrate", interrupted)
+    out = tmp_path / "costs.json"
+    assert main(["kvm", "calibrate", "--json", str(out)]) == 130
+    assert not out.exists()

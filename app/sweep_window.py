@@ -422,6 +422,11 @@ def _remote(address: str, points: list[Point]) -> ClientFactory:
 
 
 def _export_svg(widget: QWidget, path: Path) -> None:
+    """The map widget as drawn, legend included, through Qt's SVG painter.  The graphs use
+    pyqtgraph's SVGExporter instead (Qt's painter misplaces their cosmetic-pen curves); the
+    map has no such curve (its contour lands on the cell edges here), while SVGExporter would
+    drop the legend beneath the plot and embed the cells as a tiny bitmap that Qt's SVG
+    renderer smooths into gradients (checked: a 3 × 3 grid rendered by QSvgRenderer)."""
     from PySide6.QtCore import QPoint, QRect, QSize
     from PySide6.QtGui import QPainter
     from PySide6.QtSvg import QSvgGenerator

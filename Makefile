@@ -34,7 +34,7 @@ $(MUTANTS_STAMP): $(STAMP)
 	@touch $(MUTANTS_STAMP)
 
 mutants: $(MUTANTS_STAMP)
-	nice -n 10 $(BIN)/python mutation/run.py $(GROUPS)
+	nice -n 10 $(BIN)/python mutation/run.py $(GROUPS) $(MUTANTS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,14 +12,20 @@ The score counts a mutant killed when a test failed (or timed out) with it appli
 listed in ``mutation/equivalent.txt`` (one line each: name, colon, why no test can tell it from
 the original) are left out of the denominator.  Survivors are printed with their diffs.
 
-Usage: ``python mutation/run.py [GROUP ...] [--max-children N] [--keep] [--no-run]``
-(``make mutants GROUPS="dirtyring memslots"``).  Exit status 0 when every rule group reached
-the goal, 1 otherwise.
+A large group can be run a part at a time: ``--only PATTERN`` (repeatable; shell-style
+wildcards over mutant names, e.g. ``'*x__check_clear__*'``) runs only the matching mutants,
+keeps the other verdicts of the previous run, and scores only the matching mutants (the
+report says so: a sample, not the group's score).
+
+Usage: ``python mutation/run.py [GROUP ...] [--max-children N] [--keep] [--no-run]
+[--only PATTERN ...]`` (``make mutants GROUPS="dirtyring memslots"``, options through
+``MUTANTS_ARGS``).  Exit status 0 when every rule group reached the goal, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -79,15 +85,19 @@ def prepare(name: str, group: dict) -> Path:
     return work
 
 
-def run_group(work: Path, max_children: int, keep: bool) -> None:
-    """Run mutmut in the work directory (its output goes to the terminal); unless ``keep``,
-    drop the previous run's mutants, verdicts and test map first."""
-    if not keep:
+def run_group(work: Path, max_children: int, keep: bool, only: list[str]) -> None:
+    """Run mutmut in the work directory (its output goes to the terminal); unless ``keep``
+    (or ``only``), drop the previous run's mutants, verdicts and test map first; with
+    ``only``, run just the mutants whose names match one of its patterns."""
+    if not keep and not only:
         shutil.rmtree(work / "mutants", ignore_errors=True)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
     mutmut = Path(sys.executable).with_name("mutmut")
     subprocess.run(
-        [str(mutmut), "run", "--max-children", str(max_children)], cwd=work, env=env, check=False
+        [str(mutmut), "run", "--max-children", str(max_children), *only],
+        cwd=work,
+        env=env,
+        check=False,
     )
 
 
@@ -110,8 +120,14 @@ def diff(work: Path, mutant: str) -> str:
     return done.stdout.strip()
 
 
-def report(name: str, group: dict, codes: dict[str, int | None], equivalent: dict) -> float:
-    """Print the group's score and its survivors; return the score (killed / non-equivalent)."""
+def report(
+    name: str, group: dict, codes: dict[str, int | None], equivalent: dict, only: list[str]
+) -> float:
+    """Print the group's score and its survivors; return the score (killed / non-equivalent).
+    With ``only``, just the mutants matching its patterns count (a sample)."""
+    if only:
+        codes = {m: c for m, c in codes.items() if any(fnmatch.fnmatch(m, p) for p in only)}
+        name = f"{name} (only {' '.join(only)})"
     eq = [m for m in codes if m in equivalent]
     live = {m: c for m, c in codes.items() if m not in equivalent}
     unchecked = [m for m, c in live.items() if c is None]
@@ -126,7 +142,7 @@ def report(name: str, group: dict, codes: dict[str, int | None], equivalent: dic
         f"== {name} ({tag}): {len(killed)}/{len(live)} killed = {100 * score:.1f} %"
         f" ({len(eq)} equivalent, {len(survivors)} surviving)"
     )
-    work = WORK / name
+    work = WORK / name.split(" ")[0]
     for m in survivors:
         print(f"-- survived ({codes[m]}): {m}")
         print(diff(work, m))
@@ -140,14 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="reuse the previous run's verdicts")
     ap.add_argument("--no-run", action="store_true", help="only report the cached results")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run and score only the mutants matching this wildcard pattern (repeatable)",
+    )
     args = ap.parse_args(argv)
     equivalent = load_equivalent()
     scores = {}
     for name in args.groups or list(groups):
         work = prepare(name, groups[name])
         if not args.no_run:
-            run_group(work, args.max_children, args.keep)
-        scores[name] = report(name, groups[name], results(work, groups[name]), equivalent)
+            run_group(work, args.max_children, args.keep, args.only)
+        codes = results(work, groups[name])
+        scores[name] = report(name, groups[name], codes, equivalent, args.only)
     print("== summary: " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in scores.items()))
     short = [n for n, s in scores.items() if groups[n].get("rules") and s < GOAL]
     return 1 if short else 0

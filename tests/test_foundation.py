@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,14 @@ from engine.cli.main import main as cli_main
 from engine.stage2 import descriptor as D
 from engine.stage2.geometry import Geometry
 from engine.stage2.pgtable import HOST_PA_OFFSET, PageTable
-from engine.stage2.walk import Visit, set_clear_visitor, unmap_range, walk, walk_bulk
+from engine.stage2.walk import (
+    Visit,
+    WalkCounters,
+    set_clear_visitor,
+    unmap_range,
+    walk,
+    walk_bulk,
+)
 from engine.util.errors import ConfigError
 from engine.util.units import parse_bandwidth, parse_rate, parse_size
 
@@ -251,6 +259,57 @@ def test_counters_and_bulk_form_agree():
     assert np.array_equal(a.pool, b.pool)
     assert ca.as_dict() == cb.as_dict()
     assert dict(ca.writes) == {3: 3, 2: 1}
+
+
+def test_set_and_clear_over_whole_tables_changes_every_leaf_once():
+    """The whole-table path of the bulk walker (enabling DBM logging on a slot: set DBM,
+    clear S2AP W, as stage2_attr_walker does entry by entry): 4 MiB of 4 KiB pages fill two
+    L3 tables (1024 leaves), then a 2 MiB block.  Every leaf gets DBM and loses W, the table
+    descriptors are untouched, the pages outside the range keep W; each leaf is written
+    once (writes L3 1024, L2 1).  Walking again changes nothing (no write counted)."""
+    pgt = PageTable(G)
+    pgt.map_range(BASE, 4 << 20, 4096)
+    pgt.map_range(BASE + (4 << 20), 2 << 20, 2 << 20)
+    pgt.map_range(BASE + (6 << 20), 4096, 4096)  # outside the walk
+    tables_before = pgt.lookup(np.array([BASE]))[1].copy()
+    _, bulk = set_clear_visitor(D.DBM, D.S2AP_W)
+    end = BASE + (6 << 20)
+    c = walk_bulk(pgt, BASE, end, bulk)
+    assert {k: v for k, v in c.writes.items() if v} == {3: 1024, 2: 1}
+    gpa = BASE + np.arange(1536 + 1) * 4096
+    level, _, desc = pgt.lookup(gpa)
+    assert level.tolist() == [3] * 1024 + [2] * 512 + [3]
+    bits = desc & np.uint64(D.DBM | D.S2AP_W | D.VALID)
+    assert set(bits[:1536].tolist()) == {D.DBM | D.VALID}
+    assert int(bits[1536]) == D.S2AP_W | D.VALID
+    assert np.array_equal(pgt.lookup(np.array([BASE]))[1], tables_before)
+    again = walk_bulk(pgt, BASE, end, bulk)
+    assert not any(again.writes.values())
+
+
+def test_clearing_valid_over_whole_tables_leaves_table_descriptors():
+    """``apply`` changes valid leaves only, even on whole rows: a 1 GiB walk over one full
+    L2 table (entry 0 a table of 512 pages, 511 blocks) clearing VALID invalidates the 512
+    pages and the 511 blocks but never the L2 table descriptor (nor the L1 one above it),
+    so the pages are still reached through it (a lookup stops at level 3)."""
+    pgt = PageTable(G)
+    pgt.map_range(BASE, 1 << 30, 2 << 20)
+    pgt.map_range(BASE, 2 << 20, 4096)  # entry 0 of the L2 table becomes a table
+    _, bulk = set_clear_visitor(0, D.VALID)
+    c = walk_bulk(pgt, BASE, BASE + (1 << 30), bulk)
+    assert {k: v for k, v in c.writes.items() if v} == {3: 512, 2: 511}
+    level, _, desc = pgt.lookup(BASE + np.arange(512) * 4096)
+    assert (level == 3).all() and not (desc & np.uint64(D.VALID)).any()
+
+
+def test_walk_counters_add_up():
+    """OpStats merge the counters of several walks: reads and writes per level add, and so
+    do the tables visited."""
+    a = WalkCounters(Counter({1: 1, 3: 5}), Counter({3: 2}), 2)
+    a.add(WalkCounters(Counter({3: 7, 2: 1}), Counter({3: 1, 2: 4}), 3))
+    assert dict(a.reads) == {1: 1, 2: 1, 3: 12}
+    assert dict(a.writes) == {2: 4, 3: 3}
+    assert a.tables_visited == 5
 
 
 def test_a_block_split_during_a_leaf_visit_is_descended():

@@ -454,7 +454,11 @@ def test_next_set_bits_scans_only_as_far_as_it_needs():
         for limit in (1, 37, 65, inside.size, inside.size + 5):
             got = DL.next_set_bits(words, lo, hi, limit)
             assert got.tolist() == inside[:limit].tolist()
-    assert DL.next_set_bits(np.zeros(4, np.uint64), 0, 256, 10).size == 0
+    full = np.full(4, 2**64 - 1, np.uint64)  # every bit set: [lo, hi) cuts inside words
+    assert DL.next_set_bits(full, 3, 125, 500).tolist() == list(range(3, 125))
+    assert DL.next_set_bits(full, 64, 128, 500).tolist() == list(range(64, 128))
+    none = DL.next_set_bits(np.zeros(4, np.uint64), 0, 256, 10)
+    assert none.size == 0 and none.dtype == np.int64  # page offsets, even when there are none
 
 
 @settings(max_examples=30, deadline=None)
@@ -571,3 +575,28 @@ def test_reads_before_a_block_splits_go_through_it():
     assert vm.stats["translation_faults"] == 3 and vm.stats["permission_faults"] == 0
     words, _ = DL.get_dirty_log(vm, 1)
     assert DL.bitmap_pages(words).tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("mode", ["bitmap", "dbm"])
+def test_disabling_logging_drops_the_bitmap_and_the_dbm_bits(mode):
+    """Clearing KVM_MEM_LOG_DIRTY_PAGES frees the slot's dirty bitmap
+    (kvm_prepare_memory_region, v6.17), so GET answers ENOENT (kvm_get_dirty_log_protect:
+    ``!memslot->dirty_bitmap``).  In DBM mode the slot's leaves lose DBM: the two written
+    pages stay writable (S2AP W), the 254 others are plain read-only (no writable-clean
+    page is left for the hardware to dirty silently)."""
+    vm = VM(G, Tracking(mode, "range"), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096, populate=True)
+    vm.set_memslot(0, BASE, 1 << 20, slot_flags(log_dirty=True), 4096)
+    written = [3, 100]
+    g = BGFN + np.array(written)
+    vm.access(g, np.zeros(2, np.int64), np.ones(2, bool))
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)
+    with pytest.raises(KvmError) as err:
+        DL.get_dirty_log(vm, 0)
+    assert err.value.errno_name == "ENOENT"
+    assert not vm.slots[0].logging
+    level, _, desc = vm.pgt.lookup((BGFN + np.arange(256)) << 12)
+    assert (level == 3).all()
+    bits = desc & np.uint64(D.DBM | D.S2AP_W)
+    assert np.flatnonzero(bits).tolist() == written
+    assert set(bits[written].tolist()) == {D.S2AP_W}

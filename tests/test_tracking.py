@@ -446,17 +446,20 @@ def test_protection_layer_matches_a_walk_of_every_page(mode):
 
 def test_next_set_bits_scans_only_as_far_as_it_needs():
     rng = np.random.default_rng(4)
-    words = np.zeros(5000, np.uint64)
-    words[rng.choice(5000, 60, replace=False)] = rng.integers(1, 2**63, 60).astype(np.uint64)
-    all_bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
-    for lo, hi in ((0, 5000 * 64), (1000, 200_000), (64 * 17 + 3, 64 * 4000 - 5)):
-        inside = all_bits[(all_bits >= lo) & (all_bits < hi)]
-        for limit in (1, 37, 65, inside.size, inside.size + 5):
-            got = DL.next_set_bits(words, lo, hi, limit)
-            assert got.tolist() == inside[:limit].tolist()
+    sparse = np.zeros(5000, np.uint64)
+    sparse[rng.choice(5000, 60, replace=False)] = rng.integers(1, 2**63, 60).astype(np.uint64)
+    dense = rng.integers(0, 2**63, 5000).astype(np.uint64)  # (only part of a chunk is expanded)
+    for words in (sparse, dense):
+        all_bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
+        for lo, hi in ((0, 5000 * 64), (1000, 200_000), (64 * 17 + 3, 64 * 4000 - 5)):
+            inside = all_bits[(all_bits >= lo) & (all_bits < hi)]
+            for limit in (1, 37, 65, 1000, inside.size, inside.size + 5):
+                got = DL.next_set_bits(words, lo, hi, limit)
+                assert got.tolist() == inside[:limit].tolist()
     full = np.full(4, 2**64 - 1, np.uint64)  # every bit set: [lo, hi) cuts inside words
     assert DL.next_set_bits(full, 3, 125, 500).tolist() == list(range(3, 125))
     assert DL.next_set_bits(full, 64, 128, 500).tolist() == list(range(64, 128))
+    assert DL.next_set_bits(full, 3, 125, 70).tolist() == list(range(3, 73))  # cut, then limit
     none = DL.next_set_bits(np.zeros(4, np.uint64), 0, 256, 10)
     assert none.size == 0 and none.dtype == np.int64  # page offsets, even when there are none
 

@@ -349,7 +349,12 @@ def bitmap_pages(words: np.ndarray) -> np.ndarray:
 
 
 def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray:
-    """The first ``limit`` set bits (page offsets) in [lo, hi), scanning a chunk at a time."""
+    """The first ``limit`` set bits (page offsets) in [lo, hi), scanning a chunk at a time.
+
+    Each chunk's non-zero words are counted (popcount) and only as many of them as can hold
+    the bits still wanted are expanded, so a sparse bitmap costs a pass over its words, not
+    one byte per bit of every word scanned.
+    """
     out: list[np.ndarray] = []
     found = 0
     w = lo // 64
@@ -358,8 +363,14 @@ def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray
     while w < w_end and found < limit:
         block = words[w : min(w + chunk, w_end)]
         nz = np.flatnonzero(block)
-        if nz.size:  # the non-zero words' bits, one byte each, in page order
-            octets = np.ascontiguousarray(block[nz], dtype="<u8").view(np.uint8)
+        if nz.size:
+            vals = block[nz]
+            # words enough for the bits wanted, plus one word's worth (bits below lo)
+            cum = np.cumsum(np.bitwise_count(vals), dtype=np.int64)
+            take = int(np.searchsorted(cum, limit - found + 64)) + 1
+            if take < nz.size:
+                nz, vals = nz[:take], vals[:take]
+            octets = np.ascontiguousarray(vals, dtype="<u8").view(np.uint8)
             bit = np.flatnonzero(np.unpackbits(octets, bitorder="little"))
             pages = (w + nz[bit >> 6]) * 64 + (bit & 63)
             pages = pages[(pages >= lo) & (pages < hi)]

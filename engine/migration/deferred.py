@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.util.arrays import expand_runs
+
 Pages = list[tuple[int, np.ndarray]]  # (slot id, page offsets) in send order
 
 
@@ -106,18 +108,26 @@ def clear_ranks(pages: Pages, snapshots: dict[int, np.ndarray | None], chunk: in
     for sid, p in pages:
         snap = snapshots.get(sid)
         if snap is not None and p.size:
-            words = chunk // 64
-            starts = np.arange(0, snap.size, words)
-            has = np.logical_or.reduceat(snap != 0, starts) if snap.size else np.zeros(0, bool)
             c = p // chunk
             first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-            for i in first[has[c[first]]].tolist():
+            for i in first[_chunks_with_bits(snap, c[first], chunk)].tolist():
                 key = (sid, int(c[i]))
                 if key not in seen:
                     seen.add(key)
                     out.append(np.array([start + i], np.int64))
         start += p.size
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _chunks_with_bits(snap: np.ndarray, chunks: np.ndarray, chunk: int) -> np.ndarray:
+    """Whether each of ``chunks`` (chunk indices) has a set bit in ``snap``: only the words of
+    those chunks are read (a batch's sends touch a few; the slot may have thousands)."""
+    if not chunks.size:
+        return np.zeros(0, bool)
+    words = chunk // 64
+    w0 = chunks * words  # (a chunk holding a page of the slot has at least one word)
+    nw = np.minimum(w0 + words, snap.size) - w0
+    return np.logical_or.reduceat(snap[expand_runs(w0, nw)] != 0, np.cumsum(nw) - nw)
 
 
 def later_writes(pages: np.ndarray, ticks: np.ndarray, rel: np.ndarray, wt: np.ndarray):

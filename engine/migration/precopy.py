@@ -276,6 +276,100 @@ class Migration:
             self._kubevirt_step(t1)
         self._check_limits(t1)
 
+    def counted_ticks(self, edges: list[int], i: int) -> int:
+        """Run batch ticks i, i + 1, ... (``edges[j]``..``edges[j + 1]`` in ns) while each is
+        one whose whole effect is a count of pages sent: QEMU's sender inside a window, with
+        counted sends (``defer_tick`` set, the batch's first send made), no decision, timer,
+        limit, ring reap or CLEAR due.  Returns the first tick not run (``i`` if tick i is
+        not such a tick; ``tick`` runs it).
+
+        Each tick makes ``tick``'s comparisons and float operations in the same order
+        (``_send_windows``, ``_send_counted``, ``_defer``, ``_qemu_step``), so the carry
+        and every count are bit-identical; a tick that would do anything else is left to
+        ``tick`` before anything of it is changed.  The counters are added once at the end.
+        """
+        d = self._deferred
+        if (
+            self.phase != "iterating"
+            or self.is_xen
+            or self.is_fixed
+            or self.defer_tick is None
+            or self.decision_due
+            or d is None
+            or self._remaining is None
+            or self.round > self.cfg.max_rounds
+        ):
+            return i
+        cfg = self.cfg
+        stop = self._window_end_ns()  # the window's end: _measure
+        if self.vm.tracking.mode == "ring":
+            stop = min(stop, self.reap_next)
+        if self.release.throttle_sync and cfg.auto_converge:
+            stop = min(stop, self.throttle_timer_next)
+        if self.kubevirt is not None:
+            stop = min(stop, self.kubevirt.next_ns)
+        hi_max = math.inf  # manual clear: sends up to the next rank that CLEARs first
+        if self.vm.tracking.manual and any(
+            m.clear_snapshot is not None for m in self.slots.values()
+        ):
+            if d.ahead is None:
+                return i
+            at = int(np.searchsorted(d.clear_at, d.sent))
+            hi_max = int(d.clear_at[at]) if at < d.clear_at.size else math.inf
+            if d.ahead_limit:
+                hi_max = min(hi_max, d.ahead_limit)
+        cost, link, busy, carry = (
+            self.defer_cost,
+            cfg.link_speed,
+            self.busy_until_ns,
+            self.carry_bytes,
+        )
+        rate = Q.rate_limit_per_window(cfg.bandwidth)
+        used = self.total_bytes - self.win_xfer0  # bytes sent in this window
+        timeout = cfg.timeout_s * NS
+        left, hi, sent = self._remaining, d.sent, 0
+        j = i
+        while j < len(edges) - 1:
+            t0, t1 = edges[j], edges[j + 1]
+            if t1 >= stop or t1 - self.t_start_ns >= timeout:
+                break
+            n, c = 0, carry
+            start = max(t0, min(busy, t1))
+            if t1 > start:
+                budget = link * (t1 - start) / NS + carry
+                want = int(budget // cost) + 1
+                got = min(want, left)
+                by_link = min(got, DF.link_count(budget, cost))
+                by_window = min(got, DF.window_count(rate - used, cost))
+                n = min(by_link, by_window)
+                if n >= got or hi + n > hi_max:  # dry, a second pass, or a CLEAR first
+                    break
+                c = budget - n * cost if by_link <= by_window else 0.0
+            if t1 - self.last_decision >= Q.MAX_WAIT_NS and rate - (used + n * cost) > 0:
+                break  # ram_save_iterate returns after MAX_WAIT: a decision
+            if n:
+                d.add(j, n)
+                left -= n
+                hi += n
+                used += n * cost
+                sent += n
+            carry = c
+            j += 1
+        self.carry_bytes = carry
+        if sent:
+            self._remaining = left
+            nbytes = sent * cost
+            per = max(1, self.page // Q.TARGET_PAGE)
+            self.total_bytes += nbytes
+            self.total_pages_sent += sent
+            self.iter_pages += sent
+            self.normal += sent * per
+            if self.acc:
+                self.acc.transferred_bytes += nbytes
+                self.acc.pages_sent += sent
+                self.acc.normal += sent * per
+        return j
+
     def _qemu_step(self, t: int) -> None:
         if self.release.throttle_sync and self.cfg.auto_converge and t >= self.throttle_timer_next:
             self._throttle_timer(t)

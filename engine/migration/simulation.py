@@ -52,6 +52,9 @@ is not the same in one pass), no dirty ring can fill, and every page costs the s
   comparisons); the pages are written at the batch's end or before a harvest or switchover
   (``Migration.flush``), each with the version it had at the end of its own tick: the
   writes of later ticks, already applied, are taken off (``engine.migration.deferred``).
+  A run of ticks whose only effect is such a count (inside a sender window, no decision,
+  timer, limit or CLEAR due) is counted in one loop (``Migration.counted_ticks``), with
+  the same comparisons and float operations in the same order as tick by tick.
 
 A CLEAR, reap or harvest therefore splits the guest's writes exactly where it happens.
 Otherwise the ticks run one by one, each tick's accesses applied before its sends.
@@ -312,14 +315,23 @@ class Simulation:
         cost = m.uniform_cost() if m is not None and lazy else None
         if cost is not None:
             m.defer_cost = cost
-        for i in range(edges.size - 1):
-            self.t_ns = int(edges[i])  # what a CLEAR, a ring reap or a message sees as now
+        ends = edges.tolist()
+        i = 0
+        while i < len(ends) - 1:
+            self.t_ns = ends[i]  # what a CLEAR, a ring reap or a message sees as now
             self._batch.now = i
             if not lazy:
                 self.catch_up()
             if m is not None:
                 m.defer_tick = None if cost is None else i
-                m.tick(int(edges[i]), int(edges[i + 1]))
+                if cost is not None:  # ticks that only count what they send, in one loop
+                    j = m.counted_ticks(ends, i)
+                    if j > i:
+                        i = j
+                        continue
+                m.tick(ends[i], ends[i + 1])
+            i += 1
+        self.t_ns, self._batch.now = ends[-2], len(ends) - 2  # (the last tick, as run)
         self.catch_up()
         if m is not None:
             m.flush()

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from engine.cli.options import bounded_int, output_dir
-from engine.files.export import BitmapSnapshot, diff, read_snapshot, write_snapshot
 from engine.util.errors import ConfigError, DirtylogError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from engine.files.export import BitmapSnapshot, write_snapshot
     from engine.migration.simulation import Simulation
 
     if args.round is not None:
@@ -51,6 +51,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from engine.files.export import diff, read_snapshot
+
     a, b = read_snapshot(args.a), read_snapshot(args.b)
     if (a.base_gfn, a.npages) != (b.base_gfn, b.npages):
         print(f"note: the snapshots cover different ranges (slot {a.slot} vs slot {b.slot})")

@@ -16,13 +16,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from engine.cli.options import bounded_int
-from engine.kvm import dirtylog as DL
-from engine.kvm.costs import CostModel
-from engine.kvm.vm import VM, Tracking, slot_flags
-from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, shown
 from engine.util.memory import check_fits
 from engine.util.units import MiB, parse_size
@@ -100,9 +94,16 @@ def mode_string(mode_id: int) -> str:
 
 
 class PerfTest:
-    """One guest mode of the selftest on a fresh VM."""
+    """One guest mode of the selftest on a fresh VM (numpy and the engine's KVM are imported
+    when one is made, not when the ``dirtylog`` parser is built)."""
 
     def __init__(self, o: PerfOptions, mode_id: int = DEFAULT_MODE) -> None:
+        import numpy as np
+
+        from engine.kvm.costs import CostModel
+        from engine.kvm.vm import VM, Tracking
+        from engine.stage2.geometry import Geometry
+
         self.o = o
         self.mode_id = mode_id
         pa_bits, _, page = GUEST_MODES[mode_id]
@@ -134,6 +135,8 @@ class PerfTest:
 
     def _pass(self, write_percent: int, random_access: bool) -> float:
         """One memstress pass of every vCPU; the slowest vCPU's modelled time."""
+        import numpy as np
+
         o = self.o
         n = self.total if o.overlap else self.vcpu_pages
         base = self.gpa // self.page
@@ -158,6 +161,9 @@ class PerfTest:
         return sum(op.model_ns(self.costs) for op in self.vm.op_log[start:])
 
     def run(self) -> list[str]:
+        from engine.kvm import dirtylog as DL
+        from engine.kvm.vm import slot_flags
+
         o = self.o
         size = self.total * self.page
         lines = [

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.cli.options import output_dir, output_file
 from engine.migration.budget import MAX_BATCH_TICKS
 from engine.util.errors import DirtylogError, clip
@@ -83,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _jsonable(o: Any) -> Any:
+    import numpy as np
+
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
@@ -128,6 +128,8 @@ def write_rounds_csv(path: str | Path, rounds: list[dict[str, Any]]) -> None:
 
 def export_harvests(sim, out: Path) -> None:
     """round-NNNN-slot-S.bin (KVM layout, little-endian u64 words) and rounds.json."""
+    import numpy as np
+
     index = []
     for h in sim.harvests:
         slots = {}
@@ -148,6 +150,8 @@ def export_harvests(sim, out: Path) -> None:
 
 def export_dest(sim, out: Path) -> None:
     """dest-versions-slot-S.npy and source-versions-slot-S.npy (uint32 per page)."""
+    import numpy as np
+
     m = sim.migration
     if m is None:
         raise DirtylogError("--export-dest: this session has no migration (policy none)")

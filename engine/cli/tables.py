@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from engine.stage2.geometry import Geometry
 from engine.util.errors import ConfigError, shown
 from engine.util.memory import check_fits
+
+if TYPE_CHECKING:
+    from engine.stage2.geometry import Geometry
 
 
 def _map_arg(text: str) -> tuple[int, int]:
@@ -21,7 +24,7 @@ def _map_arg(text: str) -> tuple[int, int]:
 
 def cmd_tables(args: argparse.Namespace) -> int:
     """Build the tables for some mapped ranges and print the geometry and a summary."""
-    from engine.stage2.geometry import parse_granule
+    from engine.stage2.geometry import Geometry, parse_granule
     from engine.stage2.pgtable import PageTable
     from engine.util.units import parse_size
 

@@ -367,11 +367,14 @@ class SweepWindow(QMainWindow):
 class _Ending(QObject):
     """Cancelled sweeps whose thread has not ended yet.  Their QThread and worker stay
     referenced until the thread's ``finished`` (a QThread destroyed while running aborts the
-    process) and are let go here, in the GUI thread (Qt objects are freed there only)."""
+    process) and are let go here, in the GUI thread (Qt objects are freed there only).  If the
+    application quits first, it waits for them (at most the connect's timeouts)."""
 
     def __init__(self) -> None:
-        super().__init__(QCoreApplication.instance())
+        app = QCoreApplication.instance()
+        super().__init__(app)
         self.threads: dict[QThread, SweepWorker] = {}
+        app.aboutToQuit.connect(self.wait_all)
 
     def keep(self, thread: QThread, worker: SweepWorker) -> None:
         self.threads[thread] = worker
@@ -382,6 +385,12 @@ class _Ending(QObject):
     @Slot()
     def _ended(self) -> None:
         self.threads.pop(self.sender(), None)
+
+    @Slot()
+    def wait_all(self) -> None:
+        for thread in list(self.threads):
+            thread.wait()
+        self.threads.clear()
 
 
 _ENDING: list[_Ending] = []
@@ -395,8 +404,8 @@ def _ending() -> _Ending:
 
 
 def _check_window_grid(axes: list[Axis]) -> None:
-    """The window expands and checks its grid on the GUI thread (about 1 ms a point, twice:
-    the points, then their memory estimates), so it takes at most MAX_WINDOW_POINTS; a
+    """The window expands and checks its grid on the GUI thread (a few ms a point: its
+    session parsed and its memory estimated), so it takes at most MAX_WINDOW_POINTS; a
     bigger grid is ``dirtylog sweep``'s (up to MAX_POINTS)."""
     count = math.prod(len(a.values) for a in axes)
     if count > MAX_WINDOW_POINTS:

@@ -254,3 +254,30 @@ def test_closing_while_the_cluster_connects_does_not_wait_for_it(qtbot):
     release.set()
     qtbot.waitUntil(lambda: thread not in ending.threads, timeout=10_000)
     assert thread.isFinished()
+
+
+def test_quitting_waits_for_a_closed_sweeps_thread(qtbot):
+    """The application quitting (aboutToQuit) while a closed window's sweep still connects
+    waits for its thread rather than destroying it running (which aborts the process)."""
+    import contextlib
+    import threading
+
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def unresponsive(workers):
+        release.wait(30)
+        raise OSError("the scheduler never answered")
+        yield  # (a context manager's shape)
+
+    w = SweepWindow(TINY, None, lambda s: None, client_factory=unresponsive)
+    qtbot.addWidget(w)
+    w.x_axis.values.setText("1Gbit/s")
+    w.y_axis.field.setCurrentText("(none)")
+    assert w.start()
+    thread = w.sweep_thread
+    w.close()
+    ending = sweep_window._ending()
+    threading.Timer(0.3, release.set).start()
+    ending.wait_all()  # (what aboutToQuit calls)
+    assert thread.isFinished() and ending.threads == {}

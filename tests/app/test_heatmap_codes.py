@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.heatmap_data import (
+    CODE_CHUNK,
     detail_factor,
     diff_layer,
     fold_max,
@@ -171,3 +172,17 @@ def test_render_detail_keeps_the_overviews_scale_mode_and_rows():
     assert np.flatnonzero(d2.codes.ravel() == 255).tolist() == []  # page 17 is in row 2
     d3 = render_detail(layer, "dirty", two, 2, 3, 32)
     assert np.flatnonzero(d3.codes.ravel() == 255).tolist() == [1]
+
+
+@pytest.mark.parametrize("size", [1, CODE_CHUNK - 1, CODE_CHUNK, CODE_CHUNK + 3])
+@pytest.mark.parametrize("written", [0.2, 1.0])  # the sparse path (gather) and the dense one
+def test_heat_codes_worked_in_chunks_equal_the_whole_array_formula(size, written):
+    """Chunk boundaries change nothing: each code is the formula on the whole array at once."""
+    rng = np.random.default_rng(size)
+    layer = (rng.random(size, dtype=np.float32) * 300).astype(np.float32)
+    layer[rng.random(size) >= written] = 0
+    scale = 37.5
+    want = (1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)).astype(np.uint8)
+    got, top = to_codes(layer, "heat", scale)
+    assert top == scale
+    assert got.dtype == np.uint8 and np.array_equal(got, want)

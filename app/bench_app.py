@@ -258,6 +258,19 @@ def fig_terabyte_frames(app, quick: bool, seconds: float) -> dict:
     }
 
 
+def _with_load(measure) -> list[dict]:
+    """The figures ``measure()`` returns, each with the machine's 1-minute load average
+    before and after in its detail: on a shared machine a stall or a frame rate means little
+    without it (figure 10's includes the competing process the bench starts)."""
+    before = os.getloadavg()[0]
+    figures = measure()
+    after = os.getloadavg()[0]
+    for fig in figures:
+        fig["detail"]["load_average_1min_before"] = round(before, 2)
+        fig["detail"]["load_average_1min_after"] = round(after, 2)
+    return figures
+
+
 def run_app_bench(quick: bool) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
@@ -271,9 +284,9 @@ def run_app_bench(quick: bool) -> int:
     freeze_startup_objects()
     npages = 1 << 18 if quick else 1 << 24
     figures = [
-        fig_frame_rate(app, npages, 10 if quick else 60),
-        *fig_stall(app, npages, 2.0 if quick else 10.0),
-        fig_terabyte_frames(app, quick, 2.0 if quick else 20.0),
+        *_with_load(lambda: [fig_frame_rate(app, npages, 10 if quick else 60)]),
+        *_with_load(lambda: fig_stall(app, npages, 2.0 if quick else 10.0)),
+        *_with_load(lambda: [fig_terabyte_frames(app, quick, 2.0 if quick else 20.0)]),
     ]
     print(json.dumps({"figures": figures}))
     return 0

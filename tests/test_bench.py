@@ -41,6 +41,9 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert busy["value"] <= busy["detail"]["worst"]
     assert quiet["detail"]["beats"] > 0 and busy["detail"]["beats"] > 0
     assert "quiet machine" in quiet["name"] and "one core busy" in busy["name"]
+    for fid in (7, 8, 10, 11):  # the app's figures say how busy the shared machine was
+        detail = figures[fid]["detail"]
+        assert detail["load_average_1min_before"] >= 0 and detail["load_average_1min_after"] >= 0
     # figure 5 in every tracking mode: each run completes and verifies
     modes = {fid: figures[fid]["name"].split(",")[1].split(":")[0].strip() for fid in ids[4:9]}
     assert modes == {

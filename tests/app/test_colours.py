@@ -131,3 +131,20 @@ def test_heat_and_version_run_black_to_yellow(heatmap, mode):
     _, colours = _bar(heatmap)  # the colour bar runs from black (0) to yellow (the top)
     assert colours[0] == INFERNO_0 and colours[-1] == INFERNO_1
     assert heatmap.colour_bar.getAxis("right").labelText.startswith("writes")
+
+
+def test_a_new_heat_scale_moves_only_the_ticks(heatmap):
+    """While a run goes the heat scale's top moves almost every frame: the bar keeps its
+    colours and its axis its width (an auto-sized axis re-laid out the bar, 30 times a
+    second); only the ticks follow the new top.  A new mode sets the bar up again."""
+    bar = heatmap.colour_bar
+    axis = bar.getAxis("right")
+    heatmap.show_frame(_snapshot(), render(np.array([1.0, 5.0]), "heat", 4, 1 << 20, top=10.0))
+    colours, width = bar.bar.image, axis.width()
+    assert [t for _, t in axis._tickLevels[0]][-1] == "≥ 10"
+    heatmap.show_frame(_snapshot(), render(np.array([1.0, 5.0]), "heat", 4, 1 << 20, top=1e5))
+    assert bar.bar.image is colours and axis.width() == width
+    assert [t for _, t in axis._tickLevels[0]][-1] == "≥ 1e+05"
+    heatmap.show_frame(_snapshot(), render(np.array([0, 1], np.uint8), "dirty", 4, 1 << 20))
+    assert bar.bar.image is not colours
+    assert [t for _, t in axis._tickLevels[0]] == ["clean", "dirty"]

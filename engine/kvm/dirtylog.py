@@ -20,7 +20,13 @@ from engine.kvm.dirtyring import merge_masks
 from engine.kvm.memslots import KVM_USER_MEM_SLOTS
 from engine.kvm.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
 from engine.stage2 import descriptor as D
-from engine.stage2.walk import WalkCounters, leaf_batches, set_clear_visitor, walk_bulk
+from engine.stage2.walk import (
+    WalkCounters,
+    leaf_batches,
+    scratch,
+    set_clear_visitor,
+    walk_bulk,
+)
 from engine.util.arrays import expand_runs, first_of_runs, unique_fast
 from engine.util.errors import KvmError
 
@@ -385,20 +391,21 @@ def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray
 
 
 def scan_dbm(vm, st) -> OpStats:
-    """Harvest hardware dirty state: read every leaf of the slot, log and clean dirty ones."""
+    """Harvest hardware dirty state: read every leaf of the slot, log and clean dirty ones.
+
+    A dirty leaf is a valid page (or block) with DBM and S2AP W both set (the hardware set W
+    on the first write); cleaning clears W.  Every leaf of the slot counts as read, as a scan
+    reads them all.  Whole last-level tables are tested in place a few hundred rows at a time
+    (``_dirty_in_rows``); only partial tables and blocks gather their entries.  The same
+    pages come out as from the per-entry test (pinned by tests/test_dbm_scan.py).
+    """
     s = st.slot
     with _Measure(vm, OpStats("dbm-scan")) as op:
         dirty_pages: list[np.ndarray] = []
         for batch in leaf_batches(vm.pgt, s.base, s.end, op.counters):
-            pos = batch.positions()
-            d = vm.pgt.flat[pos]
-            want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
-            dirty = (
-                ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
-            )
-            if dirty.any():
-                p = pos[dirty]
-                vm.pgt.flat[p] = d[dirty] & ~U64(D.S2AP_W)
+            p = _dirty_leaves(vm.pgt, batch)
+            if p.size:
+                vm.pgt.flat[p] &= ~U64(D.S2AP_W)
                 op.counters.writes[batch.level] += int(p.size)
                 first = vm.pgt.entry_ipa(p) >> vm.page_shift
                 per = vm.geom.level_size(batch.level) >> vm.page_shift
@@ -410,6 +417,50 @@ def scan_dbm(vm, st) -> OpStats:
             op.pages = int(rel.size)
             _flush_slot(vm, op)
     return op
+
+
+_DBM_DIRTY = D.VALID | D.TYPE | D.S2AP_W | D.DBM  # a dirty page at L3: all four set
+
+
+def _dirty_leaves(pgt, batch) -> np.ndarray:
+    """Distinct flat positions of the batch's dirty leaves (valid, DBM and W set)."""
+    E = pgt.E
+    full = (batch.lo == 0) & (batch.hi == E)
+    whole = batch.tables[full] if batch.level == 3 else batch.tables[:0]
+    if whole.size > 1 and not bool(np.all(whole[1:] > whole[:-1])):
+        whole, full = whole[:0], np.zeros_like(full)  # repeated tables: the general path
+    found = [_dirty_in_rows(pgt, run) for run in _row_runs(whole)]
+    rest = np.flatnonzero(~full) if whole.size else None
+    if rest is None or rest.size:
+        pos = batch.positions(rest)
+        d = pgt.flat[pos]
+        want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
+        dirty = ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
+        found.append(unique_fast(pos[dirty]))
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _row_runs(tables: np.ndarray) -> list[slice]:
+    """Ascending table ids as slices of consecutive ids, at most 512 rows each."""
+    if not tables.size:
+        return []
+    breaks = np.flatnonzero(np.diff(tables) != 1) + 1
+    lo = np.concatenate([[0], breaks]).tolist()
+    hi = np.concatenate([breaks, [tables.size]]).tolist()
+    out = []
+    for a, b in zip(lo, hi, strict=True):
+        t0, t1 = int(tables[a]), int(tables[b - 1]) + 1
+        out += [slice(c, min(t1, c + 512)) for c in range(t0, t1, 512)]
+    return out
+
+
+def _dirty_in_rows(pgt, rows: slice) -> np.ndarray:
+    """Flat positions of the dirty pages in whole last-level tables ``rows`` of the pool."""
+    view = pgt.pool[rows]
+    tmp, hit = scratch(view.shape)
+    np.bitwise_and(view, U64(_DBM_DIRTY), out=tmp)
+    np.equal(tmp, U64(_DBM_DIRTY), out=hit)
+    return np.flatnonzero(hit) + rows.start * pgt.E
 
 
 # -- dirty ring ---------------------------------------------------------------------------------

@@ -255,7 +255,8 @@ class _WordChunks:
         flat_bit = np.flatnonzero(bits.view(bool))
         return self.chunk[flat_bit >> 6] * 64 + (flat_bit & 63)
 
-    def upper_walks(self, pgt: PageTable, counters: WalkCounters, walks: int) -> None:
+    @staticmethod
+    def upper_walks(pgt: PageTable, counters: WalkCounters, walks: int) -> None:
         """``walks`` walks from the start level down to a last-level table."""
         g = pgt.geom
         for lv in range(g.start_level, 3):
@@ -320,6 +321,38 @@ def _span_walk_in_chunks(
     return True
 
 
+def _span_walk_in_tables(
+    pgt: PageTable, base_gfn: int, offsets: np.ndarray, masks: np.ndarray, counters: WalkCounters
+) -> np.ndarray:
+    """Walks whose [ffs, fls] span lies in one last-level table, at any offset (a ring
+    reset's merged masks): one upper-level walk each, every entry of the span read and the
+    valid writable ones protected (an entry in several spans is read once per span and
+    changed once).  Returns the words left for the general walk (spans that cross a table
+    or reach no last-level table).  The counts are the walk's: see ``ref_range``."""
+    g, E = pgt.geom, pgt.E
+    first = base_gfn + offsets + ffs64(masks)
+    region = first >> g.bits_per_level
+    inside = region == ((base_gfn + offsets + fls64(masks)) >> g.bits_per_level)
+    table = np.full(region.size, -1, dtype=np.int64)
+    table[inside] = pgt.last_level_tables(region[inside] << g.level_shift(2))
+    fast = table >= 0
+    if not fast.any():
+        return ~fast
+    idx = np.flatnonzero(fast)
+    _WordChunks.upper_walks(pgt, counters, int(idx.size))
+    gfn, word = bits_to_offsets(offsets[idx] + base_gfn, _span_masks(masks[idx]))
+    pos = table[idx][word] * E + (gfn & (E - 1))
+    counters.reads[3] += int(pos.size)
+    flat = pgt.flat
+    d = flat[pos]
+    change = (d & U64(D.VALID | D.S2AP_W)) == U64(D.VALID | D.S2AP_W)
+    cpos = pos[change]
+    if cpos.size:
+        flat[cpos] = d[change] & ~U64(D.S2AP_W)
+        counters.writes[3] += int(unique_fast(cpos).size)  # an entry in two spans: one write
+    return ~fast
+
+
 # -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------
 
 
@@ -335,6 +368,10 @@ def protect_range(
     g = pgt.geom
     if _span_walk_in_chunks(pgt, base_gfn, offsets, masks, counters):
         return
+    rest = _span_walk_in_tables(pgt, base_gfn, offsets, masks, counters)
+    if not rest.any():
+        return
+    offsets, masks = offsets[rest], masks[rest]
     start, end = _spans(base_gfn, offsets, masks, g.page_shift)
     # entry-level loop (stage2_wp_range's pgd loop): every root entry the span touches
     shift = g.level_shift(g.start_level)
@@ -383,6 +420,10 @@ def protect_visitor(
     """kvm_pgtable_stage2_wrprotect per word: stage2_update_leaf_attrs(clr=S2AP_W)."""
     if _span_walk_in_chunks(pgt, base_gfn, offsets, masks, counters):
         return
+    rest = _span_walk_in_tables(pgt, base_gfn, offsets, masks, counters)
+    if not rest.any():
+        return
+    offsets, masks = offsets[rest], masks[rest]
     start, end = _spans(base_gfn, offsets, masks, pgt.geom.page_shift)
     walk_bulk_spans(pgt, start, end, _WRPROTECT_BULK, counters)
 

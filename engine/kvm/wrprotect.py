@@ -66,11 +66,10 @@ def ffs64(m: np.ndarray) -> np.ndarray:
 
 def bits_to_offsets(offsets: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Page offsets of every set bit, word by word in bit order, and the word each came from."""
-    bits = np.unpackbits(
-        masks.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
-    )
-    word, bit = np.nonzero(bits.view(bool))
-    return offsets[word] + bit, word
+    bits = np.unpackbits(masks.astype("<u8").view(np.uint8), bitorder="little")
+    at = np.flatnonzero(bits)
+    word = at >> 6
+    return offsets[word] + (at & 63), word
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -330,9 +329,10 @@ def _span_walk_in_tables(
     changed once).  Returns the words left for the general walk (spans that cross a table
     or reach no last-level table).  The counts are the walk's: see ``ref_range``."""
     g, E = pgt.geom, pgt.E
-    first = base_gfn + offsets + ffs64(masks)
+    lo, hi = ffs64(masks), fls64(masks)
+    first = base_gfn + offsets + lo
     region = first >> g.bits_per_level
-    inside = region == ((base_gfn + offsets + fls64(masks)) >> g.bits_per_level)
+    inside = region == ((base_gfn + offsets + hi) >> g.bits_per_level)
     table = np.full(region.size, -1, dtype=np.int64)
     table[inside] = pgt.last_level_tables(region[inside] << g.level_shift(2))
     fast = table >= 0
@@ -340,8 +340,7 @@ def _span_walk_in_tables(
         return ~fast
     idx = np.flatnonzero(fast)
     _WordChunks.upper_walks(pgt, counters, int(idx.size))
-    gfn, word = bits_to_offsets(offsets[idx] + base_gfn, _span_masks(masks[idx]))
-    pos = table[idx][word] * E + (gfn & (E - 1))
+    pos = expand_runs(table[idx] * E + (first[idx] & (E - 1)), (hi - lo + 1)[idx])
     counters.reads[3] += int(pos.size)
     flat = pgt.flat
     d = flat[pos]

@@ -353,9 +353,13 @@ class VM:
         if not gfn.size:
             return
         pages = _Pages.group(gfn, vcpu, write, sidx)
-        stored = write if done is None else write & done
-        self._bump_versions(gfn, stored, sidx, slots)
-        res.applied_writes += int(stored.sum())
+        if done is None and pages.writes is not None:  # every access stored: counted per page
+            self._bump_page_versions(pages, slots)
+            res.applied_writes += int(gfn.size)
+        else:
+            stored = write if done is None else write & done
+            self._bump_versions(gfn, stored, sidx, slots)
+            res.applied_writes += int(stored.sum())
         slot_logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
         logging = slot_logging[pages.sidx]
         ipa = pages.gfn << self.page_shift
@@ -431,6 +435,16 @@ class VM:
         for i, sel in _per_slot(sidx):
             slot = slots[i]
             add_counts(self.slots[slot.id].version, gfn[sel] - slot.base_gfn)
+
+    def _bump_page_versions(self, pages: _Pages, slots: tuple[Memslot, ...]) -> None:
+        """``_bump_versions`` for a batch of writes only, from its per-page write counts
+        (the pages are distinct: one scatter, no sort)."""
+        assert pages.writes is not None
+        for i, sel in _per_slot(pages.sidx):
+            slot = slots[i]
+            version = self.slots[slot.id].version
+            where = pages.gfn[sel] - slot.base_gfn
+            version[where] += pages.writes[sel].astype(version.dtype)  # wraps as += does
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
         """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
@@ -661,6 +675,7 @@ class _Pages:
     vcpu_write: np.ndarray  # vCPU of the first write (-1 if none)
     t_write: np.ndarray  # batch index of the first write
     t_first: np.ndarray  # batch index of the first access
+    writes: np.ndarray | None = None  # accesses per page, when every access is a write
 
     @classmethod
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
@@ -688,7 +703,10 @@ class _Pages:
         t_first, vcpu_first, sidx, first_is_write = keys.unpack(first[page])
         # synthetic workloads and traces only write: the first access is the first write
         written, vcpu_write, t_write = first_is_write, vcpu_first, t_first
-        if not write.all():
+        writes = None
+        if write.all():
+            writes = np.bincount(rel, minlength=span)[page]
+        else:
             wi = np.flatnonzero(write)
             first[:] = none
             minimum_at(first, rel[wi], keys.keys[wi])
@@ -706,6 +724,7 @@ class _Pages:
             vcpu_write=vcpu_write,
             t_write=t_write,
             t_first=t_first,
+            writes=writes,
         )
 
     @classmethod
@@ -715,15 +734,17 @@ class _Pages:
         first = order[starts]  # the sort keeps time order within a page
         if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
             written = np.ones(starts.size, dtype=bool)
+            v = vcpu[first]
             return cls(
                 gfn=g[starts],
                 sidx=sidx[first],
                 written=written,
                 first_is_write=written,
-                vcpu_first=vcpu[first],
-                vcpu_write=vcpu[first],
+                vcpu_first=v,
+                vcpu_write=v,
                 t_write=first,
                 t_first=first,
+                writes=np.diff(starts, append=g.size),
             )
         w = write[order]
         big = np.iinfo(np.int64).max

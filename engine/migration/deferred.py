@@ -136,6 +136,8 @@ def later_writes(pages: np.ndarray, ticks: np.ndarray, rel: np.ndarray, wt: np.n
     per write (int64), to be taken off the versions the pages were given."""
     if not pages.size or not rel.size:
         return np.zeros(0, np.int64)
+    near = np.flatnonzero((rel >= pages[0]) & (rel <= pages[-1]) & (wt > ticks[0]))
+    rel, wt = rel[near], wt[near]  # (only these can be late: one pass before the search)
     pos = np.minimum(np.searchsorted(pages, rel), pages.size - 1)
     late = (pages[pos] == rel) & (wt > ticks[pos])
     return rel[late]

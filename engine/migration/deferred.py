@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.kvm import dirtylog as DL
 from engine.util.arrays import expand_runs
+
+U64 = np.uint64
 
 Pages = list[tuple[int, np.ndarray]]  # (slot id, page offsets) in send order
 
@@ -128,6 +131,29 @@ def _chunks_with_bits(snap: np.ndarray, chunks: np.ndarray, chunk: int) -> np.nd
     w0 = chunks * words  # (a chunk holding a page of the slot has at least one word)
     nw = np.minimum(w0 + words, snap.size) - w0
     return np.logical_or.reduceat(snap[expand_runs(w0, nw)] != 0, np.cumsum(nw) - nw)
+
+
+def clear_sent(bitmap: np.ndarray, pages: np.ndarray) -> None:
+    """Clear the bits of ``pages`` (sorted page offsets) in ``bitmap`` (uint64 words, KVM
+    layout).  Pages collected from the bitmap are every set bit from the first to the last
+    (``Migration._collect``): then the words in between are zeroed as a range, keeping only
+    the first and last words' bits outside it; otherwise bit by bit (``DL.clear_bits``)."""
+    if not pages.size:
+        return
+    a, b = int(pages[0]), int(pages[-1]) + 1
+    wa, wb = a >> 6, (b + 63) >> 6
+    seg = bitmap[wa:wb]
+    keep_lo = U64((1 << (a & 63)) - 1)  # bits of the first word below a
+    keep_hi = U64(~((1 << (b - (wb - 1) * 64)) - 1) & (2**64 - 1))  # of the last, from b on
+    first, last = seg[0] & keep_lo, seg[-1] & keep_hi
+    inside = int(np.bitwise_count(seg).sum(dtype=np.int64))
+    inside -= int(np.bitwise_count(first)) + int(np.bitwise_count(last))
+    if inside != pages.size:
+        DL.clear_bits(bitmap, pages)
+        return
+    seg[:] = 0
+    seg[0] |= first
+    seg[-1] |= last
 
 
 def later_writes(pages: np.ndarray, ticks: np.ndarray, rel: np.ndarray, wt: np.ndarray):

@@ -770,9 +770,13 @@ class Migration:
             t = ticks[start : start + pages.size]
             start += pages.size
             m, st = self.slots[sid], self.vm.slots[sid]
-            DL.clear_bits(m.bitmap, pages)
+            DF.clear_sent(m.bitmap, pages)
             self.sim.note_pages(sid, pages)  # for a view: sent, no longer to send
-            m.dest[pages] = st.version[pages]
+            a, b = int(pages[0]), int(pages[-1]) + 1
+            if b - a == pages.size:  # a run of pages (the first pass): copied as a range
+                m.dest[a:b] = st.version[a:b]
+            else:
+                m.dest[pages] = st.version[pages]
             s = st.slot
             sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)
             if sel.any() and not s.readonly:

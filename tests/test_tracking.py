@@ -444,6 +444,30 @@ def test_protection_layer_matches_a_walk_of_every_page(mode):
     assert set(np.unique(prot_layer(vm, vm.slots[1].slot)).tolist()) == want
 
 
+@pytest.mark.parametrize("order", ["sorted", "ring"])
+@pytest.mark.parametrize("count", [4095, 4096, 20_000])  # the dense path starts at 4096 pages
+@pytest.mark.parametrize("span", [60_000, 300_000, 340_000])
+def test_set_and_clear_bits_match_a_per_page_loop(order, count, span):
+    """set_bit_le / clear_bit_le page by page, against the packed dense path and the
+    per-word path on both sides of their threshold (one page in 16 of the words spanned),
+    with duplicates and a first page that is not at a word boundary."""
+    rng = np.random.default_rng(count + span)
+    pages = 37 + rng.integers(0, span - 64, count)
+    if order == "sorted":
+        pages = np.sort(pages)
+    before = rng.integers(0, 2**63, (span + 63) // 64 + 2).astype(np.uint64)
+    want_set, want_clear = before.copy(), before.copy()
+    for p in pages.tolist():
+        want_set[p // 64] |= np.uint64(1 << (p % 64))
+        want_clear[p // 64] &= ~np.uint64(1 << (p % 64))
+    got = before.copy()
+    DL.set_bits(got, pages)
+    assert np.array_equal(got, want_set)
+    got = before.copy()
+    DL.clear_bits(got, pages)
+    assert np.array_equal(got, want_clear)
+
+
 def test_next_set_bits_scans_only_as_far_as_it_needs():
     rng = np.random.default_rng(4)
     sparse = np.zeros(5000, np.uint64)

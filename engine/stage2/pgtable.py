@@ -196,7 +196,8 @@ class PageTable:
 
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:
         """IPA where the region mapped by the entry at flat position ``pos`` starts."""
-        table, index = np.divmod(pos, self.E)
+        bits = self.geom.bits_per_level  # E is a power of two: no division
+        table, index = pos >> bits, pos & (self.E - 1)
         shift = self.geom.level_shift_array[self.table_level[table]]
         return self.table_ipa[table] + (index << shift)
 

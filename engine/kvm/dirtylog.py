@@ -408,8 +408,12 @@ def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray
                 nz, vals = nz[:take], vals[:take]
             octets = np.ascontiguousarray(vals, dtype="<u8").view(np.uint8)
             bit = np.flatnonzero(np.unpackbits(octets, bitorder="little"))
-            pages = (w + nz[bit >> 6]) * 64 + (bit & 63)
-            pages = pages[(pages >= lo) & (pages < hi)]
+            if int(nz[-1]) - int(nz[0]) + 1 == nz.size:  # no zero word between: one offset
+                pages = bit + (w + int(nz[0])) * 64
+            else:
+                pages = (w + nz[bit >> 6]) * 64 + (bit & 63)
+            if pages.size and (pages[0] < lo or pages[-1] >= hi):
+                pages = pages[(pages >= lo) & (pages < hi)]
             out.append(pages[: limit - found])
             found += min(pages.size, limit - found)
         w += chunk

@@ -206,6 +206,9 @@ def test_clear_dirty_log_alignment_rules():
     with pytest.raises(KvmError) as e:
         DL.clear_dirty_log(vm, 0, 0, 100, mask)
     assert e.value.field == "num_pages"
+    assert str(e.value) == (
+        "EINVAL: num_pages: must be a multiple of 64 unless the range reaches the slot's end"
+    )
     DL.clear_dirty_log(vm, 0, 4096, NPAGES - 4096, mask)  # reaches the end: allowed
     with pytest.raises(KvmError) as e:
         DL.clear_dirty_log(vm, 0, 4096, 128, mask)
@@ -627,3 +630,69 @@ def test_disabling_logging_drops_the_bitmap_and_the_dbm_bits(mode):
     bits = desc & np.uint64(D.DBM | D.S2AP_W)
     assert np.flatnonzero(bits).tolist() == written
     assert set(bits[written].tolist()) == {D.S2AP_W}
+
+
+@pytest.mark.parametrize(
+    ("first", "num", "words"), [(0, 64, 1), (0, 128, 2), (4096, 37, 1), (0, NPAGES, 65)]
+)
+def test_clear_reads_one_bitmap_word_per_64_pages_rounded_up(first, num, words):
+    """kvm_clear_dirty_log_protect (v6.17) walks n = DIV_ROUND_UP(num_pages, BITS_PER_LONG)
+    words of the user's mask: 64 pages 1 word, 128 pages 2, the 37-page tail of slot 0
+    (4133 pages) 1, the whole slot 65 (4133 / 64 = 64.6).  The cost model charges each."""
+    vm = make_vm("manual-clear", "range")
+    mask = np.full(words, ~np.uint64(0))
+    op = DL.clear_dirty_log(vm, 0, first, num, mask)
+    assert op.words == words
+
+
+def test_initially_set_clear_splits_only_the_block_of_the_cleared_pages():
+    """With MANUAL_PROTECT | INITIALLY_SET and eager split, kvm_arch_mmu_enable_log_dirty_
+    pt_masked (v6.17) write-protects and then kvm_mmu_split_huge_pages only over
+    [base_gfn + __ffs(mask), base_gfn + __fls(mask) + 1): clearing page 512 alone (bit 0
+    of word 8, the first page of slot 1's second 2 MiB block) splits that block and no
+    other: pages 0..511 and 1024..2047 stay in 2 MiB blocks."""
+    vm = make_vm("manual-clear", "range", init_set=True, eager=2 << 20)
+    s1 = vm.slots[1].slot
+    mask = np.zeros(1, np.uint64)
+    mask[0] = 1
+    DL.clear_dirty_log(vm, 1, 512, 64, mask)
+    level, _, d = vm.pgt.lookup(s1.base + np.arange(0, 2048, 1) * 4096)
+    assert level.tolist() == [2] * 512 + [3] * 512 + [2] * 1024
+    assert not D.is_writable(d[512:513]).any() and D.is_writable(d[1024:]).all()
+
+
+@pytest.mark.parametrize(("slot", "field"), [(32767, "slot"), (32766, "first_page")])
+def test_clear_checks_the_slot_id_before_first_page(slot, field):
+    """kvm_clear_dirty_log_protect (v6.17): ``id >= KVM_USER_MEM_SLOTS`` is EINVAL first,
+    then ``first_page & 63`` EINVAL, and only then the slot lookup (ENOENT): slot 32767
+    with first_page 1 names the slot; 32766 (a valid id, no such slot) names first_page."""
+    vm = make_vm("manual-clear", "range")
+    with pytest.raises(KvmError) as e:
+        DL.clear_dirty_log(vm, slot, 1, 64, np.ones(1, np.uint64))
+    assert e.value.errno_name == "EINVAL" and e.value.field == field
+
+
+def test_clear_reads_only_the_words_num_pages_covers():
+    """CLEAR reads DIV_ROUND_UP(num_pages, 64) words of the user's mask, whatever follows
+    them: 64 pages with a two-word mask of ones clear pages 0..63 and leave 64..127 dirty.
+    The mask may be any integer sequence (a list of Python ints here)."""
+    vm = make_vm("manual-clear", "range", init_set=True)
+    DL.clear_dirty_log(vm, 0, 0, 64, [2**64 - 1, 2**64 - 1])
+    pages = DL.bitmap_pages(vm.slots[0].bitmap)
+    assert pages[:3].tolist() == [64, 65, 66] and pages.size == NPAGES - 64
+    DL.clear_dirty_log(vm, 0, 64, 64, [0b101])
+    assert DL.bitmap_pages(vm.slots[0].bitmap)[:3].tolist() == [65, 67, 68]
+
+
+def test_clear_is_logged_for_a_replay():
+    """With an operation log (``dirtylog kvm replay``), each CLEAR is one record: the slot,
+    each call's (first_page, num_pages, mask words as read-only uint64) and its modelled
+    cost (that of the returned OpStats)."""
+    vm = make_vm("manual-clear", "range", init_set=True)
+    vm.oplog = []
+    op = DL.clear_dirty_log_many(vm, 1, [(0, 64, [3]), (128, 128, [1, 2])])
+    (rec,) = vm.oplog
+    assert rec.slot == 1
+    assert [(f, n, m.tolist()) for f, n, m in rec.calls] == [(0, 64, [3]), (128, 128, [1, 2])]
+    assert all(m.dtype == np.uint64 and not m.flags.writeable for _, _, m in rec.calls)
+    assert rec.model_ns == op.model_ns(vm.costs) > 0

@@ -287,3 +287,42 @@ def test_compare_mode_runs_the_others_in_place_and_keeps_only_the_chosen_change(
     for name in STRATEGIES:
         assert op.strategies[name].counters == alone[name][0], name
     assert np.array_equal(vm.pgt.pool, alone[chosen][1].pool)
+
+
+@pytest.mark.parametrize(
+    ("name", "span"), [("range", True), ("masked-skip", False), ("visitor", True), ("rmap", False)]
+)
+def test_each_strategy_protects_its_pages_by_hand(name, span):
+    """Bit i of the word at offset o is page o + i (bit 0 first).  range and visitor protect
+    the span [__ffs(mask), __fls(mask)] of each word, as kvm_arch_mmu_enable_log_dirty_pt_
+    masked does (start = base + __ffs, end = base + __fls + 1, stage2_wp_range / kvm_pgtable_
+    stage2_wrprotect); masked-skip and rmap protect exactly the set bits.  Words at 0, 64,
+    640 and 1920 with masks 0b1011, bit 63, all ones and bits 0 and 63, over 8 MiB of
+    writable 4K pages: spans 0..3, 127, 640..703, 1920..1983 (133 pages, one L3 write each);
+    bits 0, 1, 3, 127, 640..703, 1920, 1983 (70).  Every other page stays writable, and a
+    second pass writes nothing."""
+    pgt = _pages_layout()
+    offsets = np.array([0, 64, 640, 1920], np.int64)
+    masks = np.array([0b1011, 1 << 63, 2**64 - 1, 1 | 1 << 63], np.uint64)
+    stats = run_strategy(name, pgt, BASE_GFN, offsets, masks)
+    if span:
+        protected = set(range(0, 4)) | {127} | set(range(640, 704)) | set(range(1920, 1984))
+    else:
+        protected = {0, 1, 3, 127, 1920, 1983} | set(range(640, 704))
+    _, _, d = pgt.lookup(BASE + np.arange(2048) * 4096)
+    assert set(np.flatnonzero(~D.is_writable(d)).tolist()) == protected
+    assert {k: v for k, v in stats.counters.writes.items() if v} == {3: len(protected)}
+    assert stats.pages == 70 and stats.words == 4
+    again = run_strategy(name, pgt, BASE_GFN, offsets, masks)  # nothing left to protect
+    assert not any(again.counters.writes.values())
+
+
+def test_ffs_fls_of_zero_and_bits_to_offsets_by_hand():
+    """__ffs/__fls of 0 are -1 here (the kernel leaves them undefined; callers skip zero
+    words); bits_to_offsets lists bit i of the word at offset o as page o + i, in order."""
+    zero = np.zeros(1, np.uint64)
+    assert ffs64(zero).tolist() == [-1] and fls64(zero).tolist() == [-1]
+    pages, word = WP.bits_to_offsets(
+        np.array([0, 64, 640], np.int64), np.array([0b1011, 1 << 63, 1 << 8], np.uint64)
+    )
+    assert pages.tolist() == [0, 1, 3, 127, 648] and word.tolist() == [0, 0, 0, 1, 2]

@@ -326,3 +326,23 @@ def test_ffs_fls_of_zero_and_bits_to_offsets_by_hand():
         np.array([0, 64, 640], np.int64), np.array([0b1011, 1 << 63, 1 << 8], np.uint64)
     )
     assert pages.tolist() == [0, 1, 3, 127, 648] and word.tolist() == [0, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("shift", [0, 5])  # whole words (per-word fast path) and unaligned
+@pytest.mark.parametrize(("starts", "walks"), [(None, 1), ([0], 1), ([0, 2], 2), ([0, 1, 2], 3)])
+def test_masked_skip_rewalks_at_each_ioctl(shift, starts, walks):
+    """Several CLEARs applied together (``starts``: the word where each ioctl begins): the
+    v6 patch's cached upper-level lookup lives inside one kvm_arch_mmu_enable_log_dirty_pt_
+    masked call, so each ioctl looks the upper levels up again even in the same L3 table.
+    Three words in one L3 table, 4 set bits: one L1 and one L2 read per ioctl that starts
+    a walk (1, 1, 2, 3), one pte read per set bit."""
+    pgt = _pages_layout()
+    offsets = np.array([0, 64, 128]) + shift
+    masks = np.array([1 << 5, 1 << 7 | 1 << 9, 1 << 40], np.uint64)
+    s = None if starts is None else np.array(starts)
+    stats = run_strategy("masked-skip", pgt, BASE_GFN, offsets, masks, s)
+    assert (stats.counters.reads[1], stats.counters.reads[2]) == (walks, walks)
+    assert stats.counters.reads[3] == 4
+    protected = {5 + shift, 71 + shift, 73 + shift, 168 + shift}
+    _, _, d = pgt.lookup(BASE + np.arange(512) * 4096)
+    assert set(np.flatnonzero(~D.is_writable(d)).tolist()) == protected

@@ -460,5 +460,8 @@ def test_last_level_tables_agree_with_the_walk(operations):
     level, pos, _ = pgt.lookup(regions)
     want = np.where(level == 3, pos // pgt.E, -1)
     assert np.array_equal(pgt.last_level_tables(regions), want)  # many regions: matched
+    mixed = np.random.default_rng(len(operations)).permutation(24)  # queries in any order
+    assert np.array_equal(pgt.last_level_tables(regions[mixed]), want[mixed])
+    assert np.array_equal(pgt.last_level_tables(regions[::-1]), want[::-1])
     for r, w in zip(regions, want, strict=True):  # one at a time: walked once > 8 tables
         assert pgt.last_level_tables(np.array([r])).tolist() == [w]

@@ -176,7 +176,7 @@ class PageTable:
         return level, pos, desc
 
     def last_level_tables(self, ipa: np.ndarray) -> np.ndarray:
-        """The last-level table under each sorted, distinct level-2 region start (-1: none).
+        """The last-level table under each level-2 region start, in any order (-1: none).
 
         Many regions are matched against the IPA recorded for every live last-level table
         (a few array passes); a few are walked.
@@ -191,7 +191,12 @@ class PageTable:
             tables, start = tables[order], start[order]
         if not tables.size:
             return np.full(ipa.shape, -1, dtype=np.int64)
-        k = np.minimum(np.searchsorted(start, ipa), tables.size - 1)
+        # tables are mostly one per region from the first on: guess the index, then search
+        # only where the guess is not the region (a ring reset's queries come in any order)
+        k = np.clip((ipa - start[0]) >> self.geom.level_shift(2), 0, tables.size - 1)
+        miss = start[k] != ipa
+        if miss.any():
+            k[miss] = np.minimum(np.searchsorted(start, ipa[miss]), tables.size - 1)
         return np.where(start[k] == ipa, tables[k], -1)
 
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:

@@ -290,17 +290,21 @@ def test_compare_mode_runs_the_others_in_place_and_keeps_only_the_chosen_change(
 
 
 @pytest.mark.parametrize(
-    ("name", "span"), [("range", True), ("masked-skip", False), ("visitor", True), ("rmap", False)]
+    ("name", "span", "walks"),
+    [("range", True, 4), ("masked-skip", False, 3), ("visitor", True, 4), ("rmap", False, 0)],
 )
-def test_each_strategy_protects_its_pages_by_hand(name, span):
+def test_each_strategy_protects_its_pages_by_hand(name, span, walks):
     """Bit i of the word at offset o is page o + i (bit 0 first).  range and visitor protect
     the span [__ffs(mask), __fls(mask)] of each word, as kvm_arch_mmu_enable_log_dirty_pt_
     masked does (start = base + __ffs, end = base + __fls + 1, stage2_wp_range / kvm_pgtable_
     stage2_wrprotect); masked-skip and rmap protect exactly the set bits.  Words at 0, 64,
     640 and 1920 with masks 0b1011, bit 63, all ones and bits 0 and 63, over 8 MiB of
     writable 4K pages: spans 0..3, 127, 640..703, 1920..1983 (133 pages, one L3 write each);
-    bits 0, 1, 3, 127, 640..703, 1920, 1983 (70).  Every other page stays writable, and a
-    second pass writes nothing."""
+    bits 0, 1, 3, 127, 640..703, 1920, 1983 (70).  Every other page stays writable, every
+    page stays a valid page, and a second pass writes nothing.  Reads: range and visitor walk
+    L1 and L2 once per word (4) and read every pte of the spans; masked-skip walks once per
+    L3 table reached (pages 0..511, 512..1023, 1536..2047: 3) and reads only the set bits;
+    rmap reads the set bits' ptes and no upper level."""
     pgt = _pages_layout()
     offsets = np.array([0, 64, 640, 1920], np.int64)
     masks = np.array([0b1011, 1 << 63, 2**64 - 1, 1 | 1 << 63], np.uint64)
@@ -311,7 +315,11 @@ def test_each_strategy_protects_its_pages_by_hand(name, span):
         protected = {0, 1, 3, 127, 1920, 1983} | set(range(640, 704))
     _, _, d = pgt.lookup(BASE + np.arange(2048) * 4096)
     assert set(np.flatnonzero(~D.is_writable(d)).tolist()) == protected
-    assert {k: v for k, v in stats.counters.writes.items() if v} == {3: len(protected)}
+    assert D.is_valid(d).all()
+    writes = {k: v for k, v in stats.counters.writes.items() if v}
+    assert writes == {3: len(protected)} and type(writes[3]) is int
+    reads = {k: v for k, v in stats.counters.reads.items() if v}
+    assert reads == ({1: walks, 2: walks} if walks else {}) | {3: len(protected)}
     assert stats.pages == 70 and stats.words == 4
     again = run_strategy(name, pgt, BASE_GFN, offsets, masks)  # nothing left to protect
     assert not any(again.counters.writes.values())

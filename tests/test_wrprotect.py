@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kvm import wrprotect as WP
@@ -137,6 +137,7 @@ def ring_layouts(draw):
     return pgt, offsets, masks
 
 
+@settings(max_examples=15, deadline=None)
 @given(ring_layouts())
 def test_each_strategy_matches_its_reference_on_unaligned_words(layout):
     """Spans inside one last-level table take the in-table path (range, visitor), the
@@ -144,6 +145,7 @@ def test_each_strategy_matches_its_reference_on_unaligned_words(layout):
     _assert_each_matches_its_reference(*layout)
 
 
+@settings(max_examples=15, deadline=None)
 @given(ring_layouts(), st.sampled_from(["range", "visitor"]))
 def test_in_table_spans_count_as_the_walk_does(layout, name):
     """tables_visited (not in the references) too: the in-table path and the general walk

@@ -20,6 +20,7 @@ from engine.kvm.wrprotect import STRATEGIES, ffs64, fls64, run_strategy
 from engine.stage2 import descriptor as D
 from engine.stage2.geometry import Geometry
 from engine.stage2.pgtable import PageTable
+from engine.stage2.walk import unmap_range
 
 G4K = Geometry(4096, 40)
 BASE = 0x40000000
@@ -339,20 +340,36 @@ def test_ffs_fls_of_zero_and_bits_to_offsets_by_hand():
 
 
 @pytest.mark.parametrize("shift", [0, 5])  # whole words (per-word fast path) and unaligned
-@pytest.mark.parametrize(("starts", "walks"), [(None, 1), ([0], 1), ([0, 2], 2), ([0, 1, 2], 3)])
-def test_masked_skip_rewalks_at_each_ioctl(shift, starts, walks):
+@pytest.mark.parametrize(
+    ("starts", "walks", "third"),
+    [(None, 1, 128), ([0], 1, 128), ([0, 2], 2, 128), ([0, 1, 2], 3, 128), ([0], 2, 640)],
+)
+def test_masked_skip_rewalks_at_each_ioctl(shift, starts, walks, third):
     """Several CLEARs applied together (``starts``: the word where each ioctl begins): the
     v6 patch's cached upper-level lookup lives inside one kvm_arch_mmu_enable_log_dirty_pt_
     masked call, so each ioctl looks the upper levels up again even in the same L3 table.
     Three words in one L3 table, 4 set bits: one L1 and one L2 read per ioctl that starts
-    a walk (1, 1, 2, 3), one pte read per set bit."""
+    a walk (1, 1, 2, 3), one pte read and one write per set bit, three tables visited per
+    walk.  A third word in the next L3 table (offset 640) needs its own walk inside one
+    ioctl (2)."""
     pgt = _pages_layout()
-    offsets = np.array([0, 64, 128]) + shift
+    offsets = np.array([0, 64, third]) + shift
     masks = np.array([1 << 5, 1 << 7 | 1 << 9, 1 << 40], np.uint64)
     s = None if starts is None else np.array(starts)
     stats = run_strategy("masked-skip", pgt, BASE_GFN, offsets, masks, s)
     assert (stats.counters.reads[1], stats.counters.reads[2]) == (walks, walks)
-    assert stats.counters.reads[3] == 4
-    protected = {5 + shift, 71 + shift, 73 + shift, 168 + shift}
-    _, _, d = pgt.lookup(BASE + np.arange(512) * 4096)
+    assert stats.counters.reads[3] == 4 and stats.counters.writes[3] == 4
+    assert stats.counters.tables_visited == 3 * walks
+    protected = {5 + shift, 71 + shift, 73 + shift, third + 40 + shift}
+    _, _, d = pgt.lookup(BASE + np.arange(1024) * 4096)
     assert set(np.flatnonzero(~D.is_writable(d)).tolist()) == protected
+
+
+def test_rmap_reads_only_mapped_pages_under_sparse_bits():
+    """x86's rmap walk finds no spte for a page that is not mapped: bits 1 and 3 of word 0
+    with page 3 unmapped read (and protect) page 1 only."""
+    pgt = _pages_layout()
+    unmap_range(pgt, BASE + 3 * 4096, 4096)
+    stats = run_strategy("rmap", pgt, BASE_GFN, np.array([0]), np.array([0b1010], np.uint64))
+    assert {k: v for k, v in stats.counters.reads.items() if v} == {3: 1}
+    assert {k: v for k, v in stats.counters.writes.items() if v} == {3: 1}

@@ -279,9 +279,9 @@ class Migration:
     def counted_ticks(self, edges: list[int], i: int) -> int:
         """Run batch ticks i, i + 1, ... (``edges[j]``..``edges[j + 1]`` in ns) while each is
         one whose whole effect is a count of pages sent: QEMU's sender inside a window, with
-        counted sends (``defer_tick`` set, the batch's first send made), no decision, timer,
-        limit, ring reap or CLEAR due.  Returns the first tick not run (``i`` if tick i is
-        not such a tick; ``tick`` runs it).
+        counted sends (``defer_tick`` set), no decision, timer, limit, ring reap or CLEAR
+        due.  Returns the first tick not run (``i`` if tick i is not such a tick; ``tick``
+        runs it).
 
         Each tick makes ``tick``'s comparisons and float operations in the same order
         (``_send_windows``, ``_send_counted``, ``_defer``, ``_qemu_step``), so the carry
@@ -295,7 +295,6 @@ class Migration:
             or self.is_fixed
             or self.defer_tick is None
             or self.decision_due
-            or d is None
             or self._remaining is None
             or self.round > self.cfg.max_rounds
         ):
@@ -312,7 +311,7 @@ class Migration:
         if self.vm.tracking.manual and any(
             m.clear_snapshot is not None for m in self.slots.values()
         ):
-            if d.ahead is None:
+            if d is None or d.ahead is None:
                 return i
             at = int(np.searchsorted(d.clear_at, d.sent))
             hi_max = int(d.clear_at[at]) if at < d.clear_at.size else math.inf
@@ -327,7 +326,7 @@ class Migration:
         rate = Q.rate_limit_per_window(cfg.bandwidth)
         used = self.total_bytes - self.win_xfer0  # bytes sent in this window
         timeout = cfg.timeout_s * NS
-        left, hi, sent = self._remaining, d.sent, 0
+        left, hi, sent = self._remaining, d.sent if d is not None else 0, 0
         j = i
         while j < len(edges) - 1:
             t0, t1 = edges[j], edges[j + 1]
@@ -348,6 +347,8 @@ class Migration:
             if t1 - self.last_decision >= Q.MAX_WAIT_NS and rate - (used + n * cost) > 0:
                 break  # ram_save_iterate returns after MAX_WAIT: a decision
             if n:
+                if d is None:  # the batch's first send (``_defer``: the count is kept)
+                    d = self._deferred = DF.Deferred(self.cursor)
                 d.add(j, n)
                 left -= n
                 hi += n

@@ -310,6 +310,7 @@ def test_walk_counters_add_up():
     assert dict(a.reads) == {1: 1, 2: 1, 3: 12}
     assert dict(a.writes) == {2: 4, 3: 3}
     assert a.tables_visited == 5
+    assert a.total_reads() == 14 and a.total_writes() == 7
 
 
 def test_a_block_split_during_a_leaf_visit_is_descended():

@@ -99,7 +99,7 @@ def set_all(words: np.ndarray, npages: int) -> None:
         words[-1] = U64((1 << (npages % 64)) - 1)
 
 
-def _flush_slot(vm, op: OpStats, times: int = 1) -> None:
+def _flush_slot(vm, times: int = 1) -> None:
     """kvm_flush_remote_tlbs_memslot: one range invalidation over the slot (per ioctl)."""
     vm.pgt.tlbi["range"] += times
 
@@ -125,7 +125,7 @@ def enable_logging(vm, st) -> OpStats:
             walk_bulk(vm.pgt, s.base, s.end, _WRPROTECT, op.counters)  # kvm_mmu_wp_memory_region
             if vm.tracking.eager_split:
                 _split_slot(vm, s)  # kvm_mmu_split_memory_region
-        _flush_slot(vm, op)
+        _flush_slot(vm)
     return op
 
 
@@ -197,7 +197,7 @@ def _get_dirty_log(vm, slot_id: int) -> tuple[np.ndarray, OpStats]:
         op.pages = popcount(masks)
         if vm.tracking.mode != "dbm" and nz.size:
             protect(vm, st, nz * 64, masks, op)
-            _flush_slot(vm, op)
+            _flush_slot(vm)
     return snapshot, op
 
 
@@ -277,7 +277,7 @@ def _clear_many(vm, st, bitmap: np.ndarray, calls, w0: np.ndarray, nw: np.ndarra
             return op  # nothing was set: no re-protection, no flush
         call = np.repeat(np.arange(len(calls)), nw)[nz]
         starts = np.flatnonzero(first_of_runs(call))  # each ioctl that re-protects flushes
-        _flush_slot(vm, op, int(starts.size))
+        _flush_slot(vm, int(starts.size))
         offsets, masks = words[nz] * 64, cleared[nz]
         op.pages = popcount(masks)
         protect(vm, st, offsets, masks, op, starts)
@@ -452,7 +452,7 @@ def scan_dbm(vm, st) -> OpStats:
             rel = np.concatenate(dirty_pages)
             set_bits(st.bitmap, rel)
             op.pages = int(rel.size)
-            _flush_slot(vm, op)
+            _flush_slot(vm)
     return op
 
 

@@ -250,9 +250,15 @@ def test_ipa_size_range(ipa_bits, ok):
 # -- auto-converge trigger ---------------------------------------------------------------------
 
 
+class _StandIn(SimpleNamespace):
+    """A stand-in simulation (a subclass: SimpleNamespace itself cannot be weakly referenced)."""
+
+
 def _auto_converge_migration() -> Migration:
-    sim = SimpleNamespace(vm=SimpleNamespace(page_size=4096), message=lambda *_: None)
-    return Migration(sim, MigrationCfg(auto_converge=True), clear_chunk_pages=1 << 18)
+    sim = _StandIn(vm=SimpleNamespace(page_size=4096), message=lambda *_: None)
+    mig = Migration(sim, MigrationCfg(auto_converge=True), clear_chunk_pages=1 << 18)
+    mig.stand_in = sim  # (Migration holds its simulation weakly)
+    return mig
 
 
 def _period(mig: Migration, k: int, new_pages: int) -> None:

@@ -135,9 +135,15 @@ def test_eager_split_at_enable_splits_every_chunk_of_the_slot():
 # -- migration: the switchover threshold and the final verification -----------------------------
 
 
+class _StandIn(SimpleNamespace):
+    """A stand-in simulation (a subclass: SimpleNamespace itself cannot be weakly referenced)."""
+
+
 def _migration(**cfg) -> Migration:
-    sim = SimpleNamespace(vm=SimpleNamespace(page_size=4096, slots={}), message=lambda *_: None)
-    return Migration(sim, MigrationCfg(**cfg), clear_chunk_pages=1 << 18)
+    sim = _StandIn(vm=SimpleNamespace(page_size=4096, slots={}), message=lambda *_: None)
+    mig = Migration(sim, MigrationCfg(**cfg), clear_chunk_pages=1 << 18)
+    mig.stand_in = sim  # (Migration holds its simulation weakly)
+    return mig
 
 
 def test_switchover_threshold_is_bandwidth_times_downtime_in_seconds():

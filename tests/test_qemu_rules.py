@@ -519,3 +519,14 @@ def test_ring_reaper_collects_every_second():
     # the tick that ends at each whole second starts 10 ms before it
     assert {990_000_000, 1_990_000_000, 2_990_000_000} <= set(reaps)
     assert sim.migration.round == 1  # no sync happened: these were the reaper's
+
+
+@pytest.mark.parametrize(("release", "sign"), [("9.2", "<"), ("10.1", "≤")])
+def test_the_switchover_reason_names_the_release_comparison(release, sign):
+    """The reason quotes migration_iteration_run's comparison of the release: 10.1 switches
+    over at ``pending_size <= threshold_size``, 9.2 at ``pending_size < threshold_size``.
+    512 pages left (2,097,152 B) under the 513-page threshold (2,101,248 B) complete on both."""
+    _, result = run(_untracked(512, downtime_limit_ms=512, qemu=release, timeout_s=0.5))
+    assert result["outcome"] == "completed"
+    assert result["reason"].startswith(f"2,097,152 dirty bytes {sign} threshold 2,101,248 bytes")
+    assert result["reason"].endswith(f"QEMU {release})")

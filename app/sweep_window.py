@@ -301,7 +301,7 @@ class SweepWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """Closing never waits for the sweep: it is cancelled and its thread ends on its own
         (connecting to an unresponsive scheduler can take 2 × CONNECT_TIMEOUT_S)."""
-        if self.worker is not None and self.sweep_thread is not None:
+        if self.running:  # (the thread and its worker are set and cleared together)
             self.worker.cancel()
             _ending().keep(self.sweep_thread, self.worker)
             self.sweep_thread, self.worker = None, None

@@ -29,6 +29,7 @@ from engine.stage2.walk import (
 )
 from engine.util.arrays import expand_runs, first_of_runs, unique_fast
 from engine.util.errors import KvmError
+from engine.util.scatter import DENSE_SPAN
 
 U64 = np.uint64
 _, _WRPROTECT = set_clear_visitor(0, D.S2AP_W)
@@ -325,7 +326,6 @@ def _word_masks(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _DENSE_MIN_PAGES = 4096  # below this the per-word path is as fast
-_DENSE_SPAN = 16  # pages at least one in this many of the words they span: one bool per bit
 
 
 def _dense_words(pages: np.ndarray) -> tuple[int, np.ndarray] | None:
@@ -336,7 +336,7 @@ def _dense_words(pages: np.ndarray) -> tuple[int, np.ndarray] | None:
         return None
     w0, w1 = int(pages.min()) >> 6, int(pages.max()) >> 6
     nbits = (w1 - w0 + 1) * 64
-    if nbits > _DENSE_SPAN * pages.size:
+    if nbits > DENSE_SPAN * pages.size:
         return None
     on = np.zeros(nbits, dtype=bool)
     on[pages - w0 * 64] = True
@@ -474,7 +474,7 @@ def _dirty_leaves(pgt, batch) -> np.ndarray:
         want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
         dirty = ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
         found.append(unique_fast(pos[dirty]))
-    return np.concatenate(found) if found else np.zeros(0, np.int64)
+    return np.concatenate(found)  # (never empty: the general path or at least one run)
 
 
 def _row_runs(tables: np.ndarray) -> list[slice]:

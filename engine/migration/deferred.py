@@ -146,8 +146,7 @@ def clear_sent(bitmap: np.ndarray, pages: np.ndarray) -> None:
     keep_lo = U64((1 << (a & 63)) - 1)  # bits of the first word below a
     keep_hi = U64(~((1 << (b - (wb - 1) * 64)) - 1) & (2**64 - 1))  # of the last, from b on
     first, last = seg[0] & keep_lo, seg[-1] & keep_hi
-    inside = int(np.bitwise_count(seg).sum(dtype=np.int64))
-    inside -= int(np.bitwise_count(first)) + int(np.bitwise_count(last))
+    inside = DL.popcount(seg) - DL.popcount(first) - DL.popcount(last)
     if inside != pages.size:
         DL.clear_bits(bitmap, pages)
         return

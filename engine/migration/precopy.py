@@ -39,6 +39,7 @@ from engine.migration import qemu_rules as Q
 from engine.migration import xen as X
 from engine.migration.kubevirt import KubevirtMonitor
 from engine.util.arrays import expand_runs, unique_fast
+from engine.util.scatter import subtract_ones
 
 U64 = np.uint64
 NS = 1_000_000_000
@@ -792,8 +793,7 @@ class Migration:
             sel = (gfn >= s.base_gfn) & (gfn < s.base_gfn + s.npages)
             if sel.any() and not s.readonly:
                 late = DF.later_writes(pages, t, gfn[sel] - s.base_gfn, wt[sel])
-                if late.size:  # (at most the batch's writes: a short ufunc.at)
-                    np.subtract.at(m.dest, late, 1)
+                subtract_ones(m.dest, late)
             if m.last_sent is not None:
                 m.last_sent[pages] = min(self.round, 32767)
             self.cursor = (sid, int(pages[-1]) + 1)

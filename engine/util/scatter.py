@@ -36,6 +36,13 @@ def add_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
         np.add.at(target, idx[lo : lo + SLICE], values[lo : lo + SLICE])
 
 
+def subtract_ones(target: np.ndarray, idx: np.ndarray) -> None:
+    """``np.subtract.at(target, idx, 1)`` in slices: one less per occurrence of each index
+    (``ufunc.at`` holds the GIL for its whole run)."""
+    for lo in range(0, idx.size, SLICE):
+        np.subtract.at(target, idx[lo : lo + SLICE], 1)
+
+
 def add_counts(target: np.ndarray, idx: np.ndarray, weight=1) -> None:
     """Add ``weight`` to ``target[i]`` once per occurrence of ``i`` in ``idx``."""
     if not idx.size:

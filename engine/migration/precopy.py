@@ -370,16 +370,7 @@ class Migration:
         self.carry_bytes = carry
         if sent:
             self._remaining = left
-            nbytes = sent * cost
-            per = max(1, self.page // Q.TARGET_PAGE)
-            self.total_bytes += nbytes
-            self.total_pages_sent += sent
-            self.iter_pages += sent
-            self.normal += sent * per
-            if self.acc:
-                self.acc.transferred_bytes += nbytes
-                self.acc.pages_sent += sent
-                self.acc.normal += sent * per
+            self._count_sent(sent, cost)  # (integer sums: the same as tick by tick)
         return j
 
     def _qemu_step(self, t: int) -> None:
@@ -731,12 +722,17 @@ class Migration:
         if self.vm.tracking.manual:
             self._clear_counted(d, lo, lo + n)
         self._remaining -= n
+        self._count_sent(n, cost)
+
+    def _count_sent(self, n: int, cost: int) -> None:
+        """The counters of ``n`` pages sent at ``cost`` bytes each (a uniform cost is never a
+        zero page's: they are QEMU's normal pages, per target page)."""
         nbytes = n * cost
         per = max(1, self.page // Q.TARGET_PAGE)
         self.total_bytes += nbytes
         self.total_pages_sent += n
         self.iter_pages += n
-        self.normal += n * per  # a uniform cost is never a zero page's
+        self.normal += n * per
         if self.acc:
             self.acc.transferred_bytes += nbytes
             self.acc.pages_sent += n

@@ -43,15 +43,42 @@ def fold_max(values: np.ndarray, factor: int) -> np.ndarray:
 
     Float layers (write heat) are never negative, and non-negative IEEE floats order like
     their bit patterns read as integers, so they are folded as int32: numpy's float max
-    checks every element for NaN and runs at half the speed.
+    checks every element for NaN and runs at half the speed.  A power-of-two ``factor`` is
+    folded pair by pair (``_fold_pow2``); others by ``reduceat``.
     """
     if factor <= 1 or values.size == 0:
         return values
-    # reduceat is about twice as fast as reshape(-1, k).max(axis=1) for small k
-    starts = np.arange(0, values.size, factor)
-    if values.dtype == np.float32:
-        return np.maximum.reduceat(values.view(np.int32), starts).view(np.float32)
-    return np.maximum.reduceat(values, starts)
+    flat = values.view(np.int32) if values.dtype == np.float32 else values
+    k = factor.bit_length() - 1
+    if factor == 1 << k:
+        out = _fold_pow2(flat, k)
+    else:  # reduceat is about twice as fast as reshape(-1, k).max(axis=1) for small k
+        out = np.maximum.reduceat(flat, np.arange(0, flat.size, factor))
+    return out.view(values.dtype)
+
+
+FOLD_CHUNK = 1 << 16  # values folded at a time by _fold_pow2 (its halves stay in the cache)
+
+
+def _fold_pow2(values: np.ndarray, k: int) -> np.ndarray:
+    """``fold_max(values, 2**k)`` (1-D): ``k`` halvings, each the max of neighbouring pairs,
+    ``FOLD_CHUNK`` values at a time through two reused buffers, so only the first halving
+    reads memory (about 40 % less CPU than ``reduceat`` at 16 M values, which loops
+    over each group of ``2**k``); the last short group is one ``max``."""
+    full = values.size >> k << k
+    chunk = max(FOLD_CHUNK, 1 << k)
+    out = np.empty(-(-values.size >> k), values.dtype)
+    bufs = (np.empty(chunk >> 1, values.dtype), np.empty(chunk >> 2, values.dtype))
+    for lo in range(0, full, chunk):
+        src = values[lo : min(lo + chunk, full)]
+        for j in range(k):
+            half = src.size >> 1
+            dst = out[(lo >> k) : (lo >> k) + half] if j == k - 1 else bufs[j % 2][:half]
+            np.maximum(src[0::2], src[1::2], out=dst)
+            src = dst
+    if full < values.size:
+        out[-1] = values[full:].max()
+    return out
 
 
 def _fold_span(layer, start: int, stop: int, factor: int) -> np.ndarray:
@@ -87,22 +114,67 @@ CODE_CHUNK = 1 << 14  # values coded at a time (the temporaries stay in the cach
 
 def _log_codes(values: np.ndarray, scale: float) -> np.ndarray:
     """``uint8(1 + clip(log1p(values) / log1p(scale) * 254, 0, 254))``, same shape: write
-    heat's codes.  Worked ``CODE_CHUNK`` values at a time in two reused buffers: the same
-    operations in the same types (the same codes) for about 25 % less CPU than whole-array
-    temporaries (1 M cells: 8 MB of float64 each, four of them)."""
+    heat's codes, worked ``CODE_CHUNK`` values at a time.  float32 values take
+    ``_fast_log_codes`` (the same codes); others the formula itself (``_exact_log_codes``)."""
     flat = values.reshape(-1)
     den = np.log1p(scale)
-    logs = np.empty(min(flat.size, CODE_CHUNK), np.log1p(flat[:0]).dtype)
-    work = np.empty(logs.size, np.result_type(logs.dtype, den))
     out = np.empty(flat.size, np.uint8)
+    margin = _code_margin(den) if flat.dtype == np.float32 else 1.0
     for lo in range(0, flat.size, CODE_CHUNK):
-        n = min(CODE_CHUNK, flat.size - lo)
-        y = np.divide(np.log1p(flat[lo : lo + n], out=logs[:n]), den, out=work[:n])
-        np.multiply(y, 254, out=y)
-        np.clip(y, 0, 254, out=y)
-        np.add(1, y, out=y)
-        out[lo : lo + n] = y  # truncated, as astype(np.uint8)
+        part = flat[lo : lo + CODE_CHUNK]
+        if margin < 0.25:
+            out[lo : lo + part.size] = _fast_log_codes(part, den, margin)
+        else:
+            out[lo : lo + part.size] = _exact_log_codes(part, den)
     return out.reshape(values.shape)
+
+
+def _exact_log_codes(values: np.ndarray, den: np.floating) -> np.ndarray:
+    """The formula of ``_log_codes`` as written, on a 1-D array (log1p in the values' type,
+    the rest in float64, truncated as astype(np.uint8))."""
+    y = np.divide(np.log1p(values), den)
+    np.multiply(y, 254, out=y)
+    np.clip(y, 0, 254, out=y)
+    np.add(1, y, out=y)
+    return y.astype(np.uint8)
+
+
+# Bounds behind _code_margin (absolute, in natural-log units): float32 1 + v is rounded by at
+# most 2**-24 relative, which moves its log by at most 2**-24; numpy's SIMD float32 log and
+# glibc's log1pf are each within a few ULP (measured on this host over 4 M values from 1e-4
+# to 1e34: 0.53 and 0.79 ULP beyond that rounding); 16 ULP of the largest unsaturated log
+# covers both eight times over.
+LOG_ROUNDING = 2.0**-23
+LOG_ULPS = 16
+
+
+def _code_margin(den: np.floating) -> float:
+    """How far, in code steps, ``254 * ln(1 + v) / den`` computed in float32 can be from the
+    formula's value: values whose fast estimate lies nearer than this to a step are coded by
+    the formula itself.  Codes saturate at 254 steps, so only logs up to ``2 * den`` count."""
+    ulp = float(np.spacing(np.float32(2 * max(float(den), 1.0))))
+    return (LOG_ROUNDING + LOG_ULPS * ulp) * 254 / float(den) + 1e-4
+
+
+def _fast_log_codes(values: np.ndarray, den: np.floating, margin: float) -> np.ndarray:
+    """``_exact_log_codes`` of float32 ``values`` for about a third of the CPU: glibc's
+    log1pf is scalar (19 ms for 1 M values here), numpy's float32 log of ``1 + v`` is SIMD
+    (5 ms).  Its estimate of the code step, ``w``, is within ``margin`` steps of the
+    formula's, so a value whose ``w`` is further than that from every whole step has the
+    estimate's code; the others (about 2 × margin of them, and NaN) take the formula."""
+    w = np.log(np.add(values, np.float32(1)))
+    np.multiply(w, np.float32(254 / float(den)), out=w)
+    step = np.floor(w)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, unsure
+        frac = np.subtract(w, step)
+    unsure = ~((frac >= margin) & (frac <= 1 - margin))
+    np.clip(step, 0, 254, out=step)
+    np.add(step, 1, out=step)
+    codes = step.astype(np.uint8)
+    if unsure.any():
+        idx = np.flatnonzero(unsure)
+        codes[idx] = _exact_log_codes(values[idx], den)
+    return codes
 
 
 def to_codes(layer: np.ndarray, mode: str, scale: float | None = None) -> tuple[np.ndarray, float]:

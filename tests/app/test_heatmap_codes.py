@@ -13,6 +13,7 @@ import pytest
 
 from app.heatmap_data import (
     CODE_CHUNK,
+    FOLD_CHUNK,
     detail_factor,
     diff_layer,
     fold_max,
@@ -186,3 +187,47 @@ def test_heat_codes_worked_in_chunks_equal_the_whole_array_formula(size, written
     got, top = to_codes(layer, "heat", scale)
     assert top == scale
     assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.5, 37.5, 1023.0, 3e4, 1e30])
+def test_fast_heat_codes_equal_the_formula_at_every_step_boundary(scale):
+    """The float32 estimate hands a value to the formula whenever it lies near a step: the
+    values 0..40 float32 steps either side of every code boundary (where the estimate and
+    the formula could disagree), random values, 0, the smallest float and infinity all get
+    the formula's code."""
+    den = np.log1p(scale)
+    edges = np.expm1(np.arange(1, 256) / 254 * den).astype(np.float32)
+    near = [np.nextafter(edges, np.float32(np.inf * s)) for s in (1, -1)]
+    values = [edges]
+    for side in near:
+        v = edges
+        for _ in range(40):
+            v = np.nextafter(v, side)
+            values.append(v)
+    rng = np.random.default_rng(7)
+    values += [
+        (rng.random(50_000) * scale * 3).astype(np.float32),
+        np.array([0.0, 1e-45, 1e-8, np.inf, scale], np.float32),
+    ]
+    layer = np.abs(np.concatenate(values))
+    want = (1 + np.clip(np.log1p(layer) / np.log1p(scale) * 254, 0, 254)).astype(np.uint8)
+    got, _ = to_codes(layer, "heat", scale)
+    assert np.array_equal(got, want)
+    assert len(set(want.tolist())) > 190  # the boundaries were reached: most codes occur
+
+
+@pytest.mark.parametrize("k", [1, 4, 6, 17])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_power_of_two_folds_cross_chunks_like_a_plain_max(k, dtype):
+    """Folds by 2**k, pair by pair and a chunk at a time, equal the max of each group of
+    2**k consecutive values taken whole (the last group short), across chunk boundaries."""
+    size = 2 * FOLD_CHUNK + (1 << k) + 3
+    rng = np.random.default_rng(k)
+    values = (rng.random(size) * 250).astype(dtype)
+    values[::3] = 0
+    group = 1 << k
+    padded = np.zeros(-(-size // group) * group, dtype)  # values are >= 0: zeros change no max
+    padded[:size] = values
+    want = padded.reshape(-1, group).max(axis=1)
+    got = fold_max(values, group)
+    assert got.dtype == values.dtype and np.array_equal(got, want)

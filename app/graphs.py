@@ -191,6 +191,7 @@ class TimingGraphs(QWidget):
         for (plot, _), curve in self.curves.items():
             self.plots[plot].removeItem(curve)
         self.curves.clear()
+        self._empty: dict[str, bool] = {}  # each plot's state as last drawn
         self.series = {}
         self._args = ((),)
         self._stale = []
@@ -201,6 +202,11 @@ class TimingGraphs(QWidget):
             self._show_empty(key, True)
 
     def _show_empty(self, key: str, empty: bool) -> None:
+        """Empty (a note, no values on the axis) or not; only a change is drawn: restyling
+        an axis regenerates and repaints it."""
+        if self._empty.get(key) == empty:
+            return
+        self._empty[key] = empty
         p = self.plots[key]
         self.empty_text[key].setVisible(empty)
         p.getAxis("left").setStyle(showValues=not empty)
@@ -247,7 +253,9 @@ class TimingGraphs(QWidget):
                 label = f"{name} (active)" if active else name
                 parts.append(f"<span style='color:{c}'>━●</span>&nbsp;{label}")
         note = self.notes.get(plot, "")
-        self.legends[plot].setText("&nbsp; ".join(parts) + (f"<br><i>{note}</i>" if note else ""))
+        text = "&nbsp; ".join(parts) + (f"<br><i>{note}</i>" if note else "")
+        if text != self.legends[plot].text:  # new text re-lays out the plot's cell
+            self.legends[plot].setText(text)
 
     def set_downtime_limit(self, ms: float) -> None:
         self.downtime_limit.setValue(ms)

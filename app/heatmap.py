@@ -10,6 +10,8 @@ drawn as lines with their names; a click asks the tree to select the page's leaf
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
@@ -42,8 +44,11 @@ def _ramp(name: str, n: int = 255) -> np.ndarray:
     return cmap.getLookupTable(0.0, 1.0, n, alpha=False)
 
 
+@functools.cache
 def _lut(mode: str) -> np.ndarray:
-    """256 RGB entries: index 0 = no page (dark grey), 1..255 the mode's scale."""
+    """256 RGB entries: index 0 = no page (dark grey), 1..255 the mode's scale.  Built once
+    per mode (a colour map is read from pyqtgraph's files) and read-only: shared by every
+    image item that shows the mode."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[0] = (40, 40, 40)
     if mode in ("heat", "version"):
@@ -66,7 +71,9 @@ class ColourBar(pg.PlotItem):
     """The colours of the current mode with their values and unit (or their categories).
 
     Set up in full only when the mode changes; while running, the heat scale's top moves
-    almost every frame and then only the ticks are replaced.  The axis keeps a fixed width
+    almost every frame and then only the ticks are replaced, when a label changes or a tick
+    would move by a pixel (regenerating and repainting the axis took 3 ms of the GUI
+    thread's CPU a frame, held against the worker for the GIL).  The axis keeps a fixed width
     (room for the widest tick text), so new tick text never re-lays out the bar or the map
     (an auto-sized axis resized the bar's view and repainted both, 30 times a second)."""
 
@@ -85,21 +92,23 @@ class ColourBar(pg.PlotItem):
         self.addItem(self.bar)
         self.setFixedWidth(self.SCALE_WIDTH)
         self.mode: str | None = None
-        self.scale: float | None = None  # the scale the ticks show (scale modes)
+        self.shown_ticks: tuple | None = None  # the ticks drawn: labels, pixel rows
 
     def show_scale(self, img: HeatImage) -> None:
         if img.mode != self.mode:
             self._show_mode(img.mode)
         if img.mode in CATEGORIES:
             return
-        scale = round(img.scale, 6)
-        if scale != self.scale:
-            self.scale = scale
-            self.getAxis("right").setTicks([self._ticks(img), []])
+        ticks = self._ticks(img)
+        px = self.getViewBox().height() / 255  # pixels per code
+        key = tuple((label, round(pos * px)) for pos, label in ticks)
+        if key != self.shown_ticks:
+            self.shown_ticks = key
+            self.getAxis("right").setTicks([ticks, []])
 
     def _show_mode(self, mode: str) -> None:
         """Colours, categories or unit, and the width of ``mode``."""
-        self.mode, self.scale = mode, None
+        self.mode, self.shown_ticks = mode, None
         axis = self.getAxis("right")
         metrics = QFontMetrics(axis.style.get("tickFont") or QFont())
         self.bar.setLookupTable(_lut(mode))

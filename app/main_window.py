@@ -363,6 +363,8 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             "Pause" if frame.running or frame.stepping else ("Done" if frame.finished else "Start")
         )
         self.controls.show_finished(frame.finished)
+        if self.runner is not None:
+            self.runner.acknowledge(frame)
         self.frame_shown.emit(frame)
 
     def show_error(self, text: str) -> None:

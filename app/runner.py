@@ -50,6 +50,7 @@ from engine.migration.snapshot import Snapshot
 from engine.util.errors import DirtylogError, clip
 
 FRAME_INTERVAL_S = 1 / 30
+UNSHOWN_WAIT_S = 0.5  # a frame not yet shown holds back the next one at most this long
 SLICE_BUDGET_S = 0.02
 MAX_BATCH = 256  # ticks per Simulation.advance at most
 MAX_TOUCHED = 50_000  # leaves highlighted in the tree after a harvest
@@ -70,6 +71,7 @@ class Frame:
     hover: str = ""  # the hovered page, described as of this frame
     result: dict | None = None  # the run's result (as ``dirtylog run`` has it) once finished
     settings: dict | None = None  # the settings in effect (after events and edits)
+    seq: int = 0  # numbers the worker's frames: the GUI acknowledges the one it has shown
 
 
 class SimWorker(QObject):
@@ -101,6 +103,8 @@ class SimWorker(QObject):
         self._blank_diff = np.zeros(0, np.uint8)  # the diff layer with no snapshots loaded
         self._layers: MaxPyramid | None = None  # the shown layer's max-pyramid
         self._batch_ticks = MAX_BATCH  # ticks per advance (see _advance)
+        self._sent = 0  # the last frame's seq
+        self.shown = 0  # the seq of the last frame the GUI has shown (Runner.acknowledge)
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -301,10 +305,15 @@ class SimWorker(QObject):
             return False
 
     def _emit(self, force: bool = False) -> None:
+        """Send a frame, at most one per FRAME_INTERVAL_S unless ``force``, and none while the
+        GUI has not shown the previous one (for up to UNSHOWN_WAIT_S): a frame the GUI would
+        drop costs the worker its rendering and the GUI the GIL the worker holds meanwhile."""
         now = time.perf_counter()
-        if not force and now - self._last_frame < FRAME_INTERVAL_S:
+        waiting = self._sent > self.shown and now - self._last_frame < UNSHOWN_WAIT_S
+        if not force and (waiting or now - self._last_frame < FRAME_INTERVAL_S):
             return
         self._last_frame = now
+        self._sent += 1
         try:
             # the frame carries no layer: the GUI draws the image rendered here, so the
             # worker keeps refilling one buffer instead of handing over a fresh array
@@ -337,6 +346,7 @@ class SimWorker(QObject):
                 hover,
                 self._result,
                 effective_settings(self.sim),
+                self._sent,
             )
             self.frame.emit(frame)
         except Exception:
@@ -421,6 +431,11 @@ class Runner(QObject):
         self.req_hover.connect(self.worker.set_hover)
         self.req_heat_top.connect(self.worker.set_heat_top)
         self.thread.start()
+
+    def acknowledge(self, frame: Frame) -> None:
+        """The GUI has shown ``frame``: the worker may render the next (an int written under
+        the GIL; the worker only reads it)."""
+        self.worker.shown = max(self.worker.shown, frame.seq)
 
     def shutdown(self) -> None:
         """Stop the loop and join the thread (called on close and before a reset)."""

@@ -541,3 +541,37 @@ def test_heat_drawn_with_a_gain_is_the_scaled_layer():
     da = render_detail(raw, "heat", a, 3, 9, 1000, gain)
     db = render_detail(scaled, "heat", b, 3, 9, 1000)
     assert np.array_equal(da.codes, db.codes) and da.first_page == db.first_page
+
+
+def test_the_worker_renders_no_frame_the_gui_has_not_caught_up_with():
+    """A frame not yet shown holds back the next (for up to UNSHOWN_WAIT_S); a shown one
+    lets it go; a forced frame (a request's answer) always goes.  The worker is driven here in
+    the test's thread, its signal connected directly."""
+    import time
+
+    from app.runner import FRAME_INTERVAL_S, UNSHOWN_WAIT_S, SimWorker
+
+    worker = SimWorker(Simulation.from_dict(small_session()))
+    sent = []
+    worker.frame.connect(sent.append)
+
+    def emit_after(seconds, force=False):
+        worker._last_frame = time.perf_counter() - seconds  # the last frame went then
+        worker._emit(force)
+
+    worker._emit(force=True)
+    assert [f.seq for f in sent] == [1]
+    emit_after(2 * FRAME_INTERVAL_S)
+    assert len(sent) == 1  # frame 1 not shown yet
+    worker.shown = 1
+    emit_after(FRAME_INTERVAL_S / 2)
+    assert len(sent) == 1  # shown, but too soon after it
+    emit_after(FRAME_INTERVAL_S)
+    assert [f.seq for f in sent] == [1, 2]
+    worker._emit(force=True)  # forced: neither the interval nor the unshown frame 2 matter
+    assert [f.seq for f in sent] == [1, 2, 3]
+    emit_after(UNSHOWN_WAIT_S * 0.9)
+    assert len(sent) == 3
+    emit_after(UNSHOWN_WAIT_S * 1.1)  # frame 3 lost: after UNSHOWN_WAIT_S the next goes
+    assert [f.seq for f in sent] == [1, 2, 3, 4]
+    worker.deleteLater()

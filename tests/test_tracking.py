@@ -307,19 +307,51 @@ def test_get_without_logging_is_enoent():
     assert e.value.errno_name == "ENOENT"
 
 
+def _group_reference(gfn, vcpu, write, sidx) -> dict[str, list]:
+    """A batch grouped by page one access at a time: per page (in gfn order) its slot, first
+    access, first write (-1: none), their vCPUs and its access count."""
+    seen: dict[int, dict] = {}
+    for t, (g, v, w, s) in enumerate(
+        zip(gfn.tolist(), vcpu.tolist(), write.tolist(), sidx.tolist())
+    ):
+        p = seen.setdefault(
+            g,
+            {
+                "sidx": s,
+                "t_first": t,
+                "vcpu_first": v,
+                "first_is_write": w,
+                "t_write": -1,
+                "vcpu_write": -1,
+                "count": 0,
+            },
+        )
+        p["count"] += 1
+        if w and p["t_write"] < 0:
+            p["t_write"], p["vcpu_write"] = t, v
+    pages = [seen[g] for g in sorted(seen)]
+    out = {k: [p[k] for p in pages] for k in pages[0]}
+    out["gfn"] = sorted(seen)
+    out["written"] = [p["t_write"] >= 0 for p in pages]
+    return out
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 300), st.integers(-1, 3), st.booleans(), st.integers(0, 1)),
         min_size=1,
         max_size=200,
-    )
+    ),
+    st.booleans(),
 )
-def test_grouping_by_page_tables_matches_the_sort(accesses):
-    """The write path groups a batch by page with per-gfn tables when the batch is dense and by
-    a sort otherwise: both give every page its first access, first write, writer and count
-    (vCPU -1 is a device write with no running vCPU)."""
-    from engine.kvm.vm import _AccessKeys, _Pages
+def test_grouping_by_page_matches_one_access_at_a_time(accesses, far):
+    """The write path's grouping (one sort of packed (gfn, index) keys; a plain stable sort
+    when the gfn range leaves no room for the index, ``far``) against a per-access loop:
+    every page's slot, first access, first write, their vCPUs and its count (vCPU -1 is a
+    device write with no running vCPU), with reads and writes mixed, writes only, and one
+    vCPU and one slot (filled in instead of gathered)."""
+    from engine.kvm.vm import _Pages
 
     gfn, vcpu, write, sidx = (
         np.array(c, dtype=t)
@@ -328,17 +360,29 @@ def test_grouping_by_page_tables_matches_the_sort(accesses):
         )
     )
     gfn = gfn + 0x40000
-    lo = int(gfn.min())
-    span = int(gfn.max()) - lo + 1
-    # mixed, the all-write shortcut, and one vCPU and one slot (packed as constants)
+    if far:
+        gfn[gfn % 7 == 0] += 1 << 56
     for w, v, s in ((write, vcpu, sidx), (np.ones_like(write), vcpu, sidx)) + tuple(
         (w, np.full_like(vcpu, vcpu[0]), np.full_like(sidx, sidx[0]))
         for w in (write, np.ones_like(write))
     ):
-        dense = _Pages._group_dense(gfn - lo, lo, span, _AccessKeys.pack(v, s, w), w)
-        ref = _Pages._group_sorted(gfn, v, w, s)
-        for name in ref.__dataclass_fields__:
-            assert np.array_equal(getattr(dense, name), getattr(ref, name)), name
+        got = _Pages.group(gfn, v, w, s)
+        want = _group_reference(gfn, v, w, s)
+        for name in (
+            "gfn",
+            "sidx",
+            "written",
+            "first_is_write",
+            "vcpu_first",
+            "vcpu_write",
+            "t_write",
+            "t_first",
+        ):
+            assert getattr(got, name).tolist() == want[name], name
+        if w.all():
+            assert got.writes.tolist() == want["count"]
+        else:
+            assert got.writes is None
 
 
 @settings(max_examples=60, deadline=None)

@@ -4,10 +4,10 @@ numpy's ``ufunc.at`` (``np.minimum.at``, ``np.add.at``) holds the GIL for its wh
 measured, 4 M updates kept every other Python thread waiting for 40-60 ms, which in the app is
 a frozen window while the worker simulates.  Worse, when its target is freshly allocated
 memory, each first touch of a transparent huge page is a fault taken with the GIL held: 1000
-scattered adds into a new 64 MiB array took 90 ms.  So ``minimum_at`` runs in slices short
+scattered adds into a new 64 MiB array took 90 ms.  So ``add_at`` runs in slices short
 enough (~1 ms) for the interpreter to switch threads between them, on targets its caller has
-just filled (``add_at`` too: the heat layer's weighted adds, whose float sums depend on
-their order); ``add_counts`` counts with ``bincount`` over a dense range or with a sort over a
+just filled (the heat layer's weighted adds, whose float sums depend on their order, and
+``subtract_ones``); ``add_counts`` counts with ``bincount`` over a dense range or with a sort over a
 sparse one, then adds with plain array operations, all of which release the GIL.
 """
 
@@ -17,15 +17,8 @@ import numpy as np
 
 from engine.util.arrays import first_of_runs
 
-SLICE = 1 << 15  # updates per minimum.at call
+SLICE = 1 << 15  # updates per ufunc.at call
 DENSE_SPAN = 16  # count over the index range when it is at most this × the number of indices
-
-
-def minimum_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
-    """``np.minimum.at(target, idx, values)`` (the minimum does not depend on the order);
-    ``target`` should be memory just written (faults under the GIL are the slow part)."""
-    for lo in range(0, idx.size, SLICE):
-        np.minimum.at(target, idx[lo : lo + SLICE], values[lo : lo + SLICE])
 
 
 def add_at(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:

@@ -312,7 +312,7 @@ def _group_reference(gfn, vcpu, write, sidx) -> dict[str, list]:
     access, first write (-1: none), their vCPUs and its access count."""
     seen: dict[int, dict] = {}
     for t, (g, v, w, s) in enumerate(
-        zip(gfn.tolist(), vcpu.tolist(), write.tolist(), sidx.tolist())
+        zip(gfn.tolist(), vcpu.tolist(), write.tolist(), sidx.tolist(), strict=True)
     ):
         p = seen.setdefault(
             g,

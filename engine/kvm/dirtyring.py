@@ -94,22 +94,39 @@ class DirtyRing:
         n = int(offset.size)
         if self.used + n > self.size:
             raise RuntimeError("dirty ring overflow: the soft limit was not honoured")
-        idx = (np.arange(self.dirty_index, self.dirty_index + n) & (self.size - 1)).astype(np.int64)
-        self.slot[idx] = slot
-        self.offset[idx] = offset
+        done = 0
+        for lo, hi in self._spans(self.dirty_index, self.dirty_index + n):
+            self.slot[lo:hi] = slot[done : done + hi - lo]
+            self.offset[lo:hi] = offset[done : done + hi - lo]
+            done += hi - lo
         self.dirty_index += n
 
     def collect(self) -> tuple[np.ndarray, np.ndarray]:
         """User space harvests DIRTY entries in order and flags them RESET."""
-        idx = np.arange(self.fetch_index, self.dirty_index) & (self.size - 1)
+        out = self._entries(self.fetch_index, self.dirty_index)
         self.fetch_index = self.dirty_index
-        return self.slot[idx].copy(), self.offset[idx].copy()
+        return out
 
     def reset_entries(self) -> tuple[np.ndarray, np.ndarray]:
         """KVM_RESET_DIRTY_RINGS: the harvested entries to re-protect, freeing their room."""
-        idx = np.arange(self.reset_index, self.fetch_index) & (self.size - 1)
+        out = self._entries(self.reset_index, self.fetch_index)
         self.reset_index = self.fetch_index
-        return self.slot[idx], self.offset[idx]
+        return out
+
+    def _spans(self, first: int, end: int) -> list[tuple[int, int]]:
+        """The array slices that hold free-running indices [first, end), in order (one, or
+        two where they wrap; ``end - first`` is at most the size)."""
+        lo, n = first & (self.size - 1), end - first
+        if lo + n <= self.size:
+            return [(lo, lo + n)]
+        return [(lo, self.size), (0, lo + n - self.size)]
+
+    def _entries(self, first: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the (slot, offset) entries at free-running indices [first, end)."""
+        spans = self._spans(first, end)
+        slot = np.concatenate([self.slot[lo:hi] for lo, hi in spans])
+        offset = np.concatenate([self.offset[lo:hi] for lo, hi in spans])
+        return slot, offset
 
 
 def merge_masks(slot: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

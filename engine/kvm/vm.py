@@ -315,15 +315,16 @@ class VM:
         if host.any():  # no running vCPU: kvm_write_guest, no stage-2 access at all
             self._host_writes(gfn[host], write[host], sidx[host], slots, res)
             ok &= ~host
+        done = None
         if self.rings:
             ok, retry = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
-            keep = np.flatnonzero(ok)
-            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, ~retry[keep])
-        elif ok.all():  # (the common case: no gathers)
-            self._apply(gfn, vcpu, write, sidx, slots, res)
+            done = ~retry if retry.any() else None
+        if ok.all():  # (the common case: no gathers)
+            self._apply(gfn, vcpu, write, sidx, slots, res, done)
         else:
             keep = np.flatnonzero(ok)
-            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res)
+            done = None if done is None else done[keep]
+            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, done)
         return res
 
     def _host_writes(self, gfn, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
@@ -586,14 +587,28 @@ class VM:
                 set_bits(bitmap, rel)
 
     def _push_rings(self, pages: _Pages, idx: np.ndarray, slots) -> None:
-        order = idx[np.argsort(pages.t_write[idx], kind="stable")]
-        vcpu = pages.vcpu_write[order]
-        slot_ids = np.array([s.id for s in slots], dtype=np.uint32)[pages.sidx[order]]
-        rel = pages.gfn[order] - np.array([s.base_gfn for s in slots], np.int64)[pages.sidx[order]]
-        for v in unique_fast(vcpu):
-            sel = vcpu == v
-            self.rings[int(v)].push(slot_ids[sel], rel[sel].astype(U64))
-        self.stats["ring_pushes"] += int(order.size)
+        """Push each page's entry to the ring of the vCPU that first wrote it, in the order
+        of those writes.  A page's first write is one access of the batch, so the keys
+        (vCPU, time of that write, position) are distinct: one sort puts every ring's
+        entries together and in order."""
+        n = idx.size
+        b = max(1, (max(n, int(pages.t_write[idx].max()) + 1) - 1).bit_length())
+        keys = (pages.vcpu_write[idx] << (2 * b)) | (pages.t_write[idx] << b)
+        keys = np.sort(keys | np.arange(n, dtype=np.int64))
+        order = idx[keys & ((1 << b) - 1)]
+        sidx = pages.sidx[order]
+        if len(slots) == 1:
+            slot_ids = np.full(n, slots[0].id, dtype=np.uint32)
+            rel = (pages.gfn[order] - slots[0].base_gfn).astype(U64)
+        else:
+            slot_ids = np.array([s.id for s in slots], dtype=np.uint32)[sidx]
+            base = np.array([s.base_gfn for s in slots], np.int64)[sidx]
+            rel = (pages.gfn[order] - base).astype(U64)
+        bounds = np.searchsorted(keys, np.arange(self.nr_vcpus + 1, dtype=np.int64) << (2 * b))
+        for v, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+            if hi > lo:
+                self.rings[v].push(slot_ids[lo:hi], rel[lo:hi])
+        self.stats["ring_pushes"] += n
 
     def _ring_admission(
         self, gfn, vcpu, write, sidx, ok, res: AccessResult

@@ -362,7 +362,7 @@ class VM:
             self._bump_versions(gfn, stored, sidx, slots)
             res.applied_writes += int(stored.sum())
         slot_logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
-        logging = slot_logging[pages.sidx]
+        logging = _gather(slot_logging, pages.sidx)
         ipa = pages.gfn << self.page_shift
         level, pos, desc = self.pgt.lookup(ipa)
         valid = D.is_valid(desc)
@@ -418,6 +418,8 @@ class VM:
     def _collapsible(self, pages, valid, level, desc, logging, slots) -> np.ndarray:
         """Written read-only pages of slots that do not log, inside a block the backing and
         the slot allow: their fault maps that block (the smallest block level decides)."""
+        if logging.all():  # (the usual batch: every page in a logging slot)
+            return np.zeros(pages.gfn.size, dtype=bool)
         cand = pages.written & valid & (level == 3) & ~logging & ~D.is_writable(desc)
         if not cand.any():
             return cand
@@ -559,9 +561,9 @@ class VM:
         p = pos[owners]
         self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
-        self._count_faults(pages.vcpu_write[owners], res)
+        res.faults += pages.per_writer(owners, self.nr_vcpus)
         self.stats["permission_faults"] += int(owners.size)
-        dirty = idx[logging[idx]]
+        dirty = idx if logging.all() else idx[logging[idx]]
         self._mark_dirty(pages, dirty, self.memslots.sorted(), res)
 
     def _count_faults(self, vcpus: np.ndarray, res: AccessResult) -> None:
@@ -574,11 +576,11 @@ class VM:
         """mark_page_dirty_in_slot: the ring of the running vCPU, else the bitmap."""
         if not idx.size or self.tracking.mode == "dbm":
             return
-        vcpu = pages.vcpu_write[idx]
-        res.dirty_events += np.bincount(vcpu[vcpu >= 0], minlength=self.nr_vcpus)[: self.nr_vcpus]
+        res.dirty_events += pages.per_writer(idx, self.nr_vcpus)
         if self.rings:
-            self._ring_marks.append(idx[vcpu >= 0])  # pushed at the end of _apply
-            idx = idx[vcpu < 0]  # no running vCPU: the backup bitmap (ring-with-bitmap)
+            running = pages.running_writer(idx)
+            self._ring_marks.append(idx[running])  # pushed at the end of _apply
+            idx = idx[~running]  # no running vCPU: the backup bitmap (ring-with-bitmap)
         for i, sel in _per_slot(pages.sidx[idx]):
             slot = slots[i]
             rel = pages.gfn[idx[sel]] - slot.base_gfn
@@ -691,6 +693,24 @@ class _Pages:
     t_write: np.ndarray  # batch index of the first write
     t_first: np.ndarray  # batch index of the first access
     writes: np.ndarray | None = None  # accesses per page, when every access is a write
+    writer: int | None = None  # the vCPU of every write, when all accesses are its writes
+
+    def per_writer(self, idx: np.ndarray, nr_vcpus: int) -> np.ndarray:
+        """How many of the pages ``idx`` each vCPU wrote first (int64, one per vCPU; pages
+        written with no running vCPU are not counted)."""
+        if self.writer is not None:
+            out = np.zeros(nr_vcpus, dtype=np.int64)
+            if self.writer >= 0:
+                out[self.writer] = idx.size
+            return out
+        v = self.vcpu_write[idx]
+        return np.bincount(v[v >= 0], minlength=nr_vcpus)[:nr_vcpus]
+
+    def running_writer(self, idx: np.ndarray) -> np.ndarray:
+        """Which of the pages ``idx`` a running vCPU wrote first (bool per page)."""
+        if self.writer is not None:
+            return np.full(idx.size, self.writer >= 0)
+        return self.vcpu_write[idx] >= 0
 
     @classmethod
     def group(cls, gfn, vcpu, write, sidx) -> _Pages:
@@ -718,7 +738,8 @@ class _Pages:
         sidx_first = _gather(sidx, first)
         if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
             written = np.ones(starts.size, dtype=bool)
-            v = _gather(vcpu, first)
+            writer = _constant(vcpu)
+            v = vcpu[first] if writer is None else np.full(first.size, writer, vcpu.dtype)
             return cls(
                 gfn=page,
                 sidx=sidx_first,
@@ -729,6 +750,7 @@ class _Pages:
                 t_write=first,
                 t_first=first,
                 writes=np.diff(starts, append=n),
+                writer=writer,
             )
         if order is None:
             order = keys & ((1 << bits) - 1)
@@ -749,11 +771,16 @@ class _Pages:
         )
 
 
+def _constant(a: np.ndarray) -> int | None:
+    """The value of every element of a non-empty ``a`` when they are all the same, else None."""
+    lo = int(a.min())
+    return lo if lo == int(a.max()) else None
+
+
 def _gather(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``a[idx]``, as a fill when every element of ``a`` is the same (one vCPU, one slot)."""
-    if int(a.min()) == int(a.max()):
-        return np.full(idx.size, a[0], dtype=a.dtype)
-    return a[idx]
+    c = _constant(a)
+    return a[idx] if c is None else np.full(idx.size, c, dtype=a.dtype)
 
 
 def eager_split_sizes(geom: Geometry) -> tuple[int, ...]:

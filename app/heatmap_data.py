@@ -152,7 +152,7 @@ def _code_margin(den: np.floating) -> float:
     """How far, in code steps, ``254 * ln(1 + v) / den`` computed in float32 can be from the
     formula's value: values whose fast estimate lies nearer than this to a step are coded by
     the formula itself.  Codes saturate at 254 steps, so only logs up to ``2 * den`` count."""
-    ulp = float(np.spacing(np.float32(2 * max(float(den), 1.0))))
+    ulp = float(np.spacing(np.float32(2 * float(den))))
     return (LOG_ROUNDING + LOG_ULPS * ulp) * 254 / float(den) + 1e-4
 
 

@@ -109,7 +109,7 @@ class MaxPyramid:
         pages = np.minimum((cells[:, None] << CELL_SHIFT) + np.arange(CELL), self.size - 1)
         values = self._at(pages.reshape(-1))  # pages past the end repeat the last one
         per = CELL >> self.base  # base entries per cell
-        values = values.reshape(cells.size * per, 1 << self.base).max(axis=1)
+        values = fold_max(values, 1 << self.base)  # pair by pair: no 64-value inner loops
         idx = ((cells[:, None] * per) + np.arange(per)).reshape(-1)
         keep = idx < self.levels[0].size
         idx = idx[keep]

@@ -8,6 +8,13 @@ once to learn which test calls which function, then runs each mutant against the
 reach it.  Each run starts afresh (mutmut keeps its verdicts per function and would not retry
 a survivor after a new test); ``--keep`` reuses the previous verdicts.
 
+Each group runs in two passes.  mutmut sets ``MUTANT_UNDER_TEST`` in the processes it runs
+tests in, and ``tests/conftest.py`` then caps every property test at a few derandomized
+examples: most mutants fail a cheap test, and a failure is a real kill.  The survivors of that
+pass (but the listed equivalents) are run again with ``DIRTYLOG_MUTATION_FULL=1``, which keeps
+each test's own example count, so a mutant survives only what the whole targeted suite lets
+through.  The report gives the mean seconds mutmut measured a mutant.
+
 The score counts a mutant killed when a test failed (or timed out) with it applied; mutants
 listed in ``mutation/equivalent.txt`` (one line each: name, colon, why no test can tell it from
 the original) are left out of the denominator.  Survivors are printed with their diffs.
@@ -85,20 +92,62 @@ def prepare(name: str, group: dict) -> Path:
     return work
 
 
-def run_group(work: Path, max_children: int, keep: bool, only: list[str]) -> None:
-    """Run mutmut in the work directory (its output goes to the terminal); unless ``keep``
-    (or ``only``), drop the previous run's mutants, verdicts and test map first; with
-    ``only``, run just the mutants whose names match one of its patterns."""
-    if not keep and not only:
-        shutil.rmtree(work / "mutants", ignore_errors=True)
+def mutmut_run(work: Path, max_children: int, names: list[str], full: bool) -> int:
+    """``mutmut run`` in the work directory (its output goes to the terminal), for ``names``
+    (mutant names or wildcard patterns; none: every mutant without a verdict); its exit
+    status.  ``full`` keeps each property test's own example count (tests/conftest.py caps it
+    otherwise)."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("DIRTYLOG_MUTATION_FULL", None)
+    if full:
+        env["DIRTYLOG_MUTATION_FULL"] = "1"
     mutmut = Path(sys.executable).with_name("mutmut")
-    subprocess.run(
-        [str(mutmut), "run", "--max-children", str(max_children), *only],
+    done = subprocess.run(
+        [str(mutmut), "run", "--max-children", str(max_children), *names],
         cwd=work,
         env=env,
         check=False,
     )
+    return done.returncode
+
+
+def run_group(
+    work: Path, group: dict, max_children: int, keep: bool, only: list[str], equivalent: dict
+) -> None:
+    """Run the group's mutants in two passes: first with every property test capped at a few
+    derandomized examples (a failure there is a real kill, and cheap), then its survivors
+    (but the listed equivalents) again with the tests' own example counts, so the verdicts
+    are the whole targeted suite's.  Unless ``keep`` (or ``only``), drop the previous run's
+    mutants, verdicts and test map first; with ``only``, run just the mutants whose names
+    match one of its patterns."""
+    if not keep and not only:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    if mutmut_run(work, max_children, only, full=False) != 0:
+        return  # (mutmut said why: e.g. a test failing without any mutant)
+    survivors = [
+        m
+        for m, c in results(work, group).items()
+        if c == 0 and m not in equivalent and (not only or matches(m, only))
+    ]
+    if survivors:
+        print(f"== rerunning the {len(survivors)} survivors with the full example counts")
+        mutmut_run(work, max_children, survivors, full=True)
+
+
+def matches(mutant: str, patterns: list[str]) -> bool:
+    """Whether the mutant's name matches one of the wildcard patterns."""
+    return any(fnmatch.fnmatch(mutant, p) for p in patterns)
+
+
+def mean_seconds(work: Path, group: dict, names: list[str]) -> float | None:
+    """Mean wall time mutmut recorded for running one of ``names`` (its last run)."""
+    seconds = []
+    for src in group["mutate"]:
+        meta = work / "mutants" / (src + ".meta")
+        if meta.exists():
+            durations = json.loads(meta.read_text()).get("durations_by_key", {})
+            seconds += [durations[m] for m in names if durations.get(m)]
+    return sum(seconds) / len(seconds) if seconds else None
 
 
 def results(work: Path, group: dict) -> dict[str, int | None]:
@@ -126,7 +175,7 @@ def report(
     """Print the group's score and its survivors; return the score (killed / non-equivalent).
     With ``only``, just the mutants matching its patterns count (a sample)."""
     if only:
-        codes = {m: c for m, c in codes.items() if any(fnmatch.fnmatch(m, p) for p in only)}
+        codes = {m: c for m, c in codes.items() if matches(m, only)}
         name = f"{name} (only {' '.join(only)})"
     eq = [m for m in codes if m in equivalent]
     live = {m: c for m, c in codes.items() if m not in equivalent}
@@ -138,11 +187,14 @@ def report(
     survivors = sorted(m for m in live if m not in killed)
     score = len(killed) / len(live) if live else 1.0
     tag = "rules" if group.get("rules") else "other"
+    work = WORK / name.split(" ")[0]
+    mean = mean_seconds(work, group, list(codes))
     print(
         f"== {name} ({tag}): {len(killed)}/{len(live)} killed = {100 * score:.1f} %"
-        f" ({len(eq)} equivalent, {len(survivors)} surviving)"
+        f" ({len(eq)} equivalent, {len(survivors)} surviving"
+        + (f"; {mean:.2f} s a mutant" if mean else "")
+        + ")"
     )
-    work = WORK / name.split(" ")[0]
     for m in survivors:
         print(f"-- survived ({codes[m]}): {m}")
         print(diff(work, m))
@@ -169,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.groups or list(groups):
         work = prepare(name, groups[name])
         if not args.no_run:
-            run_group(work, args.max_children, args.keep, args.only)
+            run_group(work, groups[name], args.max_children, args.keep, args.only, equivalent)
         codes = results(work, groups[name])
         scores[name] = report(name, groups[name], codes, equivalent, args.only)
     print("== summary: " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in scores.items()))

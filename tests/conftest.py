@@ -23,6 +23,19 @@ settings.register_profile(
 )
 settings.load_profile("slow" if os.environ.get("DIRTYLOG_SLOW_TESTS") else "default")
 
+# Mutation testing (mutation/run.py): mutmut sets MUTANT_UNDER_TEST in every process it runs
+# tests in.  Its first pass caps every property test at MUTATION_EXAMPLES derandomized examples
+# (a failure there is a real kill); run.py then reruns that pass's survivors with
+# DIRTYLOG_MUTATION_FULL=1, which keeps each test's own example count, so a mutant survives
+# only what the whole suite would let through.
+MUTATION_EXAMPLES = 8
+MUTATION_FAST = "MUTANT_UNDER_TEST" in os.environ and not os.environ.get("DIRTYLOG_MUTATION_FULL")
+settings.register_profile(
+    "mutation", parent=settings.get_profile("default"), max_examples=MUTATION_EXAMPLES
+)
+if MUTATION_FAST and not os.environ.get("DIRTYLOG_SLOW_TESTS"):
+    settings.load_profile("mutation")
+
 
 @pytest.fixture
 def thread_client_factory():
@@ -80,9 +93,20 @@ def pytest_configure(config):
         os.environ["DIRTYLOG_FUZZ_LONG"] = "1"
 
 
+def _cap_examples(items):
+    """The mutation pass's cap also over a test's own ``@settings(max_examples=...)``."""
+    for item in items:
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if own is not None and own.max_examples > MUTATION_EXAMPLES:
+            test._hypothesis_internal_use_settings = settings(own, max_examples=MUTATION_EXAMPLES)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--slow", default=False):
         return
+    if MUTATION_FAST:
+        _cap_examples(items)
     skip = pytest.mark.skip(reason="a long variant: run with --slow")
     for item in items:
         if "slow" in item.keywords:

@@ -78,10 +78,16 @@ def test_a_temp_file_left_by_a_killed_save_is_removed_by_the_next_save(tmp_path)
     )
     stale = tmp_path / f".s.json.{dead.stdout.strip()}.tmp"  # its process has exited
     stale.write_text("half a session")
-    alive = tmp_path / f".s.json.{os.getppid()}.tmp"  # a running process's save: kept
-    alive.write_text("in progress")
-    other = tmp_path / ".t.json.1.tmp"  # another file's: not ours to touch
-    other.write_text("")
-    save_session_file(path, SESSION)
+    # A running process's save is kept: the process is this test's own child (not the
+    # parent, which a mutated liveness probe sending a real signal would kill).
+    with subprocess.Popen(["sleep", "30"]) as running:
+        try:
+            alive = tmp_path / f".s.json.{running.pid}.tmp"
+            alive.write_text("in progress")
+            other = tmp_path / f".t.json.{dead.stdout.strip()}.tmp"  # another file's: not ours
+            other.write_text("")
+            save_session_file(path, SESSION)
+        finally:
+            running.kill()
     assert not stale.exists() and alive.exists() and other.exists()
     assert saved_name(path) == "saved"

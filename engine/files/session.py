@@ -576,7 +576,8 @@ def save_session_files(
     """Sessions saved to ``paths`` (in order; ``sessions`` may be a generator, one in memory at
     a time) as ``save_session_file`` saves one: each folder is scanned once for stale
     temporary files and fsynced once, not once per file (a sweep's ``--sessions`` folder).
-    Raises ConfigError naming the first file that cannot be written."""
+    Raises ConfigError naming the first file that cannot be written, ValueError when there
+    are fewer sessions than paths or more."""
     targets = [_target(p) for p in paths]
     folders: dict[Path, set[str]] = {}
     for path in targets:

@@ -355,7 +355,7 @@ class Migration:
                 if n >= got or hi + n > hi_max:  # dry, a second pass, or a CLEAR first
                     break
                 c = budget - n * cost if by_link <= by_window else 0.0
-            if t1 - self.last_decision >= Q.MAX_WAIT_NS and rate - (used + n * cost) > 0:
+            if t1 - self.last_decision >= Q.MAX_WAIT_BREAK_NS and rate - (used + n * cost) > 0:
                 break  # ram_save_iterate returns after MAX_WAIT: a decision
             if n:
                 if d is None:  # the batch's first send (``_defer``: the count is kept)
@@ -376,7 +376,7 @@ class Migration:
     def _qemu_step(self, t: int) -> None:
         if self.release.throttle_sync and self.cfg.auto_converge and t >= self.throttle_timer_next:
             self._throttle_timer(t)
-        if t - self.last_decision >= Q.MAX_WAIT_NS and self._window_left() > 0:
+        if t - self.last_decision >= Q.MAX_WAIT_BREAK_NS and self._window_left() > 0:
             self.decision_due = True  # ram_save_iterate returned after MAX_WAIT
         if not self.decision_due or t < self.busy_until_ns:
             return
@@ -546,7 +546,7 @@ class Migration:
             # MAX_WAIT after the last decision, or the first tick the sender may run dry)
             if self.decision_due:
                 return 1
-            ends += [self._window_end_ns(), self.last_decision + Q.MAX_WAIT_NS]
+            ends += [self._window_end_ns(), self.last_decision + Q.MAX_WAIT_BREAK_NS]
             cost = self._min_page_cost()
             left = self.remaining_pages()
             if left > max(self._window_left(), 0) // cost + 1:

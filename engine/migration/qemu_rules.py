@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BUFFER_DELAY_NS = 100_000_000  # migration/migration-stats.h BUFFER_DELAY 100 (ms)
-MAX_WAIT_NS = 50_000_000  # migration/ram.c MAX_WAIT 50 (ms): ram_save_iterate's longest call
+MAX_WAIT_MS = 50  # migration/ram.c MAX_WAIT 50 (ms): ram_save_iterate's longest call
+# ram_save_iterate breaks when ``(now - t0) / 1000000 > MAX_WAIT``, in whole milliseconds: the
+# first time it does is 51 ms after t0 (50.999 ms is still 50)
+MAX_WAIT_BREAK_NS = (MAX_WAIT_MS + 1) * 1_000_000
 PERIOD_NS = 1_000_000_000  # migration_bitmap_sync: rates every "more than 1 second"
 THROTTLE_SYNC_NS = 5_000_000_000  # cpu-throttle.c CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS 5000
 TARGET_PAGE = 4096  # QEMU's target page on arm64 and x86: headers are per 4 KiB page

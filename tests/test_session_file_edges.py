@@ -1,0 +1,113 @@
+"""The session file's edges that a save or a message meets rarely: the text's exact layout,
+which event a message names, the sentence of a failed save, and the liveness probe that
+decides whether a temporary file is a killed save's leftover."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from engine.files import session as S
+from engine.files.session import dump_session, event_context, save_session_file, save_session_files
+from engine.util.errors import ConfigError
+
+SESSION = {
+    "format": "dirtylog-session",
+    "version": 2,
+    "name": "saved",
+    "seed": 1,
+    "vcpus": 1,
+    "memslots": [{"id": 0, "base": "0x40000000", "size": "2MiB"}],
+}
+
+
+def test_a_saved_session_is_json_indented_by_two_spaces_with_a_final_newline():
+    """The layout a user diffs and edits by hand (json.dumps with indent=2), written out."""
+    assert dump_session({"a": [1, 2], "b": {"c": "d"}}) == (
+        '{\n  "a": [\n    1,\n    2\n  ],\n  "b": {\n    "c": "d"\n  }\n}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "text"),
+    [
+        ({"t_ms": 10, "action": "harvest"}, "the harvest event at 10 ms"),
+        ({"t_ms": 2.5, "action": "cancel"}, "the cancel event at 2.5 ms"),
+        ({"t_ms": True, "action": "cancel"}, "the cancel event at true ms"),  # not 1
+        ({"t_ms": "soon", "action": "cancel"}, 'the cancel event at "soon" ms'),
+        ({"t_ms": None, "action": 5}, "the 5 event at null ms"),
+        ({"action": None}, "the null event at null ms"),
+        ({"t_ms": 1, "action": "a" * 40}, f"the {'a' * 40} event at 1 ms"),  # 40: kept
+        ({"t_ms": 1, "action": "a" * 41}, f"the {'a' * 39}… event at 1 ms"),  # 41: cut
+    ],
+)
+def test_a_message_names_the_event_as_the_session_wrote_it(event, text):
+    """Times as numbers (a JSON true is not the number 1), anything else as written; an
+    action of more than 40 characters cut to 39 and an ellipsis."""
+    assert event_context(event) == text
+
+
+def test_a_failed_save_names_the_file_and_the_system_s_reason_only(tmp_path):
+    """One sentence: the file, then the OS's reason (strerror), not Python's exception text
+    with its errno and the temporary file's name."""
+    path = tmp_path / "missing" / "s.json"
+    with pytest.raises(ConfigError) as err:
+        save_session_file(path, SESSION)
+    assert str(err.value) == f"{path}: cannot be saved (No such file or directory)"
+
+
+def test_a_failed_save_through_a_linked_folder_names_the_path_the_user_gave(tmp_path):
+    """Only a symlink to the file itself is followed; a path through a linked folder is
+    written (and named) as given: here the folder's link points nowhere."""
+    (tmp_path / "folder").symlink_to(tmp_path / "gone")
+    path = tmp_path / "folder" / "s.json"
+    with pytest.raises(ConfigError) as err:
+        save_session_file(path, SESSION)
+    assert str(err.value).startswith(f"{path}: cannot be saved")
+
+
+def test_more_paths_than_sessions_is_refused(tmp_path):
+    """``save_session_files`` pairs paths with sessions one to one; a missing session is a
+    caller's mistake, refused rather than a file silently left unsaved."""
+    with pytest.raises(ValueError, match="zip"):
+        save_session_files([tmp_path / "a.json", tmp_path / "b.json"], [SESSION])
+
+
+def test_a_stale_temp_file_already_gone_when_removed_is_not_an_error(tmp_path, monkeypatch):
+    """Two saves of one folder may both find a dead process's temporary file; the second to
+    remove it finds it gone, and its save goes on."""
+    stale = tmp_path / ".s.json.999999999.tmp"
+    stale.write_text("half")
+
+    def probe_then_lose_the_race(pid):
+        stale.unlink()  # the other save removed it first
+        return False
+
+    monkeypatch.setattr(S, "_running", probe_then_lose_the_race)
+    save_session_file(tmp_path / "s.json", SESSION)
+    assert (tmp_path / "s.json").exists() and not stale.exists()
+
+
+def test_the_liveness_probe_sends_no_signal_and_keeps_the_process_running(tmp_path):
+    """kill(pid, 0) only asks whether the process exists: the probed process keeps running."""
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            assert S._running(child.pid) is True
+            assert child.poll() is None
+        finally:
+            child.kill()
+    assert S._running(child.pid) is False  # reaped: no such process
+
+
+def test_a_process_of_another_user_counts_as_running(monkeypatch):
+    """kill(pid, 0) on another user's process fails with EPERM: it exists, so its temporary
+    file is kept."""
+
+    def eperm(pid, sig):
+        assert sig == 0
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", eperm)
+    assert S._running(12345) is True

@@ -1,18 +1,18 @@
 """The worker that runs the engine off the GUI thread.
 
-A parentless QObject moved to its own QThread (pyqtgraph's and napari's pattern).  While
-running it advances the simulation towards ``speed × wall time elapsed`` (so "1×" is one
-simulated second per wall second), in slices of about 20 ms of work, and hands the GUI an
-immutable ``Frame`` (snapshot + heat-map image + what the last harvest touched + the hovered
-page + the speed achieved) at most 30 times a second.  The image is read from a max-pyramid
-of the shown layer that follows the pages the run touched, so a frame costs what the screen
-shows, not what the guest holds (a 1 TiB guest has 268 M pages).  Its timer runs only while
-running, so a paused worker costs nothing.  A step to the next harvest (Step round, scripted
-rounds) runs as fast as possible in the same slices, sending frames as it goes, and Pause
-cancels it.  After sending a frame the loop waits (briefly, without the GIL) until the GUI
-has shown it, and renders no frame the GUI has not caught up with.  The GUI only ever sends requests through queued signals; it never calls into the
-simulation or waits for it.  Edits are applied between slices.  An engine exception pauses the
-run and is reported, never raised.
+A parentless QObject moved to its own QThread (pyqtgraph's and napari's pattern). While running
+it advances the simulation towards ``speed × wall time elapsed`` (so "1×" is one simulated
+second per wall second), in slices of about 20 ms of work, and hands the GUI an immutable
+``Frame`` (snapshot + heat-map image + what the last harvest touched + the hovered page + the
+speed achieved) at most 30 times a second. The image is read from a max-pyramid of the shown
+layer that follows the pages the run touched, so a frame costs what the screen shows, not what
+the guest holds (a 1 TiB guest has 268 M pages). Its timer runs only while running, so a paused
+worker costs nothing. A step to the next harvest (Step round, scripted rounds) runs as fast as
+possible in the same slices, sending frames as it goes, and Pause cancels it. After sending a
+frame the loop waits (briefly, without the GIL) until the GUI has shown it, and renders no
+frame the GUI has not caught up with. The GUI only ever sends requests through queued signals;
+it never calls into the simulation or waits for it. Edits are applied between slices. An engine
+exception pauses the run and is reported, never raised.
 """
 
 from __future__ import annotations

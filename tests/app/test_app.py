@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest

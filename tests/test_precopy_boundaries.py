@@ -6,15 +6,16 @@
   (the same in 7.2 .. 10.1).
 - The migration thread is held by a harvest until ``busy_until_ns``; a decision due waits
   for it and is taken at that very tick (the harvest is over).
-- The engine's sender starts a page only while the window's used bytes are below its share
-  (``deferred.window_count``), so a window with 0 bytes left is used up: the MAX_WAIT point
-  is not a decision then, the window's end is.
+- The rate limit is exceeded only when more than the window's share is used
+  (migration-stats.c migration_rate_exceeded: ``rate_limit_used > rate_limit_max``), so a
+  window with 0 bytes left still lets a page start and the MAX_WAIT point is a decision; with
+  -1 byte left the sender waits for the window's end instead.
 - Xen and policy ``fixed`` have no measured bandwidth: the expected downtime shown is what is
   left to send at ``bandwidth`` bytes/s, in milliseconds.
 - ``Migration._send_counted`` (every page costs the same) against a plain per-page loop of
-  ram_save_iterate's rule: before each page the window is checked (pages start while fewer
-  than ``window_bytes`` are used), and a page goes only if it fits in what the link can
-  still carry in the tick.
+  ram_save_iterate's rule: before each page the window is checked (pages start while at most
+  ``window_bytes`` are used), and a page goes only if it fits in what the link can still
+  carry in the tick.
 """
 
 from __future__ import annotations
@@ -47,16 +48,16 @@ def _iterating(policy="qemu", **migration):
 
 
 def _qemu_at(m, elapsed_ns, *, left_bytes=None, busy_ns=None, due=False):
-    """Call ``_qemu_step`` ``elapsed_ns`` after the last decision with the given window room
-    and harvest hold; return whether it decided (``last_decision`` moved)."""
-    t0 = m.last_decision
+    """Call ``_qemu_step`` ``elapsed_ns`` after ram_save_iterate began with the given window
+    room and harvest hold; return whether it decided (``iterate_t0`` moved to ``t``)."""
+    t0 = m.iterate_t0
     t = t0 + elapsed_ns
     m.busy_until_ns = t0 if busy_ns is None else busy_ns
     m.decision_due = due
     if left_bytes is not None:  # the window's room, in bytes
         m.win_xfer0 = m.total_bytes - (Q.rate_limit_per_window(m.cfg.bandwidth) - left_bytes)
     m._qemu_step(t)
-    return m.last_decision == t
+    return m.iterate_t0 == t
 
 
 @pytest.mark.parametrize(
@@ -71,10 +72,11 @@ def test_max_wait_ends_ram_save_iterate_after_51_whole_milliseconds(elapsed_ns, 
     assert _qemu_at(m, elapsed_ns, left_bytes=4096) is decides
 
 
-@pytest.mark.parametrize(("left", "decides"), [(-1, False), (0, False), (1, True)])
+@pytest.mark.parametrize(("left", "decides"), [(-1, False), (0, True), (1, True)])
 def test_max_wait_is_a_decision_only_while_the_window_has_room(left, decides):
-    """At the MAX_WAIT point the sender is still in ram_save_iterate only if the window's
-    share is not used up: 1 byte left is room (a page may start), 0 and -1 are not."""
+    """At the MAX_WAIT point the sender is still in ram_save_iterate only if the rate limit
+    is not exceeded (``rate_limit_used > rate_limit_max``): 1 and 0 bytes left let a page
+    start, -1 (one byte over the share) does not."""
     _, m = _iterating()
     assert _qemu_at(m, 60 * MS, left_bytes=left) is decides
 
@@ -84,7 +86,7 @@ def test_a_due_decision_waits_for_the_harvest_hold_and_no_longer(busy_after_ns, 
     """A decision due at t is taken when the thread is free at t: held until t - 1 or until
     t exactly (the harvest is over), not when held until t + 1."""
     _, m = _iterating()
-    t = m.last_decision + 10 * MS
+    t = m.iterate_t0 + 10 * MS
     assert _qemu_at(m, 10 * MS, left_bytes=0, busy_ns=t + busy_after_ns, due=True) is decides
 
 
@@ -201,8 +203,8 @@ class _Pages:
 
 
 def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
-    """ram_save_iterate one page at a time: stop when no page is left (dry), when the window
-    is used up before a page (the rate limit), or when the page would not fit in what the
+    """ram_save_iterate one page at a time: stop when no page is left (dry), when more than
+    the window's share is used before a page (the rate limit), or when the page would not fit in what the
     link carries (link-bound: it stopped the loop first or at the same page)."""
     out = Sent()
     while True:
@@ -210,7 +212,7 @@ def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
             out.dry = True
             return out
         fits = out.nbytes + cost <= link
-        room = out.nbytes < window
+        room = out.nbytes <= window
         if not (fits and room):
             out.link_bound = not fits
             return out

@@ -163,6 +163,8 @@ def test_rate_limit_window_is_a_tenth_of_max_bandwidth():
     XFER_LIMIT_RATIO, XFER_LIMIT_RATIO = 1000 / BUFFER_DELAY = 10 (migration-stats.h)."""
     assert Q.rate_limit_per_window(32_000_000) == 3_200_000.0
     assert Q.rate_limit_per_window(4_104_000) == 410_400.0
+    # ``limit / XFER_LIMIT_RATIO`` on uint64: whole bytes, rounded down
+    assert Q.rate_limit_per_window(4_103_999) == Q.rate_limit_per_window(4_103_990) == 410_399.0
 
 
 def test_dirty_pages_rate_is_pages_per_second():
@@ -211,26 +213,104 @@ def test_r15_initially_set_eager_split_faults_during_pass_1():
 
 # -- windows, measured bandwidth, link speed ------------------------------------------------------
 
+# max-bandwidth whose window share (410,399 B) lets exactly 100 normal pages start: the 100th
+# starts at 99 × 4104 = 406,296 B used, the 101st would start at 410,400 > 410,399 (exceeded)
+SHARE_100_PAGES = (100 * NORMAL - 1) * 10
+
 
 def _measured(**mig):
     data = session(
         costs=ZERO_COSTS,
         workloads=[],
         memslots=[{"id": 0, "base": "0x40000000", "size": "4MiB", "flags": ["log_dirty"]}],
-        migration={"bandwidth": 100 * NORMAL * 10, "downtime_limit_ms": 30, **mig},
+        migration={"bandwidth": SHARE_100_PAGES, "downtime_limit_ms": 30, **mig},
     )
     return run(data)[1]
 
 
 def test_window_share_and_measured_threshold():
-    """max-bandwidth 4,104,000 B/s: a window's share is 410,400 bytes = exactly 100 pages.
+    """max-bandwidth 4,103,990 B/s: a window's share is 410,399 bytes, 100 pages a window.
     1024 pages: after 10 windows (1.0 s) 24 are left, under the threshold measured over the
     last window: 100 × 4104 bytes / 100 ms × 30 ms = 123,120 bytes (not the configured
-    4,104,000 B/s × 30 ms); the sync is at 1.0 s."""
+    4,103,990 B/s × 30 ms); the sync is at 1.0 s."""
     result = _measured()
     first = result["rounds"][0]
     assert first["threshold_bytes"] == pytest.approx(100 * NORMAL / 100 * 30)
     assert first["t_end_ns"] == 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("share", "pages"), [(100 * NORMAL - 1, 100), (100 * NORMAL, 101), (100 * NORMAL + 1, 101)]
+)
+def test_the_rate_limit_is_exceeded_only_past_the_share(share, pages):
+    """migration_rate_exceeded (migration-stats.c, 8.1-10.1): ``rate_limit_used >
+    rate_limit_max``, checked before each page in ram_save_iterate.  A page therefore starts
+    while at most the share is used: a share of exactly 100 pages (410,400 B) lets a 101st page
+    start (410,400 used is not more than the share), one byte less stops at 100.  The
+    threshold measured over the window shows the count: pages × 4104 B / 100 ms × 30 ms."""
+    result = _measured(bandwidth=share * 10)
+    assert result["rounds"][0]["threshold_bytes"] == pytest.approx(pages * NORMAL / 100 * 30)
+
+
+def _link_limited(pages: int, costs: dict | None = None, untracked: int = 0) -> dict:
+    """A ``pages``-page logging slot sent over a 1 Gbit/s link (125,000 B/ms: 30.46 normal
+    pages a ms) with a max-bandwidth (100 Gbit/s) no window can exhaust, so only MAX_WAIT and
+    the windows' measurement pace QEMU's loop; no guest writes; ``untracked`` pages of a slot
+    without a dirty log are sent first (slot 0) and come back at every sync."""
+    slots = [{"id": 1, "base": "0x40000000", "size": pages * 4096, "flags": ["log_dirty"]}]
+    if untracked:
+        slots.insert(0, {"id": 0, "base": "0x30000000", "size": untracked * 4096, "flags": []})
+    return session(
+        costs=costs or ZERO_COSTS,
+        workloads=[],
+        memslots=slots,
+        migration={"bandwidth": "100Gbit/s", "link_speed": "1Gbit/s", "timeout_s": 2},
+    )
+
+
+def _pages_by(ms: int) -> int:
+    """Normal pages a 1 Gbit/s link has carried after ``ms`` ms of sending (125,000 B/ms)."""
+    return 125_000 * ms // NORMAL
+
+
+def test_link_limited_loop_turns_every_51_ms_and_windows_measured_there():
+    """When the link, not max-bandwidth, limits the sender, ram_save_iterate returns only
+    after MAX_WAIT: ``(now - t0) / 1000000 > 50`` in whole ms, i.e. 51 ms after it began
+    (migration/ram.c ram_save_iterate, 10.1), and the window is measured at the first loop
+    turn 100 ms or more after it began, over its real length (migration.c migration_thread →
+    migration_rate_limit → migration_update_counters).  Zero costs: turns at 51 and 102 ms; at
+    102 the window (0, 102] held 3,106 pages, so threshold = 3106 × 4104 B / 102 ms × 300 ms
+    = 37,491,247 B; 12,106 - 3,106 = 9,000 pages (36,864,000 B) are below it: sync, complete."""
+    _, result = run(_link_limited(12_106))
+    first = result["rounds"][0]
+    assert _pages_by(102) == first["pages_sent"] == 3106
+    assert first["t_end_ns"] == 102_000_000
+    assert first["threshold_bytes"] == pytest.approx(3106 * NORMAL / 102 * 300)
+    assert result["reason"].startswith("36,864,000 dirty bytes ≤ threshold 37,491,247 bytes")
+
+
+def test_max_wait_counts_from_after_the_sync():
+    """ram_save_iterate's t0 is taken when it begins, after migration_iteration_run's sync, so
+    a sync's cost moves every later loop turn.  Each GET costs 200 bitmap words × 50 µs =
+    10 ms (setup's too).  Turns: 10 + 51 = 61, 112 (window (0, 112]: 3,106 pages, threshold
+    3106 × 4104 / 112 × 300 = 34,143,814 B = 8,336 pages; 13,694 pending), 163 (12,140
+    pending), 214 (window (112, 214]: 3,107 pages, threshold 37,503,318 B = 9,156 pages;
+    10,587 pending), 265: 9,034 pending < 9,156: sync; the 4,000 untracked pages come back
+    (13,034 pending, no switchover) and the sync holds the sender to 275.  Then 326, 377,
+    428 (not 316, 367, 418): the window (326, 428] held 3,106 pages again, and 8,374 pages
+    are left after 4,660 more (153 ms of sending): sync."""
+    costs = {**ZERO_COSTS, "bitmap_word": 50_000}
+    _, result = run(_link_limited(12_800, costs, untracked=4000))
+    first, second = result["rounds"][:2]
+    assert first["harvest_model_ns"] == second["harvest_model_ns"] == 10_000_000
+    assert first["t_end_ns"] == 265_000_000
+    assert first["pages_sent"] == _pages_by(255) == 7766
+    assert first["remaining_bytes"] == (16_800 - 7766 + 4000) * 4096
+    assert first["threshold_bytes"] == pytest.approx(3107 * NORMAL / 102 * 300)
+    assert second["t_end_ns"] == 428_000_000
+    assert second["pages_sent"] == _pages_by(153) == 4660
+    assert second["threshold_bytes"] == pytest.approx(3106 * NORMAL / 102 * 300)
+    assert second["remaining_bytes"] == 8374 * 4096
 
 
 def test_avail_switchover_bandwidth_sets_the_threshold():
@@ -240,7 +320,7 @@ def test_avail_switchover_bandwidth_sets_the_threshold():
 
 def _untracked(pages: int, **mig):
     """1 MiB logging slot 0 (256 pages) and a slot 1 of ``pages`` pages without log_dirty,
-    no guest writes; window share exactly 100 pages (4,104,000 B/s), limit 30 ms → the
+    no guest writes; window share 100 pages (4,103,990 B/s: 410,399 B), limit 30 ms → the
     threshold is 100 × 4104 B / 100 ms × 30 ms = 123,120 B (30.06 pages of 4096)."""
     return session(
         costs=ZERO_COSTS,
@@ -250,7 +330,7 @@ def _untracked(pages: int, **mig):
             {"id": 1, "base": "0x48000000", "size": pages * 4096, "flags": []},
         ],
         migration={
-            "bandwidth": 100 * NORMAL * 10,
+            "bandwidth": SHARE_100_PAGES,
             "downtime_limit_ms": 30,
             "link_speed": "1Gbit/s",
             "max_rounds": 1000,
@@ -262,7 +342,7 @@ def _untracked(pages: int, **mig):
 
 def test_stop_and_copy_goes_at_the_link_speed_not_the_limit():
     """30 untracked pages go again at switchover: 30 × 4104 B at 1 Gbit/s (125,000 B/ms) =
-    0.98496 ms, not 30 × 4104 / 4,104,000 B/s = 30 ms; with zero costs that is the whole
+    0.98496 ms, not 30 × 4104 / 4,103,990 B/s ≈ 30 ms; with zero costs that is the whole
     downtime."""
     _, result = run(_untracked(30))
     assert result["outcome"] == "completed"

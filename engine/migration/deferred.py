@@ -74,17 +74,18 @@ def link_count(budget: float, cost: int) -> int:
 
 
 def window_count(budget: float, cost: int) -> int:
-    """Pages of ``cost`` bytes that start before ``budget`` bytes are used: the number of
-    i >= 0 with i × cost < budget (the rate limit is checked before each page); no limit for
-    an infinite budget."""
-    if budget <= 0:
+    """Pages of ``cost`` bytes that start while at most ``budget`` bytes are used: the number
+    of i >= 0 with i × cost <= budget (the rate limit is checked before each page and is
+    exceeded only when more than its share is used: ``migration_rate_exceeded``); no limit
+    for an infinite budget."""
+    if budget < 0:
         return 0
     if math.isinf(budget):  # no rate limit (Xen's sender)
         return sys.maxsize
     n = int(budget // cost) + 1
-    while n > 0 and (n - 1) * cost >= budget:
+    while n > 0 and (n - 1) * cost > budget:
         n -= 1
-    while n * cost < budget:
+    while n * cost <= budget:
         n += 1
     return n
 

@@ -4,16 +4,18 @@ QEMU (migration/ram.c, migration/migration.c; the release in ``migration.qemu``,
 10.1): setup enables dirty logging, counts every page dirty and syncs the dirty log once
 (``ram_init_bitmaps`` → ``migration_bitmap_sync_precopy``: dirty-sync-count 1), so with
 manual-clear the first pass CLEARs each clear-bitmap chunk just before sending it.  The
-sender works in 100 ms windows (``BUFFER_DELAY``): it sends at the link's speed until the
-window's share of ``max-bandwidth`` is used, then waits for the window's end, where it measures
-the bandwidth it really achieved (``migration_update_counters``: threshold = measured bandwidth
-× downtime limit, or avail-switchover-bandwidth) and asks how much is pending
-(``migration_iteration_run``): below the threshold it syncs, and switches over when what is
-pending then fits.  It also decides when it runs out of pages and, when the link is the limit,
-after ``MAX_WAIT`` 50 ms of sending.  The stop-and-copy is not rate-limited
-(``ram_save_complete``): it goes at the link's speed.  Pages the guest never wrote go as
-zero pages (a header and one byte, ``save_zero_page``).  Rounds are numbered by
-dirty-sync-count: round n is what was sent while the count was n.
+sender works in 100 ms windows (``BUFFER_DELAY``): it sends at the link's speed until more than
+the window's share of ``max-bandwidth`` is used, then waits for the window's end.  At each turn
+of the migration thread's loop it measures the window once 100 ms or more have passed (the
+bandwidth it really achieved over the window's real length, ``migration_update_counters``:
+threshold = measured bandwidth × downtime limit, or avail-switchover-bandwidth) and asks how
+much is pending (``migration_iteration_run``): below the threshold it syncs, and switches over
+when what is pending then fits.  The loop turns when the limit's wait ends, when the sender
+runs out of pages and, when the link is the limit, once ``ram_save_iterate`` has sent for more
+than ``MAX_WAIT`` 50 ms (in whole milliseconds from the call's start, after any sync: 51 ms).
+The stop-and-copy is not rate-limited (``ram_save_complete``): it goes at the link's speed.
+Pages the guest never wrote go as zero pages (a header and one byte, ``save_zero_page``).
+Rounds are numbered by dirty-sync-count: round n is what was sent while the count was n.
 
 Xen: see ``engine.migration.xen``.  A harvest's modelled cost holds the sender up while the
 guest keeps running.  Each page's version is copied to the destination when it is sent, so
@@ -133,7 +135,7 @@ class Migration:
         self.threshold = 0.0  # threshold_size (bytes); 0 until the first window is measured
         self.bw_per_ms = 0.0
         self.mbps = 0.0
-        self.last_decision = 0
+        self.iterate_t0 = 0
         self.decision_due = False
         self.period = {"t": 0, "xfer0": 0, "new": 0, "high": 0}
         self.dirty_pages_rate = 0.0  # QEMU's dirty-pages-rate (newly dirtied pages/s)
@@ -215,7 +217,7 @@ class Migration:
         self.busy_until_ns = t_ns + int(enable_cost)
         self.acc = RoundAcc(t_ns, tlbi0=Counter(self.vm.pgt.tlbi))
         self.acc.harvest.add(_merge(self.vm.op_log[before:]))
-        self.win_start = self.last_decision = t_ns
+        self.win_start = t_ns
         self.period = {"t": t_ns, "xfer0": 0, "new": 0, "high": 0}
         self.throttle_timer_next = t_ns + Q.THROTTLE_SYNC_NS
         self.reap_next = (t_ns // REAP_NS + 1) * REAP_NS
@@ -230,6 +232,7 @@ class Migration:
         else:
             self.sync(t_ns)  # ram_init_bitmaps → migration_bitmap_sync_precopy
         self.setup_ns = self.busy_until_ns - t_ns
+        self.iterate_t0 = self.busy_until_ns  # the first ram_save_iterate follows the setup
         self.sim.message(f"migration started: {self.remaining_pages():,} pages to send")
 
     def add_slot(self, slot_id: int, all_dirty: bool = True) -> None:
@@ -311,7 +314,8 @@ class Migration:
         ):
             return i
         cfg = self.cfg
-        stop = self._window_end_ns()  # the window's end: _measure
+        we = self._window_end_ns()  # where a wait for the rate limit would end
+        stop = math.inf
         if self.vm.tracking.mode == "ring":
             stop = min(stop, self.reap_next)
         if self.release.throttle_sync and cfg.auto_converge:
@@ -345,7 +349,9 @@ class Migration:
                 break
             n, c = 0, carry
             start = max(t0, min(busy, t1))
-            if t1 > start:
+            if t1 > start and used > rate:
+                c = 0.0  # the rate limit is exceeded: the thread waits for the window's end
+            elif t1 > start:
                 budget = link * (t1 - start) / NS + carry
                 want = int(budget // cost) + 1
                 got = min(want, left)
@@ -355,8 +361,8 @@ class Migration:
                 if n >= got or hi + n > hi_max:  # dry, a second pass, or a CLEAR first
                     break
                 c = budget - n * cost if by_link <= by_window else 0.0
-            if t1 - self.last_decision >= Q.MAX_WAIT_BREAK_NS and rate - (used + n * cost) > 0:
-                break  # ram_save_iterate returns after MAX_WAIT: a decision
+            if t1 >= we if used + n * cost > rate else t1 - self.iterate_t0 >= Q.MAX_WAIT_BREAK_NS:
+                break  # a loop turn: the rate limit's wait ends, or MAX_WAIT: a decision
             if n:
                 if d is None:  # the batch's first send (``_defer``: the count is kept)
                     d = self._deferred = DF.Deferred(self.cursor)
@@ -376,13 +382,15 @@ class Migration:
     def _qemu_step(self, t: int) -> None:
         if self.release.throttle_sync and self.cfg.auto_converge and t >= self.throttle_timer_next:
             self._throttle_timer(t)
-        if t - self.last_decision >= Q.MAX_WAIT_BREAK_NS and self._window_left() > 0:
+        if t - self.iterate_t0 >= Q.MAX_WAIT_BREAK_NS and not self._rate_exceeded():
             self.decision_due = True  # ram_save_iterate returned after MAX_WAIT
         if not self.decision_due or t < self.busy_until_ns:
             return
         self.decision_due = False
-        self.last_decision = t
+        if t - self.win_start >= Q.BUFFER_DELAY_NS:
+            self._measure(t)  # migration_rate_limit → migration_update_counters, first
         self._iteration_run(t)
+        self.iterate_t0 = max(t, self.busy_until_ns)  # ram_save_iterate begins after a sync
 
     def _iteration_run(self, t: int) -> None:
         """migration_iteration_run: exact sync below the threshold, then maybe complete."""
@@ -543,10 +551,10 @@ class Migration:
         sending = self._quiet_sending(tick)
         if sending <= 0 and not self.is_xen:
             # a sync is possible: stop at the next point where QEMU decides (a window's end,
-            # MAX_WAIT after the last decision, or the first tick the sender may run dry)
+            # MAX_WAIT after ram_save_iterate began, or the first tick the sender may run dry)
             if self.decision_due:
                 return 1
-            ends += [self._window_end_ns(), self.last_decision + Q.MAX_WAIT_BREAK_NS]
+            ends += [self._window_end_ns(), self.iterate_t0 + Q.MAX_WAIT_BREAK_NS]
             cost = self._min_page_cost()
             left = self.remaining_pages()
             if left > max(self._window_left(), 0) // cost + 1:
@@ -592,41 +600,41 @@ class Migration:
     # -- sending ------------------------------------------------------------------------------
 
     def _window_left(self) -> float:
-        """Bytes the rate limit still allows in this window (migration_rate_exceeded)."""
+        """Bytes the rate limit still allows in this window: a page goes while this is >= 0
+        (migration_rate_exceeded: ``rate_limit_used > rate_limit_max``)."""
         return Q.rate_limit_per_window(self.cfg.bandwidth) - (self.total_bytes - self.win_xfer0)
 
+    def _rate_exceeded(self) -> bool:
+        return self._window_left() < 0
+
     def _window_end_ns(self) -> int:
-        """The tick at which the migration thread next measures: the window's 100 ms are over
-        and it is not held by a harvest (migration_rate_limit → migration_update_counters)."""
+        """The tick at which a wait for the rate limit ends: the window's 100 ms are over and
+        no harvest holds the thread (migration_rate_limit's qemu_sem_timedwait)."""
         tick = self.sim.tick_ns
         due = max(self.win_start + Q.BUFFER_DELAY_NS, self.busy_until_ns)
         return -(-due // tick) * tick
 
     def _send_windows(self, t0: int, t1: int) -> None:
-        """QEMU's sender over (t0, t1], window by window."""
-        cur = t0
-        while True:
-            we = self._window_end_ns()
-            end = min(we, t1)
-            start = max(cur, min(self.busy_until_ns, end))
-            if end > start:
-                budget = self.cfg.link_speed * (end - start) / NS + self.carry_bytes
-                sent = self._send_budget(budget, self._window_left())
-                self.carry_bytes = budget - sent.nbytes if sent.link_bound else 0.0
-                if sent.dry:
-                    self.decision_due = True  # ram_save_iterate found nothing more to send
-            if we > t1:
-                return
-            self._measure(we)
-            if we == t1:
-                self.decision_due = True
-                return
-            self.last_decision = we  # inside a batch: no sync can be due (quiet_ticks)
-            cur = we
+        """QEMU's sender over (t0, t1]: ram_save_iterate sends while the rate limit allows;
+        once it is exceeded the thread waits for the window's end, a loop turn (a decision,
+        after the window is measured).  A window whose 100 ms pass while the link, not the
+        limit, holds the sender is measured at the next loop turn (``_qemu_step``)."""
+        start = max(t0, min(self.busy_until_ns, t1))
+        if t1 > start and self._rate_exceeded():
+            self.carry_bytes = 0.0  # waiting: the link idles
+        elif t1 > start:
+            budget = self.cfg.link_speed * (t1 - start) / NS + self.carry_bytes
+            sent = self._send_budget(budget, self._window_left())
+            self.carry_bytes = budget - sent.nbytes if sent.link_bound else 0.0
+            if sent.dry:
+                self.decision_due = True  # ram_save_iterate found nothing more to send
+        if self._rate_exceeded() and self._window_end_ns() <= t1:
+            self.decision_due = True  # the wait ends
 
     def _measure(self, t: int) -> None:
-        """migration_update_counters at a window's end: bandwidth, threshold, mbps, expected
-        downtime, then a new window (migration_rate_reset, update_iteration_initial_status)."""
+        """migration_update_counters at the first loop turn 100 ms or more after the window
+        began: bandwidth, threshold, mbps, expected downtime over the window's real length,
+        then a new window (migration_rate_reset, update_iteration_initial_status)."""
         spent_ms = max((t - self.win_start) / 1e6, 1e-9)
         transferred = self.total_bytes - self.win_xfer0
         self.bw_per_ms = transferred / spent_ms
@@ -652,7 +660,8 @@ class Migration:
 
     def _send_budget(self, link_bytes: float, window_bytes: float) -> Sent:
         """Send dirty pages from the cursor on while they fit in ``link_bytes`` and each
-        starts before ``window_bytes`` are used (the rate limit is checked before a page)."""
+        starts while no more than ``window_bytes`` are used (the rate limit is checked before
+        a page: ``migration_rate_exceeded``)."""
         if self.defer_tick is not None and not math.isinf(link_bytes):
             return self._send_counted(link_bytes, window_bytes, self.defer_cost)
         self.flush()
@@ -670,7 +679,7 @@ class Migration:
             costs = np.concatenate([self._costs(sid, pages) for sid, pages in batch])
             cum = np.cumsum(costs)
             by_link = int(np.searchsorted(cum, link_bytes - out.nbytes, side="right"))
-            by_window = int(np.searchsorted(cum - costs, window_bytes - out.nbytes, side="left"))
+            by_window = int(np.searchsorted(cum - costs, window_bytes - out.nbytes, side="right"))
             n = min(by_link, by_window)
             self._commit(batch, n)
             if n:

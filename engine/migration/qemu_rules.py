@@ -81,8 +81,9 @@ def expected_bw_per_ms(measured_per_ms: float, avail_switchover_bps: float) -> f
 
 def rate_limit_per_window(max_bandwidth_bps: float) -> float:
     """Bytes the sender may send per BUFFER_DELAY window: ``max-bandwidth / XFER_LIMIT_RATIO``
-    (XFER_LIMIT_RATIO = 1000 / BUFFER_DELAY = 10).  migration_rate_set / options.c."""
-    return max_bandwidth_bps / (1000 * 1_000_000 / BUFFER_DELAY_NS)
+    in whole bytes (XFER_LIMIT_RATIO = 1000 / BUFFER_DELAY = 10; max-bandwidth is a uint64 of
+    bytes/s and the division is an integer one).  migration-stats.c migration_rate_set."""
+    return float(int(max_bandwidth_bps) // (1000 * 1_000_000 // BUFFER_DELAY_NS))
 
 
 def period_due(now_ns: int, period_start_ns: int) -> bool:

@@ -14,9 +14,10 @@ from engine.migration.simulation import Simulation  # noqa: E402
 
 def test_round_being_sent_shows_the_expected_downtime_now(qtbot):
     """A 31-page slot without log_dirty stays pending after every sync (threshold 123,120
-    B from 100-page windows of 4,104 B at 30 ms): once dirty-pages-rate is measured (the
-    first period over 1 s), expected-downtime = 31 × 4096 B ÷ 4,104 B/ms = 30.94 ms; the
-    grey row of the round being sent shows it, the closed rows show theirs (30.0 before)."""
+    B from 100-page windows of 4,104 B at 30 ms; a share of 410,399 B lets 100 pages start):
+    once dirty-pages-rate is measured (the first period over 1 s), expected-downtime = 31 ×
+    4096 B ÷ 4,104 B/ms = 30.94 ms; the grey row of the round being sent shows it, the closed
+    rows show theirs (30.0 before)."""
     data = session(
         costs=ZERO_COSTS,
         workloads=[],
@@ -24,7 +25,7 @@ def test_round_being_sent_shows_the_expected_downtime_now(qtbot):
             {"id": 0, "base": "0x40000000", "size": "1MiB", "flags": ["log_dirty"]},
             {"id": 1, "base": "0x48000000", "size": 31 * 4096, "flags": []},
         ],
-        migration={"bandwidth": 4_104_000, "downtime_limit_ms": 30, "link_speed": "1Gbit/s"},
+        migration={"bandwidth": 4_103_990, "downtime_limit_ms": 30, "link_speed": "1Gbit/s"},
     )
     sim = Simulation.from_dict(data)
     sim.run_for(1_150_000_000)

@@ -53,6 +53,10 @@ class Mapping:
         return np.frombuffer(buf, dtype=dtype, count=count)
 
     def close(self) -> None:
+        """Unmap the region (once; later calls do nothing).  Raises OSError if munmap fails,
+        so a region left mapped is never taken for a released one."""
         if self.addr is not None:
-            _libc.munmap(self.addr, self.size)
+            if _libc.munmap(self.addr, self.size) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"munmap of {self.size} bytes failed: {os.strerror(err)}")
             self.addr = None

@@ -1,12 +1,16 @@
 """The real VM is always torn down: no fd, mapping or thread left behind, also when its
 construction fails half-way or a run raises.
 
-Only what the machine made is counted (its KVM fds, the address ranges it mapped), so that other
-threads of the test process (pytest-xdist's, Qt's) opening files or mapping memory meanwhile
-cannot change the answer."""
+Only what the machine made is counted (its KVM fds, the regions it mapped and whether each was
+unmapped), so that other threads of the test process (pytest-xdist's, Qt's) opening files or
+mapping memory meanwhile cannot change the answer: a region the machine released may be mapped
+again at the same address by someone else (glibc's malloc, a thread's stack), so its absence is
+not read from /proc/self/maps but from its successful munmap (``Mapping.close`` raises
+otherwise)."""
 
 import os
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -31,31 +35,48 @@ def _kvm_fds() -> list[str]:
     return [link for link in links if "kvm" in link]
 
 
-def _mapped(ranges: list[tuple[int, int]]) -> list[str]:
-    """Lines of /proc/self/maps that are one of ``ranges`` (start, end) or a vCPU fd's pages
-    (anon_inode:kvm-vcpu: the run structure and the dirty ring)."""
+class _Regions:
+    """The (start, end) of every region the machine's ``Mapping``s mapped, and of those they
+    unmapped, in order."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[int, int]] = []
+        self.unmapped: list[tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.made)
+
+
+def _mapped(regions: _Regions) -> list[str]:
+    """The regions mapped and not (successfully) unmapped, and the lines of /proc/self/maps
+    holding a vCPU fd's pages (anon_inode:kvm-vcpu: the run structure and the dirty ring)."""
+    made, unmapped = Counter(regions.made), Counter(regions.unmapped)
+    assert not unmapped - made  # nothing unmapped that it did not map, or twice
+    left = sorted((made - unmapped).elements())  # (an address may be reused: counted)
     with open("/proc/self/maps") as fh:
-        lines = fh.read().splitlines()
-    made = set(ranges)
-    return [
-        line
-        for line in lines
-        if "kvm" in line or tuple(int(x, 16) for x in line.split()[0].split("-")) in made
-    ]
+        vcpu = [line for line in fh.read().splitlines() if "kvm" in line]
+    return [f"{a:x}-{b:x}" for a, b in left] + vcpu
 
 
 @pytest.fixture
-def mappings(monkeypatch) -> list[tuple[int, int]]:
-    """Every (start, end) the machine's ``Mapping``s get, recorded as they are made."""
-    made: list[tuple[int, int]] = []
-    real = memory.Mapping.__init__
+def mappings(monkeypatch) -> _Regions:
+    """Every region the machine's ``Mapping``s map and unmap, recorded as it happens."""
+    regions = _Regions()
+    made, closed = memory.Mapping.__init__, memory.Mapping.close
 
     def recording(self, size, *a, **kw):
-        real(self, size, *a, **kw)
-        made.append((self.addr, self.addr + size))
+        made(self, size, *a, **kw)
+        regions.made.append((self.addr, self.addr + size))
+
+    def unmapping(self):
+        addr = self.addr
+        closed(self)  # raises if munmap fails
+        if addr is not None:
+            regions.unmapped.append((addr, addr + self.size))
 
     monkeypatch.setattr(memory.Mapping, "__init__", recording)
-    return made
+    monkeypatch.setattr(memory.Mapping, "close", unmapping)
+    return regions
 
 
 def _use_machine(**kw) -> None:

@@ -204,8 +204,8 @@ class _Pages:
 
 def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
     """ram_save_iterate one page at a time: stop when no page is left (dry), when more than
-    the window's share is used before a page (the rate limit), or when the page would not fit in what the
-    link carries (link-bound: it stopped the loop first or at the same page)."""
+    the window's share is used before a page (the rate limit), or when the page would not fit
+    in what the link carries (link-bound: it stopped the loop first or at the same page)."""
     out = Sent()
     while True:
         if out.pages == left:

@@ -237,6 +237,29 @@ def test_workers_never_exceed_the_points(monkeypatch):
     assert cluster.plan_local(points, None).workers == 4
 
 
+def test_local_workers_keep_the_engines_allocator_and_run_no_profiler(monkeypatch):
+    """Dask exports MALLOC_TRIM_THRESHOLD_ to its workers; any MALLOC_* variable makes the
+    engine keep glibc's defaults (engine.util.allocator), so the local cluster must not."""
+    import dask
+    from distributed.nanny import _get_env_variables
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables("distributed.nanny.pre-spawn-environ")
+    with dask.config.set(cluster.LOCAL_CONFIG):
+        env = _get_env_variables("distributed.nanny.pre-spawn-environ")
+        assert not [k for k in env if k.startswith("MALLOC_")]
+        assert env["OMP_NUM_THREADS"] == "1"  # Dask's other settings stay
+        assert dask.config.get("distributed.worker.profile.enabled") is False
+        assert dask.config.get("distributed.worker.memory.monitor-interval") == "100ms"
+
+
+@pytest.mark.slow
+def test_local_worker_process_environment():
+    with cluster.local_client(1) as client:
+        env = client.run(lambda: sorted(k for k in __import__("os").environ if "MALLOC" in k))
+    assert list(env.values()) == [[]]
+
+
 # -- rows ---------------------------------------------------------------------------------------
 
 

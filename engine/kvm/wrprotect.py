@@ -267,23 +267,26 @@ def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tu
     """On rows of 64 last-level entries, clear S2AP W where the mask bit is set.
 
     A last-level table holds only valid pages and zeros (the table code writes 0 when it
-    breaks or unmaps an entry), so "S2AP W is set" already means "a valid writable page" and
-    the change is ``entry & W`` under the mask: one AND, one count and one XOR over the rows,
-    with the mask expanded to a W per entry.  Returns (valid pages under the masks, changed).
+    breaks or unmaps an entry), so "S2AP W is set" already means "a valid writable page".
+    VALID and S2AP W both sit in an entry's low byte, so the test runs on the low bytes (one
+    narrowing copy of the rows, then byte-wide AND and count) and only the change is widened
+    back and XOR-ed in.  Returns (valid pages under the masks, changed).
     """
-    w, _ = scratch(sub.shape)
+    w, low = scratch(sub.shape)
+    low = low.view(np.uint8)
     bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(sub.shape)
     # rmap reads a leaf only where the reverse map has one: VALID (bit 0) is probed as well
     probe = (D.VALID | D.S2AP_W) if count_mapped else D.S2AP_W
     np.multiply(bits, np.uint8(probe), out=bits)  # (numpy's uint8 shifts are not SIMD)
-    np.copyto(w, bits)
-    np.bitwise_and(sub, w, out=w)
+    np.copyto(low, sub, casting="unsafe")  # keeps bits 0-7: VALID, TYPE, AttrIndx, S2AP
+    np.bitwise_and(low, bits, out=low)
     mapped = 0
     if count_mapped:
-        mapped = int(np.count_nonzero(w))
-        np.bitwise_and(w, U64(D.S2AP_W), out=w)
-    n = int(w.sum()) // D.S2AP_W  # each entry is now 0 or S2AP_W (a sum is cheaper than a count)
+        mapped = int(np.count_nonzero(low))
+        np.bitwise_and(low, np.uint8(D.S2AP_W), out=low)
+    n = int(np.count_nonzero(low))
     if n:
+        np.copyto(w, low)
         np.bitwise_xor(sub, w, out=sub)
     return mapped, n
 

@@ -68,7 +68,7 @@ def prepare(name: str, group: dict) -> Path:
     """Create or refresh the group's work directory; return it."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
-    tests = [t for t in group["tests"] if (ROOT / t).exists()]
+    tests = [t for t in group["tests"] if (ROOT / t.split("::")[0]).exists()]
     for sub in LINKED:
         link = work / sub
         if not link.is_symlink():

@@ -10,7 +10,16 @@ import subprocess
 import pytest
 
 from engine.files import session as S
-from engine.files.session import dump_session, event_context, save_session_file, save_session_files
+from engine.files.session import (
+    clear_chunk_pages,
+    dump_session,
+    event_context,
+    parse_session,
+    read_session_file,
+    save_session_file,
+    save_session_files,
+    validate_event,
+)
 from engine.util.errors import ConfigError
 
 SESSION = {
@@ -111,3 +120,38 @@ def test_a_process_of_another_user_counts_as_running(monkeypatch):
 
     monkeypatch.setattr(os, "kill", eperm)
     assert S._running(12345) is True
+
+
+def test_a_clear_chunk_one_byte_past_a_power_of_two_pages_is_refused():
+    """QEMU's clear-bitmap chunk is whole pages: 256 KiB + 1 byte is 64 pages and a byte,
+    refused (tests/test_qemu_rules.py pins the powers of two and the shift range)."""
+    cfg = dict(SESSION, tracking={"mode": "manual-clear", "clear_chunk": (256 << 10) + 1})
+    with pytest.raises(ConfigError, match=r"tracking\.clear_chunk: .*got 262145 bytes"):
+        clear_chunk_pages(parse_session(cfg).tracking, 4096)
+
+
+def test_a_folder_given_as_the_session_file_is_named_in_one_sentence(tmp_path):
+    assert _refusal(read_session_file, tmp_path) == (
+        f"{tmp_path}: is a directory, not a regular file (a session file)"
+    )
+
+
+def test_an_event_s_bad_field_is_named_with_the_event():
+    """The field's path, the rule, then which event (action and time)."""
+    ev = {"t_ms": 10, "action": "pause_vcpu", "vcpu": -1}
+    assert _refusal(validate_event, ev, "events[3]") == (
+        "events[3].vcpu: must be at least 0, got -1 (the pause_vcpu event at 10 ms)"
+    )
+
+
+def test_an_event_s_fields_are_returned_as_given_without_the_defaults():
+    """Only the fields the event sets: a default (compare: null) would undo what an earlier
+    set_tracking event set."""
+    ev = {"t_ms": 1, "action": "set_tracking", "strategy": "rmap"}
+    assert validate_event(ev, "events[0]") == {"strategy": "rmap"}
+
+
+def _refusal(fn, *args) -> str:
+    with pytest.raises(ConfigError) as err:
+        fn(*args)
+    return str(err.value)

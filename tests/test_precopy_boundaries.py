@@ -163,6 +163,31 @@ def test_untracked_slots_are_all_dirty_and_all_new_at_a_sync_summed_over_slots()
     assert m.sync(sim.t_ns + 1) == (24576, 24576)
 
 
+def test_ring_entries_of_a_slot_that_stopped_logging_are_not_harvested_again_later():
+    """Ring mode: the reaper collected pages 5 and 9 of slot 0, then its logging went off.
+    The next sync marks the whole slot dirty (16 384 pages), which covers them; once logging
+    is back on and everything was sent, a sync with nothing written reports nothing (the two
+    old entries are not reported a second time)."""
+    sim = Simulation.from_dict(
+        session(
+            costs=ZERO_COSTS,
+            workloads=[],
+            tracking={"mode": "ring", "strategy": "range"},
+            migration={"start_ms": 5},
+        )
+    )
+    while sim.migration is None or sim.migration.phase != "iterating":
+        sim.step_tick()
+    m = sim.migration
+    m.add_ring_pages(np.array([0, 0], dtype=np.uint32), np.array([5, 9], dtype=np.uint64))
+    sim.apply_edit({"t_ms": 6, "action": "set_memslot_flags", "id": 0, "flags": []})
+    assert m.sync(sim.t_ns + 1)[0] == 16384
+    sim.apply_edit({"t_ms": 7, "action": "set_memslot_flags", "id": 0, "flags": ["log_dirty"]})
+    m.slots[0].bitmap[:] = 0  # everything sent
+    m.remaining_pages_changed()
+    assert m.sync(sim.t_ns + 2) == (0, 0)
+
+
 def test_the_rounds_tlbi_counts_add_up_to_the_migrations():
     """Each round counts the TLB invalidations issued since the previous sync: over a whole
     run the rounds' counts add up to what the page tables issued from the start (none

@@ -11,7 +11,6 @@ import pytest
 
 from engine.files import session as S
 from engine.files.session import (
-    clear_chunk_pages,
     dump_session,
     event_context,
     parse_session,
@@ -122,12 +121,40 @@ def test_a_process_of_another_user_counts_as_running(monkeypatch):
     assert S._running(12345) is True
 
 
-def test_a_clear_chunk_one_byte_past_a_power_of_two_pages_is_refused():
+def _with_tracking(**t):
+    return dict(SESSION, tracking={"mode": "manual-clear", **t})
+
+
+def test_a_clear_chunk_one_byte_past_a_power_of_two_pages_is_refused_with_the_range():
     """QEMU's clear-bitmap chunk is whole pages: 256 KiB + 1 byte is 64 pages and a byte,
-    refused (tests/test_qemu_rules.py pins the powers of two and the shift range)."""
-    cfg = dict(SESSION, tracking={"mode": "manual-clear", "clear_chunk": (256 << 10) + 1})
-    with pytest.raises(ConfigError, match=r"tracking\.clear_chunk: .*got 262145 bytes"):
-        clear_chunk_pages(parse_session(cfg).tracking, 4096)
+    refused (tests/test_qemu_rules.py pins the powers of two and the shift range).  The
+    sentence gives the range by hand: 4 KiB × 2^6 = 256 KiB to 4 KiB × 2^31 = 8 TiB."""
+    assert _refusal(parse_session, _with_tracking(clear_chunk=(256 << 10) + 1)) == (
+        "tracking.clear_chunk: must be the page size times a power of two from 2^6 to 2^31 "
+        "(QEMU's x-clear-bitmap-shift 6...31): 256 KiB to 8 TiB with 4 KiB pages, "
+        "got 262145 bytes"
+    )
+
+
+def test_a_clear_chunk_and_a_shift_that_disagree_are_refused_naming_both():
+    """1 GiB of 4 KiB pages is 2^18 pages; a shift of 17 says otherwise."""
+    cfg = _with_tracking(clear_chunk="1GiB", clear_bitmap_shift=17)
+    assert _refusal(parse_session, cfg) == (
+        "tracking.clear_chunk: is 2^18 pages but tracking.clear_bitmap_shift says 17; "
+        "give one of them"
+    )
+
+
+@pytest.mark.parametrize(
+    ("loc", "prefix", "path"),
+    [
+        (("memslots", 0, "size"), None, "memslots[0].size"),  # the default: no prefix
+        (("size",), "events[3]", "events[3].size"),
+        (("memslots", "function-after[_size()]", 0), None, "memslots[0]"),  # no validator tag
+    ],
+)
+def test_a_field_path_is_spelled_as_the_session_spells_it(loc, prefix, path):
+    assert (S.field_path(loc) if prefix is None else S.field_path(loc, prefix)) == path
 
 
 def test_a_folder_given_as_the_session_file_is_named_in_one_sentence(tmp_path):

@@ -8,17 +8,15 @@ speed achieved) at most 30 times a second. The image is read from a max-pyramid 
 layer that follows the pages the run touched, so a frame costs what the screen shows, not what
 the guest holds (a 1 TiB guest has 268 M pages). Its timer runs only while running, so a paused
 worker costs nothing. A step to the next harvest (Step round, scripted rounds) runs as fast as
-possible in the same slices, sending frames as it goes, and Pause cancels it. After sending a
-frame the loop waits (briefly, without the GIL) until the GUI has shown it, and renders no
-frame the GUI has not caught up with. The GUI only ever sends requests through queued signals;
-it never calls into the simulation or waits for it. Edits are applied between slices. An engine
-exception pauses the run and is reported, never raised.
+possible in the same slices, sending frames as it goes, and Pause cancels it. It renders no
+frame the GUI has not caught up with (painted the previous one). The GUI only ever sends
+requests through queued signals; it never calls into the simulation or waits for it. Edits are
+applied between slices. An engine exception pauses the run and is reported, never raised.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import traceback
 from collections import deque
@@ -53,7 +51,6 @@ from engine.util.errors import DirtylogError, clip
 
 FRAME_INTERVAL_S = 1 / 30
 UNSHOWN_WAIT_S = 0.5  # a frame not yet shown holds back the next one at most this long
-SHOWN_WAIT_S = 0.05  # after sending a frame the loop waits this long at most for the GUI
 SLICE_BUDGET_S = 0.02
 MAX_BATCH = 256  # ticks per Simulation.advance at most
 MAX_TOUCHED = 50_000  # leaves highlighted in the tree after a harvest
@@ -108,7 +105,6 @@ class SimWorker(QObject):
         self._batch_ticks = MAX_BATCH  # ticks per advance (see _advance)
         self._sent = 0  # the last frame's seq
         self.shown = 0  # the seq of the last frame the GUI has shown (Runner.acknowledge)
-        self.shown_event = threading.Event()  # set when the GUI has shown the last frame
 
     # -- lifecycle (in the worker thread) -----------------------------------------------------
 
@@ -246,13 +242,7 @@ class SimWorker(QObject):
             self._set_running(False)
         # a run that stopped here (finished, goal reached, engine error) sends its last frame
         # now: no paused tick sends another
-        sent = self._sent
         self._emit(force=not self.running)
-        if self.running and self._sent != sent:
-            # the GUI shows and paints the frame while this thread waits without the GIL:
-            # sharing it at the 1 ms switch interval stretched each Python call of a paint
-            # (every item's paint and boundingRect) by up to a millisecond
-            self.shown_event.wait(SHOWN_WAIT_S)
 
     def _target(self, now: float) -> float:
         """Where simulated time should be now: speed × wall time since the anchor.  A goal
@@ -341,7 +331,6 @@ class SimWorker(QObject):
             self._update_touched()
             if self.sim.finished and self._result is None:
                 self._result = self.sim.result()
-            self.shown_event.clear()
             hover = ""
             if self.hover_gfn >= 0:
                 hover = describe_page(self.sim, self.hover_gfn, self.mode, layer, gain)
@@ -444,10 +433,9 @@ class Runner(QObject):
         self.thread.start()
 
     def acknowledge(self, frame: Frame) -> None:
-        """The GUI has shown and painted ``frame``: the worker may go on and render the next
-        (an int written under the GIL, which the worker only reads, and an Event)."""
+        """The GUI has shown and painted ``frame``: the worker may render the next (an int
+        written under the GIL; the worker only reads it)."""
         self.worker.shown = max(self.worker.shown, frame.seq)
-        self.worker.shown_event.set()
 
     def shutdown(self) -> None:
         """Stop the loop and join the thread (called on close and before a reset)."""

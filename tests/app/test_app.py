@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -575,38 +574,4 @@ def test_the_worker_renders_no_frame_the_gui_has_not_caught_up_with():
     assert len(sent) == 3
     emit_after(UNSHOWN_WAIT_S * 1.1)  # frame 3 lost: after UNSHOWN_WAIT_S the next goes
     assert [f.seq for f in sent] == [1, 2, 3, 4]
-    worker.deleteLater()
-
-
-def test_after_a_frame_the_loop_waits_for_the_gui_to_show_it():
-    """A running tick that sent a frame waits (at most SHOWN_WAIT_S, without the GIL) for
-    the GUI's acknowledgement, which Runner.acknowledge gives; a tick that sent none does
-    not wait."""
-    from app.runner import SHOWN_WAIT_S, Runner, SimWorker
-
-    class Event:
-        def __init__(self):
-            self.calls = []
-
-        def clear(self):
-            self.calls.append("clear")
-
-        def set(self):
-            self.calls.append("set")
-
-        def wait(self, timeout):
-            self.calls.append(("wait", timeout))
-
-    worker = SimWorker(Simulation.from_dict(small_session()))
-    worker.shown_event = Event()
-    sent = []
-    worker.frame.connect(sent.append)
-    worker.set_speed(1e6)
-    worker._set_running(True)
-    worker._tick()
-    assert len(sent) == 1 and worker.shown_event.calls == ["clear", ("wait", SHOWN_WAIT_S)]
-    worker._tick()  # within the frame interval (and frame 1 not shown): no frame, no wait
-    assert len(sent) == 1 and len(worker.shown_event.calls) == 2
-    Runner.acknowledge(SimpleNamespace(worker=worker), sent[0])
-    assert worker.shown == 1 and worker.shown_event.calls[-1] == "set"
     worker.deleteLater()

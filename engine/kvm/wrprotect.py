@@ -152,7 +152,7 @@ class _WordChunks:
     """
 
     chunk: np.ndarray  # index of each word's 64 entries in pool.reshape(-1, 64)
-    new_walk: np.ndarray  # the word's last-level table differs from the previous word's
+    region: np.ndarray  # the level-2 region (last-level table's span) of each word
     increasing: bool  # chunks ascend with the words (tables were allocated in IPA order)
 
     @classmethod
@@ -162,21 +162,36 @@ class _WordChunks:
             return None
         if gfn0.size > 1 and not bool(np.all(gfn0[1:] > gfn0[:-1])):
             return None
-        region = gfn0 >> pgt.geom.bits_per_level
-        new_walk = np.ones(region.shape, dtype=bool)
-        new_walk[1:] = region[1:] != region[:-1]
-        starts = np.flatnonzero(new_walk)
         g = pgt.geom
-        table = pgt.last_level_tables(region[starts] << g.level_shift(2))
+        region = gfn0 >> g.bits_per_level
+        r0 = int(region[0])
+        n_regions = int(region[-1]) - r0 + 1
+        if n_regions <= gfn0.size:  # (a harvest's words: every region of the span asked once)
+            every = pgt.last_level_tables((np.arange(n_regions) + r0) << g.level_shift(2))
+            table = every[region - r0]
+        else:  # sparse words: each distinct region asked once
+            first = np.ones(region.shape, dtype=bool)
+            first[1:] = region[1:] != region[:-1]
+            starts = np.flatnonzero(first)
+            table = np.repeat(
+                pgt.last_level_tables(region[starts] << g.level_shift(2)),
+                np.diff(np.append(starts, region.size)),
+            )
         if not bool(np.all(table >= 0)):
             return None
-        # chunk = the table's first chunk + the word's index in its region, per region
-        table_chunk0 = table * (E // 64) - ((gfn0[starts] >> 6) & ~(E // 64 - 1))
-        chunk = gfn0 >> 6
-        chunk += np.repeat(table_chunk0, np.diff(np.append(starts, region.size)))
-        # within a region the chunks ascend with the words: they ascend overall exactly
-        # when the regions' tables do
-        return cls(chunk, new_walk, table.size < 2 or bool(np.all(table[1:] > table[:-1])))
+        # the word's chunk = its table's first chunk + the word's index inside the table
+        chunk = table * (E // 64)
+        chunk += (gfn0 >> 6) & (E // 64 - 1)
+        return cls(chunk, region, chunk.size < 2 or bool(np.all(chunk[1:] > chunk[:-1])))
+
+    def new_walks(self, starts: np.ndarray | None) -> int:
+        """Upper-level walks of masked-skip: one where the word's last-level table differs
+        from the previous word's, and at each ioctl's first word (``starts``)."""
+        new_walk = np.ones(self.region.shape, dtype=bool)
+        np.not_equal(self.region[1:], self.region[:-1], out=new_walk[1:])
+        if starts is not None:
+            new_walk[starts] = True
+        return int(np.count_nonzero(new_walk))
 
     def apply(
         self, pgt: PageTable, masks: np.ndarray, counters: WalkCounters, count_reads: str
@@ -445,10 +460,7 @@ def protect_masked_skip(
     g = pgt.geom
     fast = _WordChunks.of(pgt, base_gfn + offsets)
     if fast is not None:
-        new_walk = fast.new_walk.copy()
-        if starts is not None:
-            new_walk[starts] = True
-        fast.upper_walks(pgt, counters, int(np.count_nonzero(new_walk)))
+        fast.upper_walks(pgt, counters, fast.new_walks(starts))
         fast.apply(pgt, masks, counters, "mask")
         return
     order = np.argsort(offsets, kind="stable")

@@ -121,6 +121,29 @@ def test_strategies_agree_where_writable_pages_are_dirty(layout):
         assert np.array_equal(results[0].pool, other.pool)
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        [0, 3 * 8 + 1, 3 * 8 + 6, 7 * 8 + 2, 7 * 8 + 5, 7 * 8 + 7],  # fewer than the regions
+        [8 * r + i for r in (0, 1, 2, 3, 6, 7) for i in (0, 5)] + [7],  # more (4, 5 unmapped)
+    ],
+)
+def test_word_chunks_find_each_words_table_sparse_or_dense(words):
+    """A harvest's aligned words reach their 64 entries through the table of their level-2
+    region: each region of the span is looked up when the words outnumber the regions, each
+    distinct region otherwise; both against the references, with 1, 2 or 3 words a region
+    and tables allocated out of IPA order (the pages of region 6 and 7 mapped first)."""
+    pgt = PageTable(G4K, rmap=True)
+    for region in (7, 6, 0, 1, 2, 3):
+        pgt.map_range(BASE + region * (2 << 20), 2 << 20, 4096)
+    rng = np.random.default_rng(len(words))
+    offsets = np.array(sorted(words), dtype=np.int64) * 64
+    masks = rng.integers(1, 1 << 63, offsets.size, dtype=np.int64).astype(np.uint64)
+    chunks = WP._WordChunks.of(pgt, BASE_GFN + offsets)
+    assert chunks is not None and not chunks.increasing
+    _assert_each_matches_its_reference(pgt, offsets, masks)
+
+
 @st.composite
 def ring_layouts(draw):
     """A layout whose words sit at any offset, in ring order (not sorted), possibly

@@ -435,7 +435,7 @@ class VM:
         """Add every write to its page's version (what the destination must end up with)."""
         if not write.all():
             gfn, sidx = gfn[write], sidx[write]
-        for i, sel in _per_slot(sidx):
+        for i, sel in _per_slot(sidx, len(slots)):
             slot = slots[i]
             add_counts(self.slots[slot.id].version, gfn[sel] - slot.base_gfn)
 
@@ -443,7 +443,7 @@ class VM:
         """``_bump_versions`` for a batch of writes only, from its per-page write counts
         (the pages are distinct: one scatter, no sort)."""
         assert pages.writes is not None
-        for i, sel in _per_slot(pages.sidx):
+        for i, sel in _per_slot(pages.sidx, len(slots)):
             slot = slots[i]
             version = self.slots[slot.id].version
             where = pages.gfn[sel] - slot.base_gfn
@@ -581,7 +581,9 @@ class VM:
             running = pages.running_writer(idx)
             self._ring_marks.append(idx[running])  # pushed at the end of _apply
             idx = idx[~running]  # no running vCPU: the backup bitmap (ring-with-bitmap)
-        for i, sel in _per_slot(pages.sidx[idx]):
+            if not idx.size:
+                return
+        for i, sel in _per_slot(pages.sidx[idx] if len(slots) > 1 else idx, len(slots)):
             slot = slots[i]
             rel = pages.gfn[idx[sel]] - slot.base_gfn
             bitmap = self.slots[slot.id].bitmap
@@ -672,9 +674,12 @@ class VM:
 ACCESS_SLICE = 1 << 20  # accesses applied at a time (see VM.access)
 
 
-def _per_slot(sidx: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+def _per_slot(sidx: np.ndarray, nslots: int = 0) -> list[tuple[int, np.ndarray | slice]]:
     """(slot index, selection of the entries in that slot) per distinct slot index, in
-    ascending order; the selection is the whole array when there is one slot (no mask)."""
+    ascending order; the selection is the whole array when there is one slot (no mask),
+    and ``sidx`` is not read when the VM has one slot (``nslots`` 1: every index is 0)."""
+    if nslots == 1:
+        return [(0, slice(None))]
     if sidx.size and int(sidx.min()) == int(sidx.max()):
         return [(int(sidx[0]), slice(None))]
     return [(int(i), sidx == i) for i in unique_fast(sidx)]

@@ -723,9 +723,10 @@ class _Pages:
 
         A page's accesses stay in time order, so the start of each run is its first access
         and the run's length its access count.  The sort packs both into one int64 key
-        (numpy's vectorised sort of a million such keys took ~25 ms here, a third of the
-        per-gfn minimum tables it replaced); a vCPU or slot that is the same for every
-        access is filled in, not gathered.
+        (numpy's vectorised sort: figure 4's million writes over 4 M pages were grouped in
+        56 ms of CPU, against 86 ms with the per-gfn ``minimum.at`` tables it replaced, on
+        the loaded project machine); a vCPU or slot that is the same for every access is
+        filled in, not gathered.
         """
         n = gfn.size
         lo = int(gfn.min())

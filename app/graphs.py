@@ -94,6 +94,34 @@ class CompactAxis(pg.AxisItem):
         return [compact(v * scale) for v in values]
 
 
+class LegendLine(pg.LabelItem):
+    """A plot's legend: ``lines`` lines of 8 pt text under it, of a size fixed at creation.
+
+    pyqtgraph's LabelItem sizes itself to each new text, which re-laid out the plot's cell
+    and repainted the whole dock (20-25 ms of GUI CPU) when a run's first rounds named their
+    series.  The walk plots have two lines (a tracking mode's note), the others one."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__("X" + "<br>X" * (lines - 1), size="8pt", justify="left")
+        self._fixed = self.itemRect().height()
+        super().updateMin()  # the height of ``lines`` lines, before any text
+        self.setText("")
+
+    def updateMin(self) -> None:  # noqa: N802 (pyqtgraph's name)
+        fixed = getattr(self, "_fixed", None)
+        if fixed is None:  # during LabelItem.__init__
+            super().updateMin()
+            return
+        self.setMinimumSize(0, fixed)
+        self.setMaximumHeight(fixed)
+        self._sizeHint = {
+            Qt.SizeHint.MinimumSize: (0, fixed),
+            Qt.SizeHint.PreferredSize: (0, fixed),
+            Qt.SizeHint.MaximumSize: (-1, fixed),
+            Qt.SizeHint.MinimumDescent: (0, 0),
+        }
+
+
 class TimingGraphs(QWidget):
     """The dock's graphs; with ``figure`` = (session name, columns), an export figure."""
 
@@ -133,7 +161,7 @@ class TimingGraphs(QWidget):
                 title=title,
                 axisItems={"bottom": RoundAxis("bottom"), "left": CompactAxis("left")},
             )
-            legend = pg.LabelItem("", size="8pt", justify="left")
+            legend = LegendLine(2 if key.startswith("walk") else 1)
             cell.addItem(legend, row=1, col=0)
             p.setLabel("left", unit)
             p.getAxis("left").setWidth(AXIS_WIDTH)

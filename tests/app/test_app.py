@@ -575,3 +575,18 @@ def test_the_worker_renders_no_frame_the_gui_has_not_caught_up_with():
     emit_after(UNSHOWN_WAIT_S * 1.1)  # frame 3 lost: after UNSHOWN_WAIT_S the next goes
     assert [f.seq for f in sent] == [1, 2, 3, 4]
     worker.deleteLater()
+
+
+def test_a_legend_keeps_its_size_whatever_its_text(qapp):
+    """New legend text never re-lays out a plot's cell: a legend's height is fixed at
+    creation (one or two lines) and it asks for no width."""
+    from app.graphs import LegendLine
+
+    one, two = LegendLine(1), LegendLine(2)
+    heights = (one.minimumHeight(), two.minimumHeight())
+    assert 0 < heights[0] < heights[1] < 2.5 * heights[0]
+    for text in ("a", "a<br><i>a tracking mode's note</i>", "━● series " * 40, ""):
+        for leg, h in zip((one, two), heights, strict=True):
+            leg.setText(text)
+            assert leg.text == text
+            assert (leg.minimumHeight(), leg.maximumHeight(), leg.minimumWidth()) == (h, h, 0)

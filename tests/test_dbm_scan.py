@@ -21,14 +21,25 @@ from engine.stage2.geometry import Geometry
 G = Geometry(4096, 40)
 BASE = 0x40000000
 # slot 0 starts 3 pages into a last-level table and ends inside another (partial tables
-# at both ends, whole tables between); slot 1 is exactly two tables
-SLOTS = {0: (BASE + 3 * 4096, 1500), 1: (BASE + (64 << 20), 1024)}
+# at both ends, whole tables between); slot 1 is exactly two tables; slot 2 starts 64 pages
+# into a table (its whole tables begin at bitmap word 7: cleaned in place); slot 3 spans
+# three tables but its middle 2 MiB is never mapped (consecutive table ids whose pages are
+# not consecutive: gathered)
+SLOTS = {
+    0: (BASE + 3 * 4096, 1500),
+    1: (BASE + (64 << 20), 1024),
+    2: (BASE + (128 << 20) + 64 * 4096, 1600),
+    3: (BASE + (192 << 20), 1536),
+}
 
 
 def _dbm_vm() -> VM:
     vm = VM(G, Tracking("dbm", "range"))
     for sid, (base, npages) in SLOTS.items():
-        vm.set_memslot(sid, base, npages * 4096, 0, 4096, populate=True)
+        vm.set_memslot(sid, base, npages * 4096, 0, 4096, populate=sid != 3)
+        if sid == 3:
+            gfn = (base >> 12) + np.r_[0:512, 1024:1536]
+            vm.access(gfn, np.zeros(gfn.size, np.int64), np.ones(gfn.size, bool))
         vm.set_memslot(sid, base, npages * 4096, slot_flags(log_dirty=True), 4096)
     return vm
 
@@ -55,7 +66,7 @@ def test_scan_dbm_matches_plain_scan(seed, dirty):
     vm = _dbm_vm()
     flat = vm.pgt.flat
     rest = (1 - dirty) / 3
-    k = np.random.default_rng(seed).choice(4, 2524, p=[rest, dirty, rest, rest])
+    k = np.random.default_rng(seed).choice(4, 5660, p=[rest, dirty, rest, rest])
     at = 0
     for base, npages in SLOTS.values():
         _, pos, _ = vm.pgt.lookup((np.arange(npages, dtype=np.int64) + (base >> 12)) << 12)
@@ -71,7 +82,7 @@ def test_scan_dbm_matches_plain_scan(seed, dirty):
         assert set(DL.bitmap_pages(vm.slots[sid].bitmap).tolist()) == want
         assert op.pages == len(want)
         assert op.counters.writes[3] == len(want)
-        assert op.counters.reads[3] == SLOTS[sid][1]  # every leaf of the slot is read
+        assert op.counters.reads[3] == SLOTS[sid][1] - (512 if sid == 3 else 0)  # every leaf
         assert vm.pgt.tlbi["range"] - tlbi == (1 if want else 0)
         got = {p: int(flat[p]) for p in after}
         assert got == after

@@ -575,6 +575,24 @@ def test_next_set_bits_scans_only_as_far_as_it_needs():
     assert none.size == 0 and none.dtype == np.int64  # page offsets, even when there are none
 
 
+@pytest.mark.parametrize("per_word", [1, 2, 3, 5, 63, 64])  # around _FEW_BITS, and full
+def test_next_set_bits_expands_few_and_many_bits_per_word_alike(per_word):
+    """Words with a few set bits (a sparse round: their bits found a round at a time), with
+    many (unpacked) and full words (a range) give the same offsets as a plain loop over every
+    bit, including bit 63, zero words between, and [lo, hi) cutting inside a word."""
+    rng = np.random.default_rng(per_word)
+    words = np.zeros(3000, np.uint64)
+    filled = rng.choice(3000, 900, replace=False)
+    for w in filled.tolist():
+        chosen = rng.choice(64, per_word, replace=False).tolist() + ([63] if w % 5 == 0 else [])
+        words[w] = np.uint64(sum(1 << b for b in set(chosen)))
+    every = [w * 64 + b for w in range(3000) for b in range(64) if int(words[w]) >> b & 1]
+    for lo, hi in ((0, 3000 * 64), (64 * 700 + 63, 64 * 2900 + 1), (5, 64 * 40)):
+        inside = [p for p in every if lo <= p < hi]
+        for limit in (1, 500, len(inside), len(inside) + 1):
+            assert DL.next_set_bits(words, lo, hi, limit).tolist() == inside[:limit]
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.sampled_from(["bitmap", "ring", "dbm", "manual-clear"]),

@@ -321,8 +321,10 @@ def _word_masks(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pages = np.sort(pages)
     bits = U64(1) << (pages & 63).astype(U64)
     words = pages >> 6
-    starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]]) if pages.size else pages
-    return words[starts], np.bitwise_or.reduceat(bits, starts) if pages.size else bits
+    if not pages.size:
+        return words, bits
+    starts = np.flatnonzero(first_of_runs(words))
+    return words[starts], np.bitwise_or.reduceat(bits, starts)
 
 
 _DENSE_MIN_PAGES = 4096  # below this the per-word path is as fast
@@ -384,12 +386,45 @@ def bitmap_pages(words: np.ndarray) -> np.ndarray:
     return np.flatnonzero(bits)
 
 
+_FEW_BITS = 4  # words with at most this many set bits on average are expanded bit by bit
+
+
+def _bit_offsets(vals: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Offsets of the set bits of ``vals`` (non-zero uint64 words; ``cum``: the running count
+    of their set bits, int64) in the bits they make back to back (bit b of word k is
+    64 k + b), increasing (int64).
+
+    Full words (a first pass) give a range; words holding many bits are unpacked, one byte
+    per bit.  Words holding a few (a sparse round's bitmap: one or two each) give their
+    lowest set bit one round at a time instead: as many rounds as the fullest word has
+    bits, each over the words not yet empty; an unpacked word costs 64 bytes to make and to
+    search wherever its bits are."""
+    total = int(cum[-1])
+    if total == 64 * vals.size:
+        return np.arange(total, dtype=np.int64)
+    if total > _FEW_BITS * vals.size:
+        octets = np.ascontiguousarray(vals, dtype="<u8").view(np.uint8)
+        return np.flatnonzero(np.unpackbits(octets, bitorder="little"))
+    out = np.empty(total, dtype=np.int64)
+    at = cum - np.bitwise_count(vals)  # where each word's lowest bit goes
+    base = np.arange(vals.size, dtype=np.int64) << 6
+    v = vals.copy()
+    while True:
+        low = v & (~v + U64(1))  # the lowest set bit (two's complement)
+        out[at] = base + np.bitwise_count(low - U64(1))
+        v ^= low
+        left = np.flatnonzero(v)
+        if not left.size:
+            return out
+        v, at, base = v[left], at[left] + 1, base[left]
+
+
 def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray:
     """The first ``limit`` set bits (page offsets) in [lo, hi), scanning a chunk at a time.
 
     Each chunk's non-zero words are counted (popcount) and only as many of them as can hold
-    the bits still wanted are expanded, so a sparse bitmap costs a pass over its words, not
-    one byte per bit of every word scanned.
+    the bits still wanted are expanded (``_bit_offsets``), so a sparse bitmap costs a pass
+    over its words, not one byte per bit of every word scanned.
     """
     out: list[np.ndarray] = []
     found = 0
@@ -405,9 +440,8 @@ def next_set_bits(words: np.ndarray, lo: int, hi: int, limit: int) -> np.ndarray
             cum = np.cumsum(np.bitwise_count(vals), dtype=np.int64)
             take = int(np.searchsorted(cum, limit - found + 64)) + 1
             if take < nz.size:
-                nz, vals = nz[:take], vals[:take]
-            octets = np.ascontiguousarray(vals, dtype="<u8").view(np.uint8)
-            bit = np.flatnonzero(np.unpackbits(octets, bitorder="little"))
+                nz, vals, cum = nz[:take], vals[:take], cum[:take]
+            bit = _bit_offsets(vals, cum)
             if int(nz[-1]) - int(nz[0]) + 1 == nz.size:  # no zero word between: one offset
                 pages = bit + (w + int(nz[0])) * 64
             else:
@@ -429,18 +463,24 @@ def scan_dbm(vm, st) -> OpStats:
 
     A dirty leaf is a valid page (or block) with DBM and S2AP W both set (the hardware set W
     on the first write); cleaning clears W.  Every leaf of the slot counts as read, as a scan
-    reads them all.  Whole last-level tables are tested in place a few hundred rows at a time
-    (``_dirty_in_rows``); only partial tables and blocks gather their entries.  The same
-    pages come out as from the per-entry test (pinned by tests/test_dbm_scan.py).
+    reads them all.  Whole last-level tables are tested in place a few hundred rows at a time;
+    where consecutive tables map consecutive pages from a bitmap word's first page (a slot
+    mapped in order) they are also cleaned in place and their bits packed straight into the
+    bitmap (``_clean_rows``), otherwise their dirty entries' positions are gathered
+    (``_dirty_in_rows``), as are partial tables' and blocks'.  The same pages come out as
+    from the per-entry test (pinned by tests/test_dbm_scan.py).
     """
     s = st.slot
     with _Measure(vm, OpStats("dbm-scan")) as op:
         dirty_pages: list[np.ndarray] = []
+        cleaned = 0  # dirty pages cleaned in place, their bits already set
         for batch in leaf_batches(vm.pgt, s.base, s.end, op.counters):
-            p = _dirty_leaves(vm.pgt, batch)
+            done, p = _dirty_leaves(vm, st, batch)
+            cleaned += done
+            if done or p.size:
+                op.counters.writes[batch.level] += done + int(p.size)
             if p.size:
                 vm.pgt.flat[p] &= ~U64(D.S2AP_W)
-                op.counters.writes[batch.level] += int(p.size)
                 first = vm.pgt.entry_ipa(p) >> vm.page_shift
                 if batch.level == 3:  # a page of the walked range: inside the slot
                     dirty_pages.append(first - s.base_gfn)
@@ -448,10 +488,10 @@ def scan_dbm(vm, st) -> OpStats:
                 per = vm.geom.level_size(batch.level) >> vm.page_shift
                 gfn = (first[:, None] + np.arange(per)[None, :]).reshape(-1)
                 dirty_pages.append(gfn[(gfn >= s.base_gfn) & (gfn < s.end_gfn)] - s.base_gfn)
-        if dirty_pages:
-            rel = np.concatenate(dirty_pages)
+        if dirty_pages or cleaned:
+            rel = np.concatenate(dirty_pages) if dirty_pages else np.zeros(0, np.int64)
             set_bits(st.bitmap, rel)
-            op.pages = int(rel.size)
+            op.pages = int(rel.size) + cleaned
             _flush_slot(vm)
     return op
 
@@ -459,14 +499,23 @@ def scan_dbm(vm, st) -> OpStats:
 _DBM_DIRTY = D.VALID | D.TYPE | D.S2AP_W | D.DBM  # a dirty page at L3: all four set
 
 
-def _dirty_leaves(pgt, batch) -> np.ndarray:
-    """Distinct flat positions of the batch's dirty leaves (valid, DBM and W set)."""
+def _dirty_leaves(vm, st, batch) -> tuple[int, np.ndarray]:
+    """The batch's dirty leaves (valid, DBM and W set): how many were cleaned in place with
+    their bits set (``_clean_rows``), and the distinct flat positions of the others."""
+    pgt = vm.pgt
     E = pgt.E
     full = (batch.lo == 0) & (batch.hi == E)
     whole = batch.tables[full] if batch.level == 3 else batch.tables[:0]
     if whole.size > 1 and not bool(np.all(whole[1:] > whole[:-1])):
         whole, full = whole[:0], np.zeros_like(full)  # repeated tables: the general path
-    found = [_dirty_in_rows(pgt, run) for run in _row_runs(whole)]
+    found = [np.zeros(0, np.int64)]
+    cleaned = 0
+    for run in _row_runs(whole):
+        first = _first_page(vm, st, run)
+        if first is None:
+            found.append(_dirty_in_rows(pgt, run))
+        else:
+            cleaned += _clean_rows(pgt, run, st.bitmap, first)
     rest = np.flatnonzero(~full) if whole.size else None
     if rest is None or rest.size:
         pos = batch.positions(rest)
@@ -474,7 +523,7 @@ def _dirty_leaves(pgt, batch) -> np.ndarray:
         want = U64(D.VALID | D.TYPE) if batch.level == 3 else U64(D.VALID)
         dirty = ((d & U64(D.VALID | D.TYPE)) == want) & D.is_writable(d) & ((d & U64(D.DBM)) != 0)
         found.append(unique_fast(pos[dirty]))
-    return np.concatenate(found)  # (never empty: the general path or at least one run)
+    return cleaned, np.concatenate(found)
 
 
 def _row_runs(tables: np.ndarray) -> list[slice]:
@@ -491,13 +540,43 @@ def _row_runs(tables: np.ndarray) -> list[slice]:
     return out
 
 
-def _dirty_in_rows(pgt, rows: slice) -> np.ndarray:
-    """Flat positions of the dirty pages in whole last-level tables ``rows`` of the pool."""
+def _first_page(vm, st, rows: slice) -> int | None:
+    """The slot page mapped by the first entry of whole last-level tables ``rows`` when the
+    tables map consecutive pages (E each) and it begins a bitmap word; else None."""
+    ipa = vm.pgt.table_ipa[rows]
+    if ipa.size > 1 and bool(np.any(np.diff(ipa) != vm.pgt.E << vm.page_shift)):
+        return None
+    first = (int(ipa[0]) >> vm.page_shift) - st.slot.base_gfn
+    return first if first % 64 == 0 else None
+
+
+def _dirty_tables(pgt, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Whole last-level tables ``rows`` of the pool (a view) and which entries are dirty
+    pages (a reused bool buffer of the same shape)."""
     view = pgt.pool[rows]
     tmp, hit = scratch(view.shape)
     np.bitwise_and(view, U64(_DBM_DIRTY), out=tmp)
     np.equal(tmp, U64(_DBM_DIRTY), out=hit)
+    return view, hit
+
+
+def _dirty_in_rows(pgt, rows: slice) -> np.ndarray:
+    """Flat positions of the dirty pages in whole last-level tables ``rows`` of the pool."""
+    _, hit = _dirty_tables(pgt, rows)
     return np.flatnonzero(hit) + rows.start * pgt.E
+
+
+def _clean_rows(pgt, rows: slice, bitmap: np.ndarray, first: int) -> int:
+    """Clean the dirty pages of whole last-level tables ``rows``, which map slot pages
+    ``first`` (a multiple of 64) onwards in order, and set their bits in ``bitmap``: one
+    pass over the rows, no positions gathered.  Returns how many were dirty."""
+    view, hit = _dirty_tables(pgt, rows)
+    n = int(np.count_nonzero(hit))
+    if n:
+        np.bitwise_and(view, ~U64(D.S2AP_W), out=view, where=hit)
+        words = np.packbits(hit, bitorder="little").view("<u8")
+        bitmap[first >> 6 : (first >> 6) + words.size] |= words
+    return n
 
 
 # -- dirty ring ---------------------------------------------------------------------------------

@@ -320,6 +320,32 @@ def test_exit_time_is_owed_from_the_next_exit_period():
     assert sim.vcpu_debt_ns.tolist() == [0]
 
 
+@pytest.mark.parametrize("throttle", [0, 37])
+def test_exit_time_owed_is_paid_from_the_first_ticks_as_a_plain_loop_pays_it(throttle):
+    """Each tick pays what is still owed, at most the vCPU's whole time in it (a plain loop
+    over the ticks); a paused vCPU pays nothing; debts below, at and above one tick and
+    past the batch's end."""
+    data = move_session(False)
+    data["vcpus"] = 5
+    sim = Simulation.from_dict(data)
+    sim.migration.throttle_pct = throttle
+    sim.paused_vcpus = {3}
+    tick = 1_000_000 * (100 - throttle) // 100
+    debts = [0, tick - 1, tick, 2 * tick + 17, 40 * tick]
+    sim.vcpu_debt_ns[:] = debts
+    want, left = [], list(debts)
+    for _ in range(6):
+        row = []
+        for v in range(5):
+            budget = 0 if v == 3 else tick
+            pay = min(left[v], budget)
+            left[v] -= pay
+            row.append(budget - pay)
+        want.append(row)
+    assert sim._active_ns(6).tolist() == want
+    assert sim.vcpu_debt_ns.tolist() == left
+
+
 def test_a_live_edit_is_recorded_at_its_tick_and_replays_exactly():
     data = small_demo()
     live = Simulation.from_dict(data)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.kvm import dirtylog as DL
-from engine.util.arrays import expand_runs
+from engine.util.arrays import expand_runs, first_of_runs
 
 U64 = np.uint64
 
@@ -113,7 +113,7 @@ def clear_ranks(pages: Pages, snapshots: dict[int, np.ndarray | None], chunk: in
         snap = snapshots.get(sid)
         if snap is not None and p.size:
             c = p // chunk
-            first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+            first = np.flatnonzero(first_of_runs(c))
             for i in first[_chunks_with_bits(snap, c[first], chunk)].tolist():
                 key = (sid, int(c[i]))
                 if key not in seen:

@@ -340,28 +340,31 @@ class Migration:
         )
         rate = Q.rate_limit_per_window(cfg.bandwidth)
         used = self.total_bytes - self.win_xfer0  # bytes sent in this window
-        timeout = cfg.timeout_s * NS
+        timeout, t_start = cfg.timeout_s * NS, self.t_start_ns
+        waited = self.iterate_t0 + Q.MAX_WAIT_BREAK_NS  # (integers: the same test as tick's)
+        link_count, window_count = DF.link_count, DF.window_count
         left, hi, sent = self._remaining, d.sent if d is not None else 0, 0
-        j = i
-        while j < len(edges) - 1:
+        j, last = i, len(edges) - 1
+        while j < last:
             t0, t1 = edges[j], edges[j + 1]
-            if t1 >= stop or t1 - self.t_start_ns >= timeout:
+            if t1 >= stop or t1 - t_start >= timeout:
                 break
             n, c = 0, carry
-            start = max(t0, min(busy, t1))
+            start = t0 if busy <= t0 else min(busy, t1)  # max(t0, min(busy, t1))
             if t1 > start and used > rate:
                 c = 0.0  # the rate limit is exceeded: the thread waits for the window's end
             elif t1 > start:
                 budget = link * (t1 - start) / NS + carry
                 want = int(budget // cost) + 1
-                got = min(want, left)
-                by_link = min(got, DF.link_count(budget, cost))
-                by_window = min(got, DF.window_count(rate - used, cost))
-                n = min(by_link, by_window)
+                got = want if want < left else left
+                by_link = min(got, link_count(budget, cost))
+                room = rate - used  # more than got pages' bytes: window_count > got
+                by_window = got if room > got * cost else min(got, window_count(room, cost))
+                n = by_link if by_link < by_window else by_window
                 if n >= got or hi + n > hi_max:  # dry, a second pass, or a CLEAR first
                     break
                 c = budget - n * cost if by_link <= by_window else 0.0
-            if t1 >= we if used + n * cost > rate else t1 - self.iterate_t0 >= Q.MAX_WAIT_BREAK_NS:
+            if t1 >= we if used + n * cost > rate else t1 >= waited:
                 break  # a loop turn: the rate limit's wait ends, or MAX_WAIT: a decision
             if n:
                 if d is None:  # the batch's first send (``_defer``: the count is kept)

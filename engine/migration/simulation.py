@@ -486,15 +486,11 @@ class Simulation:
         throttle = m.throttle_pct if m else 0
         budget = np.full(self.cfg.vcpus, self.tick_ns * (100 - throttle) // 100, dtype=np.int64)
         budget[list(self.paused_vcpus)] = 0
-        active = np.repeat(budget[None, :], k, axis=0)
-        debt = self.vcpu_debt_ns
-        for i in range(k):
-            spend = np.minimum(debt, budget)
-            if not spend.any():
-                break
-            debt -= spend
-            active[i] -= spend
-        return active
+        # tick i pays min(what is still owed after i ticks, budget): the debt less i budgets
+        owed = self.vcpu_debt_ns[None, :] - np.arange(k, dtype=np.int64)[:, None] * budget
+        spend = np.clip(owed, 0, budget)
+        self.vcpu_debt_ns -= spend.sum(axis=0)
+        return budget - spend
 
     def _apply_accesses(self, acc: Accesses) -> tuple[np.ndarray, int]:
         faults = np.zeros(self.cfg.vcpus, dtype=np.int64)

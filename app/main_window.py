@@ -363,14 +363,9 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
             "Pause" if frame.running or frame.stepping else ("Done" if frame.finished else "Start")
         )
         self.controls.show_finished(frame.finished)
-        if self.runner is not None:  # once painted: the paint's update is posted before it
-            runner = self.runner
-            QTimer.singleShot(0, self, lambda: self._acknowledge(runner, frame))
+        if self.runner is not None:  # the worker builds the next frame while this one paints
+            self.runner.acknowledge(frame)
         self.frame_shown.emit(frame)
-
-    def _acknowledge(self, runner, frame: Frame) -> None:
-        if runner is self.runner:  # not a run replaced meanwhile
-            runner.acknowledge(frame)
 
     def show_error(self, text: str) -> None:
         self.messages.report_error("engine error (run paused)", text)

@@ -9,7 +9,7 @@ layer that follows the pages the run touched, so a frame costs what the screen s
 the guest holds (a 1 TiB guest has 268 M pages). Its timer runs only while running, so a paused
 worker costs nothing. A step to the next harvest (Step round, scripted rounds) runs as fast as
 possible in the same slices, sending frames as it goes, and Pause cancels it. It renders no
-frame the GUI has not caught up with (painted the previous one). The GUI only ever sends
+frame the GUI has not caught up with (taken the previous one). The GUI only ever sends
 requests through queued signals; it never calls into the simulation or waits for it. Edits are
 applied between slices. An engine exception pauses the run and is reported, never raised.
 """
@@ -433,8 +433,9 @@ class Runner(QObject):
         self.thread.start()
 
     def acknowledge(self, frame: Frame) -> None:
-        """The GUI has shown and painted ``frame``: the worker may render the next (an int
-        written under the GIL; the worker only reads it)."""
+        """The GUI has taken ``frame`` (its paint is queued): the worker may render the next,
+        so building a frame overlaps painting the last, and no frame waits for the GUI
+        behind another (an int written under the GIL; the worker only reads it)."""
         self.worker.shown = max(self.worker.shown, frame.seq)
 
     def shutdown(self) -> None:

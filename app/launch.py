@@ -46,7 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="WxH",
         help="scripted: the window's size in pixels (default 1600x1000)",
     )
-    p.add_argument("--bench", action="store_true", help="measure figures 7 and 8, print JSON")
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure the app's bench figures (7, 8, 10, 11: heat-map frames per second and"
+        " GUI stalls, offscreen) and print them as JSON",
+    )
     p.add_argument("--quick", action="store_true", help="with --bench: small sizes")
     p.add_argument("--settings-dir", help=argparse.SUPPRESS)
     return p.parse_args(argv)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.cli.main import main as cli_main
 from engine.stage2 import descriptor as D
 from engine.stage2.geometry import Geometry
-from engine.stage2.pgtable import HOST_PA_OFFSET, PageTable
+from engine.stage2.pgtable import HOST_PA_OFFSET, POOL_PA_BASE, PageTable
 from engine.stage2.walk import (
     Visit,
     WalkCounters,
@@ -466,3 +466,47 @@ def test_last_level_tables_agree_with_the_walk(operations):
     assert np.array_equal(pgt.last_level_tables(regions[::-1]), want[::-1])
     for r, w in zip(regions, want, strict=True):  # one at a time: walked once > 8 tables
         assert pgt.last_level_tables(np.array([r])).tolist() == [w]
+
+
+def walk_one(pgt: PageTable, ipa: int) -> tuple[int, int, int]:
+    """A plain walk of one IPA, entry by entry: (level where it stopped, flat position, desc)."""
+    lv = G.start_level
+    pos = ipa >> G.level_shift(lv)
+    desc = int(pgt.flat[pos])
+    while lv < 3 and desc & (D.VALID | D.TYPE) == D.VALID | D.TYPE:
+        table = ((desc & D.oa_mask(12)) - POOL_PA_BASE) >> 12
+        lv += 1
+        pos = table * pgt.E + ((ipa >> G.level_shift(lv)) & (pgt.E - 1))
+        desc = int(pgt.flat[pos])
+    return lv, pos, desc
+
+
+@settings(max_examples=5, deadline=None)
+@example([], False, 1)  # every region has a last-level table: the fast path
+@example([(3, 0, 512)], True, 2)  # an emptied region and a block: the general path
+@given(
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 63), st.integers(1, 600)), max_size=6),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_sorted_lookup_against_a_per_ipa_walk(holes, block, seed):
+    """Sorted batches of more than 4096 IPAs (the grouped lookup, and its fast path when every
+    region has a last-level table) give what a walk of each IPA alone gives.  The window is
+    8 regions of pages, the IPAs in the first 64 pages of each region (and of the block's); holes
+    unmap pages (a region emptied loses its table) and ``block`` maps a 2 MiB block as the
+    9th region (a region without a last-level table); without either, the fast path runs."""
+    pgt = PageTable(G)
+    pgt.map_range(BASE, 8 << 21, 4096)
+    for region, first, n in holes:
+        start = BASE + (region << 21) + (first << 12)
+        unmap_range(pgt, start, min(n, 512 * 8 - region * 512 - first) << 12)
+    if block:
+        pgt.map_range(BASE + (8 << 21), 2 << 20, 2 << 20)
+    rng = np.random.default_rng(seed)
+    page = rng.integers(0, 9 if block else 8, 4200) * 512 + rng.integers(0, 64, 4200)
+    ipa = np.sort(BASE + (page << 12) + rng.integers(0, 4096, 4200))
+    level, pos, desc = pgt.lookup(ipa)
+    walks: dict[int, tuple[int, int, int]] = {}  # (one walk per page: the offset is not read)
+    want = [walks.setdefault(a >> 12, walk_one(pgt, a)) for a in ipa.tolist()]
+    assert list(zip(level.tolist(), pos.tolist(), desc.tolist(), strict=True)) == want
+    assert level.dtype == np.int8 and pos.dtype == np.int64 and desc.dtype == np.uint64

@@ -367,7 +367,9 @@ class VM:
         level, pos, desc = self.pgt.lookup(ipa)
         valid = D.is_valid(desc)
         # a write to a write-protected block while logging: break it, pages fault in lazily
-        blocks = pages.written & logging & valid & (level < 3) & ~D.is_writable(desc)
+        blocks = level < 3  # (tested first: a batch of pages has no block, and is done)
+        if blocks.any():
+            blocks &= pages.written & logging & valid & ~D.is_writable(desc)
         if blocks.any():
             early = self._read_through_blocks(gfn, pages, blocks, pos, level)
             self._split_for_write(pos[blocks], level[blocks])
@@ -551,8 +553,8 @@ class VM:
             return
         idx = np.flatnonzero(w)
         owners = idx  # a page leaf is one page: its write faults
-        in_block = level[idx] < 3
-        if in_block.any():
+        in_block = level[idx] < 3 if bool((level < 3).any()) else None
+        if in_block is not None and in_block.any():
             # one fault per block: the earliest write to a read-only block relaxes it for
             # the rest of its pages
             b = idx[in_block]

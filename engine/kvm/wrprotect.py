@@ -347,18 +347,25 @@ def _span_walk_in_tables(
     changed once).  Returns the words left for the general walk (spans that cross a table
     or reach no last-level table).  The counts are the walk's: see ``ref_range``."""
     g, E = pgt.geom, pgt.E
-    lo, hi = ffs64(masks), fls64(masks)
+    single = not bool((masks & (masks - U64(1))).any())  # (a ring reset's usual words)
+    hi = fls64(masks)
+    lo = hi if single else ffs64(masks)
     first = base_gfn + offsets + lo
     region = first >> g.bits_per_level
-    inside = region == ((base_gfn + offsets + hi) >> g.bits_per_level)
-    table = np.full(region.size, -1, dtype=np.int64)
-    table[inside] = pgt.last_level_tables(region[inside] << g.level_shift(2))
+    if single:  # a one-page span is inside its table: every word looks it up, no expansion
+        table = pgt.last_level_tables(region << g.level_shift(2))
+    else:
+        inside = region == ((base_gfn + offsets + hi) >> g.bits_per_level)
+        table = np.full(region.size, -1, dtype=np.int64)
+        table[inside] = pgt.last_level_tables(region[inside] << g.level_shift(2))
     fast = table >= 0
     if not fast.any():
         return ~fast
     idx = np.flatnonzero(fast)
     _WordChunks.upper_walks(pgt, counters, int(idx.size))
-    pos = expand_runs(table[idx] * E + (first[idx] & (E - 1)), (hi - lo + 1)[idx])
+    pos = table[idx] * E + (first[idx] & (E - 1))
+    if not single:
+        pos = expand_runs(pos, (hi - lo + 1)[idx])
     counters.reads[3] += int(pos.size)
     flat = pgt.flat
     d = flat[pos]

@@ -163,6 +163,8 @@ class PageTable:
             return self._lookup_direct(ipa)
         lv_u, pos_u, desc_u = self._lookup_direct(ipa[starts])
         counts = np.diff(np.append(starts, ipa.size))
+        if bool(np.all(lv_u == 3)):  # every region has a last-level table: no per-IPA masks
+            return self._lookup_last_level(ipa, region[starts], pos_u, counts)
         level, pos, desc = (
             np.repeat(lv_u, counts),
             np.repeat(pos_u, counts),
@@ -174,6 +176,18 @@ class PageTable:
             pos[leaf] = table * self.E + self.entry_index(ipa[leaf], 3)
             desc[leaf] = self.flat[pos[leaf]]
         return level, pos, desc
+
+    def _lookup_last_level(
+        self, ipa: np.ndarray, region: np.ndarray, pos_u: np.ndarray, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_lookup_grouped`` when every region's walk reached its last-level table: each
+        IPA's position is its table's row plus its index there, i.e. ``ipa >> shift(3)`` plus
+        a per-region offset (``table × E − region × E``), one repeat and one add."""
+        bits = self.geom.bits_per_level
+        offset = ((pos_u >> bits) - region) << bits  # (table − region) × E
+        pos = np.repeat(offset, counts)
+        pos += ipa >> self.geom.level_shift(3)
+        return np.full(ipa.shape, 3, dtype=np.int8), pos, self.flat[pos]
 
     def last_level_tables(self, ipa: np.ndarray) -> np.ndarray:
         """The last-level table under each level-2 region start, in any order (-1: none).

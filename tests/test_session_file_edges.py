@@ -182,3 +182,78 @@ def _refusal(fn, *args) -> str:
     with pytest.raises(ConfigError) as err:
         fn(*args)
     return str(err.value)
+
+
+# -- refusals: one sentence per kind of rule, as the user reads it --------------------------------
+
+
+def _refused(**over) -> str:
+    data = {**SESSION, **over}
+    return _refusal(parse_session, data)
+
+
+@pytest.mark.parametrize(
+    ("over", "sentence"),
+    [
+        (
+            {"memslots": [{"id": 0, "base": "0x40000000"}]},
+            "memslots[0].size: is required",
+        ),
+        (
+            {"tracking": {"mode": "fast"}},
+            "tracking.mode: must be 'bitmap', 'manual-clear', 'ring' or 'dbm', got \"fast\"",
+        ),
+        (  # a list over its length: the count, then the limit (not pydantic's sentence cut)
+            {
+                "events": [
+                    {"t_ms": 1, "action": "set_memslot_flags", "id": 0, "flags": ["log_dirty"] * 3}
+                ]
+            },
+            "events[0].flags: has 3 entries; at most 2 allowed "
+            "(the set_memslot_flags event at 1 ms)",
+        ),
+        (  # a validator's own sentence, without pydantic's "Value error, "
+            {
+                "memslots": [
+                    SESSION["memslots"][0],
+                    {**SESSION["memslots"][0], "base": "0x80000000"},
+                ]
+            },
+            "memslots: memslot id 0 is used twice; ids must be unique",
+        ),
+        (  # a model validator naming its own field ("@migration.timeout_s: ...")
+            {"migration": {"start_ms": 80_000_000, "timeout_s": 10_000}},
+            "migration.timeout_s: start_ms/1000 + timeout_s is 90000 s; a run is limited to "
+            "86400 simulated seconds (one day)",
+        ),
+        (  # two bad fields: the first, and how many there are
+            {"vcpus": "x", "seed": "y"},
+            'seed: must be a whole number, got "y" (2 problems in all; this is the first)',
+        ),
+        ({"version": -1}, "version: must be a whole number, got -1"),
+        ({"version": True}, "version: must be a whole number, got true"),
+        ({"version": 0}, "version: version 0 is not a known session version"),  # a number
+    ],
+)
+def test_each_kind_of_refusal_is_one_sentence_naming_the_field(over, sentence):
+    assert _refused(**over) == sentence
+
+
+def test_a_name_over_200_characters_is_refused_with_the_limit():
+    assert _refused(name="n" * 300).startswith(
+        'name: must be at most 200 characters, got "nnnnnnnn'
+    )
+
+
+def test_a_model_validator_s_field_follows_the_prefix_it_is_checked_under():
+    """config_error's prefix (an event's path) goes before a model validator's own field."""
+    from pydantic import ValidationError
+
+    from engine.files.session import SessionCfg, config_error
+
+    data = {**SESSION, "migration": {"start_ms": 80_000_000, "timeout_s": 10_000}}
+    with pytest.raises(ValidationError) as exc:
+        SessionCfg.model_validate(data)
+    err = config_error(exc.value, "events[2]")
+    assert err.field == "events[2].migration.timeout_s"
+    assert config_error(exc.value).field == "migration.timeout_s"

@@ -257,3 +257,31 @@ def test_a_model_validator_s_field_follows_the_prefix_it_is_checked_under():
     err = config_error(exc.value, "events[2]")
     assert err.field == "events[2].migration.timeout_s"
     assert config_error(exc.value).field == "migration.timeout_s"
+
+
+@pytest.mark.parametrize(
+    ("document", "sentence"),
+    [
+        ([1, 2], "session: must be a JSON object, got [1, 2]"),
+        (
+            {"format": "x"},
+            'format: must be "dirtylog-session" (is this a DirtyLog Inspector session?)',
+        ),
+        (
+            {"format": "dirtylog-session", "version": 3},
+            "version: this file is version 3, written by a newer DirtyLog Inspector; this one "
+            "reads versions up to 2",
+        ),
+    ],
+)
+def test_a_document_that_is_not_a_session_is_refused_in_one_sentence(document, sentence):
+    assert _refusal(parse_session, document) == sentence
+
+
+def test_a_rule_of_the_migration_section_reads_as_its_own_sentence():
+    """A check of the whole section (no pydantic type of its own): its sentence, lower-case
+    first as every rule, then the section as given."""
+    cfg = {"policy": "qemu", "qemu": "7.2", "avail_switchover_bandwidth": "1Gbit/s"}
+    assert _refused(migration=cfg).startswith(
+        "migration: avail_switchover_bandwidth needs QEMU 8.2 or later (qemu is 7.2), got {"
+    )

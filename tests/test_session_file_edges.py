@@ -151,6 +151,9 @@ def test_a_clear_chunk_and_a_shift_that_disagree_are_refused_naming_both():
         (("memslots", 0, "size"), None, "memslots[0].size"),  # the default: no prefix
         (("size",), "events[3]", "events[3].size"),
         (("memslots", "function-after[_size()]", 0), None, "memslots[0]"),  # no validator tag
+        (("a", "list[int]", 0), None, "a[0]"),  # a type tag with brackets
+        (("a", "int", "b"), None, "a.b"),  # a bare type tag
+        (("a", "function-plain", "b"), None, "a.b"),  # a validator tag without brackets
     ],
 )
 def test_a_field_path_is_spelled_as_the_session_spells_it(loc, prefix, path):
@@ -285,3 +288,23 @@ def test_a_rule_of_the_migration_section_reads_as_its_own_sentence():
     assert _refused(migration=cfg).startswith(
         "migration: avail_switchover_bandwidth needs QEMU 8.2 or later (qemu is 7.2), got {"
     )
+
+
+def test_a_refusal_of_the_whole_document_names_the_session():
+    """An error with no field of its own (the document is not an object) names "session"."""
+    from pydantic import ValidationError
+
+    from engine.files.session import SessionCfg, config_error
+
+    with pytest.raises(ValidationError) as exc:
+        SessionCfg.model_validate("x")
+    assert str(config_error(exc.value)) == 'session: must be an object, got "x"'
+
+
+def test_an_event_s_section_rule_keeps_the_event_s_path_though_its_value_shows_a_colon():
+    """The value shown ends in ``": …``; only a rule starting with "@" names its own field."""
+    event = {"t_ms": 1, "action": "set_migration", "qemu": "7.2"}
+    event["avail_switchover_bandwidth"] = "1Gbit/s"
+    got = _refusal(parse_session, {**SESSION, "events": [event]})
+    assert got.startswith("events[0]: avail_switchover_bandwidth needs QEMU 8.2 or later")
+    assert got.endswith("(the set_migration event at 1 ms)")

@@ -34,3 +34,29 @@ def test_a_dropped_simulation_is_freed_without_the_cyclic_collector(name):
     finally:
         if was_enabled:
             gc.enable()
+
+
+class _CountingLog(list):
+    """A VM operation log that counts every operation ever appended to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appended = 0
+
+    def append(self, op) -> None:
+        self.appended += 1
+        super().append(op)
+
+
+def test_the_operation_log_holds_only_the_current_batchs_operations():
+    """Every GET, CLEAR and ring reset appends a record to ``vm.op_log``; its readers take what
+    was logged since their own mark within one call, so a whole run must not keep them all
+    (a long run makes thousands).  After each batch the log holds exactly
+    the operations that batch made."""
+    sim = Simulation.from_file(SESSIONS / "mode-manual-clear.json")
+    sim.vm.op_log = log = _CountingLog()
+    while not sim.finished:
+        before = log.appended
+        sim.advance()
+        assert len(log) == log.appended - before
+    assert sim.migration.syncs > 3 and len(log) < log.appended  # (14 operations in all)

@@ -128,7 +128,7 @@ class VM:
             else []
         )
         self.stats: Counter[str] = Counter()
-        self.op_log: list = []  # OpStats of tracking operations, drained by the migration loop
+        self.op_log: list = []  # OpStats of tracking operations (emptied at each batch's start)
         self.oplog: list | None = None  # engine.kvm.oplog records, when a replay asks for them
         self.awaiting_retry = False  # the last access batch ended in a ring-full exit
         self._ring_marks: list[np.ndarray] = []  # pages to push, gathered over one _apply

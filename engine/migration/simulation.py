@@ -282,6 +282,10 @@ class Simulation:
         """
         if self.finished:
             return 0
+        # each reader of the VM's operation log takes what was logged since its own mark within
+        # one call (a harvest's or an edit's cost); none holds a mark across batches, so the
+        # log is emptied here instead of growing with every GET, CLEAR and ring reset of a run
+        self.vm.op_log.clear()
         self._apply_due_events()
         m = self.migration
         if m is not None and m.phase == "idle" and self.tick >= self._start_tick():

@@ -510,3 +510,26 @@ def test_sorted_lookup_against_a_per_ipa_walk(holes, block, seed):
     want = [walks.setdefault(a >> 12, walk_one(pgt, a)) for a in ipa.tolist()]
     assert list(zip(level.tolist(), pos.tolist(), desc.tolist(), strict=True)) == want
     assert level.dtype == np.int8 and pos.dtype == np.int64 and desc.dtype == np.uint64
+
+
+@pytest.mark.parametrize(
+    ("clr", "writes"),
+    [(D.TYPE, {3: 512}), (D.VALID, {3: 512, 2: 511}), (D.S2AP_W, {3: 512, 2: 511})],
+)
+def test_clearing_one_bit_changes_leaves_only_as_the_per_entry_walker_does(clr, writes):
+    """The bulk walker's one-bit fast path must pick the same entries as stage2_attr_walker's
+    per-entry rule (valid leaves only): clearing TYPE, VALID or S2AP W over a 1 GiB L2 table
+    whose entry 0 is a table (512 pages) and the rest 2 MiB blocks.  Clearing TYPE must not
+    take the L2 table descriptor (VALID | TYPE) for a leaf; the two walks leave the same
+    tables and count the same reads and writes (a block's TYPE is already clear: only the
+    512 pages change)."""
+    a = PageTable(G)
+    a.map_range(BASE, 1 << 30, 2 << 20)
+    a.map_range(BASE, 2 << 20, 4096)
+    b = a.copy()
+    per_entry, bulk = set_clear_visitor(0, clr)
+    ca = walk(a, BASE, BASE + (1 << 30), per_entry)
+    cb = walk_bulk(b, BASE, BASE + (1 << 30), bulk)
+    assert np.array_equal(a.pool, b.pool)
+    assert ca.as_dict() == cb.as_dict()
+    assert {k: v for k, v in cb.writes.items() if v} == writes

@@ -246,8 +246,9 @@ class LeafBatch:
         return (d & U64(D.VALID | D.TYPE)) == want
 
     def _changes(self, d: np.ndarray, set_bits: int, clr_bits: int) -> np.ndarray:
-        if set_bits == 0 and clr_bits and clr_bits & (clr_bits - 1) == 0:
-            # the common case (write-protect): one bit to clear, two array passes
+        if set_bits == 0 and _one_bit_not_type(clr_bits):
+            # the common case (write-protect): one bit to clear, two array passes; the probe
+            # tells a leaf by VALID and TYPE, so TYPE itself takes the general path
             leaf = (D.VALID | D.TYPE) if self.level == 3 else D.VALID
             probe = U64(D.VALID | D.TYPE | clr_bits)
             return (d & probe) == U64(leaf | clr_bits)
@@ -283,6 +284,10 @@ class LeafBatch:
         changed = self._changes(d, set_bits, clr_bits)
         flat[pos[changed]] = (d[changed] & ~U64(clr_bits)) | U64(set_bits)
         return int(np.count_nonzero(changed))
+
+
+def _one_bit_not_type(bits: int) -> bool:
+    return bits != 0 and bits & (bits - 1) == 0 and bits != D.TYPE
 
 
 def _is_attribute_bit(bits: int) -> bool:

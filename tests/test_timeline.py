@@ -209,6 +209,8 @@ def sessions(draw) -> dict:
             "policy": policy,
             "start_ms": draw(st.sampled_from([0, 20, 41.7])),
             "bandwidth": draw(st.sampled_from(["48Mbit/s", "160Mbit/s"])),
+            # 100 Mbit/s: the link, not max-bandwidth, holds a 160 Mbit/s sender (MAX_WAIT turns)
+            "link_speed": draw(st.sampled_from(["10Gbit/s", "100Mbit/s"])),
             "downtime_limit_ms": 30,
             "timeout_s": 0.4 if policy == "none" else 1,
             "max_rounds": 12,

@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+from test_session_save import SESSION  # the smallest valid session
 
 from engine.files import session as S
 from engine.files.session import (
@@ -20,15 +21,6 @@ from engine.files.session import (
     validate_event,
 )
 from engine.util.errors import ConfigError
-
-SESSION = {
-    "format": "dirtylog-session",
-    "version": 2,
-    "name": "saved",
-    "seed": 1,
-    "vcpus": 1,
-    "memslots": [{"id": 0, "base": "0x40000000", "size": "2MiB"}],
-}
 
 
 def test_a_saved_session_is_json_indented_by_two_spaces_with_a_final_newline():

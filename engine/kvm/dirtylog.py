@@ -18,7 +18,7 @@ import numpy as np
 from engine.kvm import oplog as OL
 from engine.kvm.dirtyring import merge_masks
 from engine.kvm.memslots import KVM_USER_MEM_SLOTS
-from engine.kvm.wrprotect import STRATEGIES, ProtectStats, run_strategy, tables_in_reach
+from engine.kvm.wrprotect import STRATEGIES, ProtectStats, fls64, run_strategy, tables_in_reach
 from engine.stage2 import descriptor as D
 from engine.stage2.walk import (
     WalkCounters,
@@ -367,14 +367,6 @@ def clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
     bitmap[w] &= ~m
 
 
-def _fls(masks: np.ndarray) -> np.ndarray:
-    """Index of the highest set bit of each non-zero uint64 (the kernel's ``__fls``)."""
-    m = np.asarray(masks, dtype=U64).copy()
-    for shift in (1, 2, 4, 8, 16, 32):
-        m |= m >> U64(shift)
-    return np.bitwise_count(m).astype(np.int64) - 1
-
-
 def popcount(words: np.ndarray) -> int:
     """Set bits in an array of 64-bit words."""
     return int(np.bitwise_count(np.asarray(words, dtype=np.uint64)).sum(dtype=np.int64))
@@ -624,7 +616,7 @@ def _reset_rings(vm) -> OpStats:
             # a mask reaching past the slot's end is skipped; a slot that stopped logging
             # is still write-protected (v6.17 checks only the slot and the range)
             sel = slot_of == slot_id
-            top = offs[sel] + _fls(masks[sel])
+            top = offs[sel] + fls64(masks[sel])
             sel[sel] = top < st.slot.npages
             op.words += int(np.count_nonzero(sel))
             if sel.any():

@@ -152,7 +152,7 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state, LAYOUT_VERSION)
-        QTimer.singleShot(0, self._check_layout)
+        QTimer.singleShot(0, self, self._check_layout)
 
     def _check_layout(self) -> None:
         """A layout that clips a dock's contents or squeezes the heat map is not kept."""
@@ -170,7 +170,7 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
-        QTimer.singleShot(0, self._check_layout)
+        QTimer.singleShot(0, self, self._check_layout)
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -319,10 +319,18 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         """Keep only the newest frame: if the GUI falls behind, frames are dropped, not queued."""
         if self.runner is None or self.sender() is not self.runner.worker:
             return  # a late frame of a run that was replaced
+        self.queue_frame(frame)
+
+    def queue_frame(self, frame: Frame) -> None:
+        """Show ``frame`` at the next event-loop turn unless a newer one replaces it first.
+
+        The window is the call's context object: a window deleted before that turn (a test's
+        teardown, or quitting with a frame in flight) cancels it. A bound method alone does not:
+        PySide6 still calls it, on a window whose plot items are already freed."""
         pending = self._pending_frame
         self._pending_frame = frame
         if pending is None:
-            QTimer.singleShot(0, self._show_pending)
+            QTimer.singleShot(0, self, self._show_pending)
 
     def _show_pending(self) -> None:
         frame, self._pending_frame = self._pending_frame, None

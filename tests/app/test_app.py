@@ -590,3 +590,22 @@ def test_a_legend_keeps_its_size_whatever_its_text(qapp):
             leg.setText(text)
             assert leg.text == text
             assert (leg.minimumHeight(), leg.maximumHeight(), leg.minimumWidth()) == (h, h, 0)
+
+
+def test_a_frame_in_flight_when_the_window_is_deleted_is_dropped(qtbot, tmp_path):
+    """A frame queued for the next event-loop turn must not be drawn on a deleted window (CI
+    at 8e57c18: ``ImageItem already deleted`` at a test's teardown). pytest-qt fails the test
+    on any exception raised in the Qt event loop."""
+    import shiboken6
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+
+    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), tmp_path / "a")
+    load(w, small_session())
+    qtbot.waitUntil(lambda: w.last_frame is not None, timeout=10_000)
+    w.modified = False
+    w.close()
+    w.queue_frame(w.last_frame)
+    shiboken6.delete(w)
+    qtbot.wait(50)

@@ -1,7 +1,11 @@
 """The memory heat map: guest memory row by row, one colour per page (or per folded cell).
 
-It stays on pyqtgraph's fast path: a C-contiguous uint8 image, fixed levels (0, 255) and a
-256-entry lookup table per mode, one new array per frame.  Beside it a colour bar with the
+The worker colours each frame (``coloured``: the mode's 256-entry table applied to the uint8
+codes, as 0xffRRGGBB words) and the GUI thread draws those words as a QImage in RGB32, the
+painter's own format: an 8-bit image with a colour table (what pyqtgraph makes of codes and a
+lookup table) was converted to 32 bits on every paint, on Qt's thread pool, which on a busy
+machine kept the GUI thread waiting 10-35 ms a frame for about 1 ms of its own CPU (the
+stalls of figure 10).  Beside it a colour bar with the
 mode's unit (or its categories); above it a one-line caption (mode, fold, diff files); under
 it a fixed-height info strip describing the hovered page as of the latest frame (the worker
 writes the text, so it follows the run, a reset or a deleted slot).  Memslot boundaries are
@@ -10,12 +14,13 @@ drawn as lines with their names; a click asks the tree to select the page's leaf
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QFontMetrics
+from PySide6.QtGui import QFont, QFontMetrics, QImage
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
@@ -65,6 +70,49 @@ def _lut(mode: str) -> np.ndarray:
         for code, colour in enumerate(colours):
             lut[1 + code] = colour
     return lut
+
+
+MODES = ("heat", "version", "last_sent", "dirty", "diff", "prot")
+
+
+def _words(lut: np.ndarray) -> np.ndarray:
+    """A (256, 3) uint8 RGB table as 256 uint32 words 0xffRRGGBB (QImage's RGB32)."""
+    r, g, b = (lut[:, i].astype(np.uint32) for i in range(3))
+    words = np.uint32(0xFF000000) | (r << 16) | (g << 8) | b
+    words.setflags(write=False)
+    return words
+
+
+# built here, in the GUI thread, at import: the worker only reads them
+_WORDS = {mode: _words(_lut(mode)) for mode in MODES}
+
+
+def coloured(image: HeatImage) -> HeatImage:
+    """``image`` with its codes in the mode's colours (``HeatImage.rgb``): each code ``c``
+    becomes ``_lut(mode)[c]`` as a word 0xffRRGGBB.  Qt-free; the worker calls it so the GUI
+    thread does no per-cell work."""
+    return dataclasses.replace(image, rgb=_WORDS[image.mode].take(image.codes))
+
+
+class ColourImage(pg.ImageItem):
+    """An ImageItem that draws uint32 0xffRRGGBB words as they are (QImage RGB32, no lookup
+    table, no levels): ``show(words)``."""
+
+    def __init__(self) -> None:
+        super().__init__(axisOrder="row-major")
+
+    def show_words(self, words: np.ndarray) -> None:
+        self.setImage(np.ascontiguousarray(words, dtype=np.uint32), autoLevels=False)
+
+    def render(self) -> None:  # (pyqtgraph's name: the QImage for the next paint)
+        words = self.image
+        self._unrenderable = words is None or words.size == 0
+        if self._unrenderable:
+            return
+        rows, cols = words.shape
+        # (the QImage reads the array in place; self.image keeps it alive)
+        self.qimage = QImage(words.data, cols, rows, 4 * cols, QImage.Format.Format_RGB32)
+        self._renderRequired = False
 
 
 class ColourBar(pg.PlotItem):
@@ -176,9 +224,9 @@ class HeatMap(QWidget):
         self.plot.setLabel("bottom", "cell within row")
         self.colour_bar = ColourBar()
         self.glw.addItem(self.colour_bar, row=0, col=1)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item = ColourImage()
         self.plot.addItem(self.image_item)
-        self.detail_item = pg.ImageItem(axisOrder="row-major")
+        self.detail_item = ColourImage()
         self.detail_item.setZValue(1)
         self.plot.addItem(self.detail_item)
         self.detail: HeatImage | None = None
@@ -202,7 +250,6 @@ class HeatMap(QWidget):
         self.snapshot: Snapshot | None = None
         self._slot_items: list = []
         self._slots_key = None
-        self._mode = None
         self.hovered_gfn = -1
         self.image_item.hoverEvent = self._hover
         self.image_item.mouseClickEvent = self._click
@@ -241,12 +288,10 @@ class HeatMap(QWidget):
             self.info.setText(hover)
         if image is None:
             return
+        if image.rgb is None:  # (a frame the worker did not colour: a test's)
+            image = coloured(image)
         self.image = image
-        if image.mode != self._mode:
-            self._mode = image.mode
-            self.image_item.setLookupTable(_lut(image.mode))
-            self.detail_item.setLookupTable(_lut(image.mode))
-        self.image_item.setImage(image.codes, autoLevels=False, levels=(0, 255))
+        self.image_item.show_words(image.rgb)
         self._show_detail(image, detail)
         self._draw_slots(snap, image)
         self.colour_bar.show_scale(image)
@@ -260,7 +305,9 @@ class HeatMap(QWidget):
             return
         per_row_pages = image.pages_per_row * image.pages_per_cell
         first_row = detail.first_page // per_row_pages
-        self.detail_item.setImage(detail.codes, autoLevels=False, levels=(0, 255))
+        if detail.rgb is None:
+            detail = coloured(detail)
+        self.detail_item.show_words(detail.rgb)
         self.detail_item.setRect(QRectF(0, first_row, image.pages_per_row, detail.codes.shape[0]))
         self.detail_item.show()
 

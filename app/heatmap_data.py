@@ -36,6 +36,9 @@ class HeatImage:
     total_pages: int
     scale: float  # value represented by code 255 (heat, version) or max round
     first_page: int = 0  # a detail image covers pages from here (zoomed-in refinement)
+    # the codes in the mode's colours (uint32 0xffRRGGBB, same shape), filled in by the
+    # worker (``app.heatmap.coloured``) so that the GUI thread only wraps them in a QImage
+    rgb: np.ndarray | None = None
 
 
 def fold_max(values: np.ndarray, factor: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from PySide6.QtCore import (
 )
 
 from app.effective import effective_settings
+from app.heatmap import coloured
 from app.heatmap_data import HeatImage, render, render_detail
 from app.heatmap_pyramid import (
     ArrayPyramid,
@@ -327,7 +328,10 @@ class SimWorker(QObject):
             detail = None
             if self.detail_rows is not None:
                 first, last = self.detail_rows
-                detail = render_detail(layer, self.mode, image, first, last, self.max_cells, gain)
+                detail = coloured(
+                    render_detail(layer, self.mode, image, first, last, self.max_cells, gain)
+                )
+            image = coloured(image)  # (the GUI thread only wraps the colours in a QImage)
             self._update_touched()
             if self.sim.finished and self._result is None:
                 self._result = self.sim.result()

@@ -148,3 +148,31 @@ def test_a_new_heat_scale_moves_only_the_ticks(heatmap):
     heatmap.show_frame(_snapshot(), render(np.array([0, 1], np.uint8), "dirty", 4, 1 << 20))
     assert bar.bar.image is not colours
     assert [t for _, t in axis._tickLevels[0]] == ["clean", "dirty"]
+
+
+@pytest.mark.parametrize("mode", ["heat", "version", "last_sent", "dirty", "diff", "prot"])
+def test_worker_coloured_image_draws_what_the_lookup_table_drew(heatmap, mode):
+    """The map draws the worker's 0xffRRGGBB words (RGB32, no per-paint conversion): every
+    code of every mode has the pixel pyqtgraph's own 8-bit path (codes + the mode's lookup
+    table, levels 0..255: the map before) gives it, and the worker's frame (``coloured``)
+    draws the same as a frame the GUI colours itself."""
+    import pyqtgraph as pg
+    from PySide6.QtGui import QImage
+
+    from app.heatmap import _lut, coloured
+    from app.heatmap_data import HeatImage
+
+    codes = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    img = HeatImage(codes, mode, 1, 16, 256, 1.0)
+    reference = pg.ImageItem(axisOrder="row-major")
+    reference.setLookupTable(_lut(mode))
+    reference.setImage(codes, autoLevels=False, levels=(0, 255))
+    reference.render()
+    for frame in (img, coloured(img)):
+        heatmap.show_frame(_snapshot(), frame)
+        heatmap.image_item.render()
+        q = heatmap.image_item.qimage
+        assert q.format() == QImage.Format.Format_RGB32
+        for r in range(16):
+            for c in range(16):
+                assert q.pixel(c, r) == reference.qimage.pixel(c, r), (mode, r, c)

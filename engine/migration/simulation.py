@@ -33,13 +33,12 @@ does, in this order:
 
 Batching.  ``advance(k)`` runs up to k ticks at once and gives exactly what k calls of
 ``advance(1)`` give: no batch spans an event, the migration start, an exit-period boundary, a
-harvest, switchover or limit (``Migration.quiet_ticks``), nor, in ring mode, the tick where a
-ring could reach its soft limit (``_ring_safe_ticks``).  Inside a batch the workloads draw
+harvest, switchover or limit (``Migration.quiet_ticks``).  Inside a batch the workloads draw
 every tick's accesses in one call (identical draws, ``workloads``), and the ticks then run in
 order, each doing steps 3 and 4, with two shortcuts when they are provably the same as tick
 by tick — all accesses are writes (a read of a page in a write-protected block, then a split,
-is not the same in one pass), no dirty ring can fill, and every page costs the same to send
-(a zero page's cost reads its content at its own tick):
+is not the same in one pass) and every page costs the same to send (a zero page's cost reads
+its content at its own tick):
 
 - **Lazy guest.**  The accesses are applied (``catch_up``: all those not yet applied, up to
   the tick being run, in one pass) only when something is about to read or change the state
@@ -47,6 +46,11 @@ is not the same in one pass), no dirty ring can fill, and every page costs the s
   last GET's bits), a ring reap, a harvest, a round's close, a cancel, and the batch's end.
   Writes are otherwise independent of the migration within a batch: they touch the KVM log,
   the tables and the versions, the sender only the migration bitmap and the destination.
+  In ring mode a pass stops before any tick in which a ring may reach its soft limit (a
+  vCPU with as many accesses as its ring has room) and applies that tick alone, as tick
+  by tick: which of the tick's accesses a ring-full exit's reap sees depends on the pass
+  (``VM.access``).  The reap only collects into the migration's pending set, read at the
+  next harvest, and re-protects pages: the sender within the batch does not see it.
 - **Counted sends.**  The migration bitmap changes within a batch only by the sends, so each
   tick's send is a count (the next n dirty pages in send order, n from the same byte budget
   comparisons); the pages are written at the batch's end or before a harvest or switchover
@@ -120,6 +124,7 @@ class _Batch:
     bounds: np.ndarray
     applied: int = 0
     now: int = 0
+    vcpu_ticks: np.ndarray | None = None  # accesses per tick and vCPU (ring mode, on demand)
 
 
 class Simulation:
@@ -346,10 +351,29 @@ class Simulation:
         b = self._batch
         if b is None or b.applied > b.now:
             return
-        first, b.applied = b.applied, b.now + 1  # (a ring-full exit reaps: no second pass)
-        part = b.acc.part(int(b.bounds[first]), int(b.bounds[b.applied]))
-        faults, ring_full = self._apply_accesses(part)
-        self._account(part, b.active[first : b.applied], faults, ring_full)
+        end = b.now + 1
+        while b.applied < end:
+            first, b.applied = b.applied, self._fill_free_end(b, b.applied, end)
+            part = b.acc.part(int(b.bounds[first]), int(b.bounds[b.applied]))
+            faults, ring_full = self._apply_accesses(part)
+            self._account(part, b.active[first : b.applied], faults, ring_full)
+
+    def _fill_free_end(self, b: _Batch, first: int, end: int) -> int:
+        """Where the pass from batch tick ``first`` ends (at most ``end``): the longest run of
+        ticks in which no dirty ring can reach its soft limit (each vCPU has fewer accesses
+        than its ring has room), so it applies in one pass as tick by tick; a tick in which a
+        ring may fill is applied alone, as tick by tick (the accesses a ring-full exit's reap
+        sees are those of its pass before each vCPU's ring filled: ``VM.access``)."""
+        if not self.vm.rings or end - first == 1:
+            return end
+        if b.vcpu_ticks is None:  # accesses per batch tick and vCPU (k × vcpus)
+            own = b.acc.vcpu >= 0
+            v = self.cfg.vcpus
+            key = b.tick_of[own] * v + b.acc.vcpu[own]
+            b.vcpu_ticks = np.bincount(key, minlength=b.active.size).reshape(-1, v)
+        room = np.array([r.room() for r in self.vm.rings], dtype=np.int64)
+        fits = (np.cumsum(b.vcpu_ticks[first:end], axis=0) < room).all(axis=1)
+        return first + max(1, int(fits.argmin()) if not fits[-1] else end - first)
 
     def batch_ticks_left(self) -> int:
         """Ticks of the batch from the current one to its end (1 outside a batch)."""
@@ -368,17 +392,13 @@ class Simulation:
     def _lazy(self, acc: Accesses) -> bool:
         """Whether a batch's accesses may be applied lazily, in a few passes: all are writes
         (a read of a page in a write-protected block, then a split, is not the same in one
-        pass), no dirty ring can fill, and every page sent costs the same (a zero page's
-        cost reads its content as of its own tick)."""
+        pass) and every page sent costs the same (a zero page's cost reads its content as of
+        its own tick).  A tick in which a dirty ring may fill is a pass of its own
+        (``_fill_free_end``)."""
         if not acc.write.all():
             return False
         m = self.migration
-        if m is not None and m.active and m.uniform_cost() is None:
-            return False
-        if self.vm.rings:
-            counts = np.bincount(acc.vcpu[acc.vcpu >= 0], minlength=self.cfg.vcpus)
-            return all(int(c) < r.room() for c, r in zip(counts, self.vm.rings, strict=False))
-        return True
+        return m is None or not m.active or m.uniform_cost() is not None
 
     def _account(self, acc: Accesses, active: np.ndarray, faults, ring_full: int) -> None:
         """The batch's exits are owed from the next exit period; the round counts them."""
@@ -413,8 +433,6 @@ class Simulation:
         if max_ticks <= 1:
             return 1
         limit = min(max_ticks, EXIT_PERIOD_TICKS - self.tick % EXIT_PERIOD_TICKS)
-        if self.vm.rings:
-            limit = min(limit, self._ring_safe_ticks())
         if self.pending_events:
             limit = min(limit, self._tick_at(self.pending_events[0]["t_ms"]) - self.tick)
         m = self.migration
@@ -426,19 +444,6 @@ class Simulation:
         if m.phase != "iterating":
             return 1
         return max(1, min(limit, m.quiet_ticks(self.t_ns, self.tick_ns)))
-
-    def _ring_safe_ticks(self) -> int:
-        """Ticks in which no dirty ring can reach its soft limit, from the workloads' most
-        accesses per tick (so the batch applies in one pass); 1 when a ring may fill."""
-        most = np.zeros(self.cfg.vcpus, dtype=np.int64)
-        for w in self.workloads:
-            bound = w.max_per_tick(self.tick_ns)
-            if bound is None:
-                return 1
-            most[w.vcpu] += bound
-        rings = zip(self.vm.rings, most.tolist(), strict=True)
-        ticks = [(ring.room() - 1) // n for ring, n in rings if n]
-        return max(1, min(ticks, default=MAX_BATCH_TICKS))
 
     def run_for(self, sim_ns: int) -> None:
         end = self.t_ns + sim_ns
@@ -507,7 +512,7 @@ class Simulation:
                 break
             # KVM_EXIT_DIRTY_RING_FULL: user space reaps and resets, then the vCPU re-enters
             ring_full += len(res.ring_full)
-            op = self.reap_rings()
+            op = self._reap()  # (the pass's accesses are being applied: no catch_up)
             for v in sorted(res.ring_full):
                 self._exit_other_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
             gfn, vcpu, write = gfn[res.deferred], vcpu[res.deferred], write[res.deferred]
@@ -516,6 +521,9 @@ class Simulation:
     def reap_rings(self) -> DL.OpStats:
         """Collect every ring into the migration's pending set, then KVM_RESET_DIRTY_RINGS."""
         self.catch_up()
+        return self._reap()
+
+    def _reap(self) -> DL.OpStats:
         slots, offsets = DL.collect_rings(self.vm)
         if self.migration is not None and offsets.size:
             self.migration.add_ring_pages(slots, offsets)

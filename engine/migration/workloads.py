@@ -16,7 +16,6 @@ m (``Generator.integers`` is not split-invariant: it buffers 32-bit halves withi
 
 from __future__ import annotations
 
-import math
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -136,11 +135,6 @@ class Workload(ABC):
     def _set(self, key: str, value: Any) -> None:
         if key == "rate":
             self.rate = parse_rate(value, self.page_size, f"{self.field}.rate")
-
-    def max_per_tick(self, tick_ns: int) -> int | None:
-        """At most this many accesses in one tick of ``tick_ns`` (the carry is below one
-        write); None when no bound is known in advance."""
-        return math.ceil(self.rate * tick_ns / NS) + 1
 
     def _counts(self, active_ns: np.ndarray) -> np.ndarray:
         """Writes due in each tick for ``active_ns[i]`` of guest time, the fraction carried
@@ -369,10 +363,6 @@ class Phases(Workload):
             t -= dur
         return self.children[-1][0]
 
-    def max_per_tick(self, tick_ns):
-        bounds = [child.max_per_tick(tick_ns) for child, _ in self.children]
-        return None if None in bounds else max(bounds)
-
     def accesses_ticks(self, edges, active_ns):
         """Each tick runs the child whose phase holds the tick's start."""
         who = [self._child_at(int(t)) for t in edges[:-1]]
@@ -402,9 +392,6 @@ class Trace(Workload):
     @property
     def finished(self) -> bool:
         return self._next >= self.trace.t_ns.size
-
-    def max_per_tick(self, tick_ns):
-        return None  # a trace's writes come when they come
 
     def accesses_ticks(self, edges, active_ns):
         t0, t1 = int(edges[0]), int(edges[-1])

@@ -234,7 +234,9 @@ class HeatMap(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(150)
         self._debounce.timeout.connect(self._request_detail)
-        self.plot.getViewBox().sigRangeChanged.connect(lambda *_: self._debounce.start())
+        # (a method of this widget, not a lambda: PySide6 drops the connection when the
+        # widget is deleted, so a range change during teardown never starts a freed timer)
+        self.plot.getViewBox().sigRangeChanged.connect(self._range_changed)
         self.legend = self._strip(1)
         self.info = self._strip(2)
         self.info.setText(HOVER_HINT)
@@ -310,6 +312,9 @@ class HeatMap(QWidget):
         self.detail_item.show_words(detail.rgb)
         self.detail_item.setRect(QRectF(0, first_row, image.pages_per_row, detail.codes.shape[0]))
         self.detail_item.show()
+
+    def _range_changed(self, *_args) -> None:
+        self._debounce.start()
 
     def _request_detail(self) -> None:
         """Ask the worker for full detail of the visible rows once zoomed in far enough."""

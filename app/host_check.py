@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, Qt, QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMessageBox, QProgressDialog
 
@@ -77,16 +77,15 @@ class HostCheck(QObject):
         self.cancel = threading.Event()
         self.dialog: QProgressDialog | None = None
         self.report = None
-        window.installEventFilter(self)
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
-        """Closing the window cancels a check and waits for its thread (it tears the real VM
-        down before returning)."""
-        if event.type() == QEvent.Type.Close and self.thread is not None:
+    def shutdown(self) -> None:
+        """Cancel a running check and wait for its thread (it tears the real VM down before
+        returning): the window's ``closeEvent`` calls it.  (An event filter on the window did
+        this before: a Python call under the GIL for every event the window received.)"""
+        if self.thread is not None:
             self.cancel.set()
             self.thread.quit()
             self.thread.wait()
-        return False
 
     def start(self) -> None:
         if self.thread is not None or self.w.sim is None:

@@ -213,7 +213,7 @@ def _scripted(app, window, args, QTimer) -> int:
             done = len(frame.snapshot.rounds) >= target or frame.finished
         if done and not frame.running and not state.get("finishing"):
             state["finishing"] = True  # (disconnecting inside the slot upsets PySide6)
-            QTimer.singleShot(100, finish)
+            QTimer.singleShot(100, window, finish)  # (cancelled if the window is deleted)
 
     def finish() -> None:
         window.graphs.flush()

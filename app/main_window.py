@@ -29,6 +29,7 @@ from app.editors import MemslotEditor, WorkloadEditor
 from app.exports import ExportsMixin
 from app.graphs import TimingGraphs
 from app.heatmap import HeatMap
+from app.host_check import HostCheck
 from app.menus import build_menus
 from app.outcome import OutcomeCard
 from app.rounds_view import MessagesView, RoundsTable
@@ -37,6 +38,7 @@ from app.runner import Frame, Runner
 from app.session_files import SessionFilesMixin
 from app.settings_editor import SettingsEditor
 from app.status_line import StatusLine
+from app.sweep_window import SweepWindow
 from app.tree_model import PageTableModel
 from app.tree_panel import TreePanel
 from engine.migration.simulation import Simulation
@@ -58,6 +60,7 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self._pending_frame: Frame | None = None
         self.model: PageTableModel | None = None
         self._rounds_drawn: tuple = ()
+        self.host_check: HostCheck | None = None  # (Tools → check against the host's KVM)
         self.setWindowTitle("DirtyLog Inspector[*]")
         self.resize(1500, 950)
         self.setAcceptDrops(True)
@@ -70,7 +73,10 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         self._guard = QTimer(self)
         self._guard.setSingleShot(True)
         self._guard.setInterval(100)
-        self._guard.timeout.connect(lambda: dock_layout.keep_heat_map_wide(self, self.docks))
+        self._guard.timeout.connect(self._keep_heat_map_wide)
+
+    def _keep_heat_map_wide(self) -> None:
+        dock_layout.keep_heat_map_wide(self, self.docks)
 
     # -- widgets ------------------------------------------------------------------------------
 
@@ -401,6 +407,10 @@ class MainWindow(SessionFilesMixin, ExportsMixin, QMainWindow):
         if not self.maybe_save("Quitting"):
             event.ignore()
             return
+        for tool in self.findChildren(SweepWindow):  # its own closeEvent cancels its sweep
+            tool.close()
+        if self.host_check is not None:
+            self.host_check.shutdown()
         if self.runner is not None:
             self.runner.shutdown()
         self.remove_autosave()

@@ -282,7 +282,8 @@ class SweepWindow(QMainWindow):
 
     def _finished(self, done: bool, error: str) -> None:
         if self.sweep_thread is not None:
-            self.sweep_thread.quit()
+            # (its loop was told to quit already, by the worker's own ``finished``: only
+            # wait for it here, not quit it a second time)
             self.sweep_thread.wait()
         self.sweep_thread, self.worker = None, None
         self.run_button.setEnabled(True)

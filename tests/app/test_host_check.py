@@ -77,3 +77,26 @@ def test_without_kvm_the_action_is_disabled_with_the_reason(qtbot, tmp_path, mon
         assert not act.isEnabled()
         assert "does not exist" in act.toolTip()
     w.close()
+
+
+def test_close_cancels_a_check_without_an_event_filter(qtbot, tmp_path, monkeypatch):
+    """Closing the window (its closeEvent, not a Python event filter called for every event
+    it receives) cancels a check in flight and waits for its thread. The check here is a
+    stand-in that runs until it is cancelled (no KVM needed)."""
+    import app.host_check as hc
+
+    def run_until_cancelled(self) -> None:
+        self.cancel.wait(30)
+        self.finished.emit(None, "cancelled")
+
+    monkeypatch.setattr(hc.CheckWorker, "run", run_until_cancelled)
+    w = _window(qtbot, tmp_path)
+    filters = []
+    monkeypatch.setattr(w, "installEventFilter", filters.append)
+    hc.HostCheck(w)  # (a second one, made after the patch: it installs no filter either)
+    assert filters == []
+    w.host_check.start()
+    thread, cancel = w.host_check.thread, w.host_check.cancel
+    assert thread is not None and thread.isRunning() and not cancel.is_set()
+    w.close()
+    assert cancel.is_set() and thread.isFinished()

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QPointF, Qt  # noqa: E402
+from PySide6.QtCore import QPointF, Qt, QThread  # noqa: E402
 
 from app import sweep_window  # noqa: E402
 from app.sweep_map import ERROR, FIRST_LEVEL, NOT_CONVERGED  # noqa: E402
@@ -281,3 +281,53 @@ def test_quitting_waits_for_a_closed_sweeps_thread(qtbot):
     threading.Timer(0.3, release.set).start()
     ending.wait_all()  # (what aboutToQuit calls)
     assert thread.isFinished() and ending.threads == {}
+
+
+class _CountingThread(QThread):
+    """A QThread that counts the calls to its ``quit``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quits = 0
+
+    def quit(self) -> None:
+        self.quits += 1
+        super().quit()
+
+
+def test_a_sweep_thread_is_quit_once(sweep, qtbot, monkeypatch):
+    """A sweep's thread is told to quit once, by its worker's end (which also ends it after
+    its window has let it go); the window's own end-of-run handler only waits for it (it
+    quit it a second time)."""
+    monkeypatch.setattr(sweep_window, "QThread", _CountingThread)
+    w, _ = sweep
+    w.x_axis.values.setText("1Gbit/s")
+    w.y_axis.field.setCurrentText("(none)")
+    assert w.start()
+    thread = w.sweep_thread
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert thread.isFinished() and thread.quits == 1
+
+
+def test_closing_the_main_window_closes_its_sweep_windows(qtbot, tmp_path):
+    """Closing the main window closes every sweep window it opened (their closeEvent
+    cancels a sweep in flight): the app quits with the one close, and no sweep window is
+    left to open points in a closed main window."""
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+    from engine.migration.simulation import Simulation
+
+    settings = QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+    main = MainWindow(settings, tmp_path / "autosave")
+    qtbot.addWidget(main)
+    main.load_simulation(Simulation.from_dict(TINY), None)
+    main.show()
+    action = next(a for a in main.tools_menu.actions() if a.text() == "&Sweep…")
+    action.trigger()
+    first = main.sweep_window
+    action.trigger()
+    second = main.sweep_window
+    assert first is not second and first.isVisible() and second.isVisible()
+    main.close()
+    assert not first.isVisible() and not second.isVisible()

@@ -19,6 +19,14 @@ The score counts a mutant killed when a test failed (or timed out) with it appli
 listed in ``mutation/equivalent.txt`` (one line each: name, colon, why no test can tell it from
 the original) are left out of the denominator.  Survivors are printed with their diffs.
 
+mutmut itself drops every verdict of a group when the group's test list changes (a new test
+file, a new node id) and then runs only the mutants it is asked for, so a rerun of a part (or
+of the survivors) used to leave the rest without a verdict: ``--no-run`` then said "run
+incomplete".  Each group therefore keeps its own record, ``verdicts.json`` in its work
+directory: every verdict mutmut reaches, with the hash of the mutated function's source and
+the test list it was reached with.  A mutant mutmut has no verdict for takes the recorded one
+while its function is unchanged and the group's tests still include the recorded ones.
+
 A large group can be run a part at a time: ``--only PATTERN`` (repeatable; shell-style
 wildcards over mutant names, e.g. ``'*x__check_clear__*'``) runs only the matching mutants,
 keeps the other verdicts of the previous run, and scores only the matching mutants (the
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +55,7 @@ HERE = ROOT / "mutation"
 WORK = ROOT / "build" / "mutation"
 LINKED = ("engine", "app", "tests", "resources")
 GOAL = 0.90
+RECORD = "verdicts.json"  # the group's own record of verdicts (see the module docstring)
 KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}  # mutmut's codes: failed, error, timeout, crash
 
 
@@ -122,7 +132,10 @@ def run_group(
     match one of its patterns."""
     if not keep and not only:
         shutil.rmtree(work / "mutants", ignore_errors=True)
-    if mutmut_run(work, max_children, only, full=False) != 0:
+        (work / RECORD).unlink(missing_ok=True)
+    status = mutmut_run(work, max_children, only, full=False)
+    record(work, group)
+    if status != 0:
         return  # (mutmut said why: e.g. a test failing without any mutant)
     survivors = [
         m
@@ -132,6 +145,7 @@ def run_group(
     if survivors:
         print(f"== rerunning the {len(survivors)} survivors with the full example counts")
         mutmut_run(work, max_children, survivors, full=True)
+        record(work, group)
 
 
 def matches(mutant: str, patterns: list[str]) -> bool:
@@ -150,13 +164,51 @@ def mean_seconds(work: Path, group: dict, names: list[str]) -> float | None:
     return sum(seconds) / len(seconds) if seconds else None
 
 
+def _metas(work: Path, group: dict) -> list[dict]:
+    """mutmut's ``.meta`` data of the group's files (those generated so far)."""
+    metas = [work / "mutants" / (src + ".meta") for src in group["mutate"]]
+    return [json.loads(m.read_text()) for m in metas if m.exists()]
+
+
+def _function(mutant: str) -> str:
+    """The mutated function's key in mutmut's ``hash_by_function_name``:
+    ``engine.kvm.vm.xǁVMǁ_apply__mutmut_3`` -> ``xǁVMǁ_apply``."""
+    return mutant.rpartition("__mutmut_")[0].rpartition(".")[2]
+
+
+def record(work: Path, group: dict) -> None:
+    """Add mutmut's present verdicts to the group's record (``RECORD``): each with its
+    function's source hash and the test list it was reached with."""
+    path = work / RECORD
+    rec = json.loads(path.read_text()) if path.exists() else {"tests": {}, "verdicts": {}}
+    tests = sorted(group["tests"])
+    key = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:12]
+    rec["tests"][key] = tests
+    for data in _metas(work, group):
+        hashes = data.get("hash_by_function_name", {})
+        for mutant, code in data["exit_code_by_key"].items():
+            if code is not None:
+                rec["verdicts"][mutant] = [code, hashes.get(_function(mutant)), key]
+    path.write_text(json.dumps(rec, indent=0, sort_keys=True))
+
+
 def results(work: Path, group: dict) -> dict[str, int | None]:
-    """mutant name -> mutmut exit code, for the group's files."""
+    """mutant name -> exit code, for the group's files: mutmut's verdict, or else the
+    recorded one if the function's source is unchanged and the group's tests include the
+    tests it was reached with (None: no valid verdict)."""
+    path = work / RECORD
+    rec = json.loads(path.read_text()) if path.exists() else {"tests": {}, "verdicts": {}}
+    tests = set(group["tests"])
     out: dict[str, int | None] = {}
-    for src in group["mutate"]:
-        meta = work / "mutants" / (src + ".meta")
-        if meta.exists():
-            out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    for data in _metas(work, group):
+        hashes = data.get("hash_by_function_name", {})
+        for mutant, code in data["exit_code_by_key"].items():
+            old = rec["verdicts"].get(mutant)
+            if code is None and old and old[1] is not None:
+                same = old[1] == hashes.get(_function(mutant))
+                if same and set(rec["tests"][old[2]]) <= tests:
+                    code = old[0]
+            out[mutant] = code
     return out
 
 
@@ -171,8 +223,9 @@ def diff(work: Path, mutant: str) -> str:
 
 def report(
     name: str, group: dict, codes: dict[str, int | None], equivalent: dict, only: list[str]
-) -> float:
-    """Print the group's score and its survivors; return the score (killed / non-equivalent).
+) -> tuple[float, bool]:
+    """Print the group's score and its survivors; return the score (killed / non-equivalent)
+    and whether every mutant has a verdict (if not, the score is over those that have one).
     With ``only``, just the mutants matching its patterns count (a sample)."""
     if only:
         codes = {m: c for m, c in codes.items() if matches(m, only)}
@@ -182,7 +235,10 @@ def report(
     unchecked = [m for m, c in live.items() if c is None]
     if unchecked:
         print(f"== {name}: {len(unchecked)} of {len(live)} mutants not checked (run incomplete)")
-        return 0.0
+        live = {m: c for m, c in live.items() if c is not None}
+        if not live:
+            return 0.0, False
+        name += f" (the {len(live)} checked only)"
     killed = [m for m, c in live.items() if c in KILLED]
     survivors = sorted(m for m in live if m not in killed)
     score = len(killed) / len(live) if live else 1.0
@@ -198,7 +254,7 @@ def report(
     for m in survivors:
         print(f"-- survived ({codes[m]}): {m}")
         print(diff(work, m))
-    return score
+    return score, not unchecked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +280,16 @@ def main(argv: list[str] | None = None) -> int:
             run_group(work, groups[name], args.max_children, args.keep, args.only, equivalent)
         codes = results(work, groups[name])
         scores[name] = report(name, groups[name], codes, equivalent, args.only)
-    print("== summary: " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in scores.items()))
-    short = [n for n, s in scores.items() if groups[n].get("rules") and s < GOAL]
+    print(
+        "== summary: "
+        + ", ".join(
+            f"{n} {100 * s:.1f} %" + ("" if done else " (incomplete)")
+            for n, (s, done) in scores.items()
+        )
+    )
+    short = [
+        n for n, (s, done) in scores.items() if groups[n].get("rules") and (s < GOAL or not done)
+    ]
     return 1 if short else 0
 
 

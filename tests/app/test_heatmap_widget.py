@@ -294,12 +294,15 @@ def test_clear_forgets_the_session(hm):
     assert _slot_lines(hm)[0] == [0.0, 2.5]
 
 
-def test_the_map_shows_the_images_codes_with_fixed_levels(hm):
+def test_the_map_shows_the_images_codes_in_the_modes_colours(hm):
+    """Protection codes 1..6 are the states in order (code 0: no page): grey (60, 60, 60) for
+    unmapped, red (235, 70, 50) for a writable page, as 0xffRRGGBB words (QImage RGB32)."""
     img = _img()
-    img.codes[0, 0] = 7
+    img.codes[0, :3] = [0, 3, 1]
     hm.show_frame(_snap(), img)
-    assert hm.image_item.image is img.codes or np.array_equal(hm.image_item.image, img.codes)
-    assert list(hm.image_item.levels) == [0, 255]
+    words = hm.image_item.image
+    assert words.dtype == np.uint32 and words.shape == (4, 4)
+    assert words[0, :3].tolist() == [0xFF282828, 0xFFEB4632, 0xFF3C3C3C]
 
 
 def test_strips_have_fixed_heights(hm):

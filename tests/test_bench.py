@@ -100,3 +100,17 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path):
         f"{tmp_path / 'no'} is not a writable folder"
     ]
     assert proc.stdout == ""  # (nothing was measured)
+
+
+def test_paired_ratios_use_the_fast_runs_on_either_side_of_each_slow_run():
+    """Figures 2 and 3 pair each slow run with the fast series just before and after it; the
+    figure is the median of those ratios (hand-computed from fake timings)."""
+    from engine.cli.bench_engine import _paired
+
+    slow = iter([100.0, 300.0, 90.0]).__next__
+    # series of 2 runs: best 2, 1, 3, 3 -> pairs 100/min(2,1), 300/min(1,3), 90/min(3,3)
+    fast = iter([2.0, 4.0, 1.0, 5.0, 3.0, 6.0, 3.0, 3.0]).__next__
+    slow_s, fast_best, ratio = _paired(slow, fast, pairs=3, reps=2)
+    assert slow_s == [100.0, 300.0, 90.0]
+    assert fast_best == [2.0, 1.0, 3.0, 3.0]
+    assert ratio == 100.0  # median of 100, 300, 30

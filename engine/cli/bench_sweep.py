@@ -54,21 +54,34 @@ def small_guest(
     }
 
 
-def _points_per_minute(points: list, workers: int) -> tuple[float, float]:
+def _points_per_minute(points: list, workers: int) -> tuple[float, dict[str, float]]:
     """Points per minute on a fresh local cluster of ``workers`` processes, measured from the
     first submit to the last row (the cluster's start and the workers' imports excluded), and
-    the concurrency reached: the points' own wall times summed ÷ that time (``workers`` when
-    every worker is always busy; the CPU each one gets is up to the machine)."""
+    where the time went: the concurrency reached (the points' own wall times summed ÷ that
+    time: ``workers`` when every worker is always busy), the CPU seconds the worker
+    processes and this process (client, scheduler) used meanwhile, and the workers' CPU per
+    point (it rises when the workers slow each other down: on this machine a core runs
+    Python ~1.7× slower while the other one is busy)."""
     from engine.sweep.cluster import local_client
     from engine.sweep.runner import SweepRun
 
     rows: list[dict] = []
     with local_client(workers) as client:
         client.run(__import__, "engine.sweep.point")
+        cpu0, own0 = client.run(time.process_time), time.process_time()
         t0 = time.perf_counter()
         SweepRun(client, points, rows.append).run()
         wall = time.perf_counter() - t0
-    return len(rows) / wall * 60, sum(r["wall_s_measured"] for r in rows) / wall
+        own = time.process_time() - own0
+        cpu1 = client.run(time.process_time)
+    worker_cpu = sum(cpu1[w] - cpu0[w] for w in cpu1 if w in cpu0)
+    return len(rows) / wall * 60, {
+        "wall_s": round(wall, 3),
+        "concurrency": round(sum(r["wall_s_measured"] for r in rows) / wall, 2),
+        "worker_cpu_s": round(worker_cpu, 3),
+        "worker_cpu_s_per_point": round(worker_cpu / max(1, len(rows)), 4),
+        "client_scheduler_cpu_s": round(own, 3),
+    }
 
 
 def fig_sweep(quick: bool) -> Figure:
@@ -87,8 +100,8 @@ def fig_sweep(quick: bool) -> Figure:
     axes = [parse_vary(f"migration.bandwidth={bandwidths}"), seed_axis(1, 1 if quick else 6)]
     points = make_points(base, axes)
     load_before = os.getloadavg()[0]
-    one, _ = _points_per_minute(points, 1)
-    two, concurrency = _points_per_minute(points, 2)
+    one, one_detail = _points_per_minute(points, 1)
+    two, two_detail = _points_per_minute(points, 2)
     ratio = two / one
     return Figure(
         9,
@@ -101,7 +114,9 @@ def fig_sweep(quick: bool) -> Figure:
             "points": len(points),
             "points_per_min_1_worker": round(one, 1),
             "points_per_min_2_workers": round(two, 1),
-            "concurrency_2_workers": round(concurrency, 2),
+            "concurrency_2_workers": two_detail["concurrency"],
+            "run_1_worker": one_detail,
+            "run_2_workers": two_detail,
             "load_average_1min_before": round(load_before, 2),
             "load_average_1min_after": round(os.getloadavg()[0], 2),
             "cores": os.cpu_count(),

@@ -27,7 +27,7 @@ from engine.stage2.walk import (
     set_clear_visitor,
     walk_bulk,
 )
-from engine.util.arrays import expand_runs, first_of_runs, unique_fast
+from engine.util.arrays import expand_runs, first_of_runs, popcount, unique_fast
 from engine.util.errors import KvmError
 from engine.util.scatter import DENSE_SPAN
 
@@ -365,11 +365,6 @@ def clear_bits(bitmap: np.ndarray, pages: np.ndarray) -> None:
         return
     w, m = _word_masks(pages)
     bitmap[w] &= ~m
-
-
-def popcount(words: np.ndarray) -> int:
-    """Set bits in an array of 64-bit words."""
-    return int(np.bitwise_count(np.asarray(words, dtype=np.uint64)).sum(dtype=np.int64))
 
 
 def bitmap_pages(words: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from engine.stage2 import descriptor as D
 from engine.stage2.pgtable import PageTable
 from engine.stage2.walk import WalkCounters, scratch, set_clear_visitor, walk_bulk_spans
-from engine.util.arrays import expand_runs, first_of_runs, unique_fast
+from engine.util.arrays import expand_runs, first_of_runs, popcount, unique_fast
 
 U64 = np.uint64
 _BLOCK_WORDS = 2048  # words per numpy pass in the per-word fast path
@@ -204,7 +204,7 @@ class _WordChunks:
         """
         chunks = pgt.pool.reshape(-1, 64)
         reads = writes = 0
-        nbits = int(np.bitwise_count(masks).sum(dtype=np.int64))
+        nbits = popcount(masks)
         if count_reads == "mask":
             reads = nbits
         sparse = nbits * _SPARSE_DENSITY[count_reads] < masks.size * 64
@@ -284,11 +284,11 @@ def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tu
     A last-level table holds only valid pages and zeros (the table code writes 0 when it
     breaks or unmaps an entry), so "S2AP W is set" already means "a valid writable page".
     VALID and S2AP W both sit in an entry's low byte, so the test runs on the low bytes (one
-    narrowing copy of the rows, then byte-wide AND and count) and only the change is widened
-    back and XOR-ed in.  Returns (valid pages under the masks, changed).
+    narrowing copy of the rows, then byte-wide AND and count) and the change is XOR-ed in as
+    bytes (numpy widens them in small buffers, so no row-sized uint64 temporary is
+    written and read again).  Returns (valid pages under the masks, changed).
     """
-    w, low = scratch(sub.shape)
-    low = low.view(np.uint8)
+    low = scratch(sub.shape)[1].view(np.uint8)
     bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(sub.shape)
     # rmap reads a leaf only where the reverse map has one: VALID (bit 0) is probed as well
     probe = (D.VALID | D.S2AP_W) if count_mapped else D.S2AP_W
@@ -301,8 +301,7 @@ def _clear_w_under(sub: np.ndarray, masks: np.ndarray, count_mapped: bool) -> tu
         np.bitwise_and(low, np.uint8(D.S2AP_W), out=low)
     n = int(np.count_nonzero(low))
     if n:
-        np.copyto(w, low)
-        np.bitwise_xor(sub, w, out=sub)
+        np.bitwise_xor(sub, low, out=sub)
     return mapped, n
 
 
@@ -348,8 +347,10 @@ def _span_walk_in_tables(
     or reach no last-level table).  The counts are the walk's: see ``ref_range``."""
     g, E = pgt.geom, pgt.E
     single = not bool((masks & (masks - U64(1))).any())  # (a ring reset's usual words)
-    hi = fls64(masks)
-    lo = hi if single else ffs64(masks)
+    if single:  # one bit per word: its index is the count of the bits below it
+        hi = lo = np.bitwise_count(masks - U64(1)).astype(np.int64)
+    else:
+        hi, lo = fls64(masks), ffs64(masks)
     first = base_gfn + offsets + lo
     region = first >> g.bits_per_level
     if single:  # a one-page span is inside its table: every word looks it up, no expansion
@@ -565,7 +566,7 @@ def run_strategy(
     offsets = np.asarray(offsets, dtype=np.int64)
     stats = ProtectStats(name, words=int(masks.size))
     if masks.size:
-        stats.pages = int(np.bitwise_count(masks).sum(dtype=np.int64))
+        stats.pages = popcount(masks)
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
         PROTECT[name](pgt, base_gfn, offsets, masks, stats.counters, starts)
         stats.wall_ns = time.perf_counter_ns() - t0

@@ -29,11 +29,9 @@ _GROUPED_LOOKUP = 4096  # sorted lookups larger than this walk each region once
 U64 = np.uint64
 
 
-def host_pa(ipa: np.ndarray | int) -> np.ndarray | int:
-    """Simulated host physical address of the page that backs ``ipa``."""
-    if isinstance(ipa, np.ndarray):
-        return (ipa.astype(U64) + U64(HOST_PA_OFFSET)) & U64((1 << D.OA_TOP) - 1)
-    return (int(ipa) + HOST_PA_OFFSET) & ((1 << D.OA_TOP) - 1)
+def host_pa(ipa: np.ndarray) -> np.ndarray:
+    """Simulated host physical addresses (uint64) of the pages that back ``ipa`` (int64)."""
+    return (ipa.astype(U64) + U64(HOST_PA_OFFSET)) & U64((1 << D.OA_TOP) - 1)
 
 
 class PageTable:

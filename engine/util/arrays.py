@@ -1,4 +1,5 @@
-"""Array helpers every layer uses: run detection, cheap deduplication, run expansion.
+"""Array helpers every layer uses: run detection, cheap deduplication, run expansion, bit
+counting.
 
 Plain numpy on int64 arrays of positions, gfns and keys; no knowledge of tables or KVM.
 """
@@ -6,6 +7,11 @@ Plain numpy on int64 arrays of positions, gfns and keys; no knowledge of tables 
 from __future__ import annotations
 
 import numpy as np
+
+
+def popcount(words: np.ndarray) -> int:
+    """Set bits in an array of 64-bit words (any shape; converted to uint64)."""
+    return int(np.bitwise_count(np.asarray(words, dtype=np.uint64)).sum(dtype=np.int64))
 
 
 def first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.kvm import dirtylog as DL
 from engine.kvm.vm import VM, Tracking, slot_flags
@@ -238,3 +240,96 @@ def test_two_vcpus_fill_their_rings_in_the_same_batch():
     assert res.ring_full == {0, 1} and res.deferred.tolist() == [0, 1, 2, 3]
     assert vm.rings[0].used == 192 and vm.rings[1].used == 192
     assert vm.slots[0].version[250:254].tolist() == [0, 0, 0, 0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=200), st.booleans(), st.booleans())
+def test_one_writers_grouping_finds_first_writes_only_when_asked(pages, far, ask):
+    """A batch of one vCPU's writes to one slot is grouped by sorting its gfns alone (as
+    32-bit offsets, or 64-bit when ``far`` spreads them over more than 2^32 pages); the
+    first access of each page is found on demand.  Against a per-access loop: the pages in
+    order, each one's write count and (asked for or not before) its first access."""
+    from engine.kvm.vm import _Pages
+
+    gfn = np.array(pages, dtype=np.int64) + BGFN
+    if far:
+        gfn[gfn % 5 == 0] += 1 << 40
+    first: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for t, g in enumerate(gfn.tolist()):
+        first.setdefault(g, t)
+        count[g] = count.get(g, 0) + 1
+    n = gfn.size
+    got = _Pages.group(gfn, np.full(n, 1), np.ones(n, bool), np.zeros(n, np.int64), times=ask)
+    assert got.gfn.tolist() == sorted(first) and got.gfn.dtype == np.int64
+    assert got.writes.tolist() == [count[g] for g in sorted(first)]
+    assert (got.first is not None) == ask  # not looked for unless asked
+    assert got.t_first.tolist() == [first[g] for g in sorted(first)]
+    assert got.t_write.tolist() == got.t_first.tolist()
+    assert got.vcpu_write.tolist() == [1] * len(first) and got.sidx.tolist() == [0] * len(first)
+
+
+def _one_slot_vm(backing, logging, hole):
+    """One 4 MiB slot, mapped with ``backing`` leaves, then logging (write-protected) or not;
+    ``hole`` unmaps its second MiB, so writes there take translation faults."""
+    from engine.stage2.walk import unmap_range
+
+    vm = VM(G, Tracking("bitmap", "range"), nr_vcpus=2)
+    vm.set_memslot(0, BASE, 4 << 20, 0, backing, populate=True)
+    vm.set_memslot(0, BASE, 4 << 20, LOG if logging else 0, backing)
+    if hole:
+        unmap_range(vm.pgt, BASE + (1 << 20), 1 << 20)
+    return vm
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(0, 1023), min_size=1, max_size=80),
+    st.sampled_from([4096, 2 << 20]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_one_writers_batch_does_what_its_writes_do_one_at_a_time(pages, backing, logging, hole):
+    """The path of a batch of one vCPU's writes to one slot (grouped without first-write
+    times unless a block split or a block map asks for them; the write-permission relax
+    from the descriptors the lookup read, or read again after translation faults mapped
+    pages) against the same writes one by one: versions, dirty bits, every descriptor,
+    faults, TLBIs and the stats."""
+    gfn = BGFN + np.array(pages, dtype=np.int64)
+    batch, single = (_one_slot_vm(backing, logging, hole) for _ in range(2))
+    one = np.ones(1, bool)
+    res = batch.access(gfn, np.ones(gfn.size, np.int64), np.ones(gfn.size, bool))
+    faults = np.zeros(2, np.int64)
+    for g in gfn.tolist():
+        faults += single.access(np.array([g]), np.ones(1, np.int64), one).faults
+    assert res.faults.tolist() == faults.tolist() and batch.stats == single.stats
+    assert batch.pgt.tlbi == single.pgt.tlbi
+    assert np.array_equal(batch.pgt.pool, single.pgt.pool)
+    assert np.array_equal(batch.slots[0].version, single.slots[0].version)
+    if logging:
+        assert np.array_equal(batch.slots[0].bitmap, single.slots[0].bitmap)
+
+
+def test_write_permission_relax_after_translation_faults_in_the_same_batch():
+    """Pages 0-255 mapped and write-protected, 256-511 unmapped (logging, 4K leaves); one
+    vCPU writes 257, 1, 257, 258, 1, 2: pages 1 and 2 take a permission fault each (S2AP W
+    set again, one TLBI by IPA each), 257 and 258 a translation fault each (mapped writable
+    at once: a write fault while logging maps the page RW).  Dirty: {1, 2, 257, 258};
+    versions count every write; page 0 and 3 stay write-protected."""
+    from engine.stage2.walk import unmap_range
+
+    vm = VM(G, Tracking("bitmap", "range"), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 2 << 20, 0, 4096, populate=True)
+    vm.set_memslot(0, BASE, 2 << 20, LOG, 4096)
+    unmap_range(vm.pgt, BASE + (256 << 12), 256 << 12)
+    tlbi = vm.pgt.tlbi["ipa"]
+    g = BGFN + np.array([257, 1, 257, 258, 1, 2], np.int64)
+    res = vm.access(g, np.zeros(6, np.int64), np.ones(6, bool))
+    assert res.faults.tolist() == [4] and res.dirty_events.tolist() == [4]
+    assert vm.stats["permission_faults"] == 2 and vm.stats["translation_faults"] == 2
+    assert vm.pgt.tlbi["ipa"] - tlbi == 2
+    assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [1, 2, 257, 258]
+    assert vm.slots[0].version[[0, 1, 2, 3, 257, 258]].tolist() == [0, 2, 1, 0, 2, 1]
+    _, _, desc = vm.pgt.lookup(BASE + np.array([0, 1, 2, 3, 257, 258, 259], np.int64) * 4096)
+    assert D.is_writable(desc).tolist() == [False, True, True, False, True, True, False]
+    assert D.is_valid(desc).tolist() == [True] * 6 + [False]

@@ -353,7 +353,7 @@ class VM:
         but whose store has not happened yet (a ring-full exit: it is retried)."""
         if not gfn.size:
             return
-        pages = _Pages.group(gfn, vcpu, write, sidx)
+        pages = _Pages.group(gfn, vcpu, write, sidx, times=bool(self.rings))
         if done is None and pages.writes is not None:  # every access stored: counted per page
             self._bump_page_versions(pages, slots)
             res.applied_writes += int(gfn.size)
@@ -363,8 +363,8 @@ class VM:
             res.applied_writes += int(stored.sum())
         slot_logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
         logging = _gather(slot_logging, pages.sidx)
-        ipa = pages.gfn << self.page_shift
-        level, pos, desc = self.pgt.lookup(ipa)
+        ipa = pages.gfn << self.page_shift  # (distinct, ascending)
+        level, pos, desc = self.pgt.lookup(ipa, ascending=True)
         valid = D.is_valid(desc)
         # a write to a write-protected block while logging: break it, pages fault in lazily
         blocks = level < 3  # (tested first: a batch of pages has no block, and is done)
@@ -376,16 +376,17 @@ class VM:
             if early.any():  # those reads happened before the split: they leave no trace
                 keep = ~early
                 gfn, vcpu, write, sidx = gfn[keep], vcpu[keep], write[keep], sidx[keep]
-                pages = _Pages.group(gfn, vcpu, write, sidx)
+                pages = _Pages.group(gfn, vcpu, write, sidx, times=bool(self.rings))
                 logging = slot_logging[pages.sidx]
                 ipa = pages.gfn << self.page_shift
-            level, pos, desc = self.pgt.lookup(ipa)
+            level, pos, desc = self.pgt.lookup(ipa, ascending=True)
             valid = D.is_valid(desc)
         refault = self._collapsible(pages, valid, level, desc, logging, slots)
         self._ring_marks = []
         if not refault.any():
+            mapped = not valid.all()  # translation faults write the table: read it again
             self._translation_faults(pages, ~valid, logging, slots, res)
-            self._permission_faults(pages, valid, level, pos, desc, logging, res)
+            self._permission_faults(pages, valid, level, pos, desc, logging, res, mapped)
         else:
             # not logging (any more): a write to a read-only page where the backing allows a
             # block maps the block again, replacing the table a split left (user_mem_abort:
@@ -393,9 +394,9 @@ class VM:
             # translation faults are, and the rest is looked up again after the collapse
             handled = ~valid | refault
             self._translation_faults(pages, handled, logging, slots, res)
-            level, pos, desc = self.pgt.lookup(ipa)
+            level, pos, desc = self.pgt.lookup(ipa, ascending=True)
             valid = D.is_valid(desc) & ~handled
-            self._permission_faults(pages, valid, level, pos, desc, logging, res)
+            self._permission_faults(pages, valid, level, pos, desc, logging, res, False)
         if self._ring_marks:  # pushed in the order of the writes, whichever fault they took
             self._push_rings(pages, np.concatenate(self._ring_marks), slots)
 
@@ -538,8 +539,9 @@ class VM:
                     self.stats["block_maps"] += int(sel.size)
         return owners
 
-    def _permission_faults(self, pages, valid, level, pos, desc, logging, res) -> None:
-        """Writes that found a valid leaf without S2AP W."""
+    def _permission_faults(self, pages, valid, level, pos, desc, logging, res, stale) -> None:
+        """Writes that found a valid leaf without S2AP W.  ``desc`` is what the table holds
+        at ``pos`` unless ``stale`` (translation faults mapped leaves since it was read)."""
         w = pages.written & valid & ~D.is_writable(desc)
         if self.tracking.mode == "dbm":
             clean = w & ((desc & U64(D.DBM)) != 0)
@@ -560,8 +562,11 @@ class VM:
             b = idx[in_block]
             order = b[np.lexsort((pages.t_write[b], pos[b]))]
             owners = np.concatenate([idx[~in_block], order[first_of_runs(pos[order])]])
-        p = pos[owners]
-        self.pgt.flat[p] = self.pgt.flat[p] | U64(D.S2AP_W)  # kvm_pgtable_stage2_relax_perms
+        every = owners.size == pos.size  # (every page of the batch: no gathers)
+        p = pos if every else pos[owners]
+        # kvm_pgtable_stage2_relax_perms (the DBM pass above changed only other leaves)
+        old = self.pgt.flat[p] if stale else desc if every else desc[owners]
+        self.pgt.flat[p] = old | U64(D.S2AP_W)
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
         res.faults += pages.per_writer(owners, self.nr_vcpus)
         self.stats["permission_faults"] += int(owners.size)
@@ -697,10 +702,26 @@ class _Pages:
     first_is_write: np.ndarray
     vcpu_first: np.ndarray
     vcpu_write: np.ndarray  # vCPU of the first write (-1 if none)
-    t_write: np.ndarray  # batch index of the first write
-    t_first: np.ndarray  # batch index of the first access
+    first: np.ndarray | None  # batch index of the first access (None: not found yet)
+    first_write: np.ndarray | None = None  # of the first write (-1 if none; None: = first)
     writes: np.ndarray | None = None  # accesses per page, when every access is a write
     writer: int | None = None  # the vCPU of every write, when all accesses are its writes
+    batch: np.ndarray | None = None  # the batch's gfns, while ``first`` is not found yet
+
+    @property
+    def t_first(self) -> np.ndarray:
+        """Batch index of each page's first access (int64; found on first use when the
+        grouping did not need it: one sort of (gfn, index) keys)."""
+        if self.first is None:
+            assert self.batch is not None
+            self.first = _runs(self.batch)[2]
+            self.batch = None
+        return self.first
+
+    @property
+    def t_write(self) -> np.ndarray:
+        """Batch index of each page's first write (int64, -1 for a page only read)."""
+        return self.t_first if self.first_write is None else self.first_write
 
     def per_writer(self, idx: np.ndarray, nr_vcpus: int) -> np.ndarray:
         """How many of the pages ``idx`` each vCPU wrote first (int64, one per vCPU; pages
@@ -720,7 +741,7 @@ class _Pages:
         return self.vcpu_write[idx] >= 0
 
     @classmethod
-    def group(cls, gfn, vcpu, write, sidx) -> _Pages:
+    def group(cls, gfn, vcpu, write, sidx, times: bool = True) -> _Pages:
         """Group a time-ordered batch by page with one stable sort of (gfn, batch index).
 
         A page's accesses stay in time order, so the start of each run is its first access
@@ -728,25 +749,44 @@ class _Pages:
         (numpy's vectorised sort: figure 4's million writes over 4 M pages were grouped in
         56 ms of CPU, against 86 ms with the per-gfn ``minimum.at`` tables it replaced, on
         the loaded project machine); a vCPU or slot that is the same for every access is
-        filled in, not gathered.
+        filled in, not gathered.  A batch of one vCPU's writes needs only its pages and
+        their counts unless ``times`` (the ring's push order): it sorts the gfns alone, as
+        32-bit offsets where they fit (a third of the keyed sort's CPU), and finds first
+        accesses only if something asks for them (``t_first``).
         """
         n = gfn.size
-        lo = int(gfn.min())
-        bits = max(1, (n - 1).bit_length())
-        if (int(gfn.max()) - lo) >> (62 - bits):  # (no room for the index: a plain sort)
-            order = np.argsort(gfn, kind="stable")
-            g = gfn[order]
-        else:
-            keys = np.sort(((gfn - lo) << bits) | np.arange(n, dtype=np.int64))
-            g = keys >> bits
-            order = None
-        starts = np.flatnonzero(first_of_runs(g))
-        first = order[starts] if order is not None else keys[starts] & ((1 << bits) - 1)
-        page = g[starts] + (lo if order is None else 0)
-        sidx_first = _gather(sidx, first)
-        if write.all():  # synthetic workloads and traces only write: skip the read bookkeeping
+        only_writes = bool(write.all())
+        writer = _constant(vcpu) if only_writes else None
+        slot = _constant(sidx)
+        if writer is not None and slot is not None and not times:
+            lo = int(gfn.min())
+            if int(gfn.max()) - lo < 1 << 32:
+                g = np.subtract(gfn, lo, out=np.empty(n, np.uint32), casting="unsafe")
+                g.sort()
+            else:
+                g = np.sort(gfn)
+                lo = 0
+            starts = np.flatnonzero(first_of_runs(g))
+            page = g[starts].astype(np.int64)
+            page += lo
+            ones = np.ones(starts.size, dtype=bool)
+            v = np.full(starts.size, writer, vcpu.dtype)
+            return cls(
+                gfn=page,
+                sidx=np.full(starts.size, slot, sidx.dtype),
+                written=ones,
+                first_is_write=ones,
+                vcpu_first=v,
+                vcpu_write=v,
+                first=None,
+                writes=np.diff(starts, append=n),
+                writer=writer,
+                batch=gfn,
+            )
+        page, starts, first, order = _runs(gfn, full_order=not only_writes)
+        sidx_first = sidx[first] if slot is None else np.full(first.size, slot, sidx.dtype)
+        if only_writes:  # synthetic workloads and traces only write: skip the read bookkeeping
             written = np.ones(starts.size, dtype=bool)
-            writer = _constant(vcpu)
             v = vcpu[first] if writer is None else np.full(first.size, writer, vcpu.dtype)
             return cls(
                 gfn=page,
@@ -755,13 +795,11 @@ class _Pages:
                 first_is_write=written,
                 vcpu_first=v,
                 vcpu_write=v,
-                t_write=first,
-                t_first=first,
+                first=first,
                 writes=np.diff(starts, append=n),
                 writer=writer,
             )
-        if order is None:
-            order = keys & ((1 << bits) - 1)
+        assert order is not None
         w = write[order]
         big = np.iinfo(np.int64).max
         t_write = np.minimum.reduceat(np.where(w, order, big), starts)
@@ -774,9 +812,31 @@ class _Pages:
             first_is_write=write[first],
             vcpu_first=vcpu[first],
             vcpu_write=vcpu_write,
-            t_write=np.where(written, t_write, -1),
-            t_first=first,
+            first=first,
+            first_write=np.where(written, t_write, -1),
         )
+
+
+def _runs(gfn: np.ndarray, full_order: bool = False) -> tuple[np.ndarray, ...]:
+    """(distinct gfns ascending, start of each one's run in the gfn-sorted batch, batch
+    index of each one's first access, and with ``full_order`` the batch index of every
+    position of the sorted batch, else None), from one sort of packed (gfn, index) keys."""
+    n = gfn.size
+    lo = int(gfn.min())
+    bits = max(1, (n - 1).bit_length())
+    if (int(gfn.max()) - lo) >> (62 - bits):  # (no room for the index: a plain sort)
+        order = np.argsort(gfn, kind="stable")
+        g = gfn[order]
+        starts = np.flatnonzero(first_of_runs(g))
+        return g[starts], starts, order[starts], order
+    keys = np.sort(((gfn - lo) << bits) | np.arange(n, dtype=np.int64))
+    g = keys >> bits
+    starts = np.flatnonzero(first_of_runs(g))
+    mask = (1 << bits) - 1
+    if full_order:
+        order = keys & mask
+        return g[starts] + lo, starts, order[starts], order
+    return g[starts] + lo, starts, keys[starts] & mask, None
 
 
 def _constant(a: np.ndarray) -> int | None:

@@ -119,13 +119,16 @@ class PageTable:
         """Flat position in the concatenated entry-level tables (rows 0..n_root-1)."""
         return ipa >> self.geom.level_shift(self.geom.start_level)
 
-    def lookup(self, ipa: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(
+        self, ipa: np.ndarray | int, ascending: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Walk each IPA: the level where the walk stopped, the flat position and descriptor.
 
         The descriptor is a leaf (page or block) or invalid (the level that faults).
+        ``ascending``: the caller knows the IPAs are sorted (not checked again).
         """
         ipa = np.atleast_1d(np.asarray(ipa, dtype=np.int64))
-        if ipa.size > _GROUPED_LOOKUP and bool(np.all(ipa[1:] >= ipa[:-1])):
+        if ipa.size > _GROUPED_LOOKUP and (ascending or bool(np.all(ipa[1:] >= ipa[:-1]))):
             return self._lookup_grouped(ipa)
         return self._lookup_direct(ipa)
 

@@ -15,10 +15,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from test_precopy_boundaries import MS, _iterating, _qemu_at
 
 from engine.migration import qemu_rules as Q
+from engine.migration.precopy import Migration, Sent
 
 
 @pytest.mark.parametrize(
@@ -150,3 +154,96 @@ def test_expected_downtime_needs_a_dirty_rate():
     _, m = _iterating()
     _measure(m, spent_ms=100, transferred=10**6, rate=0.0)
     assert m.expected_downtime_ms == -1.0
+
+
+# -- _send_budget (pages of different costs) against a per-page loop ------------------------
+
+NORMAL, ZERO = Q.page_bytes(False, 4096), Q.page_bytes(True, 4096)  # 4104 and 9 bytes
+
+
+class _Queue:
+    """What ``_send_budget`` asks of the migration: pages in send order (two slots, their
+    costs given), collected up to a limit from a cursor, and the first n of a batch sent."""
+
+    page, is_xen, defer_tick = 4096, False, None
+
+    def __init__(self, costs):
+        self.costs = list(costs)
+        self.cursor = 0
+        self.collected = []
+
+    def flush(self):
+        pass
+
+    def remaining_pages(self):
+        return len(self.costs) - self.cursor
+
+    def _collect(self, limit):
+        self.collected.append(limit)
+        pages = np.arange(self.cursor, min(len(self.costs), self.cursor + limit))
+        half = pages.size // 2  # (split over two slots, as a batch may be)
+        return [(s, p) for s, p in ((0, pages[:half]), (1, pages[half:])) if p.size]
+
+    def _costs(self, sid, pages):
+        return np.array([self.costs[i] for i in pages], dtype=np.int64)
+
+    def _commit(self, batch, n):
+        self.cursor += n
+
+
+def _per_page_costs(link, window, costs):
+    """ram_save_iterate a page at a time: dry when none is left; before each page the window
+    is checked (``rate_limit_used > rate_limit_max`` stops it) and the page must fit in what
+    the link still carries (link-bound when that stops the loop first or at the same page)."""
+    out = Sent()
+    for cost in costs:
+        fits = out.nbytes + cost <= link
+        room = out.nbytes <= window
+        if not (fits and room):
+            out.link_bound = not fits
+            return out
+        out.pages += 1
+        out.nbytes += cost
+    out.dry = True
+    return out
+
+
+QUEUES = [
+    [NORMAL] * 5,
+    [ZERO, NORMAL, ZERO, ZERO, NORMAL, NORMAL, ZERO],
+    [NORMAL, ZERO] * 6,
+    [ZERO] * 3,
+    [],
+]
+
+
+def _budgets(costs, extra):
+    """The first prefix sums of the queue and 1 byte below and above each (and ``extra``)."""
+    out = set(extra)
+    for total in np.cumsum([0, *costs]).tolist()[:5]:
+        out |= {total - 1.0, float(total), total + 1.0}
+    return sorted(out)
+
+
+def test_send_budget_matches_a_page_by_page_loop():
+    """Every queue (normal 4104-byte and zero 9-byte records, QEMU's legacy zero-page
+    detection), every link and window budget at, below and above each page boundary: the same
+    pages, bytes, dry and link-bound flags as the per-page loop."""
+    checked = 0
+    for costs in QUEUES:
+        for link in _budgets(costs, [0.5]):
+            if link < 0:
+                continue  # (the link's budget is never negative)
+            for window in _budgets(costs, [math.inf]):
+                q = _Queue(costs)
+                got = Migration._send_budget(q, link, window)
+                want = _per_page_costs(link, window, costs)
+                assert (got.pages, got.nbytes, got.dry, got.link_bound) == (
+                    want.pages,
+                    want.nbytes,
+                    want.dry,
+                    want.link_bound,
+                ), (costs, link, window)
+                assert q.cursor == want.pages
+                checked += 1
+    assert checked > 500

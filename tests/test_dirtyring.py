@@ -63,6 +63,33 @@ def test_merge_matches_kvm(entries):
     assert covered == set(entries)
 
 
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 1), st.integers(0, 200) | st.integers(0, 2**40))),
+        max_size=5,
+    )
+)
+def test_merging_rings_in_one_call_is_each_ring_merged_alone(rings):
+    """KVM_RESET_DIRTY_RINGS runs the loop over one ring at a time: entries of consecutive
+    rings (empty ones too) merge in one call exactly as each ring alone, one after another;
+    the loop starts afresh at each ring even where the entries would have merged."""
+    slot = [s for r in rings for s, _ in r]
+    off = [o for r in rings for _, o in r]
+    sizes = np.array([len(r) for r in rings], dtype=np.int64)
+    got = merge_masks(np.array(slot, np.uint32), np.array(off, np.uint64), np.cumsum(sizes) - sizes)
+    got = list(zip(*(c.tolist() for c in got), strict=True))
+    each = [_ref_merge([s for s, _ in r], [o for _, o in r]) for r in rings]
+    assert got == [tuple(e) for merged in each for e in merged]
+
+
+def test_a_ring_boundary_starts_a_new_mask():
+    """Pages 8 and 9 of slot 0, one per ring: two masks (one call over both rings), one
+    without the ring boundary."""
+    s, o = np.zeros(2, np.uint32), np.array([8, 9], np.uint64)
+    assert [c.tolist() for c in merge_masks(s, o, np.array([0, 1]))] == [[0, 0], [8, 9], [1, 1]]
+    assert [c.tolist() for c in merge_masks(s, o)] == [[0], [8], [0b11]]
+
+
 def test_backwards_merge():
     got = merge_masks(np.array([0, 0, 0], np.uint32), np.array([10, 12, 8], np.uint64))
     assert [c.tolist() for c in got] == [[0], [8], [0b10101]]

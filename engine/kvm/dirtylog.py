@@ -595,16 +595,22 @@ def reset_rings(vm) -> OpStats:
 
 def _reset_rings(vm) -> OpStats:
     with _Measure(vm, OpStats("ring-reset")) as op:
-        merged = []
-        for ring in vm.rings:
-            slots, offsets = ring.reset_entries()
-            op.pages += int(offsets.size)
-            merged.append(merge_masks(slots, offsets))
-        slot_of, offs, masks = (np.concatenate(col) for col in zip(*merged, strict=True))
-        if not slot_of.size:
+        entries = [ring.reset_entries() for ring in vm.rings]
+        sizes = np.array([e[1].size for e in entries], dtype=np.int64)
+        op.pages += int(sizes.sum())
+        if not op.pages:
             return op
-        ids, first = np.unique(slot_of, return_index=True)
-        for slot_id in ids[np.argsort(first)].tolist():  # slots in the order the rings name them
+        slot_of, offs, masks = merge_masks(  # every ring's loop in one call
+            np.concatenate([e[0] for e in entries]),
+            np.concatenate([e[1] for e in entries]),
+            np.cumsum(sizes) - sizes,
+        )
+        if bool((slot_of == slot_of[0]).all()):
+            order = [int(slot_of[0])]
+        else:
+            ids, first = np.unique(slot_of, return_index=True)
+            order = ids[np.argsort(first)].tolist()  # slots in the order the rings name them
+        for slot_id in order:
             st = vm.slots.get(slot_id)
             if st is None:
                 continue  # kvm_reset_dirty_gfn: the slot was deleted meanwhile

@@ -129,7 +129,9 @@ class DirtyRing:
         return slot, offset
 
 
-def merge_masks(slot: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_masks(
+    slot: np.ndarray, offset: np.ndarray, rings: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kvm_dirty_ring_reset's merging: consecutive same-slot entries into (slot, offset, mask).
 
     An entry within 64 pages above the current offset joins the mask; one a little below it
@@ -140,6 +142,9 @@ def merge_masks(slot: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.nd
     more pages above the previous one or 127 or more below it starts a new mask whatever came
     before.  Entries between such breaks that stand alone (the rule for randomly dirtied
     memory) become masks of one bit at once; only runs of nearby entries take the loop.
+    Several rings' entries may come in one call, one ring after another, ``rings`` giving
+    the index of each ring's first entry: each ring's loop starts afresh there (the reset
+    walks one ring at a time), so the result is the rings' own results one after another.
     Returns the masks in ring order as (slots, offsets, masks) arrays.
     """
     n = slot.size
@@ -147,6 +152,8 @@ def merge_masks(slot: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.nd
     brk = np.ones(n, dtype=bool)
     d = np.diff(off)
     brk[1:] = (s[1:] != s[:-1]) | (d >= BITS_PER_LONG) | (d <= -2 * BITS_PER_LONG + 1)
+    if rings is not None:
+        brk[rings[rings < n]] = True
     starts = np.flatnonzero(brk)
     lengths = np.diff(np.append(starts, n))
     runs = np.flatnonzero(lengths > 1)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 RIGHT_SHARE = 0.4  # of the window's width, for the right-hand column of docks
 MIN_HEAT_SHARE = 0.5
+GRAPHS_SHARE = 0.46  # of the height, for the timing graphs (a page of two plots, labels whole)
 RIGHT = Qt.DockWidgetArea.RightDockWidgetArea
 BOTTOM = Qt.DockWidgetArea.BottomDockWidgetArea
 
@@ -39,12 +40,13 @@ def arrange(w: QMainWindow, docks: dict[str, QDockWidget]) -> None:
 
 def size(w: QMainWindow, docks: dict[str, QDockWidget]) -> None:
     """Right column RIGHT_SHARE of the width; graphs over editors (and the tree) about
-    1:1, so the tree shows a dozen rows at 800 px high; bottom 20 %."""
+    3:2 (GRAPHS_SHARE: at 800 px high a page of graphs shows its axis labels whole, and the
+    tree still shows ten rows); bottom 20 %."""
     width, height = w.width(), w.height()
     w.resizeDocks([docks["graphs"]], [int(width * RIGHT_SHARE)], Qt.Orientation.Horizontal)
     w.resizeDocks(
         [docks["graphs"], docks["editors"]],
-        [int(height * 0.38), int(height * 0.37)],
+        [int(height * GRAPHS_SHARE), int(height * (0.75 - GRAPHS_SHARE))],
         Qt.Orientation.Vertical,
     )
     w.resizeDocks([docks["rounds"]], [int(height * 0.2)], Qt.Orientation.Vertical)

@@ -6,11 +6,14 @@ the active one (the one that changes the VM) is drawn thicker and named "(active
 mode there is no write-protect walk: the modelled walk plot shows the harvest's scan of every
 leaf instead, and says so.
 
-The six plots reflow: two columns when the dock is wide, one when it is narrow, inside a
-scroll area, so nothing is clipped; each plot's legend is a line of text under its title,
-never over the data.  Repainting all six plots at once costs 40-60 ms in a software-rendered
-window, so the left axes have a fixed width and a new round reaches the plots one per
-event-loop pass.
+In the dock the six plots come as three pages of two (tabs: the harvest walk, pages and
+downtime, throttle and faults), side by side when the dock is wide enough, else one over the
+other inside a scroll area: at 1280×800 and 1920×1080 a page fits the default dock with its
+axis labels whole (all six in a column scrolled, and the second plot's label was cut at the
+dock's edge). Each plot's legend is a line of text under its title, never over the data.
+Exported figures hold all six.  Repainting all six plots at once costs 40-60 ms in a
+software-rendered window, so the left axes have a fixed width and a new round reaches the
+plots one per event-loop pass.
 
 Exports: PNG at a chosen size and DPI, SVG through pyqtgraph's own exporter (it writes each
 curve in the plot's coordinates, so other renderers draw it where the PNG does), CSV with
@@ -30,7 +33,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QScrollArea, QStackedWidget, QTabBar, QVBoxLayout, QWidget
 
 from app.figure_export import closed_paths_tolerated, settle
 
@@ -43,8 +46,10 @@ STRATEGY_COLOURS = {
 }
 
 AXIS_WIDTH = 64  # px: room for tick labels such as "1.5e+06" without re-laying out
+TITLE_SIZE = "9pt"
+LABEL_STYLE = {"font-size": "8pt"}  # axis labels: a unit fits a short plot's axis whole
 PLOT_HEIGHT = 170  # px per plot: below this the plots scroll rather than squash
-TWO_COLUMNS_FROM = 720  # px of width: narrower docks get one column
+TWO_COLUMNS_FROM = 440  # px of width: narrower docks show a page's plots one over the other
 
 # key, title, unit (the axis label), unit in the CSV header
 PLOTS = (
@@ -54,6 +59,11 @@ PLOTS = (
     ("downtime", "expected downtime", "ms", "ms"),
     ("throttle", "auto-converge throttle", "%", "%"),
     ("faults", "faults and TLB invalidations", "count", "count"),
+)
+PAGES = (  # the dock's tabs: two plots each, in PLOTS' order
+    ("harvest walk", ("walk_model", "walk_cpu")),
+    ("pages, downtime", ("pages", "downtime")),
+    ("throttle, faults", ("throttle", "faults")),
 )
 FIGURE_NOTE = (
     "modelled = operation counts × the cost model; measured = CPU time of the simulator's "
@@ -99,13 +109,19 @@ class LegendLine(pg.LabelItem):
 
     pyqtgraph's LabelItem sizes itself to each new text, which re-laid out the plot's cell
     and repainted the whole dock (20-25 ms of GUI CPU) when a run's first rounds named their
-    series.  The walk plots have two lines (a tracking mode's note), the others one."""
+    series.  It wraps at its cell's width; the walk plots have three lines (a tracking mode's
+    note), the others two."""
 
     def __init__(self, lines: int) -> None:
         super().__init__("X" + "<br>X" * (lines - 1), size="8pt", justify="left")
         self._fixed = self.itemRect().height()
         super().updateMin()  # the height of ``lines`` lines, before any text
         self.setText("")
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 (Qt's name)
+        if ev is not None:  # (pyqtgraph calls it with None after a new text)
+            self.item.setTextWidth(max(1.0, ev.newSize().width()))  # wrap, never overflow
+        super().resizeEvent(ev)
 
     def updateMin(self) -> None:  # noqa: N802 (pyqtgraph's name)
         fixed = getattr(self, "_fixed", None)
@@ -127,12 +143,12 @@ class TimingGraphs(QWidget):
 
     def __init__(self, parent=None, figure: tuple[str, int] | None = None) -> None:
         super().__init__(parent)
-        self.glw = pg.GraphicsLayoutWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.figure_mode = figure is not None
         if figure is not None:
-            layout.addWidget(self.glw)
+            self._glws = [pg.GraphicsLayoutWidget()]
+            layout.addWidget(self._glws[0])
             session, _ = figure
             head = pg.LabelItem(
                 f"<b>{session}</b> — DirtyLog Inspector timing graphs, "
@@ -141,12 +157,24 @@ class TimingGraphs(QWidget):
             )
             self.glw.ci.addItem(head, row=0, col=0, colspan=2)
         else:
+            # one layout widget per page, stacked: a plot never leaves its scene
+            self._glws = [pg.GraphicsLayoutWidget() for _ in PAGES]
+            self.tabs = QTabBar()
+            self.tabs.setDrawBase(False)
+            self.tabs.setExpanding(False)
+            self.stack = QStackedWidget()
+            for (name, keys), glw in zip(PAGES, self._glws, strict=True):
+                self.tabs.addTab(name)
+                self.tabs.setTabToolTip(self.tabs.count() - 1, " and ".join(keys))
+                self.stack.addWidget(glw)
+            self.tabs.currentChanged.connect(self.stack.setCurrentIndex)
             self.setMinimumSize(320, PLOT_HEIGHT + 30)  # at least one whole plot in the dock
-            self.glw.setMinimumHeight(3 * PLOT_HEIGHT)
+            self.stack.setMinimumHeight(PLOT_HEIGHT)
             self.scroll = QScrollArea()
             self.scroll.setWidgetResizable(True)
             self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-            self.scroll.setWidget(self.glw)
+            self.scroll.setWidget(self.stack)
+            layout.addWidget(self.tabs)
             layout.addWidget(self.scroll)
         self.plots: dict[str, pg.PlotItem] = {}
         self.legends: dict[str, pg.LabelItem] = {}
@@ -158,15 +186,20 @@ class TimingGraphs(QWidget):
             p = cell.addPlot(
                 row=0,
                 col=0,
-                title=title,
                 axisItems={"bottom": RoundAxis("bottom"), "left": CompactAxis("left")},
             )
-            legend = LegendLine(2 if key.startswith("walk") else 1)
+            p.setTitle(title, size=TITLE_SIZE)  # (pyqtgraph's 11pt title widened each cell)
+            # a legend wraps to its cell's width: a second line for a row of strategies that
+            # is wider than half of a narrow dock, a third for a tracking mode's note
+            legend = LegendLine(3 if key.startswith("walk") else 2)
             cell.addItem(legend, row=1, col=0)
-            p.setLabel("left", unit)
+            # (the dock leaves "round" to the ticks and the tooltip: its line is the room a
+            # unit needs on a short axis; an exported figure names it)
+            labels = (("left", unit), ("bottom", "round")) if figure else (("left", unit),)
+            for side, text in labels:  # (keep pyqtgraph's text colour)
+                p.setLabel(side, text, **{**p.getAxis(side).labelStyle, **LABEL_STYLE})
             p.getAxis("left").setWidth(AXIS_WIDTH)
             p.getAxis("left").enableAutoSIPrefix(False)
-            p.setLabel("bottom", "round")
             p.showGrid(x=True, y=True, alpha=0.2)
             text = pg.TextItem("no rounds yet", color=(150, 150, 150), anchor=(0.5, 0.5))
             p.addItem(text, ignoreBounds=True)
@@ -188,7 +221,8 @@ class TimingGraphs(QWidget):
         self._next.timeout.connect(self._draw_next)
         self.clear()
         self.setToolTip(
-            "One point per round. Modelled = operation counts × the cost model; "
+            "One point per round (the x axis counts rounds). Modelled = operation counts × the "
+            "cost model; "
             "measured = CPU time of the engine's thread in the walk (its wall time, in the "
             "round CSV and JSON, also counts waiting while this window repaints)."
         )
@@ -200,17 +234,30 @@ class TimingGraphs(QWidget):
         if not self.figure_mode:
             self._reflow(2 if event.size().width() >= TWO_COLUMNS_FROM else 1)
 
+    @property
+    def glw(self) -> pg.GraphicsLayoutWidget:
+        """The layout widget in view (the dock's page; the exported figure's only one)."""
+        return self._glws[0 if self.figure_mode else max(0, self.tabs.currentIndex())]
+
+    def shown(self) -> tuple[str, ...]:
+        """The plots in view: the dock's page (all six in an exported figure)."""
+        if self.figure_mode:
+            return tuple(self.cells)
+        return PAGES[max(0, self.tabs.currentIndex())][1]
+
     def _reflow(self, columns: int) -> None:
         if columns == self.columns:
             return
         self.columns = columns
-        for cell in self.cells.values():
-            if cell.scene() is not None:
-                self.glw.ci.removeItem(cell)
-        for i, key in enumerate(self.cells):
-            self.glw.ci.addItem(self.cells[key], row=1 + i // columns, col=i % columns)
+        pages = [tuple(self.cells)] if self.figure_mode else [keys for _, keys in PAGES]
+        for glw, keys in zip(self._glws, pages, strict=True):
+            for key in keys:
+                if self.cells[key].scene() is not None:
+                    glw.ci.removeItem(self.cells[key])
+            for i, key in enumerate(keys):
+                glw.ci.addItem(self.cells[key], row=1 + i // columns, col=i % columns)
         if not self.figure_mode:
-            self.glw.setMinimumHeight(math.ceil(len(self.cells) / columns) * PLOT_HEIGHT)
+            self.stack.setMinimumHeight(math.ceil(2 / columns) * PLOT_HEIGHT)
 
     # -- data ---------------------------------------------------------------------------------
 

@@ -583,7 +583,20 @@ def test_heat_map_has_half_the_window_and_nothing_is_clipped(qtbot, window, tmp_
     head = window.rounds.horizontalHeaderItem(0).text()
     assert window.rounds.columnWidth(0) >= fm.horizontalAdvance(head)
     assert window.grab().save(str(tmp_path / f"shot-{size[0]}x{size[1]}.png"))
-    assert window.graphs.columns == (2 if window.graphs.width() >= 720 else 1)
+    # the timing graphs: a page of two plots side by side that fits the dock without
+    # scrolling, every plot inside the dock's width and its axis label whole (at 1280×800
+    # the six plots scrolled and the second one's label was cut at the dock's edge)
+    g = window.graphs
+    assert g.columns == 2
+    for page in range(g.tabs.count()):
+        g.tabs.setCurrentIndex(page)
+        qtbot.wait(50)
+        assert g.glw.height() <= g.scroll.viewport().height()
+        for key in g.shown():
+            axis = g.plots[key].getAxis("left")
+            assert axis.label.boundingRect().width() <= axis.height(), (size, key)
+            cell = g.cells[key].mapRectToScene(g.cells[key].boundingRect())
+            assert cell.right() <= g.glw.viewport().width() + 1, (size, key)
 
 
 def test_a_layout_that_squeezes_the_heat_map_is_not_restored(qtbot, tmp_path):

@@ -141,3 +141,52 @@ def test_a_block_split_by_a_write_in_a_mixed_batch(seq):
     batch, each = _both(seq, backing=2 << 20)
     assert batch["stats"]["block_splits"] == 1
     assert batch == each
+
+
+def test_three_vcpus_each_ring_in_its_own_write_order():
+    seq = [(2, 40, True), (0, 41, True), (2, 700, True), (1, 40, True), (1, 42, False)]
+    seq += [(1, 42, True), (0, 701, False), (2, 701, True), (0, 43, True)]
+    batch, each = _both(seq, vcpus=3)
+    assert batch["rings"] == [
+        [(0, 41), (0, 43)],
+        [(0, 42)],
+        [(0, 40), (1, 700 - 512), (1, 701 - 512)],
+    ]
+    assert batch["dirty_events"] == [2, 1, 3]
+    assert batch == each
+
+
+def _unlogged_blocks(vcpus=2):
+    """Slot 0 backed by 2 MiB pages, mapped as one block, write-protected by logging, then
+    logging switched off before any write: the block stays read-only."""
+    vm = VM(G, Tracking("bitmap", "range", 4096), nr_vcpus=vcpus)
+    vm.set_memslot(0, BASE, 2 << 20, 0, 2 << 20, populate=True)
+    vm.set_memslot(0, BASE, 2 << 20, LOG, 2 << 20)
+    vm.set_memslot(0, BASE, 2 << 20, 0, 2 << 20)
+    return vm
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+def test_a_write_protected_block_takes_one_fault_for_the_earliest_write(one_at_a_time):
+    """Not logging: a write to a read-only block relaxes the whole block (user_mem_abort →
+    kvm_pgtable_stage2_relax_perms on the block): one permission fault, counted for the vCPU
+    of the earliest write (vCPU 1 at index 1; vCPU 0 read first), one TLBI by IPA, the block
+    kept whole and writable, nothing marked dirty."""
+    vm = _unlogged_blocks()
+    level, _, desc = vm.pgt.lookup(np.array([BASE], np.int64))
+    assert level.tolist() == [2] and D.is_writable(desc).tolist() == [False]
+    tlbi0 = vm.pgt.tlbi["ipa"]
+    gfn = BGFN + np.array([3, 7, 300, 7], np.int64)
+    vcpu = np.array([0, 1, 0, 0], np.int64)
+    write = np.array([False, True, True, True])
+    if one_at_a_time:
+        faults = sum(
+            vm.access(gfn[i : i + 1], vcpu[i : i + 1], write[i : i + 1]).faults for i in range(4)
+        )
+    else:
+        faults = vm.access(gfn, vcpu, write).faults
+    assert faults.tolist() == [0, 1] and vm.stats["permission_faults"] == 1
+    assert vm.pgt.tlbi["ipa"] - tlbi0 == 1
+    level, _, desc = vm.pgt.lookup(BASE + np.array([0, 511], np.int64) * 4096)
+    assert level.tolist() == [2, 2] and D.is_writable(desc).tolist() == [True, True]
+    assert vm.slots[0].version[[3, 7, 300]].tolist() == [0, 2, 1]

@@ -428,3 +428,24 @@ def test_rmap_reads_only_mapped_pages_under_sparse_bits():
     stats = run_strategy("rmap", pgt, BASE_GFN, np.array([0]), np.array([0b1010], np.uint64))
     assert {k: v for k, v in stats.counters.reads.items() if v} == {3: 1}
     assert {k: v for k, v in stats.counters.writes.items() if v} == {3: 1}
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (0, 2, 1, 3)])
+def test_word_chunks_of_tables_in_ipa_order_and_not(order):
+    """A harvest over regions whose last-level tables were allocated in IPA order takes each
+    word's chunk from its word index; out of order, from each region's table: both against
+    the references, with every region's words present and with some missing."""
+    pgt = PageTable(G4K, rmap=True)
+    for region in order:
+        pgt.map_range(BASE + region * (2 << 20), 2 << 20, 4096)
+    rng = np.random.default_rng(7)
+    for words in (np.arange(32), np.array([0, 1, 7, 8, 15, 16, 30, 31])):
+        offsets = words.astype(np.int64) * 64
+        masks = rng.integers(1, 1 << 63, offsets.size, dtype=np.int64).astype(np.uint64)
+        chunks = WP._WordChunks.of(pgt, BASE_GFN + offsets)
+        assert chunks is not None and chunks.increasing == (order == (0, 1, 2, 3))
+        # by hand: word w sits in region w // 8, whose table is the (order.index)-th allocated
+        first = pgt.last_level_tables(np.array([BASE], dtype=np.int64))[0] - order.index(0)
+        tables = first + np.array([order.index(int(w) // 8) for w in words])
+        assert np.array_equal(chunks.chunk, tables * 8 + words % 8)
+        _assert_each_matches_its_reference(pgt, offsets, masks)

@@ -168,6 +168,11 @@ class _WordChunks:
         n_regions = int(region[-1]) - r0 + 1
         if n_regions <= gfn0.size:  # (a harvest's words: every region of the span asked once)
             every = pgt.last_level_tables((np.arange(n_regions) + r0) << g.level_shift(2))
+            if every[0] >= 0 and bool((np.diff(every) == 1).all()):
+                # the span's tables were allocated in IPA order (a populated slot's are): a
+                # word's chunk is its word index moved by one constant, and the chunks ascend
+                chunk = (gfn0 >> 6) + (int(every[0]) - r0) * (E // 64)
+                return cls(chunk, region, True)
             table = every[region - r0]
         else:  # sparse words: each distinct region asked once
             first = np.ones(region.shape, dtype=bool)

@@ -403,3 +403,69 @@ def test_ticks_are_replaced_only_when_they_change(qtbot, monkeypatch):
     assert len(calls) == 1
     bar.show_scale(_img("heat", scale=10.2))  # "≥ 10.2"
     assert len(calls) == 2 and bar.shown_ticks[-1] == ("≥ 10.2", 254)
+
+
+def test_the_widgets_layout(hm):
+    """Caption strip, plot and colour bar side by side, info strip; no margins, 2 px apart."""
+    from PySide6.QtCore import Qt
+
+    vb = hm.plot.getViewBox()
+    assert vb.yInverted() and not vb.state["aspectLocked"]  # row 0 at the top
+    assert hm.plot.getAxis("left").labelText == "row"
+    assert hm.plot.getAxis("bottom").labelText == "cell within row"
+    assert hm.glw.ci.getItem(0, 0) is hm.plot and hm.glw.ci.getItem(0, 1) is hm.colour_bar
+    assert hm.image_item in hm.plot.items and hm.detail_item in hm.plot.items
+    assert hm.detail_item.zValue() == 1 > hm.image_item.zValue()  # the detail on top
+    lay = hm.layout()
+    m = lay.contentsMargins()
+    assert (m.left(), m.top(), m.right(), m.bottom(), lay.spacing()) == (0, 0, 0, 0, 2)
+    assert [lay.itemAt(i).widget() for i in range(lay.count())] == [hm.legend, hm.glw, hm.info]
+    assert [lay.stretch(i) for i in range(3)] == [0, 1, 0]
+    assert hm.info.textInteractionFlags() == Qt.TextInteractionFlag.TextSelectableByMouse
+    for strip in (hm.legend, hm.info):
+        assert strip.wordWrap()
+        assert strip.alignment() == Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+        pol = strip.sizePolicy()
+        assert pol.horizontalPolicy() == pol.Policy.Ignored
+        assert pol.verticalPolicy() == pol.Policy.Fixed
+        assert strip.styleSheet() == "padding: 2px 4px; background: palette(alternate-base);"
+    assert hm.image is None and hm.snapshot is None and hm.detail is None
+    assert hm.hovered_gfn == -1 and hm.diff_names == ("A", "B") and hm._slot_items == []
+    assert hm.image_item.hoverEvent == hm._hover and hm.image_item.mouseClickEvent == hm._click
+    bar = hm.colour_bar
+    assert [n for n in ("left", "bottom", "right") if bar.getAxis(n).isVisibleTo(bar)] == ["right"]
+    assert bar.vb.state["mouseEnabled"] == [False, False] and not bar.menuEnabled()
+    assert bar.buttonsHidden and bar.bar in bar.items and bar.maximumWidth() == 140
+    assert bar.mode is None and bar.shown_ticks is None
+
+
+def test_a_view_change_asks_for_detail_once_after_150_ms(hm, qtbot):
+    """The range-change debounce: one request 150 ms after the last change, not one a change."""
+    hm.show_frame(_snap(), _img(per_row=2, per_cell=4, rows=20, total=160))
+    got = []
+    hm.detail_requested.connect(lambda a, b: got.append((a, b)))
+    assert hm._debounce.isSingleShot() and hm._debounce.interval() == 150
+    hm.plot.getViewBox().setRange(yRange=(2.0, 4.0), padding=0)
+    hm.plot.getViewBox().setRange(yRange=(3.0, 5.5), padding=0)
+    assert got == []
+    qtbot.wait(450)
+    assert got == [(3, 6)]
+
+
+def test_the_page_at_gfn_0_is_a_hovered_page(hm):
+    """gfn 0 is a page like any other: the worker's text for it is shown."""
+    low = (SlotView(0, "", 0, 16, 0, 0, 0),)
+    hm.show_frame(_snap(low), _img())
+    hm._hover(_Event(0.0, 0.0))
+    assert hm.hovered_gfn == 0
+    hm.show_frame(_snap(low), _img(), hover="gfn 0x0 ...")
+    assert hm.info.text() == "gfn 0x0 ..."
+
+
+def test_a_frame_the_worker_coloured_is_drawn_as_it_is(hm):
+    import dataclasses
+
+    img = _img()
+    img = dataclasses.replace(img, rgb=np.full(img.codes.shape, 0xFF123456, np.uint32))
+    hm.show_frame(_snap(), img)
+    assert (hm.image_item.image == 0xFF123456).all()

@@ -247,3 +247,36 @@ def test_send_budget_matches_a_page_by_page_loop():
                 assert q.cursor == want.pages
                 checked += 1
     assert checked > 500
+
+
+def _one_tick(m, *, budget, room):
+    """``_send_windows`` over a tick in which the sender runs for its last 4 ns (a harvest
+    held it before) with ``budget`` bytes of link (4 ns of the link plus the carry) and
+    ``room`` bytes left in the window; returns the bytes sent."""
+    t1 = m.iterate_t0 + 20 * MS
+    m.busy_until_ns = t1 - 4
+    m.carry_bytes = budget - m.cfg.link_speed * 4 / 1e9
+    m.win_xfer0 = m.total_bytes - (Q.rate_limit_per_window(m.cfg.bandwidth) - room)
+    before = m.total_bytes
+    m._send_windows(t1 - m.sim.tick_ns, t1)
+    return m.total_bytes - before
+
+
+def test_the_link_carries_what_it_could_not_use_into_the_next_tick():
+    """Link-bound: 2.5 pages' bytes go as 2 pages; the half page left waits for the next
+    tick (the link was busy with it), so the carry is the budget less the bytes sent."""
+    _, m = _iterating()
+    cost = m.uniform_cost()
+    sent = _one_tick(m, budget=2.5 * cost, room=10**9)
+    assert sent == 2 * cost and m.carry_bytes == pytest.approx(0.5 * cost, abs=1e-6)
+
+
+@pytest.mark.parametrize("room", [0, 100])
+def test_a_window_bound_sender_carries_nothing(room):
+    """Window-bound: with 0 or 100 bytes of the window's share left one page still starts
+    (the limit is checked before a page), then the sender waits for the window's end and the
+    link idles: nothing is carried."""
+    _, m = _iterating()
+    cost = m.uniform_cost()
+    sent = _one_tick(m, budget=5.5 * cost, room=room)
+    assert sent == cost and m.carry_bytes == 0.0

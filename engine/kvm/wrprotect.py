@@ -160,7 +160,7 @@ class _WordChunks:
         E = pgt.E
         if E % 64 or gfn0.size == 0 or int(np.bitwise_or.reduce(gfn0)) & 63:
             return None
-        if gfn0.size > 1 and not bool(np.all(gfn0[1:] > gfn0[:-1])):
+        if gfn0.size > 1 and not bool((gfn0[1:] > gfn0[:-1]).all()):
             return None
         g = pgt.geom
         region = gfn0 >> g.bits_per_level
@@ -168,7 +168,7 @@ class _WordChunks:
         n_regions = int(region[-1]) - r0 + 1
         if n_regions <= gfn0.size:  # (a harvest's words: every region of the span asked once)
             every = pgt.last_level_tables((np.arange(n_regions) + r0) << g.level_shift(2))
-            if every[0] >= 0 and bool((np.diff(every) == 1).all()):
+            if every[0] >= 0 and bool((every[1:] - every[:-1] == 1).all()):
                 # the span's tables were allocated in IPA order (a populated slot's are): a
                 # word's chunk is its word index moved by one constant, and the chunks ascend
                 chunk = (gfn0 >> 6) + (int(every[0]) - r0) * (E // 64)

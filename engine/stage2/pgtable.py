@@ -201,14 +201,15 @@ class PageTable:
             level, pos, _ = self.lookup(ipa)
             return np.where(level == 3, pos // self.E, -1)
         start = self.table_ipa[tables]
-        if tables.size > 1 and not bool(np.all(start[1:] > start[:-1])):
+        if tables.size > 1 and not bool((start[1:] > start[:-1]).all()):
             order = np.argsort(start)
             tables, start = tables[order], start[order]
         if not tables.size:
             return np.full(ipa.shape, -1, dtype=np.int64)
         # tables are mostly one per region from the first on: guess the index, then search
         # only where the guess is not the region (a ring reset's queries come in any order)
-        k = np.clip((ipa - start[0]) >> self.geom.level_shift(2), 0, tables.size - 1)
+        k = (ipa - start[0]) >> self.geom.level_shift(2)
+        np.minimum(np.maximum(k, 0, out=k), tables.size - 1, out=k)  # (np.clip's wrapper: 2x)
         miss = start[k] != ipa
         if miss.any():
             k[miss] = np.minimum(np.searchsorted(start, ipa[miss]), tables.size - 1)

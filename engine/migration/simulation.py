@@ -46,11 +46,11 @@ its content at its own tick):
   last GET's bits), a ring reap, a harvest, a round's close, a cancel, and the batch's end.
   Writes are otherwise independent of the migration within a batch: they touch the KVM log,
   the tables and the versions, the sender only the migration bitmap and the destination.
-  In ring mode a pass ends with the first tick in which a ring may reach its soft limit (a
-  vCPU with as many accesses as its ring has room), as tick by tick: which accesses a
-  ring-full exit's reap sees depends on where the pass ends (``VM.access``).  The reap
-  only collects into the migration's pending set, read at the next harvest, and
-  re-protects pages: the sender within the batch does not see it.
+  In ring mode a pass stops before any tick in which a ring may reach its soft limit (a
+  vCPU with as many accesses as its ring has room) and applies that tick alone, as tick
+  by tick: which of the tick's accesses a ring-full exit's reap sees depends on the pass
+  (``VM.access``).  The reap only collects into the migration's pending set, read at the
+  next harvest, and re-protects pages: the sender within the batch does not see it.
 - **Counted sends.**  The migration bitmap changes within a batch only by the sends, so each
   tick's send is a count (the next n dirty pages in send order, n from the same byte budget
   comparisons); the pages are written at the batch's end or before a harvest or switchover
@@ -359,11 +359,11 @@ class Simulation:
             self._account(part, b.active[first : b.applied], faults, ring_full)
 
     def _fill_free_end(self, b: _Batch, first: int, end: int) -> int:
-        """Where the pass from batch tick ``first`` ends (at most ``end``): after the first tick
-        in which a dirty ring may reach its soft limit (a vCPU with as many accesses from
-        ``first`` on as its ring has room).  No ring fills before that tick, so the pass is
-        as tick by tick: a ring-full exit's reap sees the pass's accesses up to each vCPU's
-        own fill (``VM.access``), all of the ticks before and none after."""
+        """Where the pass from batch tick ``first`` ends (at most ``end``): the longest run of
+        ticks in which no dirty ring can reach its soft limit (each vCPU has fewer accesses
+        than its ring has room), so it applies in one pass as tick by tick; a tick in which a
+        ring may fill is applied alone, as tick by tick (the accesses a ring-full exit's reap
+        sees are those of its pass before each vCPU's ring filled: ``VM.access``)."""
         if not self.vm.rings or end - first == 1:
             return end
         if b.vcpu_ticks is None:  # accesses per batch tick and vCPU (k × vcpus)
@@ -373,7 +373,7 @@ class Simulation:
             b.vcpu_ticks = np.bincount(key, minlength=b.active.size).reshape(-1, v)
         room = np.array([r.room() for r in self.vm.rings], dtype=np.int64)
         fits = (np.cumsum(b.vcpu_ticks[first:end], axis=0) < room).all(axis=1)
-        return end if fits[-1] else first + int(fits.argmin()) + 1
+        return first + max(1, int(fits.argmin()) if not fits[-1] else end - first)
 
     def batch_ticks_left(self) -> int:
         """Ticks of the batch from the current one to its end (1 outside a batch)."""
@@ -393,7 +393,7 @@ class Simulation:
         """Whether a batch's accesses may be applied lazily, in a few passes: all are writes
         (a read of a page in a write-protected block, then a split, is not the same in one
         pass) and every page sent costs the same (a zero page's cost reads its content as of
-        its own tick).  A pass ends with a tick in which a dirty ring may fill
+        its own tick).  A tick in which a dirty ring may fill is a pass of its own
         (``_fill_free_end``)."""
         if not acc.write.all():
             return False

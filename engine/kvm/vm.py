@@ -568,10 +568,14 @@ class VM:
         old = self.pgt.flat[p] if stale else desc if every else desc[owners]
         self.pgt.flat[p] = old | U64(D.S2AP_W)
         self.pgt.tlbi["ipa"] += int(p.size)  # __kvm_tlb_flush_vmid_ipa_nsh
-        res.faults += pages.per_writer(owners, self.nr_vcpus)
+        writers = pages.per_writer(owners, self.nr_vcpus)
+        res.faults += writers
         self.stats["permission_faults"] += int(owners.size)
         dirty = idx if logging.all() else idx[logging[idx]]
-        self._mark_dirty(pages, dirty, self.memslots.sorted(), res)
+        # (every faulting page is a dirty one: the same count per vCPU)
+        self._mark_dirty(
+            pages, dirty, self.memslots.sorted(), res, writers if dirty is owners else None
+        )
 
     def _count_faults(self, vcpus: np.ndarray, res: AccessResult) -> None:
         v = vcpus[vcpus >= 0]
@@ -579,13 +583,19 @@ class VM:
 
     # -- dirty marking -----------------------------------------------------------------------
 
-    def _mark_dirty(self, pages: _Pages, idx: np.ndarray, slots, res: AccessResult) -> None:
-        """mark_page_dirty_in_slot: the ring of the running vCPU, else the bitmap."""
+    def _mark_dirty(
+        self, pages: _Pages, idx: np.ndarray, slots, res: AccessResult, writers=None
+    ) -> None:
+        """mark_page_dirty_in_slot: the ring of the running vCPU, else the bitmap.
+        ``writers``: ``pages.per_writer(idx)``, when the caller has counted it."""
         if not idx.size or self.tracking.mode == "dbm":
             return
-        res.dirty_events += pages.per_writer(idx, self.nr_vcpus)
+        res.dirty_events += pages.per_writer(idx, self.nr_vcpus) if writers is None else writers
         if self.rings:
             running = pages.running_writer(idx)
+            if running.all():  # (every page written by a running vCPU: no bitmap)
+                self._ring_marks.append(idx)
+                return
             self._ring_marks.append(idx[running])  # pushed at the end of _apply
             idx = idx[~running]  # no running vCPU: the backup bitmap (ring-with-bitmap)
             if not idx.size:

@@ -335,6 +335,7 @@ def _metrics(bar: ColourBar) -> QFontMetrics:
 )
 def test_category_bar_one_band_a_name(qtbot, mode, names):
     bar = ColourBar()
+    bar.show_scale(_img("heat", scale=10.0))  # from a scale mode: its unit label goes
     img = _img(mode)
     bar.show_scale(img)
     axis = bar.getAxis("right")

@@ -190,3 +190,19 @@ def test_a_write_protected_block_takes_one_fault_for_the_earliest_write(one_at_a
     level, _, desc = vm.pgt.lookup(BASE + np.array([0, 511], np.int64) * 4096)
     assert level.tolist() == [2, 2] and D.is_writable(desc).tolist() == [True, True]
     assert vm.slots[0].version[[3, 7, 300]].tolist() == [0, 2, 1]
+
+
+@pytest.mark.parametrize("with_read", [False, True])
+def test_applied_writes_count_host_and_guest_writes_of_one_batch(with_read):
+    """A write with no running vCPU (vCPU -1: kvm_write_guest) and a guest's write in one
+    batch are two applied stores (a guest read is none); the host's page is marked in the
+    bitmap without any fault, the guest's takes its permission fault."""
+    vm = _vm(mode="bitmap")
+    seq = [(-1, 30), (0, 31)] + ([(0, 32)] if with_read else [])
+    gfn = np.array([BGFN + p for _, p in seq], np.int64)
+    vcpu = np.array([v for v, _ in seq], np.int64)
+    write = np.array([True, True, False][: len(seq)])
+    res = vm.access(gfn, vcpu, write)
+    assert res.applied_writes == 2 and res.faults.tolist() == [1, 0]
+    assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [30, 31]
+    assert vm.slots[0].version[[30, 31, 32]].tolist() == [1, 1, 0]

@@ -649,6 +649,48 @@ def test_ring_entries_past_a_slot_that_shrank_are_dropped():
     assert [p.tolist() for p in m.ring_pending[0]] == [[63]]
 
 
+@pytest.mark.parametrize(
+    "offsets, words, pages_left_writable",
+    [
+        ([63], 1, []),  # the slot's last page
+        ([64], 0, []),  # one past it
+        ([62, 63], 1, []),  # one mask (62, 0b11) ending on the last page
+        ([62, 64], 0, [62]),  # one mask (62, 0b101) reaching past: skipped whole
+        ([63, 200], 1, []),  # two masks, the second past the end
+    ],
+)
+def test_a_reset_skips_a_mask_reaching_past_the_slot_end(offsets, words, pages_left_writable):
+    """kvm_reset_dirty_gfn (virt/kvm/dirty_ring.c, v6.17): a merged mask whose highest page,
+    offset + __fls(mask), is at or past the slot's npages is dropped whole, its other pages
+    left writable.  A 256 KiB slot has 64 pages (0..63); every page is made writable first."""
+    sim = Simulation.from_dict(
+        {
+            "format": "dirtylog-session",
+            "version": 2,
+            "tracking": {"mode": "ring"},
+            "memslots": [{"id": 0, "base": "0x40000000", "size": "256KiB", "flags": ["log_dirty"]}],
+            "migration": {"bandwidth": "1GiB/s"},
+        }
+    )
+    sim.advance(1)  # logging on: every page write-protected
+    vm = sim.vm
+    gfn = (0x40000000 >> 12) + np.arange(64)
+    vm.access(gfn, np.zeros(64, np.int32), np.ones(64, bool))
+    DL.collect_rings(vm)
+    DL.reset_rings(vm)  # the 64 entries of those writes: all protected again
+    vm.access(gfn, np.zeros(64, np.int32), np.ones(64, bool))  # writable again
+    DL.collect_rings(vm)
+    vm.rings[0].reset_entries()  # (harvested, dropped: only the entries below are reset)
+    vm.rings[0].push(np.zeros(len(offsets), np.uint32), np.array(offsets, np.uint64))
+    DL.collect_rings(vm)
+    op = DL.reset_rings(vm)
+    assert (op.pages, op.words) == (len(offsets), words)
+    _, _, desc = vm.pgt.lookup(gfn << 12)
+    writable = np.flatnonzero(D.is_writable(desc)).tolist()
+    kept = [o for o in offsets if o < 64 and o not in pages_left_writable]
+    assert writable == [p for p in range(64) if p not in kept]
+
+
 def _flags_session(events, flags1):
     return {
         "format": "dirtylog-session",

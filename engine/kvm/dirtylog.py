@@ -616,12 +616,17 @@ def _reset_rings(vm) -> OpStats:
                 continue  # kvm_reset_dirty_gfn: the slot was deleted meanwhile
             # a mask reaching past the slot's end is skipped; a slot that stopped logging
             # is still write-protected (v6.17 checks only the slot and the range)
-            sel = slot_of == slot_id
-            top = offs[sel] + fls64(masks[sel])
-            sel[sel] = top < st.slot.npages
-            op.words += int(np.count_nonzero(sel))
-            if sel.any():
-                protect(vm, st, offs[sel], masks[sel], op)
+            o, m = offs, masks  # (the usual reset: every mask in one slot)
+            if len(order) > 1:
+                sel = slot_of == slot_id
+                o, m = offs[sel], masks[sel]
+            top = o if bool((m == 1).all()) else o + fls64(m)  # (one-page masks: the page)
+            keep = top < st.slot.npages
+            op.words += int(np.count_nonzero(keep))
+            if not keep.all():
+                o, m = o[keep], m[keep]
+            if o.size:
+                protect(vm, st, o, m, op)
         vm.pgt.tlbi["vmid"] += 1  # kvm_flush_remote_tlbs
     return op
 

@@ -27,12 +27,13 @@ LOG = slot_flags(log_dirty=True)
 BLOCK = 512  # pages in a 2 MiB block (4 KiB granule, level 2)
 
 
-def _vm(mode="ring", vcpus=2, populate=True, backing=4096):
+def _vm(mode="ring", vcpus=2, populate=True, backing=4096, populate1=False):
     """Slot 0: 2 MiB (512 pages) at BASE, populated (mapped) unless told otherwise, then
-    logging; slot 1: 2 MiB after it, logging, never mapped."""
+    logging; slot 1: 2 MiB after it (4 KiB pages), logging, mapped only if ``populate1``."""
     vm = VM(G, Tracking(mode, "range", 4096), nr_vcpus=vcpus)
     vm.set_memslot(0, BASE, 2 << 20, 0, backing, populate=populate)
     vm.set_memslot(0, BASE, 2 << 20, LOG, backing)
+    vm.set_memslot(1, BASE + (2 << 20), 2 << 20, 0, 4096, populate=populate1)
     vm.set_memslot(1, BASE + (2 << 20), 2 << 20, LOG, 4096)
     return vm
 
@@ -47,7 +48,10 @@ def _state(vm, res_list):
     level, _, desc = vm.pgt.lookup(pages)
     return {
         "rings": rings,
-        "bitmaps": [DL.bitmap_pages(vm.slots[i].bitmap).tolist() for i in (0, 1)],
+        "bitmaps": [
+            None if vm.slots[i].bitmap is None else DL.bitmap_pages(vm.slots[i].bitmap).tolist()
+            for i in (0, 1)
+        ],
         "versions": [vm.slots[i].version.tolist() for i in (0, 1)],
         "level": level.tolist(),
         "valid": D.is_valid(desc).tolist(),
@@ -143,6 +147,18 @@ def test_a_block_split_by_a_write_in_a_mixed_batch(seq):
     assert batch == each
 
 
+def test_a_block_split_after_reads_beside_write_protected_pages():
+    """The block is split by vCPU 1's write after vCPU 0 read through it; in the same batch
+    writes to slot 1's pages, mapped and write-protected, take permission faults: the same as
+    one access at a time (2 permission faults on slot 1, the split, the block's pages
+    faulting in afterwards)."""
+    seq = [(0, 10, False), (0, 600, True), (1, 11, True), (0, 12, True), (1, 601, True)]
+    batch, each = _both(seq, backing=2 << 20, populate1=True)
+    assert batch["stats"]["block_splits"] == 1
+    assert batch["rings"][1] == [(0, 11), (1, 601 - 512)]
+    assert batch == each
+
+
 def test_three_vcpus_each_ring_in_its_own_write_order():
     seq = [(2, 40, True), (0, 41, True), (2, 700, True), (1, 40, True), (1, 42, False)]
     seq += [(1, 42, True), (0, 701, False), (2, 701, True), (0, 43, True)]
@@ -206,3 +222,33 @@ def test_applied_writes_count_host_and_guest_writes_of_one_batch(with_read):
     assert res.applied_writes == 2 and res.faults.tolist() == [1, 0]
     assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [30, 31]
     assert vm.slots[0].version[[30, 31, 32]].tolist() == [1, 1, 0]
+
+
+def test_a_block_mapped_again_after_logging_and_a_permission_fault_in_one_batch():
+    """Logging off again: a write to a read-only page of a slot whose backing allows a block
+    maps the whole block writable again (user_mem_abort: vma_pagesize > fault_granule →
+    kvm_pgtable_stage2_map), while in the same batch a write to a write-protected page of a
+    slot still logging takes its permission fault and is marked: one access at a time gives
+    the same."""
+
+    def setup():
+        vm = _vm(mode="bitmap", backing=2 << 20, populate1=True)
+        vm.access(
+            np.array([BGFN + 5, BGFN + 6], np.int64), np.zeros(2, np.int64), np.array([True, False])
+        )
+        vm.set_memslot(0, BASE, 2 << 20, 0, 2 << 20)  # logging off for slot 0
+        return vm
+
+    gfn = np.array([BGFN + 6, BGFN + 512 + 9], np.int64)
+    vcpu = np.array([1, 0], np.int64)
+    write = np.ones(2, bool)
+    one = setup()
+    r = one.access(gfn, vcpu, write)
+    each = setup()
+    r0 = each.access(gfn[:1], vcpu[:1], write[:1])
+    r1 = each.access(gfn[1:], vcpu[1:], write[1:])
+    batch = _state(one, [r])
+    assert batch == _state(each, [r0, r1])
+    assert batch["level"][6] == 2 and batch["writable"][6] is True  # the block, writable
+    assert batch["writable"][512 + 9] is True and batch["bitmaps"][1] == [9]
+    assert batch["faults"] == [1, 1] and batch["stats"]["permission_faults"] == 1

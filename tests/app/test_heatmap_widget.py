@@ -446,6 +446,7 @@ def test_a_view_change_asks_for_detail_once_after_150_ms(hm, qtbot):
     got = []
     hm.detail_requested.connect(lambda a, b: got.append((a, b)))
     assert hm._debounce.isSingleShot() and hm._debounce.interval() == 150
+    assert hm._debounce.parent() is hm  # (deleted with the widget: no late timeout)
     hm.plot.getViewBox().setRange(yRange=(2.0, 4.0), padding=0)
     hm.plot.getViewBox().setRange(yRange=(3.0, 5.5), padding=0)
     assert got == []

@@ -213,6 +213,7 @@ QUEUES = [
     [ZERO, NORMAL, ZERO, ZERO, NORMAL, NORMAL, ZERO],
     [NORMAL, ZERO] * 6,
     [ZERO] * 3,
+    [ZERO] * 4,
     [],
 ]
 
@@ -231,7 +232,7 @@ def test_send_budget_matches_a_page_by_page_loop():
     pages, bytes, dry and link-bound flags as the per-page loop."""
     checked = 0
     for costs in QUEUES:
-        for link in _budgets(costs, [0.5]):
+        for link in _budgets(costs, [0.5, sum(costs) + 1.0]):  # (and all of them)
             if link < 0:
                 continue  # (the link's budget is never negative)
             for window in _budgets(costs, [math.inf]):

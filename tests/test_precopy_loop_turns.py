@@ -281,3 +281,13 @@ def test_a_window_bound_sender_carries_nothing(room):
     cost = m.uniform_cost()
     sent = _one_tick(m, budget=5.5 * cost, room=room)
     assert sent == cost and m.carry_bytes == 0.0
+
+
+def test_qemu_7_2_expects_the_downtime_of_what_is_left_now():
+    """QEMU 7.2's migration_update_counters: expected_downtime = the bytes left to send now
+    / bandwidth (125 000 bytes/ms here), not the dirty bytes at the last sync (8.2+)."""
+    _, m = _iterating(qemu="7.2")
+    left = m.remaining_bytes()
+    assert 0 < left <= 64 << 20 and left != 123_456_000
+    _measure(m, spent_ms=200, transferred=25_000_000)
+    assert m.expected_downtime_ms == pytest.approx(left / 125_000, rel=1e-12)

@@ -471,3 +471,29 @@ def test_a_frame_the_worker_coloured_is_drawn_as_it_is(hm):
     img = dataclasses.replace(img, rgb=np.full(img.codes.shape, 0xFF123456, np.uint32))
     hm.show_frame(_snap(), img)
     assert (hm.image_item.image == 0xFF123456).all()
+
+
+def test_cell_to_gfn_in_a_detail_of_two_pages_a_cell(hm):
+    """Overview: 2 cells of 8 pages a row; its detail: 8 cells of 2 pages.  x = 0.75 is
+    detail column int(0.75 × 8 / 2) = 3, whose first page is 6."""
+    img = _img(per_row=2, per_cell=8, rows=1)
+    detail = HeatImage(np.ones((1, 8), np.uint8), "prot", 2, 8, 16, 1.0, 0)
+    hm.show_frame(_snap(), img, detail)
+    assert hm.cell_to_gfn(0.75, 0.0) == 0x106
+    assert hm.cell_to_gfn(1.3, 0.0) == 0x900  # column 5: page 10
+
+
+def test_slot_lines_are_horizontal_white_with_labels_on_dark_boxes(hm):
+    import pyqtgraph as pg
+
+    hm.show_frame(_snap(), _img())
+    lines = [i for i in hm._slot_items if isinstance(i, pg.InfiniteLine)]
+    texts = [i for i in hm._slot_items if isinstance(i, pg.TextItem)]
+    assert [ln.angle for ln in lines] == [0, 0]  # along a row, not across
+    assert {(ln.pen.color().getRgb(), ln.pen.width()) for ln in lines} == {
+        ((255, 255, 255, 255), 1)
+    }
+    for t in texts:
+        assert t.color.getRgb() == (255, 255, 255, 255)
+        assert t.fill.color().getRgb() == (0, 0, 0, 190)
+        assert t.anchor == pg.Point(0, 0)

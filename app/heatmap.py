@@ -98,8 +98,20 @@ class ColourImage(pg.ImageItem):
     """An ImageItem that draws uint32 0xffRRGGBB words as they are (QImage RGB32, no lookup
     table, no levels): ``show(words)``."""
 
+    hovered = Signal(object)  # pyqtgraph's HoverEvent
+    clicked = Signal(object)  # pyqtgraph's MouseClickEvent (a receiver accepts it)
+
     def __init__(self) -> None:
         super().__init__(axisOrder="row-major")
+
+    # (signals, not the view's bound methods in this item's __dict__: such a method kept the
+    # view alive from its own scene's item, and freeing that cycle deleted the view, hence
+    # its scene, from inside this item's destructor: a segfault in QGraphicsScene::clear)
+    def hoverEvent(self, event) -> None:  # noqa: N802 (pyqtgraph's name)
+        self.hovered.emit(event)
+
+    def mouseClickEvent(self, event) -> None:  # noqa: N802 (pyqtgraph's name)
+        self.clicked.emit(event)
 
     def show_words(self, words: np.ndarray) -> None:
         self.setImage(np.ascontiguousarray(words, dtype=np.uint32), autoLevels=False)
@@ -253,8 +265,8 @@ class HeatMap(QWidget):
         self._slot_items: list = []
         self._slots_key = None
         self.hovered_gfn = -1
-        self.image_item.hoverEvent = self._hover
-        self.image_item.mouseClickEvent = self._click
+        self.image_item.hovered.connect(self._hover)
+        self.image_item.clicked.connect(self._click)
 
     @staticmethod
     def _strip(lines: int) -> QLabel:

@@ -135,19 +135,19 @@ def test_hover_reports_each_new_page_once_and_the_exit(hm, qtbot):
     got = []
     hm.page_hovered.connect(got.append)
     hm.info.setText("page text")
-    hm._hover(_Event(1.0, 0.0))
-    hm._hover(_Event(1.7, 0.2))  # the same page
-    hm._hover(_Event(2.0, 0.0))
+    hm.image_item.hoverEvent(_Event(1.0, 0.0))
+    hm.image_item.hoverEvent(_Event(1.7, 0.2))  # the same page
+    hm.image_item.hoverEvent(_Event(2.0, 0.0))
     assert got == [0x101, 0x102] and hm.hovered_gfn == 0x102
     assert hm.info.text() == "page text"  # the worker writes the page's text
     hm.show_frame(_snap(), _img(), hover="gfn 0x102 ...")
     assert hm.info.text() == "gfn 0x102 ..."
-    hm._hover(_Event(exit=True))
+    hm.image_item.hoverEvent(_Event(exit=True))
     assert got == [0x101, 0x102, -1] and hm.hovered_gfn == -1
     assert hm.info.text() == HOVER_HINT
     hm.show_frame(_snap(), _img(), hover="late text")  # nothing hovered: the hint stays
     assert hm.info.text() == HOVER_HINT
-    hm._hover(_Event(9.0, 0.0))  # off the pages: also -1, not repeated
+    hm.image_item.hoverEvent(_Event(9.0, 0.0))  # off the pages: also -1, not repeated
     assert got == [0x101, 0x102, -1]
 
 
@@ -155,9 +155,9 @@ def test_hover_off_the_pages_after_a_page(hm):
     hm.show_frame(_snap(), _img())
     got = []
     hm.page_hovered.connect(got.append)
-    hm._hover(_Event(0.0, 0.0))
+    hm.image_item.hoverEvent(_Event(0.0, 0.0))
     hm.info.setText("page text")
-    hm._hover(_Event(0.0, 7.0))
+    hm.image_item.hoverEvent(_Event(0.0, 7.0))
     assert got == [0x100, -1] and hm.info.text() == HOVER_HINT
 
 
@@ -166,8 +166,8 @@ def test_click_selects_a_page_only_on_one(hm):
     got = []
     hm.page_clicked.connect(got.append)
     on, off = _Event(3.0, 2.0), _Event(3.0, 9.0)
-    hm._click(on)
-    hm._click(off)
+    hm.image_item.mouseClickEvent(on)
+    hm.image_item.mouseClickEvent(off)
     assert got == [0x900 + 1] and on.accepted and not off.accepted
 
 
@@ -432,7 +432,6 @@ def test_the_widgets_layout(hm):
         assert strip.styleSheet() == "padding: 2px 4px; background: palette(alternate-base);"
     assert hm.image is None and hm.snapshot is None and hm.detail is None
     assert hm.hovered_gfn == -1 and hm.diff_names == ("A", "B") and hm._slot_items == []
-    assert hm.image_item.hoverEvent == hm._hover and hm.image_item.mouseClickEvent == hm._click
     bar = hm.colour_bar
     assert [n for n in ("left", "bottom", "right") if bar.getAxis(n).isVisibleTo(bar)] == ["right"]
     assert bar.vb.state["mouseEnabled"] == [False, False] and not bar.menuEnabled()
@@ -458,7 +457,7 @@ def test_the_page_at_gfn_0_is_a_hovered_page(hm):
     """gfn 0 is a page like any other: the worker's text for it is shown."""
     low = (SlotView(0, "", 0, 16, 0, 0, 0),)
     hm.show_frame(_snap(low), _img())
-    hm._hover(_Event(0.0, 0.0))
+    hm.image_item.hoverEvent(_Event(0.0, 0.0))
     assert hm.hovered_gfn == 0
     hm.show_frame(_snap(low), _img(), hover="gfn 0x0 ...")
     assert hm.info.text() == "gfn 0x0 ..."

@@ -291,3 +291,17 @@ def test_qemu_7_2_expects_the_downtime_of_what_is_left_now():
     assert 0 < left <= 64 << 20 and left != 123_456_000
     _measure(m, spent_ms=200, transferred=25_000_000)
     assert m.expected_downtime_ms == pytest.approx(left / 125_000, rel=1e-12)
+
+
+@pytest.mark.parametrize("past_tick_ns", [-1, 0, 1])
+def test_the_wait_ends_on_a_tick_boundary(past_tick_ns):
+    """The end of a wait for the rate limit is a tick (the batching stops there too): a
+    window ending on a tick ends the wait there, one ending 1 ns later at the next tick."""
+    _, m = _iterating()
+    tick = m.sim.tick_ns
+    base = 1000 * tick
+    m.win_start = base - Q.BUFFER_DELAY_NS + past_tick_ns
+    m.busy_until_ns = 0
+    end = m._window_end_ns()
+    assert end == (base if past_tick_ns <= 0 else base + tick)
+    assert isinstance(end, int) and end % tick == 0

@@ -761,10 +761,11 @@ class _Pages:
         (numpy's vectorised sort: figure 4's million writes over 4 M pages were grouped in
         56 ms of CPU, against 86 ms with the per-gfn ``minimum.at`` tables it replaced, on
         the loaded project machine); a vCPU or slot that is the same for every access is
-        filled in, not gathered (``one_slot``: the caller knows ``sidx`` is all 0).  A batch of one vCPU's writes needs only its pages and
-        their counts unless ``times`` (the ring's push order): it sorts the gfns alone, as
-        32-bit offsets where they fit (a third of the keyed sort's CPU), and finds first
-        accesses only if something asks for them (``t_first``).
+        filled in, not gathered (``one_slot``: the caller knows ``sidx`` is all 0).  A batch
+        of one vCPU's writes needs only its pages and their counts unless ``times`` (the
+        ring's push order): it sorts the gfns alone, as 32-bit offsets where they fit (a
+        third of the keyed sort's CPU), and finds first accesses only if something asks for
+        them (``t_first``).
         """
         n = gfn.size
         only_writes = bool(write.all())

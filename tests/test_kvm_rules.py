@@ -631,10 +631,9 @@ def test_readonly_logging_slot_has_a_bitmap(init_set, expected):
         DL.get_dirty_log(vm, 0)
 
 
-def test_ring_entries_past_a_slot_that_shrank_are_dropped():
-    """QEMU's kvm_dirty_ring_mark_page (accel/kvm/kvm-all.c) ignores an offset at or past
-    the slot's size (a slot deleted and re-created smaller under the same id)."""
-    sim = Simulation.from_dict(
+def _ring_sim_of_64_pages() -> Simulation:
+    """Ring mode, one logged 256 KiB slot (64 pages of 4 KiB), a migration not yet started."""
+    return Simulation.from_dict(
         {
             "format": "dirtylog-session",
             "version": 2,
@@ -643,6 +642,12 @@ def test_ring_entries_past_a_slot_that_shrank_are_dropped():
             "migration": {"bandwidth": "1GiB/s"},
         }
     )
+
+
+def test_ring_entries_past_a_slot_that_shrank_are_dropped():
+    """QEMU's kvm_dirty_ring_mark_page (accel/kvm/kvm-all.c) ignores an offset at or past
+    the slot's size (a slot deleted and re-created smaller under the same id)."""
+    sim = _ring_sim_of_64_pages()
     sim.advance(1)
     m = sim.migration
     m.add_ring_pages(np.array([0, 0], dtype=np.uint32), np.array([63, 64], dtype=np.uint64))
@@ -663,15 +668,7 @@ def test_a_reset_skips_a_mask_reaching_past_the_slot_end(offsets, words, pages_l
     """kvm_reset_dirty_gfn (virt/kvm/dirty_ring.c, v6.17): a merged mask whose highest page,
     offset + __fls(mask), is at or past the slot's npages is dropped whole, its other pages
     left writable.  A 256 KiB slot has 64 pages (0..63); every page is made writable first."""
-    sim = Simulation.from_dict(
-        {
-            "format": "dirtylog-session",
-            "version": 2,
-            "tracking": {"mode": "ring"},
-            "memslots": [{"id": 0, "base": "0x40000000", "size": "256KiB", "flags": ["log_dirty"]}],
-            "migration": {"bandwidth": "1GiB/s"},
-        }
-    )
+    sim = _ring_sim_of_64_pages()
     sim.advance(1)  # logging on: every page write-protected
     vm = sim.vm
     gfn = (0x40000000 >> 12) + np.arange(64)

@@ -227,15 +227,13 @@ class _Pages:
         self.counted.append((n, cost))
 
 
-def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
-    """ram_save_iterate one page at a time: stop when no page is left (dry), when more than
-    the window's share is used before a page (the rate limit), or when the page would not fit
-    in what the link carries (link-bound: it stopped the loop first or at the same page)."""
+def _per_page_costs(link: float, window: float, costs) -> Sent:
+    """ram_save_iterate one page at a time over pages of these ``costs``: stop when no page
+    is left (dry), when more than the window's share is used before a page (the rate limit,
+    ``rate_limit_used > rate_limit_max``), or when the page would not fit in what the link
+    carries (link-bound: it stopped the loop first or at the same page)."""
     out = Sent()
-    while True:
-        if out.pages == left:
-            out.dry = True
-            return out
+    for cost in costs:
         fits = out.nbytes + cost <= link
         room = out.nbytes <= window
         if not (fits and room):
@@ -243,6 +241,13 @@ def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
             return out
         out.pages += 1
         out.nbytes += cost
+    out.dry = True
+    return out
+
+
+def _per_page(link: float, window: float, cost: int, left: int) -> Sent:
+    """``_per_page_costs`` over ``left`` pages of one cost."""
+    return _per_page_costs(link, window, [cost] * left)
 
 
 COST = 4104  # a normal page: 4096 bytes + the 8-byte header

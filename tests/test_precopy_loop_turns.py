@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 import pytest
-from test_precopy_boundaries import MS, _iterating, _qemu_at
+from test_precopy_boundaries import MS, _iterating, _per_page_costs, _qemu_at
 
 from engine.migration import qemu_rules as Q
-from engine.migration.precopy import Migration, Sent
+from engine.migration.precopy import Migration
 
 
 @pytest.mark.parametrize(
@@ -189,23 +189,6 @@ class _Queue:
 
     def _commit(self, batch, n):
         self.cursor += n
-
-
-def _per_page_costs(link, window, costs):
-    """ram_save_iterate a page at a time: dry when none is left; before each page the window
-    is checked (``rate_limit_used > rate_limit_max`` stops it) and the page must fit in what
-    the link still carries (link-bound when that stops the loop first or at the same page)."""
-    out = Sent()
-    for cost in costs:
-        fits = out.nbytes + cost <= link
-        room = out.nbytes <= window
-        if not (fits and room):
-            out.link_bound = not fits
-            return out
-        out.pages += 1
-        out.nbytes += cost
-    out.dry = True
-    return out
 
 
 QUEUES = [

@@ -244,3 +244,24 @@ def test_the_bundled_bench_sessions_are_benchmark_figures_5_and_6():
     assert cfg == parse_session(realtime_session(1 << 24))
     cfg, _ = load_session(SESSIONS / "bench-1tib.json")
     assert cfg == parse_session(terabyte_session(1 << 28))
+
+
+@pytest.mark.parametrize(
+    "policy, xen_max_rounds, live",
+    [
+        ("xen", None, 5),  # SPP_MAX_ITERATIONS
+        ("xen-4.5", None, 29),  # DEF_MAX_ITERS
+        ("qemu", None, 5),  # (not a Xen policy: the limit is never read)
+        ("xen", 7, 7),
+        ("xen-4.5", 1, 1),
+    ],
+)
+def test_xen_live_iterations_default_by_release_unless_set(policy, xen_max_rounds, live):
+    """Xen's limit on live iterations: 5 in today's save code (``SPP_MAX_ITERATIONS``,
+    tools/libs/guest/xg_sr_save.c, 4.20) and 29 in 4.5's (``DEF_MAX_ITERS``,
+    tools/libxc/xc_domain_save.c, RELEASE-4.5.0); ``xen_max_rounds`` replaces either."""
+    migration = {"policy": policy}
+    if xen_max_rounds is not None:
+        migration["xen_max_rounds"] = xen_max_rounds
+    cfg = parse_session({**copy.deepcopy(V1), "migration": migration})
+    assert cfg.migration.live_iterations() == live

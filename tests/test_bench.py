@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,6 +66,15 @@ def test_quick_bench_reports_every_figure(tmp_path):
         assert d["mismatches"] == 0 and d["outcome"] == "completed", figures[fid]
         assert first_pass <= d["simulated_s"] <= first_pass / (1 - (512 << 20) / 1.25e9), d
         assert d["rounds"] >= 3, d
+    # figure 4: the best of five measured batches, after a first batch that is shown apart
+    write = figures[4]
+    assert len(write["detail"]["batches_ns_per_write"]) == 5
+    assert write["value"] == min(write["detail"]["batches_ns_per_write"])
+    assert write["detail"]["first_batch_ns_per_write"] > 0
+    # figure 9: the median of three interleaved pairs' ratios, from the passes it lists
+    sweep = figures[9]["detail"]
+    assert len(sweep["points_per_min_1_worker"]) == 4 and len(sweep["ratios"]) == 3
+    assert figures[9]["value"] == round(sorted(sweep["ratios"])[1], 2)
     # figure 11 drew frames of a migrating guest from a pyramid kept at 64 pages a cell and up
     assert figures[11]["detail"]["frames"] > 0 and figures[11]["detail"]["pyramid_mib"] > 0
     # the real kernel's enable and GET, for context: measured, or skipped with the reason
@@ -114,3 +125,14 @@ def test_paired_ratios_use_the_fast_runs_on_either_side_of_each_slow_run():
     assert slow_s == [100.0, 300.0, 90.0]
     assert fast_best == [2.0, 1.0, 3.0, 3.0]
     assert ratio == 100.0  # median of 100, 300, 30
+
+
+def test_each_two_worker_pass_is_compared_with_the_one_worker_passes_around_it():
+    """Figure 9's passes run 1, 2, 1, 2, 1, 2, 1 workers; each 2-worker pass is divided by the
+    mean of its two neighbours (hand-computed)."""
+    from engine.cli.bench_sweep import neighbour_ratios
+
+    assert neighbour_ratios([400.0, 500.0, 300.0], [900.0, 800.0]) == [2.0, 2.0]
+    assert neighbour_ratios([100.0, 300.0], [300.0]) == [1.5]
+    with pytest.raises(ValueError, match="one more 1-worker pass"):
+        neighbour_ratios([100.0, 300.0], [300.0, 200.0])

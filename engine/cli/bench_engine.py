@@ -5,6 +5,7 @@ benchmark runs, not when the ``dirtylog`` parser is built."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 
@@ -200,28 +201,40 @@ def fig_reference(npages: int) -> Figure:
     )
 
 
+_WRITE_PASSES = 5  # figure 4: measured batches, after one pass that warms the slot's arrays
+
+
 def fig_write_path(nwrites: int) -> Figure:
-    """Figure 4: 1 M random writes to a logged slot, ns per write."""
+    """Figure 4: 1 M random writes to a logged slot, ns per write: the best of
+    ``_WRITE_PASSES`` batches (each a fresh draw, each followed by a GET that write-protects
+    the pages again), after a first batch that is reported but not counted: it is the first
+    touch of the slot's bitmap and version arrays (numpy leaves them to the kernel's lazy
+    zero pages), 2-4x the steady cost on this host.  Wall seconds of the ``VM.access`` call."""
     npages = 1 << 22
     vm = _logged_vm(npages)
     s = vm.slots[0].slot
     vm.set_memslot(0, s.base, s.size, slot_flags(log_dirty=True), 4096)
     rng = np.random.default_rng(3)
-    times = []
-    for _ in range(3):
+    ns = []
+    for _ in range(1 + _WRITE_PASSES):
         gfn = rng.integers(0, npages, nwrites) + (BASE >> 12)
         vcpu = rng.integers(0, 1, nwrites)
         w = np.ones(nwrites, bool)
         t0 = time.perf_counter()
         vm.access(gfn, vcpu, w)
-        times.append(time.perf_counter() - t0)
+        ns.append((time.perf_counter() - t0) / nwrites * 1e9)
         DL.get_dirty_log(vm, 0)
-    ns = min(times) / nwrites * 1e9
+    best = min(ns[1:])
     return Figure(
         4,
         f"guest write path: {nwrites:,} random writes to a logged slot",
-        round(ns, 1),
+        round(best, 1),
         "ns/write",
         "<= 70",
-        ns <= 70,
+        best <= 70,
+        {
+            "first_batch_ns_per_write": round(ns[0], 1),
+            "batches_ns_per_write": [round(x, 1) for x in ns[1:]],
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
     )

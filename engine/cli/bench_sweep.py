@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 from engine.cli.bench_figure import Figure
@@ -54,26 +55,26 @@ def small_guest(
     }
 
 
-def _points_per_minute(points: list, workers: int) -> tuple[float, dict[str, float]]:
-    """Points per minute on a fresh local cluster of ``workers`` processes, measured from the
-    first submit to the last row (the cluster's start and the workers' imports excluded), and
-    where the time went: the concurrency reached (the points' own wall times summed ÷ that
-    time: ``workers`` when every worker is always busy), the CPU seconds the worker
-    processes and this process (client, scheduler) used meanwhile, and the workers' CPU per
-    point (it rises when the workers slow each other down: on this machine a core runs
-    Python ~1.7× slower while the other one is busy)."""
-    from engine.sweep.cluster import local_client
+_ROUNDS = 3  # figure 9: passes on 2 workers, each between two passes on 1 worker
+
+
+def _pass(client, points: list) -> tuple[float, dict[str, float]]:
+    """Points per minute of one pass over ``points`` on ``client``, measured from the first
+    submit to the last row (the cluster's start and the workers' imports excluded), and where
+    the time went: the concurrency reached (the points' own wall times summed ÷ that time:
+    the worker count when every worker is always busy), the CPU seconds the worker processes
+    and this process (client, scheduler) used meanwhile, and the workers' CPU per point (it
+    rises when the workers slow each other down: on this machine a core runs Python
+    1.2-1.7x slower while the other one is busy)."""
     from engine.sweep.runner import SweepRun
 
     rows: list[dict] = []
-    with local_client(workers) as client:
-        client.run(__import__, "engine.sweep.point")
-        cpu0, own0 = client.run(time.process_time), time.process_time()
-        t0 = time.perf_counter()
-        SweepRun(client, points, rows.append).run()
-        wall = time.perf_counter() - t0
-        own = time.process_time() - own0
-        cpu1 = client.run(time.process_time)
+    cpu0, own0 = client.run(time.process_time), time.process_time()
+    t0 = time.perf_counter()
+    SweepRun(client, points, rows.append).run()
+    wall = time.perf_counter() - t0
+    own = time.process_time() - own0
+    cpu1 = client.run(time.process_time)
     worker_cpu = sum(cpu1[w] - cpu0[w] for w in cpu1 if w in cpu0)
     return len(rows) / wall * 60, {
         "wall_s": round(wall, 3),
@@ -82,6 +83,34 @@ def _points_per_minute(points: list, workers: int) -> tuple[float, dict[str, flo
         "worker_cpu_s_per_point": round(worker_cpu / max(1, len(rows)), 4),
         "client_scheduler_cpu_s": round(own, 3),
     }
+
+
+def neighbour_ratios(ones: list[float], twos: list[float]) -> list[float]:
+    """Each 2-worker pass's points per minute ÷ the mean of the 1-worker passes just before
+    and after it (``ones`` has one more entry than ``twos``: 1, 2, 1, 2, 1 …)."""
+    if len(ones) != len(twos) + 1:
+        raise ValueError(f"needs one more 1-worker pass than 2-worker passes, got {len(ones)}")
+    return [two / ((ones[i] + ones[i + 1]) / 2) for i, two in enumerate(twos)]
+
+
+def _interleaved(points: list) -> tuple[list, list]:
+    """Passes over ``points`` on a 1-worker and a 2-worker local cluster, both started
+    first and warmed with two points each: 1, 2, 1, 2, 1 (``_ROUNDS`` passes on 2 workers).
+    This host's speed drifts by 10-20 % over seconds (figure 9 gave 1.55 once when the
+    1-worker pass happened to meet the faster state), so each 2-worker pass is compared
+    with the 1-worker passes just before and after it.  Returns both lists of
+    (points per minute, detail)."""
+    from engine.sweep.cluster import local_client
+
+    with local_client(1) as one, local_client(2) as two:
+        for client in (one, two):
+            client.run(__import__, "engine.sweep.point")
+            _pass(client, points[:2])
+        ones, twos = [_pass(one, points)], []
+        for _ in range(_ROUNDS):
+            twos.append(_pass(two, points))
+            ones.append(_pass(one, points))
+    return ones, twos
 
 
 def fig_sweep(quick: bool) -> Figure:
@@ -100,23 +129,23 @@ def fig_sweep(quick: bool) -> Figure:
     axes = [parse_vary(f"migration.bandwidth={bandwidths}"), seed_axis(1, 1 if quick else 6)]
     points = make_points(base, axes)
     load_before = os.getloadavg()[0]
-    one, one_detail = _points_per_minute(points, 1)
-    two, two_detail = _points_per_minute(points, 2)
-    ratio = two / one
+    ones, twos = _interleaved(points)
+    ratios = neighbour_ratios([p for p, _ in ones], [p for p, _ in twos])
+    ratio = float(statistics.median(ratios))
     return Figure(
         9,
-        "sweep points per minute, 2 local workers ÷ 1 (small guests)",
+        "sweep points per minute, 2 local workers ÷ 1 (small guests), interleaved passes",
         round(ratio, 2),
         "×",
         ">= 1.7",
         ratio >= 1.7,
         {
             "points": len(points),
-            "points_per_min_1_worker": round(one, 1),
-            "points_per_min_2_workers": round(two, 1),
-            "concurrency_2_workers": two_detail["concurrency"],
-            "run_1_worker": one_detail,
-            "run_2_workers": two_detail,
+            "ratios": [round(r, 2) for r in ratios],
+            "points_per_min_1_worker": [round(p, 1) for p, _ in ones],
+            "points_per_min_2_workers": [round(p, 1) for p, _ in twos],
+            "passes_1_worker": [d for _, d in ones],
+            "passes_2_workers": [d for _, d in twos],
             "load_average_1min_before": round(load_before, 2),
             "load_average_1min_after": round(os.getloadavg()[0], 2),
             "cores": os.cpu_count(),

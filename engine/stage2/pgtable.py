@@ -247,10 +247,13 @@ class PageTable:
         backing = backing or page
         self.reserve(self._tables_needed(start, size))
         chunk = self.geom.level_size(max(self.geom.start_level, 1))
-        for lo in range(start, start + size, chunk):  # bounded temporaries for huge slots
-            hi = min(start + size, (lo // chunk + 1) * chunk)
+        end = start + size
+        lo = start
+        while lo < end:  # chunk by chunk (bounded temporaries for huge slots)
+            hi = min(end, (lo // chunk + 1) * chunk)
             for level, ipas in self._decompose(lo, hi, backing):
                 self.map_leaves(ipas, level, writable, extra)
+            lo = hi
 
     def _tables_needed(self, start: int, size: int) -> int:
         """An upper bound on the new tables a mapping of [start, start+size) allocates."""
@@ -391,13 +394,15 @@ class PageTable:
     # -- unmap -------------------------------------------------------------------------------
 
     def _straddling_blocks(self, start: int, end: int) -> list[tuple[int, np.ndarray]]:
-        found = []
+        """The blocks that [start, end) cuts (an edge strictly inside), each once."""
+        found: list[tuple[int, np.ndarray]] = []
         for edge in {start, end}:
             if edge <= 0 or edge >= self.geom.ipa_limit:
                 continue
             level, pos, desc = self.lookup(np.array([edge]))
             lv = int(level[0])
-            if lv < 3 and D.is_leaf(desc, lv)[0] and edge % self.geom.level_size(lv):
+            seen = any(int(p[0]) == int(pos[0]) for _, p in found)  # both edges in one block
+            if lv < 3 and D.is_leaf(desc, lv)[0] and edge % self.geom.level_size(lv) and not seen:
                 found.append((lv, pos))
         return found
 

@@ -1,0 +1,377 @@
+"""The stage-2 tables against a plain reference, step by step (the walker group's mutation
+survivors: decomposition of unaligned ranges, splits, replaced subtrees, unmap with straddling
+blocks, freeing of emptied tables, the pool's free list, the reverse map and every lookup).
+
+The reference keeps leaves as ``{base IPA: (level, writable)}`` and tables as a set of
+``(level, base IPA)``, and applies each operation one leaf at a time, the way
+``arch/arm64/kvm/hyp/pgtable.c`` describes it: a map installs the largest aligned block the
+backing allows (``stage2_map_walker_try_leaf``/``kvm_block_mapping_supported``), a leaf
+written over a table frees the table (``stage2_map_walk_leaf``: TLBI by range), a smaller leaf
+inside a block splits the block first (break-before-make: one by-IPA TLBI), an unmap splits
+the blocks that straddle its edges, removes what lies inside and frees the tables it leaves
+empty (``stage2_unmap_walker``: TLBI by range).  The tables are then read entry by entry from
+the pool (a per-entry walk that follows the descriptors' output addresses), and every result
+(tables, leaves and their descriptors, per-table bookkeeping, free list, TLBI counts, the
+lookups, ``last_level_tables``, the reverse map) is compared with the reference.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+from engine.stage2.pgtable import PageTable
+from engine.stage2.walk import unmap_range
+
+POOL = 0xF000_0000_0000  # simulated PA of table row 0
+HOST_OFFSET = 0x4000_0000  # the page backing IPA x sits at PA x + 1 GiB (mod 2^48)
+
+
+class Ref:
+    """A per-leaf reference of one VM's stage-2 tables."""
+
+    def __init__(self, granule: int, ipa_bits: int, block_levels: tuple[int, ...]) -> None:
+        self.shift = granule.bit_length() - 1
+        self.bits = self.shift - 3
+        self.E = 1 << self.bits
+        self.start = 4 - max(2, (ipa_bits - 8) // self.bits)
+        self.block_levels = block_levels
+        self.limit = 1 << ipa_bits
+        self.leaves: dict[int, tuple[int, bool]] = {}
+        self.tables: set[tuple[int, int]] = set()
+        self.tlbi: Counter[str] = Counter()
+        self.splits = 0
+
+    def size(self, level: int) -> int:
+        return 1 << (self.bits * (4 - level) + 3)
+
+    def leaf_at(self, ipa: int) -> int | None:
+        for lv in range(self.start, 4):
+            base = ipa - ipa % self.size(lv)
+            if self.leaves.get(base, (None,))[0] == lv:
+                return base
+        return None
+
+    def _split(self, base: int, populate: bool) -> None:
+        level, w = self.leaves.pop(base)
+        self.tables.add((level + 1, base))
+        if populate:
+            for i in range(self.E):
+                self.leaves[base + i * self.size(level + 1)] = (level + 1, w)
+        self.tlbi["ipa_is"] += 1
+        self.splits += 1
+
+    def _drop_inside(self, lo: int, hi: int, level: int) -> None:
+        """Forget the leaves and the tables below ``level`` inside [lo, hi)."""
+        for b in [b for b, (lv, _) in self.leaves.items() if lo <= b < hi and lv > level]:
+            del self.leaves[b]
+        self.tables = {(lv, b) for lv, b in self.tables if not (lv > level and lo <= b < hi)}
+
+    def install(self, addr: int, level: int, w: bool) -> None:
+        for lv in range(self.start + 1, level + 1):  # the path down, splitting blocks on it
+            base = addr - addr % self.size(lv - 1)
+            above = self.leaf_at(addr)
+            if above is not None and self.leaves[above][0] < lv:
+                self._split(above, populate=True)
+            self.tables.add((lv, base))
+        if level < 3 and (level + 1, addr) in self.tables:
+            self._drop_inside(addr, addr + self.size(level), level)
+            self.tlbi["range"] += 1
+        self.leaves[addr] = (level, w)
+
+    def map(self, start: int, size: int, backing: int, w: bool = True) -> None:
+        allowed = [lv for lv in self.block_levels if self.size(lv) <= backing] + [3]
+        addr, end = start, start + size
+        while addr < end:  # the largest aligned leaf that fits, address by address
+            lv = next(
+                lv
+                for lv in sorted(allowed)
+                if addr % self.size(lv) == 0 and addr + self.size(lv) <= end
+            )
+            self.install(addr, lv, w)
+            addr += self.size(lv)
+
+    def split_lazy(self, base: int) -> None:
+        self._split(base, populate=False)
+
+    def _empty(self, level: int, base: int) -> bool:
+        hi = base + self.size(level - 1)
+        leaves = any(lv == level and base <= b < hi for b, (lv, _) in self.leaves.items())
+        return not leaves and not any(lv == level + 1 and base <= b < hi for lv, b in self.tables)
+
+    def unmap(self, start: int, size: int) -> int:
+        end = start + size
+        while True:
+            straddling = {  # the blocks an edge falls strictly inside, each once
+                b
+                for e in (start, end)
+                if 0 < e < self.limit
+                for b in [self.leaf_at(e)]
+                if b is not None and b != e and self.leaves[b][0] < 3
+            }
+            if not straddling:
+                break
+            for b in straddling:
+                self._split(b, populate=True)
+        inside = [(lv, b) for lv, b in self.tables if start <= b and b + self.size(lv - 1) <= end]
+        outer = [(lv, b) for lv, b in inside if (lv - 1, b - b % self.size(lv - 2)) not in inside]
+        self.tlbi["range"] += len(outer)
+        removed = [b for b, (lv, _) in self.leaves.items() if start <= b < end]
+        for b in removed:
+            del self.leaves[b]
+        self.tables -= set(inside)
+        touched = {(lv, b) for lv, b in self.tables if b < end and b + self.size(lv - 1) > start}
+        while touched:
+            empty = {t for t in touched if t in self.tables and self._empty(*t)}
+            if not empty:
+                break
+            self.tables -= empty
+            self.tlbi["range"] += len(empty)
+            touched = {
+                (lv - 1, b - b % self.size(lv - 2)) for lv, b in empty if lv - 1 > self.start
+            }
+        return len(removed)
+
+
+def read_tables(pgt: PageTable, ref: Ref) -> tuple[dict, dict, set]:
+    """Entry by entry from the roots: leaves {base: (level, writable, pos)}, tables
+    {(level, base): id}, and asserts on every descriptor and each table's bookkeeping."""
+    E, shift = ref.E, ref.shift
+    leaves: dict[int, tuple[int, bool, int]] = {}
+    tables: dict[tuple[int, int], int] = {}
+    root_span = ref.size(ref.start) * E
+    n_root = -(-ref.limit // root_span)
+    stack = [(r, ref.start, r * root_span) for r in range(n_root)]
+    for r, _, base in stack:
+        assert int(pgt.table_level[r]) == ref.start and int(pgt.table_ipa[r]) == base
+    while stack:
+        t, lv, base = stack.pop()
+        row = pgt.pool[t]
+        assert not (row[(row & 1) == 0]).any()  # an invalid entry is all zeros
+        for i in np.flatnonzero(row).tolist():
+            d = int(row[i])
+            pos, addr = t * E + i, base + i * ref.size(lv)
+            oa = d & ((1 << 48) - 1) & ~((1 << shift) - 1)
+            if lv < 3 and d & D.TYPE:
+                child = (oa - POOL) >> shift
+                assert d == oa | D.VALID | D.TYPE
+                assert int(pgt.table_level[child]) == lv + 1
+                assert int(pgt.parent[child]) == pos and int(pgt.table_ipa[child]) == addr
+                tables[(lv + 1, addr)] = child
+                stack.append((child, lv + 1, addr))
+                continue
+            w = bool(d & D.S2AP_W)
+            want = ((addr + HOST_OFFSET) % (1 << 48)) | D.VALID | D.LEAF_DEFAULT | D.S2AP_R
+            want |= (D.S2AP_W if w else 0) | (D.TYPE if lv == 3 else 0)
+            assert d == want, (hex(addr), lv, hex(d), hex(want))
+            leaves[addr] = (lv, w, pos)
+    return leaves, tables, set(range(n_root))
+
+
+def walk_one(pgt: PageTable, ref: Ref, ipa: int) -> tuple[int, int, int]:
+    """Where a hardware walk of ``ipa`` stops: level, flat position, descriptor."""
+    lv = ref.start
+    pos = ipa >> (ref.bits * (4 - lv) + 3)  # concatenated roots: one flat index
+    while True:
+        d = int(pgt.flat[pos])
+        if lv == 3 or (d & 3) != 3:
+            return lv, pos, d
+        child = ((d & ((1 << 48) - 1)) - POOL) >> ref.shift
+        lv += 1
+        pos = child * ref.E + ((ipa >> (ref.bits * (4 - lv) + 3)) & (ref.E - 1))
+
+
+def check(pgt: PageTable, ref: Ref, probes: np.ndarray) -> None:
+    leaves, tables, roots = read_tables(pgt, ref)
+    assert {b: v[:2] for b, v in leaves.items()} == ref.leaves
+    assert set(tables) == ref.tables
+    assert pgt.tlbi == ref.tlbi and pgt.splits == ref.splits
+    # the pool: live rows are exactly the reachable ones; every other row is free and clean
+    live = roots | set(tables.values())
+    assert set(pgt.live_tables().tolist()) == live
+    for lv in range(ref.start, 4):
+        want = {t for (tl, _), t in tables.items() if tl == lv} | (
+            roots if lv == ref.start else set()
+        )
+        assert set(pgt.live_tables(lv).tolist()) == want
+    dead = [t for t in range(pgt.pool.shape[0]) if t not in live]
+    assert not pgt.pool[dead].any()
+    assert (pgt.table_level[dead] == -1).all() and (pgt.parent[dead] == -1).all()
+    assert sorted(pgt._free) == [t for t in dead if t < pgt._high]
+    assert pgt.pool.dtype == np.uint64 and pgt.table_level.dtype == np.int8
+    assert pgt.parent.dtype == np.int64 and pgt.table_ipa.dtype == np.int64
+    # lookups: sorted (grouped when large), reversed (direct), one at a time
+    want = np.array([walk_one(pgt, ref, int(a)) for a in probes], dtype=object)
+    for order in (slice(None), slice(None, None, -1)):
+        level, pos, desc = pgt.lookup(probes[order])
+        assert level.tolist() == [int(x) for x in want[order, 0]]
+        assert pos.tolist() == [int(x) for x in want[order, 1]]
+        assert desc.tolist() == [int(x) for x in want[order, 2]]
+    assert pgt.lookup(probes[:1], ascending=True)[2].tolist() == [int(want[0, 2])]
+    # the last-level table under each level-2 region (in any order; few and many queries)
+    regions = np.unique(probes - probes % ref.size(2))
+    by_region = {b: t for (lv, b), t in tables.items() if lv == 3}
+    expect = [by_region.get(int(b), -1) for b in regions]
+    assert pgt.last_level_tables(regions).tolist() == expect
+    assert pgt.last_level_tables(regions[::-1]).tolist() == expect[::-1]
+    for k in (0, len(regions) // 2, len(regions) - 1):
+        assert pgt.last_level_tables(regions[k : k + 1]).tolist() == [expect[k]]
+    # the reverse map: each page's leaf position, -1 where none
+    if pgt.rmap is None:
+        assert pgt.rmap_bytes() == 0
+        return
+    gfn = probes >> ref.shift
+    where = {}
+    for b, (lv, _, pos) in leaves.items():
+        where.update({p: pos for p in range(b >> ref.shift, (b + ref.size(lv)) >> ref.shift)})
+    assert pgt.rmap_lookup(gfn).tolist() == [where.get(int(g), -1) for g in gfn]
+    assert pgt.rmap_lookup(gfn[::-1]).tolist() == [where.get(int(g), -1) for g in gfn[::-1]]
+    assert pgt.rmap_bytes() == len(pgt.rmap) * (1 << 18) * 8
+
+
+def probes_for(ref: Ref, base: int, regions: int) -> np.ndarray:
+    """4100 pages from ``base`` on (a sorted batch large enough for the grouped lookup), then
+    every 37th page of ``regions`` level-2 regions and the pages around each region's edges."""
+    page, r2 = ref.size(3), ref.size(2)
+    dense = np.arange(base, base + 4100 * page, page)
+    sparse = np.arange(base, base + regions * r2, 37 * page)
+    edges = [base + k * r2 + d for k in range(regions + 1) for d in (-page, 0, page)]
+    edges = [e for e in edges if 0 <= e < ref.limit]
+    return np.unique(np.concatenate([dense, sparse, np.array(edges, dtype=np.int64)]))
+
+
+CASES = [
+    (4096, 32, True),
+    (4096, 32, False),
+    (4096, 40, True),
+    (16384, 36, False),
+    (65536, 42, True),
+]
+
+
+@pytest.mark.parametrize(("granule", "bits", "rmap"), CASES)
+def test_map_split_unmap_against_a_per_leaf_reference(granule, bits, rmap):
+    geom = Geometry(granule, bits)
+    ref = Ref(granule, bits, geom.block_levels)
+    pgt = PageTable(geom, rmap=rmap, capacity=1)
+    P, R = ref.size(3), ref.size(2)
+    base = 3 * R
+    if bits == 32:  # four concatenated roots of 1 GiB: cross from the first into the second
+        base = (1 << 30) - 2 * R
+    probes = probes_for(ref, base, 4)
+
+    steps = [
+        # pages, two blocks, pages: an unaligned range with a block backing
+        (
+            lambda: pgt.map_range(base + 3 * P, 3 * R + 2 * P, backing=R),
+            lambda: ref.map(base + 3 * P, 3 * R + 2 * P, R),
+        ),
+        # read-only pages inside the first block: the block is split first
+        (
+            lambda: pgt.map_range(base + R + 7 * P, 2 * P, writable=False),
+            lambda: ref.map(base + R + 7 * P, 2 * P, P, w=False),
+        ),
+        # a block over the first region's pages: the table goes
+        (lambda: pgt.map_range(base, R, backing=R), lambda: ref.map(base, R, R)),
+        # a lazy split of the second block, then one page faulted into it
+        (
+            lambda: pgt.split_blocks(pgt.lookup(base + 2 * R)[1], 2, populate=False),
+            lambda: ref.split_lazy(base + 2 * R),
+        ),
+        (
+            lambda: pgt.map_range(base + 2 * R + 9 * P, P),
+            lambda: ref.map(base + 2 * R + 9 * P, P, P),
+        ),
+        # an unmap from inside the split block to inside the lazily split one (emptied: freed)
+        (
+            lambda: unmap_range(pgt, base + R + 5 * P, R + 100 * P),
+            lambda: ref.unmap(base + R + 5 * P, R + 100 * P),
+        ),
+        # three pages out of the middle of a block: split at both edges
+        (lambda: unmap_range(pgt, base + 7 * P, 3 * P), lambda: ref.unmap(base + 7 * P, 3 * P)),
+        # tables reused from the free list
+        (
+            lambda: pgt.map_range(base + 2 * R - 5 * P, 40 * P),
+            lambda: ref.map(base + 2 * R - 5 * P, 40 * P, P),
+        ),
+        (
+            lambda: unmap_range(pgt, base + 2 * R - 3 * P, 6 * P),
+            lambda: ref.unmap(base + 2 * R - 3 * P, 6 * P),
+        ),
+        # everything: every table below the roots is freed
+        (lambda: unmap_range(pgt, base, 4 * R), lambda: ref.unmap(base, 4 * R)),
+    ]
+    for i, (do, expect) in enumerate(steps):
+        got, want = do(), expect()
+        if isinstance(want, int):
+            assert got == want, f"step {i}: {got} leaves removed, expected {want}"
+        check(pgt, ref, probes)
+
+
+@pytest.mark.parametrize("bits", [40, 48])
+def test_gib_blocks_against_a_per_leaf_reference(bits):
+    """4 KiB pages with 1 GiB blocks (level 1): a range that needs pages, 2 MiB blocks, a
+    1 GiB block, 2 MiB blocks and pages; an unmap cutting the 1 GiB block (split into 2 MiB
+    blocks, then the cut one into pages); a 1 GiB block mapped over tables; all unmapped.
+    With 48 bits the walk starts at level 0 (one root), with 40 at level 1 (two roots)."""
+    geom = Geometry(4096, bits)
+    ref = Ref(4096, bits, geom.block_levels)
+    pgt = PageTable(geom, rmap=True, capacity=1)
+    P, R, G = 4096, 2 << 20, 1 << 30
+    lo, size = 3 * G - 2 * R - 3 * P, G + 4 * R + 5 * P
+    probes = np.unique(
+        np.concatenate(
+            [
+                probes_for(ref, 3 * G - 3 * R, 6),
+                probes_for(ref, 4 * G - 3 * R, 6),
+                np.arange(3 * G, 4 * G, 4099 * P),
+            ]
+        )
+    )
+    steps = [
+        (lambda: pgt.map_range(lo, size, backing=G), lambda: ref.map(lo, size, G)),
+        (lambda: unmap_range(pgt, 3 * G + R + 3 * P, P), lambda: ref.unmap(3 * G + R + 3 * P, P)),
+        (lambda: pgt.map_range(3 * G, G, backing=G), lambda: ref.map(3 * G, G, G)),
+        (
+            lambda: pgt.map_range(4 * G - R, 2 * R + P, backing=R),
+            lambda: ref.map(4 * G - R, 2 * R + P, R),
+        ),
+        (lambda: unmap_range(pgt, 2 * G, 3 * G), lambda: ref.unmap(2 * G, 3 * G)),
+    ]
+    for i, (do, expect) in enumerate(steps):
+        got, want = do(), expect()
+        if isinstance(want, int):
+            assert got == want, f"step {i}: {got} leaves removed, expected {want}"
+        check(pgt, ref, probes)
+    assert pgt.live_tables().tolist() == list(range(geom.entry_tables))  # the roots alone
+
+
+def test_an_unaligned_range_across_a_mapping_chunk_is_mapped_whole():
+    """``map_range`` works a start-level entry (at least 1 GiB) at a time; with a 32-bit IPA
+    and 4 KiB pages the walk starts at level 2, so the chunks are 2 MiB.  [3 pages, 2 MiB + 3
+    pages) is 509 pages in the first region and 3 in the second: 512 pages, all of them (the
+    chunks used to step from the unaligned start, missing the second region entirely)."""
+    pgt = PageTable(Geometry(4096, 32))
+    pgt.map_range(3 * 4096, 2 << 20)
+    level, _, desc = pgt.lookup(np.arange(0, 4 << 20, 4096))
+    mapped = (level == 3) & ((desc & np.uint64(3)) == np.uint64(3))
+    assert np.flatnonzero(mapped).tolist() == list(range(3, 515))
+    assert pgt.summary()["leaves"] == {"L3_page": 512}
+
+
+def test_an_unmap_inside_one_block_splits_it_once():
+    """Both edges of [2 MiB block + 7 pages, + 3 pages) fall inside the same block: one split
+    (one by-IPA TLBI, one table of 512 pages), 3 pages removed, 509 left (the block used to
+    be split twice: the second split read the new table descriptor as a block)."""
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(1 << 30, 2 << 20, backing=2 << 20)
+    assert unmap_range(pgt, (1 << 30) + 7 * 4096, 3 * 4096) == 3
+    assert pgt.tlbi == Counter(ipa_is=1) and pgt.splits == 1
+    assert pgt.summary() == {
+        "tables_per_level": {"L1": 2, "L2": 1, "L3": 1},
+        "leaves": {"L3_page": 509},
+    }

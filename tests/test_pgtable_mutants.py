@@ -25,7 +25,16 @@ import pytest
 from engine.stage2 import descriptor as D
 from engine.stage2.geometry import Geometry
 from engine.stage2.pgtable import PageTable
-from engine.stage2.walk import unmap_range
+from engine.stage2.walk import (
+    Visit,
+    WalkCounters,
+    leaf_batches,
+    set_clear_visitor,
+    unmap_range,
+    walk,
+    walk_bulk,
+    walk_bulk_spans,
+)
 
 POOL = 0xF000_0000_0000  # simulated PA of table row 0
 HOST_OFFSET = 0x4000_0000  # the page backing IPA x sits at PA x + 1 GiB (mod 2^48)
@@ -375,3 +384,165 @@ def test_an_unmap_inside_one_block_splits_it_once():
         "tables_per_level": {"L1": 2, "L2": 1, "L3": 1},
         "leaves": {"L3_page": 509},
     }
+
+
+# -- the walker (engine/stage2/walk.py) ---------------------------------------------------------
+
+G1, M2, PG = 1 << 30, 2 << 20, 4096
+
+
+def _small_tree() -> PageTable:
+    """4K/40 (level-1 start, two roots): pages 0 and 1 of [1 GiB, +2 MiB), a 2 MiB block at
+    1 GiB + 2 MiB."""
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(G1, 2 * PG)
+    pgt.map_range(G1 + M2, M2, backing=M2)
+    return pgt
+
+
+def test_walk_visits_in_order_with_every_field_by_hand():
+    """``walk`` over [1 GiB + 1 page, 1 GiB + 2 MiB + 1 page) with LEAF, TABLE_PRE and
+    TABLE_POST, as ``kvm_pgtable_walk`` visits: the level-1 table entry (pre), the level-2
+    table entry (pre), the 511 last-level entries from index 1 (one valid page, 510 invalid:
+    invalid entries are LEAF visits too), the level-2 entry again (post, at the address after
+    its region), the block (leaf), the level-1 entry (post, after the block).  The visitor
+    write-protects leaves and tags table entries at post with software bit 55: one write at
+    each level."""
+    pgt = _small_tree()
+    start, end = G1 + PG, G1 + M2 + PG
+    seen = []
+
+    def visitor(ctx):
+        assert ctx.end == end and ctx.pos == ctx.table * pgt.E + ctx.index
+        assert int(pgt.flat[ctx.pos]) == ctx.old
+        seen.append((ctx.visit, ctx.level, ctx.addr))
+        if ctx.visit == Visit.TABLE_POST:
+            return ctx.old | (1 << 55)
+        return ctx.old & ~D.S2AP_W if ctx.old & D.VALID else None
+
+    c = walk(pgt, start, end, visitor, Visit.LEAF | Visit.TABLE_PRE | Visit.TABLE_POST)
+    want = [(Visit.TABLE_PRE, 1, start), (Visit.TABLE_PRE, 2, start)]
+    want += [(Visit.LEAF, 3, G1 + k * PG) for k in range(1, 512)]
+    want += [(Visit.TABLE_POST, 2, G1 + M2), (Visit.LEAF, 2, G1 + M2)]
+    want += [(Visit.TABLE_POST, 1, G1 + 2 * M2)]
+    assert seen == want
+    assert c.as_dict() == {
+        "desc_reads": {"L1": 1, "L2": 2, "L3": 511},
+        "desc_writes": {"L1": 1, "L2": 2, "L3": 1},
+        "tables_visited": 3,
+    }
+    level, _, desc = pgt.lookup(np.array([G1, G1 + PG, G1 + M2]))
+    assert level.tolist() == [3, 3, 2]
+    assert [bool(d & D.S2AP_W) for d in desc.tolist()] == [True, False, False]
+
+
+def test_walk_counters_accumulate_across_roots_and_calls():
+    """A walk across the two concatenated roots of a 40-bit IPA (512 GiB each) visits both
+    roots and the tables below each; counters passed in keep counting."""
+    pgt = PageTable(Geometry(4096, 40))
+    edge = 512 * G1
+    pgt.map_range(edge - PG, 2 * PG)
+    c = walk(pgt, edge - PG, edge + PG, lambda ctx: None)
+    assert c.as_dict() == {
+        "desc_reads": {"L1": 2, "L2": 2, "L3": 2},
+        "desc_writes": {},
+        "tables_visited": 6,
+    }
+    walk(pgt, edge - PG, edge + PG, lambda ctx: None, counters=c)
+    assert c.tables_visited == 12 and c.total_reads() == 12
+    bulk = WalkCounters()
+    for _ in range(2):  # a bulk walk and a bare batch walk, twice: four walks
+        walk_bulk(pgt, edge - PG, edge + PG, set_clear_visitor(0, D.S2AP_W)[1], bulk)
+        for _batch in leaf_batches(pgt, edge - PG, edge + PG, bulk):
+            pass
+    assert bulk.as_dict() == {
+        "desc_reads": {"L1": 8, "L2": 8, "L3": 8},
+        "desc_writes": {"L3": 2},
+        "tables_visited": 24,
+    }
+
+
+def test_walk_range_edges():
+    """The range is rounded out to pages; 0 and the IPA limit are valid edges, an empty range
+    visits nothing, anything outside [0, 2^ipa_bits) is refused."""
+    pgt = PageTable(Geometry(4096, 32))
+    pgt.map_range(0, 2 * PG)
+    pgt.map_range((1 << 32) - PG, PG)
+    addrs = []
+    walk(pgt, 0, 1, lambda ctx: addrs.append(ctx.addr))
+    walk(pgt, PG + 5, PG + 6, lambda ctx: addrs.append(ctx.addr))
+    walk(pgt, (1 << 32) - 1, 1 << 32, lambda ctx: addrs.append(ctx.addr))
+    assert addrs == [0, PG, (1 << 32) - PG]
+    assert walk(pgt, 3 * PG, 3 * PG, lambda ctx: addrs.append(ctx.addr)).as_dict() == {
+        "desc_reads": {},
+        "desc_writes": {},
+        "tables_visited": 0,
+    }
+    for bad in ((-PG, PG), (0, (1 << 32) + PG), (2 * PG, PG)):
+        with pytest.raises(ValueError, match="outside the 32-bit IPA space"):
+            walk(pgt, *bad, lambda ctx: None)
+
+
+MASKS = [
+    (0, D.S2AP_W),  # write-protect (the one-bit fast paths)
+    (0, D.S2AP_R | D.S2AP_W),  # two bits: an entry with only one of them changes too
+    (D.DBM, D.S2AP_W),  # set and clear
+    (D.S2AP_W, 0),  # make writable: only the read-only leaves change
+    (0, D.VALID),
+    (0, D.TYPE),
+    (1 << 55, D.AF),
+]
+
+
+@pytest.mark.parametrize(("set_bits", "clr_bits"), MASKS)
+def test_bulk_spans_against_the_per_entry_walk(set_bits, clr_bits):
+    """``walk_bulk_spans`` against ``walk`` with the per-entry visitor, one walk per span,
+    on a tree with whole last-level tables out of id order (ids allocated 0, 2, 1 by IPA),
+    read-only and writable pages, blocks, a root
+    other than the first, a span at IPA 0, overlapping spans, a repeated whole table and an
+    empty span: the same descriptors, the writes counted once per entry, the reads once per
+    span."""
+    geom = Geometry(4096, 40)
+    pgt = PageTable(geom)
+    pgt.map_range(0, 3 * PG)
+    pgt.map_range(G1, M2)  # region A
+    pgt.map_range(G1 + 2 * M2, M2, writable=False)  # region C (its table before B's)
+    pgt.map_range(G1 + M2, M2)  # region B
+    pgt.map_range(2 * G1, 3 * M2)
+    pgt.map_range(3 * G1, 4 * M2, backing=M2)
+    pgt.map_range(512 * G1 + M2 - 2 * PG, 4 * PG, writable=False)  # in the second root
+    spans = [
+        (0, 2 * PG),
+        (G1, G1 + 3 * M2),
+        (G1 + M2, G1 + 2 * M2),  # B again (a repeated whole table)
+        (G1 + 5 * PG, G1 + M2 + 7 * PG),
+        (G1 + 9 * PG, G1 + 9 * PG),  # empty
+        (2 * G1 - PG, 2 * G1 + 2 * M2 + PG),
+        (3 * G1 + PG, 3 * G1 + 3 * M2),
+        (512 * G1 + M2 - PG, 512 * G1 + M2 + PG),
+    ]
+    ref = pgt.copy()
+    per_entry, bulk = set_clear_visitor(set_bits, clr_bits)
+    want = WalkCounters()
+    for s, e in spans:
+        walk(ref, s, e, per_entry, counters=want)
+    assert want.total_writes()  # (the masks change something)
+    got = walk_bulk_spans(
+        pgt, np.array([s for s, _ in spans]), np.array([e for _, e in spans]), bulk
+    )
+    assert np.array_equal(pgt.pool, ref.pool)
+    assert got.as_dict() == want.as_dict()
+
+
+def test_whole_tables_past_a_row_chunk():
+    """520 whole last-level tables from 2 GiB: ids 3 .. 514 under the first level-2 table (2)
+    and 516 .. 523 under the second (515), a run of rows past the first 512-row chunk:
+    write-protecting their 1040 MiB clears W in all 520 × 512 pages, and only there."""
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(2 * G1, 520 * M2 + PG)
+    ids = [*range(3, 515), *range(516, 524)]
+    assert pgt.last_level_tables(2 * G1 + M2 * np.arange(520)).tolist() == ids
+    c = walk_bulk(pgt, 2 * G1, 2 * G1 + 520 * M2, set_clear_visitor(0, D.S2AP_W)[1])
+    assert c.as_dict()["desc_writes"] == {"L3": 520 * 512}
+    assert not (pgt.pool[ids] & np.uint64(D.S2AP_W)).any()
+    assert int(pgt.pool[524, 0]) & D.S2AP_W  # the page after the range

@@ -518,14 +518,13 @@ class VM:
         return np.concatenate(faulting)
 
     def _map_leaves_for(self, idx, leaf_gfn, sidx, pages: _Pages, slots, level: int) -> np.ndarray:
-        """Map each distinct leaf once (read-only in readonly slots); the earliest page faults."""
+        """Map each distinct leaf once (read-only in readonly slots); the earliest page faults.
+        ``idx`` ascending (so ``leaf_gfn``, each page's leaf, is too: _map_unlogged keeps the
+        order of the pages, which are distinct gfns ascending)."""
         if not idx.size:
             return idx
-        if leaf_gfn.size > 1 and not bool(np.all(leaf_gfn[1:] >= leaf_gfn[:-1])):
-            order = np.lexsort((pages.t_first[idx], leaf_gfn))
-            idx, leaf_gfn, sidx = idx[order], leaf_gfn[order], sidx[order]
-        # pages come in gfn order, so each leaf's pages are a run: its owner is the run's
-        # earliest access (a minimum over (time, position) keys per run, no sort)
+        # each leaf's pages are a run: its owner is the run's earliest access (a minimum over
+        # (time, position) keys per run, no sort)
         starts = np.flatnonzero(first_of_runs(leaf_gfn))
         n = idx.size
         keys = pages.t_first[idx] * n + np.arange(n, dtype=np.int64)

@@ -1,0 +1,349 @@
+"""The guest write path against a plain per-access reference: one loop over the accesses in
+time order, written from the kernel's rules, not from the engine.
+
+The reference (``_reference``) does for each access what Linux v6.17 does for one guest access:
+
+- arch/arm64/kvm/mmu.c:user_mem_abort: an access to an unmapped page takes a translation
+  fault; while the slot logs, a read maps the page read-only (``logging_active &&
+  !write_fault``) and a write maps it writable and marks it dirty; a slot that does not log
+  maps it writable (4 KiB backing: the page).  A write to a valid read-only page takes a
+  permission fault: ``kvm_pgtable_stage2_relax_perms`` sets S2AP W (one TLBI by IPA) and the
+  page is marked dirty.  With DBM (the what-if mode) a writable-clean leaf turns dirty with no
+  exit and nothing is marked in software.
+- virt/kvm/kvm_main.c:mark_page_dirty_in_slot: the entry goes to the running vCPU's ring, or
+  (bitmap modes, or no running vCPU: ``kvm_write_guest`` from user space, vCPU -1 here) the
+  slot's bitmap; a write with no running vCPU never touches stage 2.
+- virt/kvm/dirty_ring.c:kvm_dirty_ring_push / kvm_dirty_ring_check_request: the push that
+  brings a ring to its soft limit (size - 64 on arm64) stops that vCPU before its store; the
+  store and every later access of that vCPU wait for the reset (deferred); a vCPU already at
+  the limit runs nothing and is reported ring-full even without an access.
+
+Hypothesis draws small batches over three slots (mapped and write-protected by logging;
+logging and unmapped; not logging and unmapped), up to three vCPUs and the host, pages
+written before the batch, and rings a few entries short of their soft limit; the engine's one
+batch must leave exactly what the reference's loop leaves.  The tests after it count by hand
+what the vm group's mutation run (30 Nov 2026) found unpinned: first writes in a long batch of
+two vCPUs, host writes over batches, block maps and read-only slots when not logging, reads
+through two blocks before their splits, a block that would pass the slot's end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.kvm import dirtylog as DL
+from engine.kvm.dirtyring import DirtyRing
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+
+G = Geometry(4096, 40)
+BASE = 0x40000000
+BGFN = BASE >> 12
+NPG = 64  # pages per slot
+RING = 256  # entries (one 4 KiB page, the least): soft limit 192 (size - 64 reserved)
+SOFT = RING - 64
+LOGGING = (True, True, False)  # slot 0 mapped then logging; slot 1 logging, unmapped; slot 2 not
+
+
+def _vm(mode: str, vcpus: int, pre: list[int], used: list[int]) -> VM:
+    """The three slots; ``pre``: pages of slot 0 written (by vCPU 0) before the batch; then
+    each vCPU's ring holds ``used[v]`` entries (pushed directly: stage 2 is not touched)."""
+    vm = VM(G, Tracking(mode, "range", RING), nr_vcpus=vcpus)
+    log = slot_flags(log_dirty=True)
+    vm.set_memslot(0, BASE, NPG << 12, 0, 4096, populate=True)
+    vm.set_memslot(0, BASE, NPG << 12, log, 4096)
+    vm.set_memslot(1, BASE + (NPG << 12), NPG << 12, log, 4096)
+    vm.set_memslot(2, BASE + (2 * NPG << 12), NPG << 12, 0, 4096)
+    if pre:
+        g = BGFN + np.array(pre, np.int64)
+        vm.access(g, np.zeros(g.size, np.int64), np.ones(g.size, bool))
+    for s in vm.slots.values():
+        if s.bitmap is not None:
+            s.bitmap[:] = 0
+    if vm.rings:
+        vm.rings = [DirtyRing(RING) for _ in range(vcpus)]
+        for v, n in enumerate(used):
+            vm.rings[v].push(np.full(n, 2, np.uint32), np.arange(n, dtype=np.uint64))
+    vm.stats.clear()
+    vm.pgt.tlbi.clear()
+    return vm
+
+
+def _reference(mode: str, vcpus: int, pre: list[int], used: list[int], seq):
+    """One access at a time.  ``seq``: (vCPU or -1, page 0..3*NPG-1, write) in time order."""
+    n = 3 * NPG
+    valid = [p < NPG for p in range(n)]
+    writable = [p in pre for p in range(n)]
+    dbm = [mode == "dbm" and p < NPG for p in range(n)]
+    version = [0] * n
+    for p in pre:
+        version[p] += 1
+    out = {
+        "faults": [0] * vcpus,
+        "dirty_events": [0] * vcpus,
+        "rings": [[] for _ in range(vcpus)] if mode == "ring" else [],
+        "bitmaps": [set(), set()],
+        "deferred": [],
+        "ring_full": {v for v in range(vcpus) if mode == "ring" and used[v] >= SOFT},
+        "applied": 0,
+        "stats": {"translation_faults": 0, "permission_faults": 0, "ring_pushes": 0},
+        "tlbi": 0,
+        "dbm_dirty": 0,
+    }
+    fill = list(used)
+    stopped = set(out["ring_full"])
+    for t, (v, p, w) in enumerate(seq):
+        slot, logging = p // NPG, LOGGING[p // NPG]
+        if v < 0:  # kvm_write_guest: content and the bitmap (the ring's backup bitmap)
+            if w:
+                version[p] += 1
+                out["applied"] += 1
+                if logging:
+                    out["bitmaps"][slot].add(p % NPG)
+            continue
+        if v in stopped:
+            out["deferred"].append(t)
+            continue
+        mark = False
+        if not valid[p]:  # translation fault
+            out["faults"][v] += 1
+            out["stats"]["translation_faults"] += 1
+            valid[p] = True
+            writable[p] = w or not logging
+            dbm[p] = mode == "dbm" and logging
+            mark = w and logging
+        elif w and not writable[p]:
+            writable[p] = True
+            if dbm[p]:  # writable-clean → writable-dirty by the hardware: no exit
+                out["dbm_dirty"] += 1
+            else:  # permission fault: relax S2AP W, one TLBI by IPA
+                out["faults"][v] += 1
+                out["stats"]["permission_faults"] += 1
+                out["tlbi"] += 1
+                mark = logging
+        if mark and mode != "dbm":
+            out["dirty_events"][v] += 1
+            if mode == "ring":
+                out["rings"][v].append((slot, p % NPG))
+                out["stats"]["ring_pushes"] += 1
+                fill[v] += 1
+                if fill[v] >= SOFT:  # the filling push: the store waits for the reset
+                    stopped.add(v)
+                    out["ring_full"].add(v)
+                    out["deferred"].append(t)
+                    continue
+            else:
+                out["bitmaps"][slot].add(p % NPG)
+        if w:
+            version[p] += 1
+            out["applied"] += 1
+    out["versions"] = version
+    out["valid"], out["writable"] = valid, writable
+    if mode != "ring":
+        del out["stats"]["ring_pushes"]
+    return out
+
+
+def _engine(mode: str, vcpus: int, pre: list[int], used: list[int], seq):
+    """The same batch, one ``VM.access`` call, in the reference's terms."""
+    vm = _vm(mode, vcpus, pre, used)
+    gfn = BGFN + np.array([p for _, p, _ in seq], np.int64)
+    vcpu = np.array([v for v, _, _ in seq], np.int64)
+    write = np.array([w for _, _, w in seq], bool)
+    res = vm.access(gfn, vcpu, write)
+    pages = BASE + np.arange(3 * NPG, dtype=np.int64) * 4096
+    _, _, desc = vm.pgt.lookup(pages)
+    rings = []
+    for r, n in zip(vm.rings, used, strict=False):
+        s, o = r.collect()
+        rings.append(list(zip(s.tolist(), o.tolist(), strict=True))[n:])  # the batch's own
+    deferred = [] if res.deferred is None else res.deferred.tolist()
+    stats = {k: vm.stats[k] for k in ("translation_faults", "permission_faults")}
+    if mode == "ring":
+        stats["ring_pushes"] = vm.stats["ring_pushes"]
+    return {
+        "faults": res.faults.tolist(),
+        "dirty_events": res.dirty_events.tolist(),
+        "rings": rings,
+        "bitmaps": [
+            set(DL.bitmap_pages(vm.slots[i].bitmap).tolist())
+            if vm.slots[i].bitmap is not None
+            else set()
+            for i in (0, 1)
+        ],
+        "deferred": deferred,
+        "ring_full": set(res.ring_full),
+        "applied": res.applied_writes,
+        "stats": stats,
+        "tlbi": vm.pgt.tlbi["ipa"],
+        "dbm_dirty": vm.stats["dbm_dirty"],
+        "versions": np.concatenate([vm.slots[i].version for i in (0, 1, 2)]).tolist(),
+        "valid": D.is_valid(desc).tolist(),
+        "writable": D.is_writable(desc).tolist(),
+    }
+
+
+def _check(mode, vcpus, pre, used, seq):
+    want = _reference(mode, vcpus, pre, used, seq)
+    got = _engine(mode, vcpus, pre, used, seq)
+    for k in want:
+        assert got[k] == want[k], k
+    return got
+
+
+@st.composite
+def _case(draw, modes=("ring", "bitmap", "dbm")):
+    mode = draw(st.sampled_from(modes))
+    vcpus = draw(st.integers(1, 3))
+    pre = sorted(draw(st.sets(st.integers(0, 7), max_size=4)))
+    used = [draw(st.integers(SOFT - 4, SOFT)) for _ in range(vcpus)]
+    # few pages, so that pages repeat, and vCPUs read, write and rewrite the same ones
+    page = st.sampled_from([0, 1, 2, 3, 5, 8, NPG, NPG + 1, NPG + 2, 2 * NPG, 2 * NPG + 1])
+    acc = st.tuples(st.integers(-1, vcpus - 1), page, st.booleans())
+    seq = draw(st.lists(acc, min_size=1, max_size=14))
+    return mode, vcpus, pre, used, seq
+
+
+@settings(max_examples=25, deadline=None)
+@given(_case())
+def test_one_batch_does_what_the_per_access_reference_does(case):
+    """Faults per vCPU, dirty events, ring entries in push order, bitmaps, deferred accesses
+    and ring-full vCPUs, stored writes, every page's validity and write permission, the
+    fault, push and TLBI counts."""
+    _check(*case)
+
+
+def test_reference_example_by_hand():
+    """The reference itself on one batch counted by hand (ring mode, one vCPU, 2 entries
+    of room): vCPU 0 reads page 64 (translation fault, mapped read-only), writes page 1
+    (permission fault, push 1), writes page 1 again (writable: nothing), writes page 64
+    (permission fault, push 2: the ring reaches its soft limit, the store waits), then
+    reads page 2: held back with the rest.  The host's write of page 3 happens, marked in
+    the backup bitmap."""
+    seq = [(0, NPG, False), (0, 1, True), (0, 1, True), (-1, 3, True), (0, NPG, True)]
+    seq += [(0, 2, False)]
+    got = _check("ring", 1, [], [SOFT - 2], seq)
+    assert got["faults"] == [3] and got["dirty_events"] == [2]
+    assert got["rings"] == [[(0, 1), (1, 0)]]
+    assert got["deferred"] == [4, 5] and got["ring_full"] == {0}
+    assert got["bitmaps"] == [{3}, set()] and got["applied"] == 3
+    assert got["versions"][1] == 2 and got["versions"][NPG] == 0
+
+
+def test_first_writes_found_in_a_long_batch_of_two_vcpus():
+    """Each of 24 write-protected pages written by vCPU 1 and then, later in the batch, by
+    vCPU 0, whose ring has room for one entry: every page's first write is vCPU 1's, so
+    vCPU 1 pushes 24 entries and vCPU 0 none (the pages are writable when it writes them),
+    nothing is deferred and no ring is full.  (A batch this long sorts by a method that is
+    not stable unless asked: the earliest write of a page must still be found.)"""
+    pages = list(range(8)) + list(range(NPG, NPG + 8)) + list(range(8, 16))
+    seq = [(1, p, True) for p in pages] + [(0, p, True) for p in pages]
+    got = _check("ring", 2, [], [SOFT - 1, 0], seq)
+    assert got["deferred"] == [] and got["ring_full"] == set()
+    assert got["rings"][0] == [] and len(got["rings"][1]) == 24
+    assert got["faults"] == [0, 24]
+
+
+def test_host_writes_are_counted_over_batches():
+    """vm_stats.host_writes (in a run's result) counts writes with no running vCPU since the
+    VM started: 2, then 1 more; a host read and a guest write are not host writes.  Each
+    batch's applied writes count its host writes and its guest writes."""
+    vm = _vm("bitmap", 1, [], [0])
+    g = BGFN + np.array([3, 4, 5, 6], np.int64)
+    res = vm.access(g, np.array([-1, -1, -1, 0]), np.array([True, True, False, True]))
+    assert vm.stats["host_writes"] == 2 and res.applied_writes == 3
+    res = vm.access(g[:1], np.array([-1]), np.array([True]))
+    assert vm.stats["host_writes"] == 3 and res.applied_writes == 1
+
+
+def test_unlogged_faults_map_blocks_read_only_slots_read_only_and_count_block_maps():
+    """Not logging, 2 MiB backing: the first access to a block maps the block writable
+    (user_mem_abort: vma_pagesize 2 MiB fits the slot), one translation fault counted for
+    the vCPU of the earliest access to it (vCPU 1 reads page 10 before vCPU 0 touches 5
+    and 20; vCPU 0 writes page 600 of the next block, then reads 601 there).  A read of a
+    READONLY slot maps its page without write permission (its pfn is never writable:
+    __kvm_faultin_pfn with a read-only memslot, virt/kvm/kvm_main.c, v6.17).
+    vm_stats.block_maps counts blocks only, over batches: 2, then 3."""
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=2)
+    vm.set_memslot(0, BASE, 6 << 20, 0, 2 << 20)
+    ro = BASE + (8 << 20)
+    vm.set_memslot(1, ro, 1 << 20, slot_flags(readonly=True), 4096)
+    g = BGFN + np.array([10, 5, 20, 600, 601], np.int64)
+    res = vm.access(g, np.array([1, 0, 0, 0, 0]), np.array([False, False, False, True, False]))
+    assert res.faults.tolist() == [1, 1] and vm.stats["translation_faults"] == 2
+    assert vm.stats["block_maps"] == 2
+    level, _, desc = vm.pgt.lookup(BASE + np.array([0, 511, 512, 1023], np.int64) * 4096)
+    assert level.tolist() == [2, 2, 2, 2] and D.is_writable(desc).all()
+    res = vm.access(np.array([(ro >> 12) + 7], np.int64), np.array([0]), np.array([False]))
+    level, _, desc = vm.pgt.lookup(np.array([ro + 7 * 4096], np.int64))
+    assert level.tolist() == [3] and D.is_valid(desc).tolist() == [True]
+    assert D.is_writable(desc).tolist() == [False] and res.faults.tolist() == [1, 0]
+    assert vm.stats["block_maps"] == 2
+    vm.access(np.array([BGFN + 1100], np.int64), np.array([0]), np.array([True]))
+    assert vm.stats["block_maps"] == 3
+
+
+def _two_blocks():
+    """A 6 MiB logging slot backed by 2 MiB pages: blocks A (pages 0-511) and B (512-1023)
+    mapped and write-protected, the third 2 MiB (1024-1535) unmapped."""
+    from engine.stage2.walk import unmap_range
+
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=2)
+    vm.set_memslot(0, BASE, 6 << 20, 0, 2 << 20, populate=True)
+    vm.set_memslot(0, BASE, 6 << 20, slot_flags(log_dirty=True), 2 << 20)
+    unmap_range(vm.pgt, BASE + (4 << 20), 2 << 20)
+    return vm
+
+
+def test_reads_through_two_blocks_before_their_splits_leave_no_trace():
+    """Reads through a write-protected block before the write that splits it are served by
+    the block (no fault); after the split the block's pages fault in one by one
+    (user_mem_abort, v6.17: a write fault on a read-only block while logging maps one page).
+    The exits are counted, not their kind (the engine files a splitting write's permission
+    fault with the translation faults).
+    In time order: vCPU 0 reads page 512 (B's first page) and 1024 (the first page past B,
+    unmapped: a translation fault, mapped read-only), vCPU 1 reads page 0 (A's first),
+    vCPU 1 writes 700 (splits B: a permission fault, 700 mapped writable), vCPU 0 writes 5
+    (splits A), vCPU 0 reads 513 (B is split: a translation fault), vCPU 1 reads 1 (A is
+    split: a translation fault).  Faults: vCPU 0: 1024, 5, 513 = 3; vCPU 1: 700, 1 = 2;
+    2 splits; dirty {5, 700}.  One access at a time gives the same."""
+    seq = [(0, 512, False), (0, 1024, False), (1, 0, False), (1, 700, True), (0, 5, True)]
+    seq += [(0, 513, False), (1, 1, False)]
+    gfn = BGFN + np.array([p for _, p, _ in seq], np.int64)
+    vcpu = np.array([v for v, _, _ in seq], np.int64)
+    write = np.array([w for _, _, w in seq], bool)
+    one, each = _two_blocks(), _two_blocks()
+    res = one.access(gfn, vcpu, write)
+    faults = sum(
+        each.access(gfn[i : i + 1], vcpu[i : i + 1], write[i : i + 1]).faults for i in range(7)
+    )
+    assert res.faults.tolist() == [3, 2] == faults.tolist()
+    for vm in (one, each):
+        assert vm.stats["block_splits"] == 2
+        assert vm.stats["translation_faults"] + vm.stats["permission_faults"] == 5
+        assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [5, 700]
+        pages = BASE + np.array([0, 1, 5, 512, 513, 700, 1024, 1025], np.int64) * 4096
+        level, _, desc = vm.pgt.lookup(pages)
+        assert D.is_valid(desc).tolist() == [False, True, True, False, True, True, True, False]
+        assert D.is_writable(desc).tolist() == [False, False, True, False, False, True] + [
+            False,
+            False,
+        ]
+        assert level[[1, 2, 4, 5, 6]].tolist() == [3] * 5
+
+
+def test_not_logging_a_block_is_mapped_only_where_it_fits_inside_the_slot():
+    """A 3 MiB slot backed by 2 MiB pages, not logging: the first 2 MiB fit a block
+    (page 10 maps level 2), the last MiB does not (the block would pass the slot's end:
+    user_mem_abort's fault_supports_stage2_huge_mapping refuses it), so page 600 maps a page
+    (level 3) and page 601 stays unmapped: two faults, one block map."""
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 3 << 20, 0, 2 << 20)
+    g = BGFN + np.array([10, 600], np.int64)
+    res = vm.access(g, np.zeros(2, np.int64), np.zeros(2, bool))
+    level, _, desc = vm.pgt.lookup(BASE + np.array([0, 511, 600, 601], np.int64) * 4096)
+    assert level[:3].tolist() == [2, 2, 3] and D.is_valid(desc).tolist() == [True] * 3 + [False]
+    assert res.faults.tolist() == [2] and vm.stats["block_maps"] == 1

@@ -415,38 +415,39 @@ def test_export_round_is_the_round_of_run(tmp_path):
         assert np.array_equal(got, words)
 
 
-def test_a_ring_mode_batch_runs_through_ring_fills_each_filling_tick_a_pass_of_its_own(
+def test_a_ring_mode_batch_runs_through_ring_fills_each_pass_ending_where_a_ring_may_fill(
     monkeypatch,
 ):
     """ring_entries 256: soft limit 256 − 64 (KVM_DIRTY_RING_RSVD_ENTRIES) = 192 entries; one
     vCPU writing 20 000 pages/s (20 a 1 ms tick, random pages of 1024: a few repeat) fills it
     every 10 ticks or so.  The exit period (64 ticks) is still one batch; the guest's writes
-    go in passes, each either a run of ticks with fewer writes than the ring has room (no
-    fill possible) or a single tick (a fill possible: as tick by tick).  Tick by tick and
+    go in passes, each ending with the first tick in which the ring may fill (as many
+    accesses as it has room): before that tick, the accesses the last exit held back
+    included, fewer than the room, so a ring fills only in a pass's last tick, as tick by
+    tick.  The held-back accesses share a pass with the ticks after them.  Tick by tick and
     batched leave the same state, rounds and exits."""
     data = move_session(False)
     data["tracking"] = {"mode": "ring", "ring_entries": 256}
     data["workloads"][0].update(kind="uniform", rate="20000 pages/s")
     data["migration"]["start_ms"] = 0
     passes = []
-    apply = Simulation._apply_accesses
+    apply = Simulation._apply_pass
 
-    def spy(self, acc):
+    def spy(self, acc, held):
         room = self.vm.rings[0].room()
-        faults, full = apply(self, acc)
-        ticks = np.unique((acc.t_ns - 1) // self.tick_ns).size
-        passes.append((len(acc), ticks, room, full))
-        return faults, full
+        out = apply(self, acc, held)
+        tick = (acc.t_ns - 1) // self.tick_ns
+        before_last = int(np.count_nonzero(tick < tick.max())) if len(acc) else 0
+        passes.append((len(acc), 0 if held is None else held.gfn.size, before_last, room, out[1]))
+        return out
 
-    monkeypatch.setattr(Simulation, "_apply_accesses", spy)
+    monkeypatch.setattr(Simulation, "_apply_pass", spy)
     batched = Simulation.from_dict(data)
     assert batched.advance(256) == EXIT_PERIOD_TICKS
     assert sum(n for n, *_ in passes) == EXIT_PERIOD_TICKS * 20
-    fills = [p for p in passes if p[3]]
-    assert len(fills) >= 5  # 64 × 20 writes through 192 entries
-    assert all(ticks == 1 for _, ticks, _, _ in fills)
-    assert all(n < room for n, ticks, room, _ in passes if ticks > 1)
-    assert any(ticks > 1 for _, ticks, _, _ in passes)  # and runs of ticks between fills
+    assert len([p for p in passes if p[4]]) >= 5  # 64 × 20 writes through 192 entries
+    assert all(held + before < room for _, held, before, room, _ in passes)
+    assert any(held and n > 20 for n, held, *_ in passes)  # a retry with later ticks
     one = Simulation.from_dict(data)
     for _ in range(EXIT_PERIOD_TICKS):
         one.advance(1)

@@ -340,9 +340,10 @@ class Replayer:
     def _access(self, op: OL.Access) -> None:
         self.cur.faults_model += op.faults
         self.cur.ring_full_model += len(op.ring_full)
-        if op.retry:
-            return  # a real vCPU retries on its own after its ring-full exit
-        gfn, write, vcpu = op.gfn, op.write, op.vcpu
+        # a real vCPU retries on its own after its ring-full exit: only the rest is run
+        gfn, write, vcpu = op.gfn[op.retried :], op.write[op.retried :], op.vcpu[op.retried :]
+        if not gfn.size:
+            return
         keep = np.zeros(gfn.size, dtype=bool)
         addr = np.zeros(gfn.size, dtype=np.uint64)
         for sid, (base, npages, flags) in self.slots.items():

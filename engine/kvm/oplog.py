@@ -41,15 +41,15 @@ class Access:
     """A time-ordered batch of guest accesses given to the VM: gfn (int64), write (bool),
     vcpu (int64, -1 none running).  When a vCPU's ring reaches its soft limit the VM holds
     the rest back; the caller reaps the rings (records with ``at_ring_full``) and gives the
-    held-back accesses again (a record with ``retry``): a real KVM does all that inside
-    KVM_RUN, so a replay runs only the records without ``retry``."""
+    held-back accesses again, first in a later record (its first ``retried`` accesses): a
+    real KVM does all that inside KVM_RUN, so a replay runs only the accesses after those."""
 
     gfn: np.ndarray
     write: np.ndarray
     vcpu: np.ndarray
     faults: int  # modelled fault exits of this batch
     ring_full: tuple[int, ...] = ()  # vCPUs that reached the ring's soft limit in it
-    retry: bool = False  # the accesses a ring-full exit held back, given again
+    retried: int = 0  # how many of the first accesses a ring-full exit held back, given again
 
 
 @dataclass(frozen=True)

@@ -258,8 +258,12 @@ class VM:
 
     # -- the guest write path ----------------------------------------------------------------
 
-    def access(self, gfn: np.ndarray, vcpu: np.ndarray, write: np.ndarray) -> AccessResult:
-        """Apply a time-ordered batch of guest accesses; see the module docstring.
+    def access(
+        self, gfn: np.ndarray, vcpu: np.ndarray, write: np.ndarray, retried: int = 0
+    ) -> AccessResult:
+        """Apply a time-ordered batch of guest accesses; see the module docstring.  The first
+        ``retried`` are accesses the last ring-full exit held back, given again (the
+        operation log says so: a replay leaves them to the real vCPU).
 
         A batch of more than ``ACCESS_SLICE`` accesses is applied a slice at a time, in order
         (each slice sees what the ones before it did, as one batch would): the temporaries of
@@ -290,7 +294,7 @@ class VM:
                     OL.frozen(vcpu),
                     int(res.faults.sum()),
                     tuple(sorted(res.ring_full)),
-                    retry=self.awaiting_retry,
+                    retried=retried,
                 )
             )
         # a ring-full exit: the caller reaps the rings and re-issues the deferred accesses
@@ -315,16 +319,17 @@ class VM:
         if host.any():  # no running vCPU: kvm_write_guest, no stage-2 access at all
             self._host_writes(gfn[host], write[host], sidx[host], slots, res)
             ok &= ~host
-        done = None
+        done = probe = None
         if self.rings:
-            ok, retry = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
+            ok, retry, probe = self._ring_admission(gfn, vcpu, write, sidx, ok, res)
             done = ~retry if retry.any() else None
         if ok.all():  # (the common case: no gathers)
-            self._apply(gfn, vcpu, write, sidx, slots, res, done)
+            self._apply(gfn, vcpu, write, sidx, slots, res, done, probe)
         else:
             keep = np.flatnonzero(ok)
             done = None if done is None else done[keep]
-            self._apply(gfn[keep], vcpu[keep], write[keep], sidx[keep], slots, res, done)
+            args = gfn[keep], vcpu[keep], write[keep], sidx[keep]
+            self._apply(*args, slots, res, done, probe)
         return res
 
     def _host_writes(self, gfn, write, sidx, slots: tuple[Memslot, ...], res: AccessResult) -> None:
@@ -347,14 +352,25 @@ class VM:
                 set_bits(st.bitmap, gfn[sel] - st.slot.base_gfn)
 
     def _apply(
-        self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...], res: AccessResult, done=None
+        self,
+        gfn,
+        vcpu,
+        write,
+        sidx,
+        slots: tuple[Memslot, ...],
+        res: AccessResult,
+        done=None,
+        probe: _Probe | None = None,
     ) -> None:
         """Guest accesses in time order; ``done`` is False for a write whose fault is handled
-        but whose store has not happened yet (a ring-full exit: it is retried)."""
+        but whose store has not happened yet (a ring-full exit: it is retried).  ``probe``:
+        these accesses' pages and leaves, when the ring admission has looked them up."""
         if not gfn.size:
             return
         one_slot = len(slots) == 1  # (every admitted access is in slot index 0)
-        pages = _Pages.group(gfn, vcpu, write, sidx, bool(self.rings), one_slot)
+        if probe is None:
+            probe = self._probe(gfn, vcpu, write, sidx, slots)
+        pages = probe.pages
         if done is None and pages.writes is not None:  # every access stored: counted per page
             self._bump_page_versions(pages, slots)
             res.applied_writes += int(gfn.size)
@@ -365,7 +381,7 @@ class VM:
         slot_logging = np.array([self.slots[s.id].logging for s in slots], dtype=bool)
         logging = _gather(slot_logging, pages.sidx)
         ipa = pages.gfn << self.page_shift  # (distinct, ascending)
-        level, pos, desc = self.pgt.lookup(ipa, ascending=True)
+        level, pos, desc = probe.level, probe.pos, probe.desc
         valid = D.is_valid(desc)
         # a write to a write-protected block while logging: break it, pages fault in lazily
         blocks = level < 3  # (tested first: a batch of pages has no block, and is done)
@@ -400,6 +416,12 @@ class VM:
             self._permission_faults(pages, valid, level, pos, desc, logging, res, False)
         if self._ring_marks:  # pushed in the order of the writes, whichever fault they took
             self._push_rings(pages, np.concatenate(self._ring_marks), slots)
+
+    def _probe(self, gfn, vcpu, write, sidx, slots: tuple[Memslot, ...]) -> _Probe:
+        """A batch's pages (``_Pages.group``) and the leaf each one's walk reaches now."""
+        pages = _Pages.group(gfn, vcpu, write, sidx, bool(self.rings), len(slots) == 1)
+        level, pos, desc = self.pgt.lookup(pages.gfn << self.page_shift, ascending=True)
+        return _Probe(pages, level, pos, desc)
 
     def _read_through_blocks(self, gfn, pages: _Pages, blocks, pos, level) -> np.ndarray:
         """Which accesses (bool, per access of the batch) a write-protected block served
@@ -634,7 +656,7 @@ class VM:
 
     def _ring_admission(
         self, gfn, vcpu, write, sidx, ok, res: AccessResult
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, _Probe | None]:
         """Which accesses run before each vCPU's ring reaches its soft limit, and which one
         filled it.
 
@@ -644,19 +666,34 @@ class VM:
         write-protects that page again) and the store is retried: it faults and pushes the
         same page a second time (``kvm_dirty_ring_check_request``, virt/kvm/dirty_ring.c
         v6.17; seen on this host's KVM as +1 fault and +1 entry per exit).  Returns
-        (allowed, retry): ``retry`` marks the filling accesses, applied now without their
-        store and deferred with the rest.
+        (allowed, retry, probe): ``retry`` marks the filling accesses, applied now without
+        their store and deferred with the rest; ``probe`` is the admitted accesses' pages and
+        leaves when every access is admitted (the write path takes them as they are).
+
+        A push is the first write to a page that is not writable, by a running vCPU, in a
+        logging slot (``_dry_run_events``: the pushes of the accesses still allowed).  Cutting
+        a vCPU's accesses after its filling push can make another vCPU's later write to one of
+        the cut pages a first write, so the cut is repeated until nothing changes.
         """
         counts = np.bincount(vcpu[ok & (vcpu >= 0)], minlength=self.nr_vcpus)
         if all(int(c) < r.room() for c, r in zip(counts, self.rings, strict=False)):
             res.deferred = np.zeros(0, dtype=np.intp)  # fewer accesses than room: none fills
-            return ok.copy(), np.zeros(gfn.size, dtype=bool)
+            return ok.copy(), np.zeros(gfn.size, dtype=bool), None
         slots = self.memslots.sorted()
         logging = np.array([self.slots[s.id].logging for s in slots] + [False], dtype=bool)
-        allowed = ok.copy()
+        keep = None if ok.all() else np.flatnonzero(ok)
+        args = (
+            (gfn, vcpu, write, sidx)
+            if keep is None
+            else (gfn[keep], vcpu[keep], write[keep], sidx[keep])
+        )
+        probe = self._probe(*args, slots)
+        events = self._probe_events(probe, logging)
+        if keep is not None:
+            events = keep[events]
+        allowed = ok
         filling: dict[int, int] = {}
         for _ in range(self.nr_vcpus + 1):
-            events = self._dry_run_events(gfn, vcpu, write, sidx, allowed, logging)
             cut = np.zeros(gfn.size, dtype=bool)
             filling = {}
             for v in range(self.nr_vcpus):
@@ -671,11 +708,40 @@ class VM:
             new_allowed = ok & ~cut
             if np.array_equal(new_allowed, allowed):
                 break
+            events = self._events_after_cut(gfn, write, allowed, new_allowed, events)
+            if events is None:
+                events = self._dry_run_events(gfn, vcpu, write, sidx, new_allowed, logging)
             allowed = new_allowed
         retry = np.zeros(gfn.size, dtype=bool)
         retry[list(filling.values())] = True
         res.deferred = np.flatnonzero((ok & ~allowed) | retry)
-        return allowed, retry
+        return allowed.copy(), retry, probe if allowed is ok else None
+
+    def _probe_events(self, probe: _Probe, logging: np.ndarray) -> np.ndarray:
+        """``_dry_run_events`` of every access of a probed batch (its own indices), from the
+        probe's pages and leaves: no second sort or lookup."""
+        pages, desc = probe.pages, probe.desc
+        need = pages.written & pages.running_writer(np.arange(pages.gfn.size))
+        need &= _gather(logging, pages.sidx)
+        need &= ~(D.is_valid(desc) & D.is_writable(desc))
+        return np.sort(pages.t_write[need])
+
+    @staticmethod
+    def _events_after_cut(gfn, write, allowed, new_allowed, events) -> np.ndarray | None:
+        """The pushes once ``allowed`` shrinks to ``new_allowed``, when no page written by a
+        dropped access is also written by an access still allowed: each page's first write
+        among the allowed ones is then what it was, so the pushes are the old ones still
+        allowed.  None otherwise (the caller runs the dry run again)."""
+        if (new_allowed & ~allowed).any():
+            return None  # (an access allowed again: its pushes are not known)
+        dropped = gfn[allowed & ~new_allowed & write]
+        if dropped.size:
+            dropped = np.sort(dropped)
+            kept = gfn[new_allowed & write]
+            at = np.minimum(np.searchsorted(dropped, kept), dropped.size - 1)
+            if (dropped[at] == kept).any():
+                return None
+        return events[new_allowed[events]]
 
     def _dry_run_events(self, gfn, vcpu, write, sidx, allowed, logging) -> np.ndarray:
         """Access indices that would push a dirty entry: first writes to non-writable pages."""
@@ -701,6 +767,17 @@ def _per_slot(sidx: np.ndarray, nslots: int = 0) -> list[tuple[int, np.ndarray |
     if sidx.size and int(sidx.min()) == int(sidx.max()):
         return [(int(sidx[0]), slice(None))]
     return [(int(i), sidx == i) for i in unique_fast(sidx)]
+
+
+@dataclass
+class _Probe:
+    """A batch's pages and, for each, the level, flat position and descriptor of the leaf
+    (or invalid entry) its walk reaches (``PageTable.lookup``)."""
+
+    pages: _Pages
+    level: np.ndarray
+    pos: np.ndarray
+    desc: np.ndarray
 
 
 @dataclass

@@ -46,11 +46,12 @@ its content at its own tick):
   last GET's bits), a ring reap, a harvest, a round's close, a cancel, and the batch's end.
   Writes are otherwise independent of the migration within a batch: they touch the KVM log,
   the tables and the versions, the sender only the migration bitmap and the destination.
-  In ring mode a pass stops before any tick in which a ring may reach its soft limit (a
-  vCPU with as many accesses as its ring has room) and applies that tick alone, as tick
-  by tick: which of the tick's accesses a ring-full exit's reap sees depends on the pass
-  (``VM.access``).  The reap only collects into the migration's pending set, read at the
-  next harvest, and re-protects pages: the sender within the batch does not see it.
+  In ring mode a pass ends with the first tick in which a ring may reach its soft limit (a
+  vCPU with as many accesses as its ring has room), as tick by tick: which accesses a
+  ring-full exit's reap sees depends on where the pass ends (``VM.access``); the accesses
+  the exit held back start the next pass.  The reap only collects into the migration's
+  pending set, read at the next harvest, and re-protects pages: the sender within the batch
+  does not see it.
 - **Counted sends.**  The migration bitmap changes within a batch only by the sends, so each
   tick's send is a count (the next n dirty pages in send order, n from the same byte budget
   comparisons); the pages are written at the batch's end or before a harvest or switchover
@@ -125,6 +126,15 @@ class _Batch:
     applied: int = 0
     now: int = 0
     vcpu_ticks: np.ndarray | None = None  # accesses per tick and vCPU (ring mode, on demand)
+
+
+@dataclass
+class _Held:
+    """Accesses a ring-full exit held back (in time order), given again with the next pass."""
+
+    gfn: np.ndarray
+    vcpu: np.ndarray
+    write: np.ndarray
 
 
 class Simulation:
@@ -346,34 +356,42 @@ class Simulation:
             m.flush()
 
     def catch_up(self) -> None:
-        """Apply, in one pass, the batch's accesses not applied yet up to the current tick:
+        """Apply, in passes, the batch's accesses not applied yet up to the current tick:
         before anything reads or changes the state they change (the module docstring)."""
         b = self._batch
         if b is None or b.applied > b.now:
             return
         end = b.now + 1
-        while b.applied < end:
-            first, b.applied = b.applied, self._fill_free_end(b, b.applied, end)
+        held: _Held | None = None
+        while b.applied < end or held is not None:
+            first = b.applied
+            b.applied = self._pass_end(b, first, end, held)
             part = b.acc.part(int(b.bounds[first]), int(b.bounds[b.applied]))
-            faults, ring_full = self._apply_accesses(part)
+            faults, ring_full, held = self._apply_pass(part, held)
             self._account(part, b.active[first : b.applied], faults, ring_full)
 
-    def _fill_free_end(self, b: _Batch, first: int, end: int) -> int:
-        """Where the pass from batch tick ``first`` ends (at most ``end``): the longest run of
-        ticks in which no dirty ring can reach its soft limit (each vCPU has fewer accesses
-        than its ring has room), so it applies in one pass as tick by tick; a tick in which a
-        ring may fill is applied alone, as tick by tick (the accesses a ring-full exit's reap
-        sees are those of its pass before each vCPU's ring filled: ``VM.access``)."""
-        if not self.vm.rings or end - first == 1:
+    def _pass_end(self, b: _Batch, first: int, end: int, held: _Held | None) -> int:
+        """Where the pass from batch tick ``first`` ends (at most ``end``): after the first
+        tick in which a dirty ring may reach its soft limit (a vCPU with as many accesses,
+        counting the held-back ones the pass starts with, as its ring has room).  A ring can
+        then fill only in the pass's last tick, after every earlier access of the pass, as
+        tick by tick: the accesses a ring-full exit's reap sees are those of its pass before
+        each vCPU's ring filled (``VM.access``), i.e. up to the end of the tick it fills in.
+        Held-back accesses that may fill a ring by themselves are a pass of their own."""
+        if not self.vm.rings or first == end:
             return end
+        v = self.cfg.vcpus
         if b.vcpu_ticks is None:  # accesses per batch tick and vCPU (k × vcpus)
             own = b.acc.vcpu >= 0
-            v = self.cfg.vcpus
             key = b.tick_of[own] * v + b.acc.vcpu[own]
             b.vcpu_ticks = np.bincount(key, minlength=b.active.size).reshape(-1, v)
         room = np.array([r.room() for r in self.vm.rings], dtype=np.int64)
+        if held is not None:
+            room -= np.bincount(held.vcpu[held.vcpu >= 0], minlength=v)
+            if (room <= 0).any():
+                return first
         fits = (np.cumsum(b.vcpu_ticks[first:end], axis=0) < room).all(axis=1)
-        return first + max(1, int(fits.argmin()) if not fits[-1] else end - first)
+        return end if fits[-1] else first + int(fits.argmin()) + 1
 
     def batch_ticks_left(self) -> int:
         """Ticks of the batch from the current one to its end (1 outside a batch)."""
@@ -394,7 +412,7 @@ class Simulation:
         (a read of a page in a write-protected block, then a split, is not the same in one
         pass) and every page sent costs the same (a zero page's cost reads its content as of
         its own tick).  A tick in which a dirty ring may fill is a pass of its own
-        (``_fill_free_end``)."""
+        (``_pass_end``)."""
         if not acc.write.all():
             return False
         m = self.migration
@@ -501,22 +519,26 @@ class Simulation:
         self.vcpu_debt_ns -= spend.sum(axis=0)
         return budget - spend
 
-    def _apply_accesses(self, acc: Accesses) -> tuple[np.ndarray, int]:
-        faults = np.zeros(self.cfg.vcpus, dtype=np.int64)
-        ring_full = 0
+    def _apply_pass(
+        self, acc: Accesses, held: _Held | None
+    ) -> tuple[np.ndarray, int, _Held | None]:
+        """One pass of the guest's accesses, after those the last ring-full exit held back
+        (given again first).  Returns the fault exits per vCPU, the ring-full exits and what
+        this pass's own exit held back (None: nothing): on KVM_EXIT_DIRTY_RING_FULL user space
+        reaps and resets every ring, and the vCPU re-enters with the rest of its accesses."""
         gfn, vcpu, write = acc.gfn, acc.vcpu, acc.write
-        for _ in range(1000):
-            res = self.vm.access(gfn, vcpu, write)
-            faults += res.faults
-            if res.deferred is None or not res.deferred.size:
-                break
-            # KVM_EXIT_DIRTY_RING_FULL: user space reaps and resets, then the vCPU re-enters
-            ring_full += len(res.ring_full)
-            op = self._reap()  # (the pass's accesses are being applied: no catch_up)
-            for v in sorted(res.ring_full):
-                self._exit_other_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
-            gfn, vcpu, write = gfn[res.deferred], vcpu[res.deferred], write[res.deferred]
-        return faults, ring_full
+        if held is not None:
+            gfn = np.concatenate([held.gfn, gfn])
+            vcpu = np.concatenate([held.vcpu, vcpu])
+            write = np.concatenate([held.write, write])
+        res = self.vm.access(gfn, vcpu, write, retried=0 if held is None else held.gfn.size)
+        if res.deferred is None or not res.deferred.size:
+            return res.faults, 0, None
+        op = self._reap()  # (the pass's accesses are being applied: no catch_up)
+        for v in sorted(res.ring_full):
+            self._exit_other_ns[v] += self.vm.costs.fault_exit + op.model_ns(self.vm.costs)
+        d = res.deferred
+        return res.faults, len(res.ring_full), _Held(gfn[d], vcpu[d], write[d])
 
     def reap_rings(self) -> DL.OpStats:
         """Collect every ring into the migration's pending set, then KVM_RESET_DIRTY_RINGS."""

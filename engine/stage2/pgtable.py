@@ -55,6 +55,11 @@ class PageTable:
         self.tlbi: Counter[str] = Counter()
         self.splits = 0
         self.rmap: dict[int, np.ndarray] | None = {} if rmap else None
+        # the last-level table under each level-2 region (ipa >> level_shift(2)), -1 none:
+        # kept by _link and _release (every table is linked and freed there), so a lookup
+        # whose region has one reads its leaf at once instead of walking every level; the
+        # array grows to the highest region linked (none when the start level is the last)
+        self._leaf_tables = np.zeros(0, dtype=np.int32)
 
     # -- pool management -------------------------------------------------------------------
 
@@ -99,6 +104,7 @@ class PageTable:
         return ids
 
     def _release(self, ids: np.ndarray) -> None:
+        self._forget_leaf_tables(ids)
         self.pool[ids] = 0
         self.table_level[ids] = -1
         self.parent[ids] = -1
@@ -128,6 +134,22 @@ class PageTable:
         ``ascending``: the caller knows the IPAs are sorted (not checked again).
         """
         ipa = np.atleast_1d(np.asarray(ipa, dtype=np.int64))
+        hit, pos = self._mapped_leaves(ipa)
+        if hit.all():  # (every region has its last-level table: no walk)
+            return np.full(ipa.shape, 3, dtype=np.int8), pos, self.flat[pos]
+        if hit.any():  # the rest is walked
+            miss = np.flatnonzero(~hit)
+            lv_m, pos_m, _ = self._lookup_walk(ipa[miss], ascending)
+            level = np.full(ipa.shape, 3, dtype=np.int8)
+            level[miss] = lv_m
+            pos[miss] = pos_m
+            return level, pos, self.flat[pos]
+        return self._lookup_walk(ipa, ascending)
+
+    def _lookup_walk(
+        self, ipa: np.ndarray, ascending: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``lookup`` by walking the levels (grouped by region when sorted and many)."""
         if ipa.size > _GROUPED_LOOKUP and (ascending or bool(np.all(ipa[1:] >= ipa[:-1]))):
             return self._lookup_grouped(ipa)
         return self._lookup_direct(ipa)
@@ -196,6 +218,9 @@ class PageTable:
         Many regions are matched against the IPA recorded for every live last-level table
         (a few array passes); a few are walked.
         """
+        if self.geom.start_level < 3:  # the region map holds them
+            hit, pos = self._mapped_leaves(ipa)
+            return np.where(hit, pos >> self.geom.bits_per_level, -1)
         tables = self.live_tables(3)
         if ipa.size * 8 < tables.size:
             level, pos, _ = self.lookup(ipa)
@@ -227,6 +252,44 @@ class PageTable:
         self.flat[parent_pos] = D.make_table(self.table_pa(child), self.page_shift)
         self.parent[child] = parent_pos
         self.table_ipa[child] = self.entry_ipa(parent_pos)
+        self._note_leaf_tables(child)
+
+    def _note_leaf_tables(self, tables: np.ndarray) -> None:
+        """Record newly linked last-level tables under their level-2 regions."""
+        tables = tables[self.table_level[tables] == 3]
+        if not tables.size or self.geom.start_level == 3:
+            return
+        region = self.table_ipa[tables] >> self.geom.level_shift(2)
+        top = int(region.max()) + 1
+        if top > self._leaf_tables.size:
+            grown = np.full(max(top, 2 * self._leaf_tables.size), -1, dtype=np.int32)
+            grown[: self._leaf_tables.size] = self._leaf_tables
+            self._leaf_tables = grown
+        self._leaf_tables[region] = tables
+
+    def _forget_leaf_tables(self, ids: np.ndarray) -> None:
+        """Drop freed last-level tables from the region map."""
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[self.table_level[ids] == 3]
+        if not ids.size or not self._leaf_tables.size:
+            return
+        region = self.table_ipa[ids] >> self.geom.level_shift(2)
+        inside = region < self._leaf_tables.size
+        region, ids = region[inside], ids[inside]
+        self._leaf_tables[region[self._leaf_tables[region] == ids]] = -1
+
+    def _mapped_leaves(self, ipa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(whether each IPA's region has a last-level table, the flat position of its entry
+        there) from the region map."""
+        lt = self._leaf_tables
+        region = ipa >> self.geom.level_shift(2)
+        if not lt.size:
+            return np.zeros(ipa.shape, dtype=bool), region
+        table = lt[np.minimum(region, lt.size - 1)].astype(np.int64)
+        hit = (table >= 0) & (region < lt.size)
+        table <<= self.geom.bits_per_level
+        table |= (ipa >> self.geom.level_shift(3)) & (self.E - 1)
+        return hit, table
 
     # -- map ---------------------------------------------------------------------------------
 

@@ -692,19 +692,20 @@ class VM:
         if keep is not None:
             events = keep[events]
         allowed = ok
+        rooms = np.array([r.room() for r in self.rings], dtype=np.int64)
         filling: dict[int, int] = {}
         for _ in range(self.nr_vcpus + 1):
             cut = np.zeros(gfn.size, dtype=bool)
             filling = {}
-            for v in range(self.nr_vcpus):
-                ev = events[vcpu[events] == v]
-                room = self.rings[v].room()
-                if ev.size >= room:
-                    last = int(ev[room - 1]) if room > 0 else -1
-                    cut |= (vcpu == v) & (np.arange(gfn.size) > last)
-                    res.ring_full.add(v)
-                    if last >= 0:
-                        filling[v] = last
+            by = vcpu[events]  # (pushes are by running vCPUs: ids >= 0)
+            pushes = np.bincount(by, minlength=self.nr_vcpus)[: self.nr_vcpus]
+            for v in np.flatnonzero(pushes >= rooms).tolist():  # the rings that fill
+                room = int(rooms[v])
+                last = int(events[by == v][room - 1]) if room > 0 else -1
+                cut[last + 1 :] |= vcpu[last + 1 :] == v
+                res.ring_full.add(v)
+                if last >= 0:
+                    filling[v] = last
             new_allowed = ok & ~cut
             if np.array_equal(new_allowed, allowed):
                 break

@@ -17,6 +17,7 @@ lookups, ``last_level_tables``, the reverse map) is compared with the reference.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import numpy as np
@@ -29,6 +30,7 @@ from engine.stage2.walk import (
     Visit,
     WalkCounters,
     leaf_batches,
+    scratch,
     set_clear_visitor,
     unmap_range,
     walk,
@@ -211,6 +213,7 @@ def check(pgt: PageTable, ref: Ref, probes: np.ndarray) -> None:
     assert not pgt.pool[dead].any()
     assert (pgt.table_level[dead] == -1).all() and (pgt.parent[dead] == -1).all()
     assert sorted(pgt._free) == [t for t in dead if t < pgt._high]
+    assert len(pgt.table_level) == len(pgt.parent) == len(pgt.table_ipa) == pgt.pool.shape[0]
     assert pgt.pool.dtype == np.uint64 and pgt.table_level.dtype == np.int8
     assert pgt.parent.dtype == np.int64 and pgt.table_ipa.dtype == np.int64
     # lookups: sorted (grouped when large), reversed (direct), one at a time
@@ -490,6 +493,7 @@ MASKS = [
     (D.S2AP_W, 0),  # make writable: only the read-only leaves change
     (0, D.VALID),
     (0, D.TYPE),
+    (0, D.VALID | D.TYPE),  # a run of low bits: blocks change as well as pages
     (1 << 55, D.AF),
 ]
 
@@ -546,3 +550,22 @@ def test_whole_tables_past_a_row_chunk():
     assert c.as_dict()["desc_writes"] == {"L3": 520 * 512}
     assert not (pgt.pool[ids] & np.uint64(D.S2AP_W)).any()
     assert int(pgt.pool[524, 0]) & D.S2AP_W  # the page after the range
+
+
+def test_whole_table_protect_in_a_fresh_thread():
+    """The row passes take per-thread scratch buffers: a thread that never used them (a
+    runner or Dask worker) gets its own on its first call, and they are reused after."""
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(G1, 2 * M2)
+    done = []
+
+    def run():
+        for k in range(2):
+            c = walk_bulk(pgt, G1 + k * M2, G1 + (k + 1) * M2, set_clear_visitor(0, D.S2AP_W)[1])
+            done.append(c.as_dict()["desc_writes"])
+        done.append(scratch((2, 3))[0] is scratch((2, 3))[0])
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert done == [{"L3": 512}, {"L3": 512}, True]

@@ -55,6 +55,7 @@ HERE = ROOT / "mutation"
 WORK = ROOT / "build" / "mutation"
 LINKED = ("engine", "app", "tests", "resources")
 GOAL = 0.90
+TIMEOUT_MULTIPLIER = 60.0  # mutmut's default 15 (see prepare)
 RECORD = "verdicts.json"  # the group's own record of verdicts (see the module docstring)
 KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}  # mutmut's codes: failed, error, timeout, crash
 
@@ -91,6 +92,10 @@ def prepare(name: str, group: dict) -> Path:
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
         'also_copy = ["resources"]',
+        # mutmut ends a mutant's tests after (estimate + 1) x multiplier x 2 CPU seconds, or
+        # half that in wall time; its default 15 let a loaded, niced run (20x slower by the
+        # wall clock) record tests that were still passing as timeouts, i.e. as kills
+        f"timeout_multiplier = {TIMEOUT_MULTIPLIER}",
         "",
         "[tool.pytest.ini_options]",
     ]

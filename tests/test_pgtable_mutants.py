@@ -368,6 +368,7 @@ def test_an_unaligned_range_across_a_mapping_chunk_is_mapped_whole():
     pages) is 509 pages in the first region and 3 in the second: 512 pages, all of them (the
     chunks used to step from the unaligned start, missing the second region entirely)."""
     pgt = PageTable(Geometry(4096, 32))
+    assert pgt.rmap is None  # the reverse map is the rmap strategy's, kept only on request
     pgt.map_range(3 * 4096, 2 << 20)
     level, _, desc = pgt.lookup(np.arange(0, 4 << 20, 4096))
     mapped = (level == 3) & ((desc & np.uint64(3)) == np.uint64(3))
@@ -569,3 +570,22 @@ def test_whole_table_protect_in_a_fresh_thread():
     worker.start()
     worker.join()
     assert done == [{"L3": 512}, {"L3": 512}, True]
+
+
+def test_reverse_map_after_splits_out_of_order_and_across_skipped_chunks():
+    """Blocks split in the order A, C, B (not IPA order): every page of the three regions maps
+    to its page entry in its new table (as a hardware walk finds it).  Then pages in 1 GiB
+    chunks 3 and 5 of the reverse map, none in 4, removed by one unmap: both gone."""
+    pgt = PageTable(Geometry(4096, 40), rmap=True)
+    ref = Ref(4096, 40, (1, 2))
+    pgt.map_range(G1, 3 * M2, backing=M2)
+    a, b, c = G1, G1 + M2, G1 + 2 * M2
+    pgt.split_blocks(pgt.lookup(np.array([a, c, b]))[1], 2)
+    ipas = np.arange(G1, G1 + 3 * M2, PG)
+    want = [walk_one(pgt, ref, int(x))[1] for x in ipas]
+    assert pgt.rmap_lookup(ipas >> 12).tolist() == want
+    pgt.map_range(3 * G1, PG)
+    pgt.map_range(5 * G1, PG)
+    assert (pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12) >= 0).all()
+    assert unmap_range(pgt, 3 * G1, 3 * G1) == 2
+    assert pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12).tolist() == [-1, -1]

@@ -228,10 +228,12 @@ def check(pgt: PageTable, ref: Ref, probes: np.ndarray) -> None:
     regions = np.unique(probes - probes % ref.size(2))
     by_region = {b: t for (lv, b), t in tables.items() if lv == 3}
     expect = [by_region.get(int(b), -1) for b in regions]
-    assert pgt.last_level_tables(regions).tolist() == expect
+    found = pgt.last_level_tables(regions)
+    assert found.dtype == np.int64 and found.tolist() == expect
     assert pgt.last_level_tables(regions[::-1]).tolist() == expect[::-1]
     for k in (0, len(regions) // 2, len(regions) - 1):
-        assert pgt.last_level_tables(regions[k : k + 1]).tolist() == [expect[k]]
+        one = pgt.last_level_tables(regions[k : k + 1])
+        assert one.dtype == np.int64 and one.tolist() == [expect[k]]
     # the reverse map: each page's leaf position, -1 where none
     if pgt.rmap is None:
         assert pgt.rmap_bytes() == 0
@@ -269,7 +271,8 @@ CASES = [
 def test_map_split_unmap_against_a_per_leaf_reference(granule, bits, rmap):
     geom = Geometry(granule, bits)
     ref = Ref(granule, bits, geom.block_levels)
-    pgt = PageTable(geom, rmap=rmap, capacity=1)
+    pgt = PageTable(geom, rmap=True, capacity=1) if rmap else PageTable(geom)
+    assert (pgt.rmap is None) == (not rmap)
     P, R = ref.size(3), ref.size(2)
     base = 3 * R
     if bits == 32:  # four concatenated roots of 1 GiB: cross from the first into the second
@@ -589,3 +592,22 @@ def test_reverse_map_after_splits_out_of_order_and_across_skipped_chunks():
     assert (pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12) >= 0).all()
     assert unmap_range(pgt, 3 * G1, 3 * G1) == 2
     assert pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12).tolist() == [-1, -1]
+
+
+def test_lookups_one_per_region_and_tables_out_of_order():
+    """5000 sorted IPAs, one per 2 MiB region (too few per region to group: walked one by
+    one), against a hardware walk each; two last-level tables allocated against IPA order
+    (the later region first) found for their regions; leaves carry the extra bits asked for
+    (DBM, as a logging memslot with hardware dirty state maps them)."""
+    pgt = PageTable(Geometry(4096, 40))
+    ref = Ref(4096, 40, (1, 2))
+    pgt.map_range(G1 + 3 * M2, PG, extra=D.DBM)
+    pgt.map_range(G1, PG, extra=D.DBM)
+    ipas = G1 - 100 * M2 + np.arange(5000, dtype=np.int64) * M2
+    level, pos, desc = pgt.lookup(ipas)
+    want = [walk_one(pgt, ref, int(x)) for x in ipas]
+    assert list(zip(level.tolist(), pos.tolist(), desc.tolist(), strict=True)) == want
+    found = pgt.last_level_tables(np.array([G1, G1 + 3 * M2, G1 + M2]))
+    assert found.tolist() == [4, 3, -1]  # ids: roots 0-1, the level-2 table 2, then 3, 4
+    got = pgt.lookup(np.array([G1, G1 + 3 * M2]))[2]
+    assert all(int(d) & D.DBM and int(d) & D.S2AP_W for d in got)

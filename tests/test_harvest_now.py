@@ -97,3 +97,33 @@ def test_export_bitmaps_writes_the_clear_calls(tmp_path):
     rounds = json.loads((out / "rounds.json").read_text())
     words = np.fromfile(out / rounds[0]["slots"]["0"]["file"], dtype="<u8")
     assert set(bitmap_pages(words).tolist()) == WANT[0]
+
+
+@pytest.mark.parametrize(
+    ("max_rounds", "timeout_s", "harvest_ms", "end_ms"),
+    [
+        # each harvest closes a round (dirty-sync-count + 1, from round 1): after the 2nd the
+        # round is 3, which is over max_rounds 2 and not over 3
+        (2, 1.0, [5, 10], 10),
+        (3, 1.0, [5, 10, 15], 15),
+        # the run stops in the first tick at or after timeout_s (1 ms ticks)
+        (100, 0.015, [5, 10, 15], 15),
+        (100, 0.0149, [5, 10, 15], 15),  # (the 15 ms tick harvests, then stops)
+        (100, 0.0151, [5, 10, 15], 16),
+    ],
+)
+def test_fixed_policy_stops_after_max_rounds_or_at_its_timeout(
+    tmp_path, max_rounds, timeout_s, harvest_ms, end_ms
+):
+    """Policy fixed stops when the round is over ``max_rounds`` or ``timeout_s`` has passed
+    (dirty_log_test's loop, bounded as a migration is), with outcome "harvest-only" and the
+    reason in the log, at that tick's time."""
+    data = _session(tmp_path, "bitmap")
+    data["migration"].update(max_rounds=max_rounds, timeout_s=timeout_s)
+    sim, result, _ = _harvests(tmp_path, data)
+    assert [h["t_ns"] / 1e6 for h in sim.harvests] == harvest_ms
+    assert result["outcome"] == "harvest-only" and sim.migration.phase == "done"
+    assert result["total_time_ms"] == end_ms and sim.migration.t_end_ns == end_ms * 1_000_000
+    reason = "fixed: harvested every 5 ms, no migration"
+    assert result["reason"] == reason
+    assert [m.split("] ", 1)[1] for m in sim.messages][-1] == reason

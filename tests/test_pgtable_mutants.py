@@ -17,6 +17,7 @@ lookups, ``last_level_tables``, the reverse map) is compared with the reference.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 
@@ -611,3 +612,22 @@ def test_lookups_one_per_region_and_tables_out_of_order():
     assert found.tolist() == [4, 3, -1]  # ids: roots 0-1, the level-2 table 2, then 3, 4
     got = pgt.lookup(np.array([G1, G1 + 3 * M2]))[2]
     assert all(int(d) & D.DBM and int(d) & D.S2AP_W for d in got)
+
+
+def test_a_copy_is_independent():
+    """``copy`` (a scratch table for running another strategy on the same input): after it,
+    an unmap in the copy and a map in the original each match their own reference, tables,
+    free list, parents, TLBI counts and reverse map included."""
+    geom = Geometry(4096, 40)
+    pgt, ref = PageTable(geom, rmap=True), Ref(4096, 40, geom.block_levels)
+    pgt.map_range(G1, 3 * M2, backing=M2)
+    ref.map(G1, 3 * M2, M2)
+    unmap_range(pgt, G1 + PG, PG)
+    ref.unmap(G1 + PG, PG)
+    other, ref2 = pgt.copy(), copy.deepcopy(ref)
+    assert unmap_range(other, G1, 2 * M2) == ref2.unmap(G1, 2 * M2)
+    pgt.map_range(G1 + 2 * M2 + PG, PG)
+    ref.map(G1 + 2 * M2 + PG, PG, PG)
+    probes = probes_for(ref, G1, 4)
+    check(pgt, ref, probes)
+    check(other, ref2, probes)

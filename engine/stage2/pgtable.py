@@ -596,4 +596,5 @@ class PageTable:
         other._free = list(self._free)
         other.tlbi = Counter(self.tlbi)
         other.rmap = None if self.rmap is None else {k: v.copy() for k, v in self.rmap.items()}
+        other._leaf_tables = self._leaf_tables.copy()
         return other

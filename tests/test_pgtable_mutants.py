@@ -596,14 +596,17 @@ def test_reverse_map_after_splits_out_of_order_and_across_skipped_chunks():
     assert pgt.rmap_lookup(np.array([4 * G1, 9 * G1]) >> 12).tolist() == [-1, -1]  # no chunk
 
 
-def test_an_unmap_at_the_top_of_the_ipa_space():
-    """[2^32 - 1 page, 2^32) inside the last 2 MiB block of a 32-bit space: the block is cut
-    at its start edge only (the end edge is the IPA limit, where no block can straddle)."""
+def test_unmaps_at_both_ends_of_the_ipa_space():
+    """[2^32 - 1 page, 2^32) inside the last 2 MiB block of a 32-bit space and [0, 1 page)
+    inside the first: each block is cut at its inner edge only (0 and the IPA limit are
+    aligned to every level: no block straddles them)."""
     pgt = PageTable(Geometry(4096, 32))
     top = 1 << 32
     pgt.map_range(top - M2, M2, backing=M2)
+    pgt.map_range(0, M2, backing=M2)
     assert unmap_range(pgt, top - PG, PG) == 1
-    assert pgt.summary()["leaves"] == {"L3_page": 511} and pgt.tlbi == Counter(ipa_is=1)
+    assert unmap_range(pgt, 0, PG) == 1
+    assert pgt.summary()["leaves"] == {"L3_page": 2 * 511} and pgt.tlbi == Counter(ipa_is=2)
 
 
 def test_lookups_one_per_region_and_tables_out_of_order():

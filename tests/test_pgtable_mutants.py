@@ -645,3 +645,15 @@ def test_a_copy_is_independent():
     probes = probes_for(ref, G1, 4)
     check(pgt, ref, probes)
     check(other, ref2, probes)
+
+
+def test_an_unmap_counts_a_block_above_a_freed_table():
+    """[1 GiB - 2 MiB, 2 GiB) holds a 2 MiB region of pages (its table freed at level 2) and a
+    1 GiB block (removed at level 1, first): 512 + 1 leaves; the emptied level-2 table goes
+    too (two range TLBIs), leaving the two roots."""
+    pgt = PageTable(Geometry(4096, 40))
+    pgt.map_range(G1 - M2, M2)
+    pgt.map_range(G1, G1, backing=G1)
+    assert unmap_range(pgt, G1 - M2, M2 + G1) == 513
+    assert pgt.summary() == {"tables_per_level": {"L1": 2}, "leaves": {}}
+    assert pgt.tlbi == Counter(range=2)

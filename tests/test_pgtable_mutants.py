@@ -555,6 +555,13 @@ def test_whole_tables_past_a_row_chunk():
     assert c.as_dict()["desc_writes"] == {"L3": 520 * 512}
     assert not (pgt.pool[ids] & np.uint64(D.S2AP_W)).any()
     assert int(pgt.pool[524, 0]) & D.S2AP_W  # the page after the range
+    # whole tables 3, 5 and 6 in two spans, 4 untouched (a gap in the run of ids)
+    pgt.map_range(2 * G1, 4 * M2)
+    spans = np.array([2 * G1, 2 * G1 + 2 * M2]), np.array([2 * G1 + M2, 2 * G1 + 4 * M2])
+    c = walk_bulk_spans(pgt, *spans, set_clear_visitor(0, D.S2AP_W)[1])
+    assert c.as_dict()["desc_writes"] == {"L3": 3 * 512}
+    assert not (pgt.pool[[3, 5, 6]] & np.uint64(D.S2AP_W)).any()
+    assert (pgt.pool[4] & np.uint64(D.S2AP_W)).all()
 
 
 def test_whole_table_protect_in_a_fresh_thread():
@@ -588,11 +595,18 @@ def test_reverse_map_after_splits_out_of_order_and_across_skipped_chunks():
     ipas = np.arange(G1, G1 + 3 * M2, PG)
     want = [walk_one(pgt, ref, int(x))[1] for x in ipas]
     assert pgt.rmap_lookup(ipas >> 12).tolist() == want
-    pgt.map_range(3 * G1, PG)
+    pgt.map_range(3 * G1 + PG, PG)
     pgt.map_range(5 * G1, PG)
-    assert (pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12) >= 0).all()
-    assert unmap_range(pgt, 3 * G1, 3 * G1) == 2
-    assert pgt.rmap_lookup(np.array([3 * G1, 5 * G1]) >> 12).tolist() == [-1, -1]
+    assert (pgt.rmap_lookup(np.array([3 * G1 + PG, 5 * G1]) >> 12) >= 0).all()
+    assert unmap_range(pgt, 3 * G1 + PG, 2 * G1) == 2  # both tables cut: one page batch
+    assert pgt.rmap_lookup(np.array([3 * G1 + PG, 5 * G1]) >> 12).tolist() == [-1, -1]
+    # three blocks across a chunk boundary, split in the order low, high, middle (chunks
+    # 7, 8, 7: the gfns are not grouped by chunk until sorted)
+    pgt.map_range(8 * G1 - 2 * M2, 3 * M2, backing=M2)
+    pgt.split_blocks(pgt.lookup(np.array([8 * G1 - 2 * M2, 8 * G1, 8 * G1 - M2]))[1], 2)
+    ipas = np.arange(8 * G1 - 2 * M2, 8 * G1 + M2, PG)
+    want = [walk_one(pgt, ref, int(x))[1] for x in ipas]
+    assert pgt.rmap_lookup(ipas >> 12).tolist() == want
     assert pgt.rmap_lookup(np.array([4 * G1, 9 * G1]) >> 12).tolist() == [-1, -1]  # no chunk
 
 

@@ -555,13 +555,17 @@ def test_whole_tables_past_a_row_chunk():
     assert c.as_dict()["desc_writes"] == {"L3": 520 * 512}
     assert not (pgt.pool[ids] & np.uint64(D.S2AP_W)).any()
     assert int(pgt.pool[524, 0]) & D.S2AP_W  # the page after the range
-    # whole tables 3, 5 and 6 in two spans, 4 untouched (a gap in the run of ids)
-    pgt.map_range(2 * G1, 4 * M2)
-    spans = np.array([2 * G1, 2 * G1 + 2 * M2]), np.array([2 * G1 + M2, 2 * G1 + 4 * M2])
-    c = walk_bulk_spans(pgt, *spans, set_clear_visitor(0, D.S2AP_W)[1])
-    assert c.as_dict()["desc_writes"] == {"L3": 3 * 512}
-    assert not (pgt.pool[[3, 5, 6]] & np.uint64(D.S2AP_W)).any()
-    assert (pgt.pool[4] & np.uint64(D.S2AP_W)).all()
+    # whole tables 3, 5 and 6, table 4 untouched (a gap in the run of ids), then the first
+    # 5 entries of table 7 and all but the first of table 8 (partial runs at either end)
+    pgt.map_range(2 * G1, 6 * M2)
+    starts = 2 * G1 + np.array([0, 2 * M2, 4 * M2, 5 * M2 + PG])
+    ends = 2 * G1 + np.array([M2, 4 * M2, 4 * M2 + 5 * PG, 6 * M2])
+    c = walk_bulk_spans(pgt, starts, ends, set_clear_visitor(0, D.S2AP_W)[1])
+    assert c.as_dict()["desc_writes"] == {"L3": 3 * 512 + 5 + 511}
+    w = (pgt.pool[3:9] & np.uint64(D.S2AP_W)) != 0
+    assert not w[[0, 2, 3]].any() and w[1].all()
+    assert np.flatnonzero(~w[4]).tolist() == [0, 1, 2, 3, 4]
+    assert np.flatnonzero(w[5]).tolist() == [0]
 
 
 def test_whole_table_protect_in_a_fresh_thread():

@@ -675,3 +675,14 @@ def test_an_unmap_counts_a_block_above_a_freed_table():
     assert unmap_range(pgt, G1 - M2, M2 + G1) == 513
     assert pgt.summary() == {"tables_per_level": {"L1": 2}, "leaves": {}}
     assert pgt.tlbi == Counter(range=2)
+
+
+def test_each_block_over_a_table_is_one_range_tlbi():
+    """Two 2 MiB blocks, each written over a table of pages (stage2_map_walk_leaf frees the
+    table: one TLBI by range each), in two calls: two range TLBIs, no by-IPA ones."""
+    pgt = PageTable(Geometry(4096, 40))
+    for k in range(2):
+        pgt.map_range(G1 + k * M2, PG)
+        pgt.map_range(G1 + k * M2, M2, backing=M2)
+    assert pgt.tlbi == Counter(range=2)
+    assert pgt.summary()["leaves"] == {"L2_block": 2}

@@ -213,32 +213,11 @@ class PageTable:
         return np.full(ipa.shape, 3, dtype=np.int8), pos, self.flat[pos]
 
     def last_level_tables(self, ipa: np.ndarray) -> np.ndarray:
-        """The last-level table under each level-2 region start, in any order (-1: none).
-
-        Many regions are matched against the IPA recorded for every live last-level table
-        (a few array passes); a few are walked.
-        """
-        if self.geom.start_level < 3:  # the region map holds them
-            hit, pos = self._mapped_leaves(ipa)
-            return np.where(hit, pos >> self.geom.bits_per_level, -1)
-        tables = self.live_tables(3)
-        if ipa.size * 8 < tables.size:
-            level, pos, _ = self.lookup(ipa)
-            return np.where(level == 3, pos // self.E, -1)
-        start = self.table_ipa[tables]
-        if tables.size > 1 and not bool((start[1:] > start[:-1]).all()):
-            order = np.argsort(start)
-            tables, start = tables[order], start[order]
-        if not tables.size:
-            return np.full(ipa.shape, -1, dtype=np.int64)
-        # tables are mostly one per region from the first on: guess the index, then search
-        # only where the guess is not the region (a ring reset's queries come in any order)
-        k = (ipa - start[0]) >> self.geom.level_shift(2)
-        np.minimum(np.maximum(k, 0, out=k), tables.size - 1, out=k)  # (np.clip's wrapper: 2x)
-        miss = start[k] != ipa
-        if miss.any():
-            k[miss] = np.minimum(np.searchsorted(start, ipa[miss]), tables.size - 1)
-        return np.where(start[k] == ipa, tables[k], -1)
+        """The last-level table under each level-2 region start, in any order (-1: none),
+        from the region map (KVM's stage 2 has at least two levels, so level 2 exists:
+        ``Geometry.levels``)."""
+        hit, pos = self._mapped_leaves(ipa)
+        return np.where(hit, pos >> self.geom.bits_per_level, -1)
 
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:
         """IPA where the region mapped by the entry at flat position ``pos`` starts."""
@@ -257,7 +236,7 @@ class PageTable:
     def _note_leaf_tables(self, tables: np.ndarray) -> None:
         """Record newly linked last-level tables under their level-2 regions."""
         tables = tables[self.table_level[tables] == 3]
-        if not tables.size or self.geom.start_level == 3:
+        if not tables.size:
             return
         region = self.table_ipa[tables] >> self.geom.level_shift(2)
         top = int(region.max()) + 1

@@ -2,11 +2,17 @@
 pass showed untested (each mutant replayed by hand against these tests).  Expected values are
 worked out by hand from the trace and QEMU's migration/ram.c rules, never read back."""
 
+import json
+from pathlib import Path
+
+from test_migration import run, session
+
 from engine.kvm.dirtylog import bitmap_pages
 from engine.migration.simulation import Simulation
 
 BASE = 0x4000_0000
 NPAGES = 256
+CASES = Path(__file__).parent / "cases" / "fidelity"
 
 
 def _fixed(tmp_path, mode, rows, slots=None, every=5, timeout_s=0.012):
@@ -61,3 +67,51 @@ def test_a_fixed_harvest_in_manual_clear_skips_a_slot_without_logging(tmp_path):
     got = [(c["slot"], c["first_page"], c["mask"]) for c in sim.migration.clears]
     assert [set(bitmap_pages(h["slots"][0]).tolist()) for h in sim.harvests] == [{3}, set()]
     assert got == [(0, 0, [hex(1 << 3)])]
+
+
+def _xen_r12(tmp_path, rows):
+    """r12's guest (16 MiB at 32 MiB/s, Xen today) with the trace ``rows`` (t_ns, page)."""
+    trace = tmp_path / "w.csv"
+    trace.write_text("t_ns,ipa\n" + "".join(f"{t},{BASE + p * 4096}\n" for t, p in rows))
+    data = json.loads((CASES / "r12_xen_fewer_than_50.json").read_text())
+    data["workloads"][0]["path"] = str(trace)
+    return Simulation.from_dict(data, tmp_path)
+
+
+def test_xen_a_clean_finding_nothing_suspends_at_once(tmp_path):
+    """xg_sr_save.c send_memory_live (Xen 4.20): after pass 1 the CLEAN finds 0 dirty pages,
+    simple_precopy_policy says stop, and with dirty_count 0 no batch is sent: the loop breaks
+    and suspend_and_send_dirty follows in the same instant.  The only write (page 5 at 10 s)
+    comes after the migration is over, so nothing is dirty after pass 1.  The CLEAN opens
+    round 2, which has nothing to send and closes in that same instant (no tick later), and
+    the stop-and-copy round starts then."""
+    sim = _xen_r12(tmp_path, [(10_000_000_000, 5)])
+    result = sim.run()
+    rounds = result["rounds"]
+    assert [r["pages_sent"] for r in rounds] == [4096, 0, 0]
+    assert [bool(r.get("stop_and_copy")) for r in rounds] == [False, False, True]
+    t = rounds[0]["t_end_ns"]
+    assert rounds[1]["t_start_ns"] == rounds[1]["t_end_ns"] == rounds[2]["t_start_ns"] == t
+    assert result["reason"] == "xen: 0 pages dirty, fewer than 50: sent live, then suspend"
+
+
+def test_xen_reason_for_fewer_than_50(tmp_path):
+    """r12's reason, word for word (simple_precopy_policy's stop on ``dirty_count < 50``)."""
+    sim = Simulation.from_file(CASES / "r12_xen_fewer_than_50.json")
+    result = sim.run()
+    assert result["reason"] == "xen: 40 pages dirty, fewer than 50: sent live, then suspend"
+
+
+def test_cancel_closes_the_round_at_its_time_and_says_so(tmp_path):
+    """A cancel event at 200 ms (QEMU, 64 MiB at 32 MiB/s: still in round 1): the round open
+    then closes at 200 ms, logging goes off with the slot otherwise unchanged, and the log
+    says why and what happens next."""
+    data = session(events=[{"t_ms": 200, "action": "cancel"}])
+    data["memslots"][0]["name"] = "ram"
+    sim, result = run(data)
+    assert result["outcome"] == "cancelled"
+    assert [r["t_end_ns"] for r in result["rounds"]] == [200_000_000]
+    s = sim.vm.slots[0].slot
+    assert (s.flags, s.name, s.backing) == (0, "ram", 2 << 20)
+    msg = "migration cancelled (cancel event at 200 ms); logging off, the guest goes on"
+    assert msg in [m.split("] ", 1)[1] for m in sim.messages]

@@ -401,3 +401,14 @@ def test_one_writers_grouping_at_the_32_bit_offset_boundary(span):
     got = _Pages.group(gfn, np.zeros(3, np.int64), np.ones(3, bool), np.zeros(3, np.int64), False)
     assert got.gfn.tolist() == [lo, lo + span] and got.writes.tolist() == [2, 1]
     assert got.t_first.tolist() == [0, 1]
+
+
+def test_a_write_to_a_writable_page_pushes_nothing_and_does_not_fill_the_ring():
+    """Ring mode, one entry of room: vCPU 0 writes page 2, writable since an earlier batch
+    (no fault, no entry), then page 3, write-protected: its push fills the ring, so its
+    store waits (deferred [1]); page 2's store happens (version 2: the earlier write and
+    this one)."""
+    got = _check("ring", 1, [2], [SOFT - 1], [(0, 2, True), (0, 3, True)])
+    assert got["deferred"] == [1] and got["ring_full"] == {0}
+    assert got["rings"] == [[(0, 3)]] and got["faults"] == [1]
+    assert got["versions"][2:4] == [2, 0]

@@ -5,9 +5,11 @@ worked out by hand from the trace and QEMU's migration/ram.c rules, never read b
 import json
 from pathlib import Path
 
+import numpy as np
 from test_migration import run, session
 
 from engine.kvm.dirtylog import bitmap_pages
+from engine.migration import deferred as DF
 from engine.migration.simulation import Simulation
 
 BASE = 0x4000_0000
@@ -115,3 +117,53 @@ def test_cancel_closes_the_round_at_its_time_and_says_so(tmp_path):
     assert (s.flags, s.name, s.backing) == (0, "ram", 2 << 20)
     msg = "migration cancelled (cancel event at 200 ms); logging off, the guest goes on"
     assert msg in [m.split("] ", 1)[1] for m in sim.messages]
+
+
+def _ranks_by_hand(pages, snapshots, chunk):
+    """Plain reference: walk the sends in order; the first send of each (slot, chunk) whose
+    snapshot words hold a bit is where a sender CLEARs (migration_clear_memory_region_dirty_
+    bitmap, QEMU 10.1: once per chunk, only bits the last GET reported)."""
+    out, seen, rank = [], set(), 0
+    for sid, p in pages:
+        snap = snapshots.get(sid)
+        for page in p.tolist():
+            key = (sid, page // chunk)
+            if snap is not None and key not in seen:
+                seen.add(key)
+                w = snap[key[1] * chunk // 64 : (key[1] + 1) * chunk // 64]
+                if any(int(x) for x in w):
+                    out.append(rank)
+            rank += 1
+    return out
+
+
+def test_clear_ranks_against_a_plain_reference():
+    """Chunks of 64 pages.  Slot 0's snapshot has bit 0 only in word 0 (a word of value 1),
+    nothing in word 1, bits in words 2 and 3; slot 1 has no snapshot (its GET was freed); slot
+    2's snapshot holds every bit.  Slot 0 comes twice, chunk 0 also in a later run."""
+    s0 = np.array([1, 0, 1 << 63, 5], np.uint64)
+    snaps = {0: s0, 1: None, 2: np.full(2, 2**64 - 1, np.uint64)}
+    pages = [
+        (0, np.array([0, 3, 70, 130, 2], np.int64)),  # ranks 0-4: chunk 0 at 0, 2 at 3
+        (1, np.array([0, 64], np.int64)),  # ranks 5-6: no snapshot, never a CLEAR
+        (0, np.array([200, 1, 129], np.int64)),  # ranks 7-9: chunk 3 at 7; 0 and 2 done
+        (2, np.array([65, 64, 0], np.int64)),  # ranks 10-12: chunk 1 at 10, chunk 0 at 12
+    ]
+    want = [0, 3, 7, 10, 12]
+    assert _ranks_by_hand(pages, snaps, 64) == want
+    got = DF.clear_ranks(pages, snaps, 64)
+    assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_clear_ranks_of_nothing_is_an_empty_int64_array():
+    """No snapshot bits anywhere (and a slot with no pages): no CLEAR at all."""
+    snaps = {0: np.zeros(2, np.uint64)}
+    for pages in ([(0, np.array([0, 64], np.int64))], [(0, np.zeros(0, np.int64))], []):
+        got = DF.clear_ranks(pages, snaps, 64)
+        assert got.dtype == np.int64 and got.size == 0
+
+
+def test_chunks_with_bits_of_no_chunks_is_an_empty_bool_array():
+    """The helper's empty case (a batch that sends nothing of a slot): no chunk, no answer."""
+    got = DF._chunks_with_bits(np.ones(4, np.uint64), np.zeros(0, np.int64), 64)
+    assert got.dtype == bool and got.shape == (0,)

@@ -2,6 +2,7 @@
 pass showed untested (each mutant replayed by hand against these tests).  Expected values are
 worked out by hand from the trace and QEMU's migration/ram.c rules, never read back."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from test_migration import run, session
 
 from engine.kvm.dirtylog import bitmap_pages
 from engine.migration import deferred as DF
+from engine.migration import precopy as P
 from engine.migration.simulation import Simulation
 
 BASE = 0x4000_0000
@@ -167,3 +169,23 @@ def test_chunks_with_bits_of_no_chunks_is_an_empty_bool_array():
     """The helper's empty case (a batch that sends nothing of a slot): no chunk, no answer."""
     got = DF._chunks_with_bits(np.ones(4, np.uint64), np.zeros(0, np.int64), 64)
     assert got.dtype == bool and got.shape == (0,)
+
+
+def test_without_measured_drops_only_the_measured_times_and_leaves_its_input():
+    """Measured keys may be missing (a round without a walk's timing or strategy counts, a
+    result without rounds); everything else stays, and the run's own result is untouched."""
+    result = {
+        "outcome": "converged",
+        "rounds": [
+            {"round": 1, "walk_wall_us": 7.5, "strategy_counts": {"range": {"n": 2, "wall_us": 3}}},
+            {"round": 2, "walk_cpu_us": 1.0},
+        ],
+    }
+    before = copy.deepcopy(result)
+    want = {
+        "outcome": "converged",
+        "rounds": [{"round": 1, "strategy_counts": {"range": {"n": 2}}}, {"round": 2}],
+    }
+    assert P.without_measured(result) == want
+    assert result == before
+    assert P.without_measured({"outcome": "none"}) == {"outcome": "none"}

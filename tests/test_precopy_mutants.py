@@ -189,3 +189,20 @@ def test_without_measured_drops_only_the_measured_times_and_leaves_its_input():
     assert P.without_measured(result) == want
     assert result == before
     assert P.without_measured({"outcome": "none"}) == {"outcome": "none"}
+
+
+def test_giving_up_and_throttling_are_logged():
+    """A guest dirtying 60,000 pages/s against a 32 MB/s link never converges; auto-converge's
+    first step is cpu-throttle-initial (20 %), and at max_rounds the migration gives up."""
+    data = session(
+        workloads=[
+            {"name": "u", "kind": "sequential", "vcpu": 0, "slot": 0, "rate": "60000 pages/s"}
+        ],
+        migration={"max_rounds": 4, "auto_converge": True},
+    )
+    sim, result = run(data)
+    said = [m.split("] ", 1)[1] for m in sim.messages]
+    assert "auto-converge: vCPUs throttled to 20 %" in said
+    reason = "not converged after 4 rounds (max_rounds)"
+    assert result["reason"] == reason
+    assert f"migration {reason}; the guest keeps running on the source" in said

@@ -383,13 +383,14 @@ class VM:
         ipa = pages.gfn << self.page_shift  # (distinct, ascending)
         level, pos, desc = probe.level, probe.pos, probe.desc
         valid = D.is_valid(desc)
+        split = 0  # blocks split by a write
         # a write to a write-protected block while logging: break it, pages fault in lazily
         blocks = level < 3  # (tested first: a batch of pages has no block, and is done)
         if blocks.any():
             blocks &= pages.written & logging & valid & ~D.is_writable(desc)
         if blocks.any():
             early = self._read_through_blocks(gfn, pages, blocks, pos, level)
-            self._split_for_write(pos[blocks], level[blocks])
+            split = self._split_for_write(pos[blocks], level[blocks])
             if early.any():  # those reads happened before the split: they leave no trace
                 keep = ~early
                 gfn, vcpu, write, sidx = gfn[keep], vcpu[keep], write[keep], sidx[keep]
@@ -410,10 +411,15 @@ class VM:
             # vma_pagesize > fault_granule → kvm_pgtable_stage2_map); it is handled as the
             # translation faults are, and the rest is looked up again after the collapse
             handled = ~valid | refault
-            self._translation_faults(pages, handled, logging, slots, res)
+            self._translation_faults(pages, handled, logging, slots, res, refault)
             level, pos, desc = self.pgt.lookup(ipa, ascending=True)
             valid = D.is_valid(desc) & ~handled
             self._permission_faults(pages, valid, level, pos, desc, logging, res, False)
+        if split:  # each block's splitting write faulted on a valid read-only leaf: a
+            # permission fault (ESR FSC_PERM), counted above with the block's pages that
+            # fault on the empty table the split left (translation faults)
+            self.stats["translation_faults"] -= split
+            self.stats["permission_faults"] += split
         if self._ring_marks:  # pushed in the order of the writes, whichever fault they took
             self._push_rings(pages, np.concatenate(self._ring_marks), slots)
 
@@ -475,15 +481,24 @@ class VM:
             where = pages.gfn[sel] - slot.base_gfn
             version[where] += pages.writes[sel].astype(version.dtype)  # wraps as += does
 
-    def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> None:
-        """user_mem_abort on a write to a read-only block: BBM, install an empty table."""
+    def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> int:
+        """user_mem_abort on a write to a read-only block while logging (a permission fault;
+        force_pte maps one page): BBM, install an empty table.  Returns the blocks split."""
+        split = 0
         for lv in unique_fast(levels):
             at = unique_fast(pos[levels == lv])
             self.pgt.split_blocks(at, int(lv), populate=False)
-            self.stats["block_splits"] += int(at.size)
+            split += int(at.size)
+        self.stats["block_splits"] += split
+        return split
 
-    def _translation_faults(self, pages, missing, logging, slots, res: AccessResult) -> None:
-        """Map what faulted: pages (RO on reads) while logging, blocks where allowed if not."""
+    def _translation_faults(
+        self, pages, missing, logging, slots, res: AccessResult, refault=None
+    ) -> None:
+        """Map what faulted: pages (RO on reads) while logging, blocks where allowed if not.
+        ``refault``: pages among ``missing`` whose write found a valid read-only leaf and
+        maps a block again; their exits are permission faults (ESR FSC_PERM), not
+        translation faults, though they are handled here."""
         if not missing.any():
             return
         idx = np.flatnonzero(missing)
@@ -500,8 +515,9 @@ class VM:
         faulting = np.concatenate([idx[log], self._map_unlogged(pages, idx[~log], slots)])
         self._count_faults(pages.vcpu_first[faulting], res)
         self._count_faults(pages.vcpu_write[read_then_write], res)
-        self.stats["translation_faults"] += int(faulting.size)
-        self.stats["permission_faults"] += int(read_then_write.size)
+        perm = 0 if refault is None else int(refault[faulting].sum())
+        self.stats["translation_faults"] += int(faulting.size) - perm
+        self.stats["permission_faults"] += int(read_then_write.size) + perm
         self.pgt.tlbi["ipa"] += int(read_then_write.size)
         dirty = idx[log & pages.written[idx]]
         self._mark_dirty(pages, dirty, slots, res)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from test_migration import run, session
+from test_migration import ZERO_COSTS, run, session
 
 from engine.kvm.dirtylog import bitmap_pages
 from engine.migration import deferred as DF
@@ -206,3 +206,18 @@ def test_giving_up_and_throttling_are_logged():
     reason = "not converged after 4 rounds (max_rounds)"
     assert result["reason"] == reason
     assert f"migration {reason}; the guest keeps running on the source" in said
+
+
+def test_throttle_timer_never_syncs_in_the_first_round():
+    """QEMU 10.1 cpu_throttle_dirty_sync_timer_tick: ``if (sync_cnt <= 1) goto end`` (the first
+    iteration copies all memory anyway).  64 MiB at 4 MiB/s: round 1 would take 16 s, so the
+    5 s and 10 s ticks both fall in it and neither syncs; the run ends at its 12 s timeout
+    with round 1 still open (one round, ending at 12 s)."""
+    data = session(
+        costs=ZERO_COSTS,
+        tick_ms=5,
+        workloads=[{"name": "u", "kind": "uniform", "vcpu": 0, "slot": 0, "rate": 4000}],
+        migration={"bandwidth": "4MiB/s", "auto_converge": True, "qemu": "10.1", "timeout_s": 12},
+    )
+    _, result = run(data)
+    assert [r["t_end_ns"] for r in result["rounds"]] == [12_000_000_000]

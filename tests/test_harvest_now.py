@@ -127,3 +127,16 @@ def test_fixed_policy_stops_after_max_rounds_or_at_its_timeout(
     reason = "fixed: harvested every 5 ms, no migration"
     assert result["reason"] == reason
     assert [m.split("] ", 1)[1] for m in sim.messages][-1] == reason
+
+
+def test_fixed_policy_timeout_counts_from_the_migration_start(tmp_path):
+    """start_ms 20: harvests every 5 ms from the start (25, 30, 35 ms; the trace's writes all
+    come before it, while logging is still off — it starts with the migration — so none is
+    reported), and timeout_s 0.015 ends it 15 ms after the start, at 35 ms, not 15 ms after
+    time 0."""
+    data = _session(tmp_path, "bitmap")
+    data["migration"].update(start_ms=20, timeout_s=0.015)
+    sim, result, got = _harvests(tmp_path, data)
+    assert [h["t_ns"] / 1e6 for h in sim.harvests] == [25, 30, 35]
+    assert got == [set(), set(), set()]
+    assert sim.migration.t_end_ns == 35_000_000

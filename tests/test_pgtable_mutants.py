@@ -221,6 +221,7 @@ def check(pgt: PageTable, ref: Ref, probes: np.ndarray) -> None:
     want = np.array([walk_one(pgt, ref, int(a)) for a in probes], dtype=object)
     for order in (slice(None), slice(None, None, -1)):
         level, pos, desc = pgt.lookup(probes[order])
+        assert (level.dtype, pos.dtype, desc.dtype) == (np.int8, np.int64, np.uint64)
         assert level.tolist() == [int(x) for x in want[order, 0]]
         assert pos.tolist() == [int(x) for x in want[order, 1]]
         assert desc.tolist() == [int(x) for x in want[order, 2]]
@@ -644,6 +645,21 @@ def test_lookups_one_per_region_and_tables_out_of_order():
     assert found.tolist() == [4, 3, -1]  # ids: roots 0-1, the level-2 table 2, then 3, 4
     got = pgt.lookup(np.array([G1, G1 + 3 * M2]))[2]
     assert all(int(d) & D.DBM and int(d) & D.S2AP_W for d in got)
+
+
+def test_a_walk_that_ends_at_different_levels_keeps_each_ipa_its_own_path():
+    """4K/48 (level-0 start): in one lookup, an IPA whose level-0 entry is invalid (600 GiB:
+    the second 512 GiB region, never mapped) before an IPA in a 2 MiB block. The first walk
+    stops at level 0 (position 1 of the root, descriptor 0); the second goes through the
+    level-0 and level-1 tables to the block's level-2 entry (index 1 of its table). Levels are
+    int8 on every path: this one walks, the others read the region map."""
+    pgt = PageTable(Geometry(4096, 48))
+    pgt.map_range(G1 + M2, M2, backing=M2)
+    level, pos, desc = pgt.lookup(np.array([600 * G1, G1 + M2 + 5 * PG]))
+    assert level.dtype == np.int8 and level.tolist() == [0, 2]
+    assert pos[0] == 1 and desc[0] == 0
+    assert pos[1] % 512 == 1 and bool(D.is_leaf(desc[1:], 2)[0])
+    assert int(desc[1]) & ((1 << 48) - 1) & ~0xFFF == G1 + M2 + HOST_OFFSET  # the block's PA
 
 
 def test_a_copy_is_independent():

@@ -130,7 +130,9 @@ class PageTable:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Walk each IPA: the level where the walk stopped, the flat position and descriptor.
 
-        The descriptor is a leaf (page or block) or invalid (the level that faults).
+        Returns three arrays of ``ipa``'s shape: level (int8, 0-3), flat position in the
+        table pool (int64) and descriptor (uint64). The descriptor is a leaf (page or block)
+        or invalid (the level that faults).
         ``ascending``: the caller knows the IPAs are sorted (not checked again).
         """
         ipa = np.atleast_1d(np.asarray(ipa, dtype=np.int64))
@@ -178,39 +180,18 @@ class PageTable:
         return level, pos, desc
 
     def _lookup_grouped(self, ipa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sorted IPAs: walk the upper levels once per last-level table region, then read
-        every leaf with one gather (IPAs of a region share their path down to it)."""
+        """Sorted IPAs: walk once per level-2 region and repeat the result over its IPAs.
+
+        Only regions without a last-level table are walked (``lookup`` reads the others from
+        the region map, which holds every last-level table), so each walk stops at level 2 or
+        above, on a block or an invalid entry, and every IPA of a region shares it."""
         region = ipa >> self.geom.level_shift(2)
         starts = np.flatnonzero(first_of_runs(region))
         if starts.size * 4 > ipa.size:  # too few IPAs per region to be worth grouping
             return self._lookup_direct(ipa)
-        lv_u, pos_u, desc_u = self._lookup_direct(ipa[starts])
         counts = np.diff(np.append(starts, ipa.size))
-        if bool(np.all(lv_u == 3)):  # every region has a last-level table: no per-IPA masks
-            return self._lookup_last_level(ipa, region[starts], pos_u, counts)
-        level, pos, desc = (
-            np.repeat(lv_u, counts),
-            np.repeat(pos_u, counts),
-            np.repeat(desc_u, counts),
-        )
-        leaf = level == 3
-        if leaf.any():
-            table = pos[leaf] // self.E
-            pos[leaf] = table * self.E + self.entry_index(ipa[leaf], 3)
-            desc[leaf] = self.flat[pos[leaf]]
-        return level, pos, desc
-
-    def _lookup_last_level(
-        self, ipa: np.ndarray, region: np.ndarray, pos_u: np.ndarray, counts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``_lookup_grouped`` when every region's walk reached its last-level table: each
-        IPA's position is its table's row plus its index there, i.e. ``ipa >> shift(3)`` plus
-        a per-region offset (``table × E − region × E``), one repeat and one add."""
-        bits = self.geom.bits_per_level
-        offset = ((pos_u >> bits) - region) << bits  # (table − region) × E
-        pos = np.repeat(offset, counts)
-        pos += ipa >> self.geom.level_shift(3)
-        return np.full(ipa.shape, 3, dtype=np.int8), pos, self.flat[pos]
+        level, pos, desc = self._lookup_direct(ipa[starts])
+        return np.repeat(level, counts), np.repeat(pos, counts), np.repeat(desc, counts)
 
     def last_level_tables(self, ipa: np.ndarray) -> np.ndarray:
         """The last-level table under each level-2 region start, in any order (-1: none),

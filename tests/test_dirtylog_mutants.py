@@ -1,0 +1,396 @@
+"""``engine/kvm/dirtylog.py`` against what mutation testing found unpinned: KVM_GET_DIRTY_LOG's
+swap, copy, flush and counts, the bitmap's byte order, the ring reset's slot rules, enable's
+protection and split, and the cost record of each operation.
+
+Expected values by hand from the kernel (v6.17): virt/kvm/kvm_main.c
+``kvm_get_dirty_log_protect`` (each non-zero word swapped with zero, the swapped masks
+re-protected, one ``kvm_flush_remote_tlbs_memslot`` when any word was non-zero; with manual
+protect the bitmap is copied as it is), ``kvm_clear_dirty_log_protect``, virt/kvm/dirty_ring.c
+``kvm_dirty_ring_reset`` / ``kvm_reset_dirty_gfn``, arch/arm64/kvm/mmu.c
+``kvm_mmu_wp_memory_region`` / ``kvm_mmu_split_memory_region``; or counted page by page.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.kvm import dirtylog as DL
+from engine.kvm.vm import VM, Tracking, slot_flags
+from engine.stage2 import descriptor as D
+from engine.stage2.geometry import Geometry
+
+G = Geometry(4096, 40)
+BASE = 1 << 30
+BGFN = BASE >> 12
+
+
+def _vm(mode="bitmap", strategy="range", npages=200, backing=4096, **kw):
+    """One logging slot of ``npages`` 4 KiB pages at 1 GiB, populated, every page written
+    once after logging started (so every bit is set) unless ``write`` is False."""
+    write = kw.pop("write", True)
+    vm = VM(G, Tracking(mode, strategy, **kw), nr_vcpus=1)
+    vm.set_memslot(0, BASE, npages * 4096, 0, backing, populate=True)
+    vm.set_memslot(0, BASE, npages * 4096, slot_flags(log_dirty=True), backing)
+    if write:
+        _write(vm, range(npages))
+    return vm
+
+
+def _write(vm, pages):
+    g = BGFN + np.asarray(list(pages), np.int64)
+    vm.access(g, np.zeros(g.size, np.int64), np.ones(g.size, bool))
+
+
+def _writable(vm, npages) -> list[bool]:
+    """Whether each page of the slot is mapped writable now (a lookup per page)."""
+    ipa = (BGFN + np.arange(npages, dtype=np.int64)) << 12
+    level, _, desc = vm.pgt.lookup(ipa)
+    return D.is_writable(desc).tolist()
+
+
+# -- the bitmap's layout ----------------------------------------------------------------------
+
+
+def test_bitmap_pages_reads_word_values_whatever_their_byte_order():
+    """Bit i of word w is page 64 w + i (set_bit_le): the words' values count, not how the
+    array stores them, so a big-endian array of 1 and 2**63 + 4 gives pages 0, 66 and 127."""
+    words = np.array([1, 2**63 + 4], dtype=">u8")
+    assert DL.bitmap_pages(words).tolist() == [0, 66, 127]
+
+
+# -- KVM_GET_DIRTY_LOG ---------------------------------------------------------------------------
+
+
+def _bitmap_vm(mode="bitmap", **kw):
+    """200 pages (4 words, the last holding pages 192..199), pages 0, 5, 64 and 199 written
+    after logging started: only they are dirty and writable."""
+    vm = _vm(mode, write=False, **kw)
+    _write(vm, [0, 5, 64, 199])
+    return vm
+
+
+DIRTY = [0, 5, 64, 199]
+WORDS = [1 | 1 << 5, 1, 0, 1 << 7]  # page 199 is bit 199 - 192 = 7 of word 3
+
+
+def test_get_swaps_the_words_with_zero_protects_them_and_flushes_once():
+    """kvm_get_dirty_log_protect without manual protect: the words as they were (4 words
+    for 200 pages: n / sizeof(long)), the bitmap zero after, the 4 pages write-protected
+    again, one kvm_flush_remote_tlbs_memslot (a range TLBI)."""
+    vm = _bitmap_vm()
+    st = vm.slots[0]
+    assert [p for p, w in enumerate(_writable(vm, 200)) if w] == DIRTY
+    flushes = vm.pgt.tlbi["range"]
+    words, op = DL.get_dirty_log(vm, 0)
+    assert words.dtype == np.uint64 and words.tolist() == WORDS
+    assert st.bitmap.tolist() == [0, 0, 0, 0]
+    assert not any(_writable(vm, 200))
+    assert vm.pgt.tlbi["range"] - flushes == 1 and op.tlbi == {"range": 1}
+    assert (op.name, op.words, op.pages) == ("get", 4, 4)
+    assert op.counters.total_writes() == 4  # one descriptor write per protected page
+    assert list(op.strategies) == ["range"] and op.strategies["range"].pages == 4
+    assert vm.op_log[-1] is op
+
+
+def test_a_get_with_nothing_dirty_returns_zeros_and_does_not_flush():
+    """flush stays false when every word is zero: no TLBI, no descriptor touched; the
+    returned words are zero and not the bitmap itself."""
+    vm = _bitmap_vm()
+    DL.get_dirty_log(vm, 0)
+    flushes = vm.pgt.tlbi["range"]
+    words, op = DL.get_dirty_log(vm, 0)
+    assert words.tolist() == [0, 0, 0, 0] and words is not vm.slots[0].bitmap
+    assert vm.pgt.tlbi["range"] == flushes and not op.tlbi
+    assert (op.words, op.pages, op.counters.total_writes(), op.strategies) == (4, 0, 0, {})
+
+
+def test_the_words_returned_are_a_copy_of_what_the_bitmap_held():
+    """Bits set after a GET (a later write) appear in the bitmap, not in the words the GET
+    returned; changing the returned words leaves the bitmap alone."""
+    vm = _bitmap_vm()
+    words, _ = DL.get_dirty_log(vm, 0)
+    _write(vm, [1])
+    assert words.tolist() == WORDS
+    assert vm.slots[0].bitmap.tolist() == [2, 0, 0, 0]
+    words[:] = 0
+    assert vm.slots[0].bitmap.tolist() == [2, 0, 0, 0]
+
+
+def test_manual_protect_get_copies_the_bitmap_and_protects_nothing():
+    """With KVM_DIRTY_LOG_MANUAL_PROTECT the GET returns the bitmap itself (copied out):
+    the bits stay set, the dirty pages stay writable, no flush; a write after the GET sets
+    a bit in the bitmap only."""
+    vm = _bitmap_vm("manual-clear")
+    st = vm.slots[0]
+    flushes = vm.pgt.tlbi["range"]
+    words, op = DL.get_dirty_log(vm, 0)
+    assert words.tolist() == WORDS and st.bitmap.tolist() == WORDS
+    assert [p for p, w in enumerate(_writable(vm, 200)) if w] == DIRTY
+    assert vm.pgt.tlbi["range"] == flushes and not op.tlbi
+    assert (op.words, op.pages, op.counters.total_writes()) == (4, 0, 0)
+    _write(vm, [1])
+    assert words.tolist() == WORDS and st.bitmap[0] == 1 | 2 | 1 << 5
+
+
+def test_a_dbm_get_is_the_scan_s_clean_and_flush_only():
+    """DBM: the hardware set W on the first write to each page; GET scans (clears W of the
+    dirty pages, one flush) and then only swaps the words: no second protection, no second
+    flush.  4 pages dirty: the scan writes 4 descriptors, the GET none."""
+    vm = _bitmap_vm("dbm")
+    flushes = vm.pgt.tlbi["range"]
+    n = len(vm.op_log)
+    words, op = DL.get_dirty_log(vm, 0)
+    assert words.tolist() == WORDS and vm.slots[0].bitmap.tolist() == [0, 0, 0, 0]
+    assert not any(_writable(vm, 200))
+    scan = vm.op_log[n]
+    assert scan.name == "dbm-scan" and scan.pages == 4 and scan.counters.total_writes() == 4
+    assert vm.op_log[n + 1] is op and len(vm.op_log) == n + 2
+    assert vm.pgt.tlbi["range"] - flushes == 1 and not op.tlbi
+    assert (op.words, op.pages, op.counters.total_writes(), op.strategies) == (4, 4, 0, {})
+
+
+def test_a_get_is_logged_with_the_words_it_returned_and_its_modelled_cost():
+    """A replay's record: GetLog(slot, a read-only copy of the words, model_ns).  The range
+    strategy on 4 pages of one last-level table: model_ns is the op's own cost model sum."""
+    vm = _bitmap_vm()
+    vm.oplog = []
+    words, op = DL.get_dirty_log(vm, 0)
+    (rec,) = vm.oplog
+    assert rec.slot == 0 and rec.bitmap.tolist() == WORDS and not rec.bitmap.flags.writeable
+    c = vm.costs
+    by_hand = (
+        op.counters.total_reads() * c.desc_read
+        + op.counters.total_writes() * c.desc_write
+        + 4 * c.bitmap_word
+        + c.tlbi_range
+    )
+    assert rec.model_ns == pytest.approx(by_hand) and rec.model_ns > 0
+
+
+@pytest.mark.parametrize(("slot", "errno"), [(-1, "EINVAL"), (32767, "EINVAL"), (1, "ENOENT")])
+def test_get_on_a_slot_id_out_of_range_or_missing(slot, errno):
+    """id >= KVM_USER_MEM_SLOTS (32767 on arm64) is EINVAL; a free id below it ENOENT;
+    the sentence names the ioctl and the slot."""
+    vm = _bitmap_vm()
+    with pytest.raises(DL.KvmError) as e:
+        DL.get_dirty_log(vm, slot)
+    assert e.value.errno_name == errno and e.value.field == "slot"
+    assert "KVM_GET_DIRTY_LOG" in str(e.value) and str(slot) in str(e.value)
+
+
+def test_get_on_the_last_valid_slot_id_is_enoent_not_einval():
+    """32766 = KVM_USER_MEM_SLOTS - 1 passes the id check; no such slot: ENOENT."""
+    vm = _bitmap_vm()
+    with pytest.raises(DL.KvmError) as e:
+        DL.get_dirty_log(vm, 32766)
+    assert e.value.errno_name == "ENOENT"
+    assert "there is no such memslot" in str(e.value)
+
+
+def test_get_on_a_slot_without_logging_says_so():
+    """A memslot that exists but has no dirty bitmap: ENOENT, 'dirty logging is not
+    enabled'."""
+    vm = VM(G)
+    vm.set_memslot(3, BASE, 1 << 20)
+    with pytest.raises(DL.KvmError) as e:
+        DL.get_dirty_log(vm, 3)
+    assert e.value.errno_name == "ENOENT" and "slot 3: dirty logging is not enabled" in str(e.value)
+
+
+# -- protect in compare mode -------------------------------------------------------------------
+
+STRATS = ("range", "masked-skip", "visitor", "rmap")
+
+
+def _two_clears(strategy, compare):
+    """Manual-clear, 200 pages all written; two CLEAR ioctls in one call: words 0 and 2
+    (first_page 0, 64 pages; first_page 128, 64 pages), both in the one last-level table."""
+    vm = _vm("manual-clear", strategy, compare=compare)
+    calls = [(0, 64, np.array([0b1011], np.uint64)), (128, 64, np.array([1 << 63], np.uint64))]
+    return vm, DL.clear_dirty_log_many(vm, 0, calls)
+
+
+def _counts(c):
+    return ({k: v for k, v in c.reads.items() if v}, {k: v for k, v in c.writes.items() if v})
+
+
+@pytest.mark.parametrize("chosen", ["range", "rmap"])
+def test_compare_mode_measures_each_strategy_as_if_it_ran_alone(chosen):
+    """Compare mode runs every other strategy on the same input, the ioctls' boundaries
+    included (masked-skip walks from the top again at each ioctl's first word): each
+    strategy's reads and writes are what a VM running only that strategy counts, and the
+    tables end as the chosen strategy leaves them: range protects __ffs..__fls of each mask
+    (kvm_mmu_write_protect_pt_masked: pages 0-3 and 191), rmap only the bits (0, 1, 3, 191)."""
+    vm, op = _two_clears(chosen, compare=True)
+    assert sorted(op.strategies) == sorted(STRATS)
+    for name in STRATS:
+        _, alone = _two_clears(name, compare=False)
+        assert _counts(op.strategies[name].counters) == _counts(alone.strategies[name].counters)
+        assert op.strategies[name].pages == 4 and op.strategies[name].words == 2
+    assert _counts(op.counters) == _counts(op.strategies[chosen].counters)
+    ro = [p for p, w in enumerate(_writable(vm, 200)) if not w]
+    assert ro == ([0, 1, 2, 3, 191] if chosen == "range" else [0, 1, 3, 191])
+
+
+def test_compare_switched_on_without_a_reverse_map_leaves_rmap_out():
+    """A run that did not start with compare (or rmap) has no reverse map: compare switched
+    on live runs the other strategies but rmap (Simulation._edit_set_tracking allows it)."""
+    from dataclasses import replace
+
+    vm = _bitmap_vm("bitmap", strategy="visitor")
+    assert vm.pgt.rmap is None
+    vm.tracking = replace(vm.tracking, compare=True)
+    words, op = DL.get_dirty_log(vm, 0)
+    assert sorted(op.strategies) == ["masked-skip", "range", "visitor"]
+    assert words.tolist() == WORDS and not any(_writable(vm, 200))
+
+
+# -- the cost record ----------------------------------------------------------------------------
+
+
+def test_op_stats_model_ns_by_hand():
+    """walk_ns(reads, writes, tlbi, words) + splits x split_block, with costs chosen so
+    each term shows: 5 + 7 reads at 1 ns, 2 writes at 10 ns, 3 words at 100 ns, a range
+    TLBI at 1000 ns and a VMID one at 20000, 2 splits at 300000 ns."""
+    from engine.kvm.costs import CostModel
+
+    c = CostModel(desc_read=1, desc_write=10, bitmap_word=100, tlbi_range=1000, tlbi_vmid=20000)
+    c = CostModel(**{**c.as_dict(), "split_block": 300000})
+    op = DL.OpStats("get", words=3, splits=2)
+    op.counters.reads.update({2: 5, 3: 7})
+    op.counters.writes.update({3: 2})
+    op.tlbi.update({"range": 1, "vmid": 1})
+    assert op.model_ns(c) == 12 + 20 + 300 + 1000 + 20000 + 600000
+
+
+def test_op_stats_add_sums_every_count_and_keeps_the_largest_reverse_map():
+    """Adding B to A: counters per level, TLBIs per kind, words, pages, splits and wall
+    time summed; each strategy's counters, words, pages, wall and CPU time summed, a
+    strategy only B ran copied in; the reverse map's bytes are a size, not a count: the
+    larger stays."""
+    from engine.kvm.wrprotect import ProtectStats
+
+    a = DL.OpStats("clear", words=1, pages=2, splits=3, wall_ns=4)
+    a.counters.reads.update({3: 1})
+    a.counters.tables_visited = 1
+    a.tlbi.update({"range": 1})
+    a.strategies["rmap"] = ProtectStats("rmap", words=1, pages=2, wall_ns=3, cpu_ns=4)
+    a.strategies["rmap"].rmap_bytes = 500
+    a.strategies["rmap"].counters.writes.update({3: 2})
+    b = DL.OpStats("clear", words=10, pages=20, splits=30, wall_ns=40)
+    b.counters.reads.update({3: 10, 2: 1})
+    b.counters.tables_visited = 2
+    b.tlbi.update({"range": 2, "vmid": 1})
+    b.strategies["rmap"] = ProtectStats("rmap", words=10, pages=20, wall_ns=30, cpu_ns=40)
+    b.strategies["rmap"].rmap_bytes = 300
+    b.strategies["rmap"].counters.writes.update({3: 5})
+    b.strategies["range"] = ProtectStats("range", words=7, pages=8, wall_ns=9, cpu_ns=6)
+    b.strategies["range"].rmap_bytes = 0
+    a.add(b)
+    assert (a.words, a.pages, a.splits, a.wall_ns) == (11, 22, 33, 44)
+    assert dict(a.counters.reads) == {3: 11, 2: 1} and a.counters.tables_visited == 3
+    assert dict(a.tlbi) == {"range": 3, "vmid": 1}
+    r = a.strategies["rmap"]
+    assert (r.words, r.pages, r.wall_ns, r.cpu_ns, r.rmap_bytes) == (11, 22, 33, 44, 500)
+    assert dict(r.counters.writes) == {3: 7}
+    g = a.strategies["range"]
+    assert (g.strategy, g.words, g.pages, g.wall_ns, g.cpu_ns, g.rmap_bytes) == (
+        "range",
+        7,
+        8,
+        9,
+        6,
+        0,
+    )
+    b.strategies["rmap"].rmap_bytes = 900
+    a.add(b)
+    assert a.strategies["rmap"].rmap_bytes == 900
+    assert b.strategies["range"].words == 7  # b itself is not changed
+
+
+# -- enable ---------------------------------------------------------------------------------------
+
+
+def _leaves(vm, npages):
+    """Level of the leaf mapping each page of the slot, and whether it is writable."""
+    ipa = (BGFN + np.arange(npages, dtype=np.int64)) << 12
+    level, _, desc = vm.pgt.lookup(ipa)
+    return level.tolist(), D.is_writable(desc).tolist()
+
+
+def _populated(mode="bitmap", npages=1024, backing=2 << 20, **kw):
+    vm = VM(G, Tracking(mode, "range", **kw), nr_vcpus=1)
+    vm.set_memslot(0, BASE, npages * 4096, 0, backing, populate=True)
+    return vm
+
+
+def test_enable_write_protects_the_slot_s_blocks_and_flushes_once():
+    """kvm_mmu_wp_memory_region: every leaf of the slot read-only (two 2 MiB blocks stay
+    blocks without eager split), then one kvm_flush_remote_tlbs_memslot; the bitmap is
+    ceil(1024 / 64) = 16 zero words."""
+    vm = _populated()
+    assert _leaves(vm, 1024) == ([2] * 1024, [True] * 1024)
+    flushes = vm.pgt.tlbi["range"]
+    vm.set_memslot(0, BASE, 1024 * 4096, slot_flags(log_dirty=True), 2 << 20)
+    st = vm.slots[0]
+    assert _leaves(vm, 1024) == ([2] * 1024, [False] * 1024)
+    assert st.logging is True and st.bitmap.dtype == np.uint64 and st.bitmap.tolist() == [0] * 16
+    assert vm.pgt.tlbi["range"] - flushes == 1
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.tlbi == {"range": 1} and op.splits == 0
+    assert op.counters.writes[2] == 2  # the two block descriptors
+
+
+def test_enable_with_eager_split_splits_every_block_of_the_slot():
+    """kvm_mmu_split_memory_region after the write-protect: both 2 MiB blocks become
+    tables of read-only pages (two splits, each a break-before-make TLBI of its block:
+    stage2_split_walker -> stage2_try_break_pte), one flush of the slot."""
+    vm = _populated(eager_split=2 << 20)
+    flushes = vm.pgt.tlbi["range"]
+    vm.set_memslot(0, BASE, 1024 * 4096, slot_flags(log_dirty=True), 2 << 20)
+    assert _leaves(vm, 1024) == ([3] * 1024, [False] * 1024)
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.splits == 2 and op.tlbi == {"range": 1, "ipa_is": 2}
+    assert vm.pgt.tlbi["range"] - flushes == 1
+
+
+def test_eager_split_of_a_1_gib_block_goes_down_to_pages():
+    """A 1 GiB block splits into 512 blocks of 2 MiB, each into 512 pages: 513 splits, no
+    block left at level 1 or 2 (the split loop's third pass finds none and stops)."""
+    vm = _populated(npages=1 << 18, backing=1 << 30, eager_split=2 << 20)
+    vm.set_memslot(0, BASE, 1 << 30, slot_flags(log_dirty=True), 1 << 30)
+    levels, writable = _leaves(vm, 1 << 18)
+    assert set(levels) == {3} and not any(writable)
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.splits == 513
+
+
+def test_dbm_enable_splits_and_marks_every_page_clean_and_dbm():
+    """DBM tracks at page granularity: blocks split (a break-before-make TLBI each), every
+    page valid with DBM set and W clear (clean); one flush of the slot."""
+    vm = _populated("dbm")
+    vm.set_memslot(0, BASE, 1024 * 4096, slot_flags(log_dirty=True), 2 << 20)
+    ipa = (BGFN + np.arange(1024, dtype=np.int64)) << 12
+    level, _, desc = vm.pgt.lookup(ipa)
+    assert set(level.tolist()) == {3}
+    assert ((desc & np.uint64(D.DBM)) != 0).all() and not D.is_writable(desc).any()
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.splits == 2 and op.tlbi == {"range": 1, "ipa_is": 2}
+
+
+@pytest.mark.parametrize(("npages", "last"), [(191, 2**63 - 1), (192, 2**64 - 1), (193, 1)])
+def test_initially_set_enable_sets_every_bit_and_protects_nothing(npages, last):
+    """KVM_DIRTY_LOG_INITIALLY_SET: the bitmap starts all ones up to the last page (191
+    pages: the third word's 63 low bits; 192: three full words; 193: a fourth word of one
+    bit), nothing is write-protected, no flush."""
+    vm = VM(G, Tracking("manual-clear", "range", initially_set=True), nr_vcpus=1)
+    vm.set_memslot(0, BASE, npages * 4096, 0, 4096, populate=True)
+    flushes = vm.pgt.tlbi["range"]
+    vm.set_memslot(0, BASE, npages * 4096, slot_flags(log_dirty=True), 4096)
+    st = vm.slots[0]
+    assert st.bitmap.tolist()[:-1] == [2**64 - 1] * (st.bitmap.size - 1)
+    assert int(st.bitmap[-1]) == last and st.bitmap.size == (npages + 63) // 64
+    assert all(_writable(vm, npages)) and vm.pgt.tlbi["range"] == flushes
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.tlbi == {} and op.counters.total_writes() == 0

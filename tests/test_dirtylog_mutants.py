@@ -394,3 +394,119 @@ def test_initially_set_enable_sets_every_bit_and_protects_nothing(npages, last):
     assert all(_writable(vm, npages)) and vm.pgt.tlbi["range"] == flushes
     op = next(o for o in vm.op_log if o.name == "enable")
     assert op.tlbi == {} and op.counters.total_writes() == 0
+
+
+# -- the dirty ring ---------------------------------------------------------------------------
+
+
+def _ring_vm(vcpus=2):
+    """Ring mode (256 entries a vCPU), two logging slots of 200 pages: slot 0 at 1 GiB,
+    slot 1 at 1 GiB + 64 MiB; nothing written yet."""
+    vm = VM(G, Tracking("ring", "range", ring_entries=256), nr_vcpus=vcpus)
+    for sid, base in ((0, BASE), (1, BASE + (64 << 20))):
+        vm.set_memslot(sid, base, 200 * 4096, 0, 4096, populate=True)
+        vm.set_memslot(sid, base, 200 * 4096, slot_flags(log_dirty=True), 4096)
+    return vm
+
+
+def _ring_writes(vm, gfns, vcpus):
+    g = np.asarray(gfns, np.int64)
+    vm.access(g, np.asarray(vcpus, np.int64), np.ones(g.size, bool))
+
+
+S1 = BGFN + (64 << 8)  # slot 1's first gfn
+
+
+def test_a_ring_harvest_is_ring_0_then_ring_1_and_is_logged():
+    """kvm_dirty_ring_push per vCPU; user space reads ring 0's entries, then ring 1's, each
+    in push order; the RingCollect record holds read-only copies of both arrays."""
+    vm = _ring_vm()
+    vm.oplog = []
+    _ring_writes(vm, [BGFN + 5, S1 + 7, BGFN + 130], [1, 0, 1])
+    slots, offs = DL.collect_rings(vm)
+    assert slots.tolist() == [1, 0, 0] and offs.tolist() == [7, 5, 130]
+    rec = vm.oplog[-1]
+    assert isinstance(rec, DL.OL.RingCollect) and rec.at_ring_full is False
+    assert rec.slots.tolist() == [1, 0, 0] and rec.offsets.tolist() == [7, 5, 130]
+    assert not rec.slots.flags.writeable and not rec.offsets.flags.writeable
+
+
+def test_a_vm_without_rings_harvests_nothing():
+    """Bitmap mode has no rings: empty uint32 slot ids and uint64 offsets, nothing logged."""
+    vm = _vm(write=False)
+    vm.oplog = []
+    slots, offs = DL.collect_rings(vm)
+    assert (slots.dtype, offs.dtype, slots.size, offs.size) == (np.uint32, np.uint64, 0, 0)
+    assert vm.oplog == []
+
+
+def test_a_ring_reset_protects_each_slot_s_pages_and_flushes_the_vm_once():
+    """KVM_RESET_DIRTY_RINGS: 3 entries in 2 slots, 3 one-page masks (pages 5 and 130 of
+    slot 0, 7 of slot 1) write-protected again, one kvm_flush_remote_tlbs (a VMID TLBI);
+    RingReset(3 entries, model_ns, not at a ring-full exit) logged."""
+    vm = _ring_vm()
+    _ring_writes(vm, [BGFN + 5, S1 + 7, BGFN + 130], [1, 0, 1])
+    DL.collect_rings(vm)
+    vm.oplog = []
+    vmid = vm.pgt.tlbi["vmid"]
+    op = DL.reset_rings(vm)
+    assert (op.name, op.pages, op.words) == ("ring-reset", 3, 3)
+    assert vm.pgt.tlbi["vmid"] - vmid == 1 and op.tlbi == {"vmid": 1}
+    assert op.counters.total_writes() == 3
+    assert not any(_writable(vm, 200))
+    ipa = (S1 + np.arange(200, dtype=np.int64)) << 12
+    assert not D.is_writable(vm.pgt.lookup(ipa)[2]).any()
+    (rec,) = vm.oplog
+    assert isinstance(rec, DL.OL.RingReset)
+    assert (rec.entries, rec.at_ring_full) == (3, False)
+    assert rec.model_ns == pytest.approx(op.model_ns(vm.costs)) and rec.model_ns > 0
+
+
+def test_a_reset_with_no_entries_does_nothing_and_does_not_flush():
+    """No harvested entries: no protection, no TLBI (kvm_dirty_ring_reset with nothing to
+    reset returns before the flush); the record says 0 entries."""
+    vm = _ring_vm()
+    vm.oplog = []
+    vmid = vm.pgt.tlbi["vmid"]
+    op = DL.reset_rings(vm)
+    assert (op.pages, op.words, dict(op.tlbi)) == (0, 0, {}) and vm.pgt.tlbi["vmid"] == vmid
+    assert [r.entries for r in vm.oplog] == [0]
+
+
+def test_a_reset_merges_neighbouring_entries_into_masks_per_slot():
+    """One vCPU writes slot 0 pages 1, 2, 3 and slot 1 page 9, then slot 0 page 66: masks
+    (0, 1, 0b111), (1, 9, 1), (0, 66, 1): 3 words, 5 entries; every page protected again."""
+    vm = _ring_vm(vcpus=1)
+    _ring_writes(vm, [BGFN + 1, BGFN + 2, BGFN + 3, S1 + 9, BGFN + 66], [0] * 5)
+    DL.collect_rings(vm)
+    op = DL.reset_rings(vm)
+    assert (op.pages, op.words) == (5, 3)
+    assert not any(_writable(vm, 200))
+    assert op.counters.total_writes() == 5  # one descriptor per page of the 5
+
+
+def test_entries_of_two_rings_never_share_a_mask():
+    """kvm_dirty_ring_reset walks one vCPU's ring at a time, its mask starting afresh: page
+    5 in ring 0 and page 6 in ring 1 (one slot) are two masks (2 words), not (5, 0b11)."""
+    vm = _ring_vm()
+    _ring_writes(vm, [BGFN + 5, BGFN + 6], [0, 1])
+    assert DL.collect_rings(vm)[1].tolist() == [5, 6]
+    op = DL.reset_rings(vm)
+    assert (op.pages, op.words) == (2, 2)
+    assert not any(_writable(vm, 200))
+
+
+def test_the_reset_after_a_ring_full_exit_is_logged_as_such():
+    """A vCPU whose ring reaches its soft limit (256 - 64 = 192 entries) exits; the reap
+    and the reset that follow are marked at_ring_full in the records."""
+    vm = _ring_vm(vcpus=1)
+    vm.oplog = []
+    res = vm.access(
+        BGFN + np.arange(200, dtype=np.int64), np.zeros(200, np.int64), np.ones(200, bool)
+    )
+    assert res.deferred is not None and res.deferred.size and vm.awaiting_retry
+    DL.collect_rings(vm)
+    DL.reset_rings(vm)
+    collect, reset = vm.oplog[-2:]
+    assert collect.at_ring_full is True and collect.offsets.size == 192
+    assert (reset.entries, reset.at_ring_full) == (192, True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.kvm import dirtylog as DL
@@ -412,3 +412,264 @@ def test_a_write_to_a_writable_page_pushes_nothing_and_does_not_fill_the_ring():
     assert got["deferred"] == [1] and got["ring_full"] == {0}
     assert got["rings"] == [[(0, 3)]] and got["faults"] == [1]
     assert got["versions"][2:4] == [2, 0]
+
+
+# -- blocks: splits under logging, block maps, relaxed blocks and block re-maps ----------------
+
+BLK = 512  # pages per 2 MiB block (4 KiB granule)
+# (first page, pages, backing) of the four slots of ``_block_vm``; a slot's id is its index
+BSLOTS = ((0, 2 * BLK, 2 << 20), (2 * BLK, 2 * BLK, 2 << 20), (4 * BLK, 768, 2 << 20))
+BSLOTS += ((6 * BLK, BLK, 4096),)
+BPAGES = (0, 1, 300, 511, 512, 513, 1024, 1025, 1029, 1030, 1536, 1600, 2048, 2049, 2559)
+BPAGES += (2560, 2600, 3072, 3073, 3074)
+
+
+def _block_vm(mode: str, vcpus: int) -> VM:
+    """Slot 0: two 2 MiB blocks mapped, then logging (write-protected blocks).  Slot 1: two
+    blocks mapped, logging on, vCPU 0 writes page 1025 (splits block 2: 1025 writable) and
+    reads 1029 (mapped read-only), logging off.  Slot 2: 3 MiB backed by 2 MiB, not logging,
+    unmapped.  Slot 3: 2 MiB backed by 4 KiB pages, mapped, logging on then off (its pages
+    read-only)."""
+    vm = VM(G, Tracking(mode, "range", 4096), nr_vcpus=vcpus)
+    log = slot_flags(log_dirty=True)
+    for i, (first, n, backing) in enumerate(BSLOTS):
+        vm.set_memslot(i, BASE + (first << 12), n << 12, 0, backing, populate=i != 2)
+        if i != 2:
+            vm.set_memslot(i, BASE + (first << 12), n << 12, log, backing)
+    g = BGFN + np.array([1025, 1029], np.int64)
+    vm.access(g, np.zeros(2, np.int64), np.array([True, False]))
+    for i in (1, 3):
+        first, n, backing = BSLOTS[i]
+        vm.set_memslot(i, BASE + (first << 12), n << 12, 0, backing)
+    vm.slots[0].bitmap[:] = 0
+    if vm.rings:
+        vm.rings = [DirtyRing(4096) for _ in range(vcpus)]
+    vm.stats.clear()
+    vm.pgt.tlbi.clear()
+    return vm
+
+
+def _block_reference(mode: str, vcpus: int, seq):
+    """One access at a time over ``_block_vm``'s state, from user_mem_abort (mmu.c, v6.17):
+    a block whose backing and slot allow it is mapped on a translation fault when the slot
+    does not log (``vma_pagesize``; a block past the slot's end is refused by
+    ``fault_supports_stage2_huge_mapping``), and mapped again over a table by a write to a
+    read-only page there (a permission fault); while logging a write to a read-only block
+    splits it (``force_pte``: break-before-make, the written page mapped, the other pages
+    fault in later) and a read maps a page read-only; a write to a read-only block of a slot
+    that does not log relaxes the whole block."""
+    block = {0: False, 1: False, 3: False}  # block index -> writable, while mapped as a block
+    tables = {2, 6}  # blocks whose level-2 entry is a table
+    page = {1025: True, 1029: False}  # page -> writable, for the valid pages under a table
+    page |= {p: False for p in range(6 * BLK, 7 * BLK)}
+    version = {1025: 1}
+    out = {
+        "faults": [0] * vcpus,
+        "dirty_events": [0] * vcpus,
+        "rings": [[] for _ in range(vcpus)] if mode == "ring" else [],
+        "bitmap": set(),
+        "applied": 0,
+        "stats": dict.fromkeys(
+            ("translation_faults", "permission_faults", "block_splits", "block_maps"), 0
+        ),
+        "tlbi": {"ipa": 0, "range": 0},
+    }
+
+    def fits(p):
+        first, n, backing = next(s for s in BSLOTS if s[0] <= p < s[0] + s[1])
+        start = p // BLK * BLK
+        return backing >= 2 << 20 and start >= first and start + BLK <= first + n
+
+    for v, p, w in seq:
+        b, logging = p // BLK, p < 2 * BLK
+        if w:
+            version[p] = version.get(p, 0) + 1
+            out["applied"] += 1
+        if v < 0:  # kvm_write_guest: no stage 2
+            if w and logging:
+                out["bitmap"].add(p)
+            continue
+        kind = mark = None
+        if b in block:
+            if w and not block[b]:
+                kind = "permission_faults"
+                if logging:  # split: the written page mapped writable, the rest unmapped
+                    del block[b]
+                    tables.add(b)
+                    page.update({p: True})
+                    out["stats"]["block_splits"] += 1
+                    mark = True
+                else:  # kvm_pgtable_stage2_relax_perms: one TLBI by IPA
+                    block[b] = True
+                    out["tlbi"]["ipa"] += 1
+        elif p not in page:
+            kind = "translation_faults"
+            if logging:
+                page[p] = w
+                mark = w
+                tables.add(b)
+            elif fits(p):  # a table there is replaced: one range TLBI
+                block[b] = True
+                out["stats"]["block_maps"] += 1
+                out["tlbi"]["range"] += b in tables
+                for q in [q for q in page if q // BLK == b]:
+                    del page[q]
+                tables.discard(b)
+            else:
+                page[p] = True
+                tables.add(b)
+        elif w and not page[p]:
+            kind = "permission_faults"
+            if not logging and fits(p):  # the block mapped again over the table
+                for q in [q for q in page if q // BLK == b]:
+                    del page[q]
+                block[b] = True
+                tables.discard(b)
+                out["stats"]["block_maps"] += 1
+                out["tlbi"]["range"] += 1
+            else:  # relaxed: one TLBI by IPA
+                page[p] = True
+                mark = logging
+                out["tlbi"]["ipa"] += 1
+        if kind:
+            out["faults"][v] += 1
+            out["stats"][kind] += 1
+        if mark:
+            out["dirty_events"][v] += 1
+            if mode == "ring":
+                out["rings"][v].append((0, p))
+            else:
+                out["bitmap"].add(p)
+    out["versions"] = [version.get(p, 0) for p in BPAGES]
+    out["mapped"] = [
+        (2, block[p // BLK]) if p // BLK in block else (3, page[p]) if p in page else None
+        for p in BPAGES
+    ]
+    return out
+
+
+def _block_engine(mode: str, vcpus: int, seq):
+    vm = _block_vm(mode, vcpus)
+    gfn = BGFN + np.array([p for _, p, _ in seq], np.int64)
+    vcpu = np.array([v for v, _, _ in seq], np.int64)
+    write = np.array([w for _, _, w in seq], bool)
+    res = vm.access(gfn, vcpu, write)
+    level, _, desc = vm.pgt.lookup(BASE + np.array(BPAGES, np.int64) * 4096)
+    rings = []
+    for r in vm.rings:
+        s, o = r.collect()
+        rings.append(list(zip(s.tolist(), o.tolist(), strict=True)))
+    versions = np.concatenate([vm.slots[i].version for i in range(4)])
+    bitmap = vm.slots[0].bitmap
+    return {
+        "faults": res.faults.tolist(),
+        "dirty_events": res.dirty_events.tolist(),
+        "rings": rings,
+        "bitmap": set() if bitmap is None else set(DL.bitmap_pages(bitmap).tolist()),
+        "applied": res.applied_writes,
+        "stats": {k: vm.stats[k] for k in ("translation_faults", "permission_faults")}
+        | {k: vm.stats[k] for k in ("block_splits", "block_maps")},
+        "tlbi": {k: vm.pgt.tlbi[k] for k in ("ipa", "range")},
+        "versions": versions[list(BPAGES[:17]) + [3072 - 256, 3073 - 256, 3074 - 256]].tolist(),
+        "mapped": [
+            (int(lv), bool(wr)) if ok else None
+            for lv, ok, wr in zip(level, D.is_valid(desc), D.is_writable(desc), strict=True)
+        ],
+    }
+
+
+@st.composite
+def _block_case(draw):
+    mode = draw(st.sampled_from(("bitmap", "ring")))
+    vcpus = draw(st.integers(1, 3))
+    acc = st.tuples(st.integers(-1, vcpus - 1), st.sampled_from(BPAGES), st.booleans())
+    return mode, vcpus, draw(st.lists(acc, min_size=1, max_size=12))
+
+
+@settings(max_examples=10, deadline=None)
+@given(_block_case())
+@example(
+    (
+        "ring",
+        3,
+        [(1, 0, False), (0, 300, True), (1, 1, False), (2, 513, False)]
+        + [(2, 512, True), (0, 511, True), (1, 1, True), (-1, 2, True)],
+    )
+)
+@example(
+    (
+        "bitmap",
+        2,
+        [(0, 1030, False), (1, 1029, True), (0, 1025, True), (1, 1536, False)]
+        + [(1, 1600, True), (0, 1536, True), (0, 3072, True), (1, 3073, False)],
+    )
+)
+@example(
+    (
+        "ring",
+        2,
+        [(1, 1029, True), (0, 1030, False), (1, 2049, False), (0, 2048, True)]
+        + [(0, 2600, True), (1, 2560, False), (-1, 3074, True), (0, 513, False), (1, 0, True)],
+    )
+)
+def test_one_batch_over_blocks_does_what_the_per_access_reference_does(case):
+    """Faults per vCPU, dirty events, ring entries, the bitmap, stored writes, the fault,
+    split and block-map counts, and each sampled page's leaf (level and write permission)."""
+    want, got = _block_reference(*case), _block_engine(*case)
+    for k in want:
+        assert got[k] == want[k], k
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_dbm_a_page_read_then_written_turns_dirty_with_no_second_exit(batches):
+    """DBM (the what-if mode): while logging, a read of an unmapped page maps it read-only
+    with DBM set (writable-clean, one translation fault); the write after it turns it
+    writable-dirty in hardware: no exit, no TLBI, nothing marked in software, counted in
+    dbm_dirty.  By hand: 1 fault, 1 translation fault, 0 permission faults, dbm_dirty 1, the
+    page writable, whether the two accesses come in one batch or two (the one-timeline rule;
+    one batch used to count a permission fault and a TLBI for the write)."""
+    vm = _vm("dbm", 1, [], [0])
+    g, v, w = np.full(2, BGFN + NPG), np.zeros(2, np.int64), np.array([False, True])
+    step = 2 // batches
+    faults = sum(
+        vm.access(g[i : i + step], v[i : i + step], w[i : i + step]).faults
+        for i in range(0, 2, step)
+    )
+    assert faults.tolist() == [1]
+    assert vm.stats["translation_faults"] == 1 and vm.stats["permission_faults"] == 0
+    assert vm.stats["dbm_dirty"] == 1 and vm.pgt.tlbi["ipa"] == 0
+    _, _, desc = vm.pgt.lookup(np.array([BASE + (NPG << 12)], np.int64))
+    assert D.is_writable(desc).tolist() == [True]
+
+
+def test_a_1gib_and_a_2mib_block_split_in_one_batch_are_two_splits():
+    """While logging, one batch writes a page of a write-protected 1 GiB block and a page of
+    a write-protected 2 MiB block: each write splits its block (user_mem_abort, force_pte:
+    the written page mapped writable) and is a permission fault.  By hand: block_splits 2,
+    permission_faults 2, translation_faults 0, 2 faults, both pages dirty."""
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=1)
+    log = slot_flags(log_dirty=True)
+    big, small = BASE, BASE + (1 << 30)
+    vm.set_memslot(0, big, 1 << 30, 0, 1 << 30, populate=True)
+    vm.set_memslot(1, small, 2 << 20, 0, 2 << 20, populate=True)
+    vm.set_memslot(0, big, 1 << 30, log, 1 << 30)
+    vm.set_memslot(1, small, 2 << 20, log, 2 << 20)
+    level, _, _ = vm.pgt.lookup(np.array([big, small], np.int64))
+    assert level.tolist() == [1, 2]
+    g = np.array([(big >> 12) + 7, (small >> 12) + 9], np.int64)
+    res = vm.access(g, np.zeros(2, np.int64), np.ones(2, bool))
+    assert vm.stats["block_splits"] == 2 and vm.stats["permission_faults"] == 2
+    assert vm.stats["translation_faults"] == 0 and res.faults.tolist() == [2]
+    assert DL.bitmap_pages(vm.slots[0].bitmap).tolist() == [7]
+    assert DL.bitmap_pages(vm.slots[1].bitmap).tolist() == [9]
+
+
+def test_tlbi_by_ipa_counts_add_up_over_batches():
+    """Bitmap mode, logging: batch 1 writes write-protected page 1 (a permission fault: one
+    TLBI by IPA); batch 2 reads then writes unmapped page NPG (a translation fault, then a
+    permission fault on the read-only page: one more TLBI by IPA).  By hand: 2 in all."""
+    vm = _vm("bitmap", 1, [], [0])
+    vm.access(np.array([BGFN + 1]), np.zeros(1, np.int64), np.ones(1, bool))
+    assert vm.pgt.tlbi["ipa"] == 1
+    vm.access(np.full(2, BGFN + NPG), np.zeros(2, np.int64), np.array([False, True]))
+    assert vm.pgt.tlbi["ipa"] == 2 and vm.stats["permission_faults"] == 2

@@ -512,6 +512,11 @@ class VM:
                 )
         # a page read first and then written takes a second fault (translation, then permission)
         read_then_write = idx[log & pages.written[idx] & ~pages.first_is_write[idx]]
+        if self.tracking.mode == "dbm" and read_then_write.size:
+            # the read mapped it writable-clean (DBM): the write turns it dirty with no exit,
+            # as _permission_faults does for a leaf found so
+            self.stats["dbm_dirty"] += int(read_then_write.size)
+            read_then_write = read_then_write[:0]
         faulting = np.concatenate([idx[log], self._map_unlogged(pages, idx[~log], slots)])
         self._count_faults(pages.vcpu_first[faulting], res)
         self._count_faults(pages.vcpu_write[read_then_write], res)

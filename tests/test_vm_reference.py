@@ -673,3 +673,34 @@ def test_tlbi_by_ipa_counts_add_up_over_batches():
     assert vm.pgt.tlbi["ipa"] == 1
     vm.access(np.full(2, BGFN + NPG), np.zeros(2, np.int64), np.array([False, True]))
     assert vm.pgt.tlbi["ipa"] == 2 and vm.stats["permission_faults"] == 2
+
+
+def test_mmio_and_user_exits_are_counted_over_batches():
+    """vm_stats.mmio_exits counts accesses to no memslot (io_mem_abort: KVM_EXIT_MMIO) and
+    vm_stats.user_exits writes to a READONLY memslot (kvm_handle_guest_abort sends them to
+    user space too, mmu.c v6.17), each since the VM started; neither touches content, and a
+    read of the READONLY slot is served (mapped read-only).  By hand, slot 0 writable at
+    BASE, slot 1 READONLY 4 MiB above, MMIO at page 0x10: batch 1 (a read-only write, a
+    read-only read, an MMIO write and read, a guest write and a host write of slot 0):
+    mmio 2, user 1, 2 writes stored; batch 2 (a read-only write, an MMIO read): mmio 3,
+    user 2; slot 1 deleted, batch 3 (a guest write): mmio 3, user 2.  A VM that never had a
+    READONLY slot reports user_exits 0 (present, not missing)."""
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)
+    assert "user_exits" not in vm.stats
+    vm.access(np.array([BGFN + 1]), np.zeros(1, np.int64), np.ones(1, bool))
+    assert "user_exits" in vm.stats and vm.stats["user_exits"] == 0
+    ro = BGFN + 1024
+    vm.set_memslot(1, BASE + (4 << 20), 1 << 20, slot_flags(readonly=True), 4096)
+    g = np.array([ro + 3, ro + 4, 0x10, 0x10, BGFN + 5, BGFN + 6], np.int64)
+    res = vm.access(g, np.array([0, 0, 0, 0, 0, -1]), np.array([1, 0, 1, 0, 1, 1], bool))
+    assert (vm.stats["mmio_exits"], vm.stats["user_exits"], res.applied_writes) == (2, 1, 2)
+    g = np.array([ro + 3, 0x10], np.int64)
+    vm.access(g, np.zeros(2, np.int64), np.array([True, False]))
+    assert (vm.stats["mmio_exits"], vm.stats["user_exits"]) == (3, 2)
+    assert not vm.slots[1].version.any() and vm.slots[0].version[[1, 5, 6]].tolist() == [1, 1, 1]
+    _, _, desc = vm.pgt.lookup(np.array([ro + 3, ro + 4], np.int64) << 12)
+    assert D.is_valid(desc).tolist() == [False, True] and not D.is_writable(desc).any()
+    vm.set_memslot(1, BASE + (4 << 20), 0, slot_flags(readonly=True), 4096)
+    vm.access(np.array([BGFN + 5]), np.zeros(1, np.int64), np.ones(1, bool))
+    assert (vm.stats["mmio_exits"], vm.stats["user_exits"]) == (3, 2)

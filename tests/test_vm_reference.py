@@ -704,3 +704,41 @@ def test_mmio_and_user_exits_are_counted_over_batches():
     vm.set_memslot(1, BASE + (4 << 20), 0, slot_flags(readonly=True), 4096)
     vm.access(np.array([BGFN + 5]), np.zeros(1, np.int64), np.ones(1, bool))
     assert (vm.stats["mmio_exits"], vm.stats["user_exits"]) == (3, 2)
+
+
+@pytest.mark.parametrize("mode", ["ring", "bitmap", "dbm"])
+@pytest.mark.parametrize("slice_", [1, 2, 3])
+def test_a_batch_applied_a_few_accesses_at_a_time_gives_the_references_result(
+    monkeypatch, mode, slice_
+):
+    """VM.access applies a long batch ``ACCESS_SLICE`` accesses at a time (each slice sees
+    what the ones before it did): with slices of 1-3 accesses, the batch still leaves what
+    the per-access reference leaves, its deferred accesses numbered in the whole batch.
+    By hand, ring mode, vCPUs 0 and 1 with 2 and 1 entries of room: vCPU 1's first write
+    (page 2, access 1) fills its ring, so it and vCPU 1's later accesses (3, 5, 8) wait;
+    vCPU 0 pushes page 1 (access 2) and fills at page 5 (access 6): 6 and 7 wait."""
+    import engine.kvm.vm as vm_module
+
+    monkeypatch.setattr(vm_module, "ACCESS_SLICE", slice_)
+    seq = [(0, NPG, False), (1, 2, True), (0, 1, True), (1, NPG + 1, True), (-1, 3, True)]
+    seq += [(1, 2 * NPG, True), (0, 5, True), (0, 2 * NPG + 1, True), (1, 8, False)]
+    got = _check(mode, 2, [], [SOFT - 2, SOFT - 1], seq)
+    if mode == "ring":
+        assert got["deferred"] == [1, 3, 5, 6, 7, 8] and got["ring_full"] == {0, 1}
+        # the caller re-issues the deferred accesses by their indices
+        vm = _vm(mode, 2, [], [SOFT - 2, SOFT - 1])
+        gfn = BGFN + np.array([p for _, p, _ in seq], np.int64)
+        res = vm.access(gfn, np.array([v for v, _, _ in seq]), np.array([w for *_, w in seq]))
+        assert (gfn[res.deferred] - BGFN).tolist() == [2, NPG + 1, 2 * NPG, 5, 2 * NPG + 1, 8]
+
+
+def test_a_full_ring_of_a_vcpu_without_accesses_is_reported():
+    """Ring mode, vCPU 1's ring already at its soft limit, a batch of vCPU 0's accesses
+    only: vCPU 1 cannot enter the guest until its ring is reset (KVM_EXIT_DIRTY_RING_FULL,
+    kvm_dirty_ring_check_request), so it is reported ring-full; vCPU 0 runs its write."""
+    got = _check("ring", 2, [], [0, SOFT], [(0, 1, True)])
+    assert got["ring_full"] == {1} and got["deferred"] == [] and got["rings"] == [[(0, 1)], []]
+    # a batch with no vCPU access at all (a host write) while a ring is full: the write is
+    # stored and marked in the backup bitmap, the ring still reported (this batch raised)
+    got = _check("ring", 2, [], [SOFT, 0], [(-1, 3, True)])
+    assert got["ring_full"] == {0} and got["bitmaps"] == [{3}, set()] and got["applied"] == 1

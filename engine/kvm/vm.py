@@ -703,15 +703,18 @@ class VM:
         slots = self.memslots.sorted()
         logging = np.array([self.slots[s.id].logging for s in slots] + [False], dtype=bool)
         keep = None if ok.all() else np.flatnonzero(ok)
-        args = (
-            (gfn, vcpu, write, sidx)
-            if keep is None
-            else (gfn[keep], vcpu[keep], write[keep], sidx[keep])
-        )
-        probe = self._probe(*args, slots)
-        events = self._probe_events(probe, logging)
-        if keep is not None:
-            events = keep[events]
+        if keep is not None and not keep.size:  # nothing runs (host writes, exits): no push
+            probe, events = None, keep
+        else:
+            args = (
+                (gfn, vcpu, write, sidx)
+                if keep is None
+                else (gfn[keep], vcpu[keep], write[keep], sidx[keep])
+            )
+            probe = self._probe(*args, slots)
+            events = self._probe_events(probe, logging)
+            if keep is not None:
+                events = keep[events]
         allowed = ok
         rooms = np.array([r.room() for r in self.rings], dtype=np.int64)
         filling: dict[int, int] = {}

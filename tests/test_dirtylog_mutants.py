@@ -378,7 +378,9 @@ def test_eager_split_of_a_1_gib_block_goes_down_to_pages():
 
 def test_dbm_enable_splits_and_marks_every_page_clean_and_dbm():
     """DBM tracks at page granularity: blocks split (a break-before-make TLBI each), every
-    page valid with DBM set and W clear (clean); one flush of the slot."""
+    page valid with DBM set and W clear (clean); one flush of the slot.  The cleaning walk
+    reads one L1 entry (1 GiB covers the slot), the two L2 entries and the 1024 pages, and
+    writes each page once."""
     vm = _populated("dbm")
     vm.set_memslot(0, BASE, 1024 * 4096, slot_flags(log_dirty=True), 2 << 20)
     ipa = (BGFN + np.arange(1024, dtype=np.int64)) << 12
@@ -387,6 +389,7 @@ def test_dbm_enable_splits_and_marks_every_page_clean_and_dbm():
     assert ((desc & np.uint64(D.DBM)) != 0).all() and not D.is_writable(desc).any()
     op = next(o for o in vm.op_log if o.name == "enable")
     assert op.splits == 2 and op.tlbi == {"range": 1, "ipa_is": 2}
+    assert _counts(op.counters) == ({1: 1, 2: 2, 3: 1024}, {3: 1024})
 
 
 @pytest.mark.parametrize(("npages", "last"), [(191, 2**63 - 1), (192, 2**64 - 1), (193, 1)])
@@ -562,3 +565,50 @@ def test_no_pages_set_or_clear_nothing():
     DL.set_bits(words, [])
     DL.clear_bits(words, [])
     assert words.tolist() == [5, 7]
+
+
+def test_many_repeated_pages_of_a_short_bitmap_set_and_clear_exactly_their_words():
+    """4096 pages (the dense path's threshold) that repeat pages 64..191: words 1 and 2 of
+    a 3-word bitmap all ones, word 0 untouched; clearing them leaves word 0's bits only."""
+    words = np.array([5, 0, 0], np.uint64)
+    pages = np.tile(np.arange(64, 192), 32)
+    assert pages.size == 4096
+    DL.set_bits(words, pages)
+    assert words.tolist() == [5, 2**64 - 1, 2**64 - 1]
+    DL.clear_bits(words, pages)
+    assert words.tolist() == [5, 0, 0]
+
+
+def test_an_operation_s_wall_time_is_what_it_took():
+    """_Measure: the op's wall_ns is the time between its start and end, so between 0 and
+    the time the caller saw around the call."""
+    import time
+
+    vm = _bitmap_vm()
+    t0 = time.perf_counter_ns()
+    _, op = DL.get_dirty_log(vm, 0)
+    assert 0 < op.wall_ns <= time.perf_counter_ns() - t0
+
+
+def test_a_second_eager_enable_splits_nothing_and_counts_no_split():
+    """Logging off leaves the split tables in place (blocks come back only through faults),
+    so enabling again with eager split finds no block: 0 splits (not the 2 of the first
+    enable again), no break-before-make TLBI, one flush."""
+    vm = _populated(eager_split=2 << 20)
+    log, off = slot_flags(log_dirty=True), 0
+    vm.set_memslot(0, BASE, 1024 * 4096, log, 2 << 20)
+    vm.set_memslot(0, BASE, 1024 * 4096, off, 2 << 20)
+    assert vm.pgt.splits == 2
+    vm.set_memslot(0, BASE, 1024 * 4096, log, 2 << 20)
+    op = [o for o in vm.op_log if o.name == "enable"][-1]
+    assert op.splits == 0 and op.tlbi == {"range": 1}
+    assert _leaves(vm, 1024) == ([3] * 1024, [False] * 1024)
+
+
+def test_many_repeats_of_a_few_low_pages_in_a_one_word_bitmap():
+    """Pages 0..15, each 256 times (4096 pages): bits 0-15 of the only word."""
+    words = np.zeros(1, np.uint64)
+    DL.set_bits(words, np.repeat(np.arange(16), 256))
+    assert words.tolist() == [0xFFFF]
+    DL.clear_bits(words, np.repeat(np.arange(8), 512))
+    assert words.tolist() == [0xFF00]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_migration import ZERO_COSTS, run, session
 
 from engine.kvm.dirtylog import bitmap_pages
@@ -199,10 +200,16 @@ def test_giving_up_and_throttling_are_logged():
             {"name": "u", "kind": "sequential", "vcpu": 0, "slot": 0, "rate": "60000 pages/s"}
         ],
         migration={"max_rounds": 4, "auto_converge": True},
+        costs=ZERO_COSTS,
     )
     sim, result = run(data)
     said = [m.split("] ", 1)[1] for m in sim.messages]
     assert "auto-converge: vCPUs throttled to 20 %" in said
+    # migration_trigger_throttle throttles at the second period over the threshold (the sync
+    # ending round 2): rounds 3 and 4 run wholly at 20 % (the 30 % step comes at round 4's
+    # end), a vCPU is 80 % of each tick (no exit costs); the give-up's round has no tick
+    slowdown = [r["guest_slowdown"] for r in result["rounds"]]
+    assert slowdown == pytest.approx([0.0, 0.0, 0.2, 0.2, 0.0])
     reason = "not converged after 4 rounds (max_rounds)"
     assert result["reason"] == reason
     assert f"migration {reason}; the guest keeps running on the source" in said
@@ -221,3 +228,81 @@ def test_throttle_timer_never_syncs_in_the_first_round():
     )
     _, result = run(data)
     assert [r["t_end_ns"] for r in result["rounds"]] == [12_000_000_000]
+
+
+ROUND_KEYS = {  # README "--json": every round record's fields
+    "round", "dirty_sync_count", "t_start_ns", "t_end_ns", "transferred_bytes", "pages_sent",
+    "duplicate", "normal", "normal_bytes", "remaining_bytes", "dirty_pages", "new_dirty_pages",
+    "dirty_pages_rate", "reported_pages_rate", "mbps", "threshold_bytes",
+    "expected_downtime_ms", "throttle_pct", "faults", "tlbi", "desc_reads", "desc_writes",
+    "harvest_model_ns", "walk_model_ns", "walk_wall_us", "walk_cpu_us", "strategy_counts",
+    "ring_full_exits", "guest_slowdown",
+}  # fmt: skip
+
+
+def _two_writes(tmp_path, policy, costs):
+    """2 MiB of 4 KiB pages (L1-L3 tables) at 8 MiB/s; pages 5 and 300 written at 3 ms."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("t_ns,ipa\n" + "".join(f"3000000,{BASE + p * 4096}\n" for p in (5, 300)))
+    return session(
+        costs=costs,
+        memslots=[
+            {"id": 0, "base": BASE, "size": "2MiB", "flags": ["log_dirty"], "backing": "4KiB"}
+        ],
+        workloads=[{"name": "t", "kind": "trace", "path": str(trace)}],
+        migration={"policy": policy, "bandwidth": "8MiB/s"},
+    )
+
+
+def test_qemu_round_records_by_hand(tmp_path):
+    """QEMU 10.1, 512 pages at 8 MiB/s (838,860.8 bytes a 100 ms window), 4,104 bytes a page
+    (8-byte header + 4 KiB).  Round 1 (the setup sync is dirty-sync-count 1): pages start
+    while at most the window's share is used (i × 4104 <= 838860.8: i = 0..204), so 205 go
+    by 100 ms; the window measures 841,320 bytes / 100 ms: 67.3056 Mbit/s, threshold 8413.2
+    bytes/ms × 300 ms.  Its GET reports pages 5 and 300; 5 was sent (new again), 300 still
+    waits: 2 dirty, 1 new, 512 - 205 + 1 = 308 pages left.  The GET write-protects the two
+    pages (two walks L1-L3: 2 reads a level, 2 L3 writes) and flushes the memslot's TLB
+    once (kvm_get_dirty_log_protect): 6 × 1 + 2 × 10 + 100 = 126 ns; the two write faults
+    relaxed permissions with a TLBI by IPA each (not the harvest's).  308 × 4 KiB fit the
+    threshold: sync (round 2 closes when its 126 ns are over, nothing sent), then the
+    stop-and-copy round, which no sync ends (0 dirty, 0 new) and where no vCPU runs."""
+    costs = dict(ZERO_COSTS, desc_read=1, desc_write=10, tlbi_range=100, tlbi_ipa=1000)
+    _, result = run(_two_writes(tmp_path, "qemu", costs))
+    rounds = result["rounds"]
+    assert [set(r) - ROUND_KEYS for r in rounds] == [set(), set(), {"stop_and_copy"}]
+    assert [set(r) for r in rounds[:2]] == [ROUND_KEYS, ROUND_KEYS]
+    assert rounds[2]["stop_and_copy"] is True
+    first = rounds[0]
+    assert first["round"] == first["dirty_sync_count"] == 1
+    assert (first["t_start_ns"], first["t_end_ns"]) == (0, 100_000_000)
+    assert (first["pages_sent"], first["transferred_bytes"]) == (205, 205 * 4104)
+    assert (first["normal"], first["normal_bytes"], first["duplicate"]) == (205, 205 * 4096, 0)
+    assert (first["dirty_pages"], first["new_dirty_pages"]) == (2, 1)
+    assert first["remaining_bytes"] == 308 * 4096
+    assert first["mbps"] == pytest.approx(67.3056)
+    assert first["threshold_bytes"] == pytest.approx(8413.2 * 300)
+    assert (first["dirty_pages_rate"], first["reported_pages_rate"]) == (0.0, 0.0)
+    assert (first["expected_downtime_ms"], first["throttle_pct"]) == (300.0, 0)
+    assert (first["faults"], first["ring_full_exits"]) == (2, 0)
+    assert first["tlbi"] == {"range": 1, "ipa": 2}
+    assert (first["desc_reads"], first["desc_writes"]) == ({"L1": 2, "L2": 2, "L3": 2}, {"L3": 2})
+    assert first["harvest_model_ns"] == 126.0 and first["walk_model_ns"] == {"range": 126.0}
+    assert set(first["walk_wall_us"]) == set(first["walk_cpu_us"]) == {"range"}
+    assert set(first["strategy_counts"]) == {"range"}
+    assert [r["round"] for r in rounds] == [r["dirty_sync_count"] for r in rounds] == [1, 2, 3]
+    assert [r["t_end_ns"] for r in rounds[:2]] == [100_000_000, 100_000_126]
+    last = rounds[2]
+    assert (last["pages_sent"], last["dirty_pages"], last["new_dirty_pages"]) == (308, 0, 0)
+    assert [r["guest_slowdown"] for r in rounds] == [0.0, 0.0, 0.0]
+
+
+def test_xen_rounds_count_the_cleans_before_them(tmp_path):
+    """Xen (xg_sr_save.c send_memory_live): pass 1 follows enable_logdirty with no CLEAN,
+    each later iteration begins with one: round r follows r - 1 CLEANs.  2 MiB at 8 MiB/s:
+    pass 1 takes 250 ms; its CLEAN finds pages 5 and 300 (fewer than 50: sent live, 1 ms),
+    then suspend_and_send_dirty's CLEAN finds nothing (no modelled costs)."""
+    _, result = run(_two_writes(tmp_path, "xen", ZERO_COSTS))
+    rounds = result["rounds"]
+    assert [r["dirty_sync_count"] for r in rounds] == [0, 1, 2]
+    assert [r["pages_sent"] for r in rounds] == [512, 2, 0]
+    assert [r["t_end_ns"] for r in rounds] == [250_000_000, 251_000_000, 251_000_000]

@@ -265,9 +265,18 @@ def test_qemu_round_records_by_hand(tmp_path):
     once (kvm_get_dirty_log_protect): 6 × 1 + 2 × 10 + 100 = 126 ns; the two write faults
     relaxed permissions with a TLBI by IPA each (not the harvest's).  308 × 4 KiB fit the
     threshold: sync (round 2 closes when its 126 ns are over, nothing sent), then the
-    stop-and-copy round, which no sync ends (0 dirty, 0 new) and where no vCPU runs."""
+    stop-and-copy round, which no sync ends (0 dirty, 0 new) and where no vCPU runs.  The
+    switchover (100 ms + 126 ns) sends the 308 pages at the link's 10 Gbit/s, not rate-
+    limited (ram_save_complete): 308 × 4104 bytes in 1,011,225.6 ns; its final GET finds
+    nothing and costs nothing."""
     costs = dict(ZERO_COSTS, desc_read=1, desc_write=10, tlbi_range=100, tlbi_ipa=1000)
-    _, result = run(_two_writes(tmp_path, "qemu", costs))
+    sim, result = run(_two_writes(tmp_path, "qemu", costs))
+    assert result["outcome"] == "completed"
+    assert result["downtime_ms"] == pytest.approx(1.0112256, rel=1e-12)
+    assert sim.migration.t_stop_ns == 100_000_126
+    reason = "1,261,568 dirty bytes ≤ threshold 2,523,960 bytes (measured bandwidth × downtime "
+    said = [m.split("] ", 1)[1] for m in sim.messages]
+    assert f"switchover at 100.0 ms: {reason}limit, QEMU 10.1)" in said
     rounds = result["rounds"]
     assert [set(r) - ROUND_KEYS for r in rounds] == [set(), set(), {"stop_and_copy"}]
     assert [set(r) for r in rounds[:2]] == [ROUND_KEYS, ROUND_KEYS]
@@ -293,6 +302,7 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert [r["t_end_ns"] for r in rounds[:2]] == [100_000_000, 100_000_126]
     last = rounds[2]
     assert (last["pages_sent"], last["dirty_pages"], last["new_dirty_pages"]) == (308, 0, 0)
+    assert last["t_end_ns"] == 100_000_126 + 1_011_225  # int() of the end
     assert [r["guest_slowdown"] for r in rounds] == [0.0, 0.0, 0.0]
 
 
@@ -306,3 +316,26 @@ def test_xen_rounds_count_the_cleans_before_them(tmp_path):
     assert [r["dirty_sync_count"] for r in rounds] == [0, 1, 2]
     assert [r["pages_sent"] for r in rounds] == [512, 2, 0]
     assert [r["t_end_ns"] for r in rounds] == [250_000_000, 251_000_000, 251_000_000]
+
+
+def test_verify_counts_every_page_and_names_the_first_five_mismatches(tmp_path):
+    """Two slots of 256 and 512 pages, no writes: after the switchover every destination
+    page holds version 0, as the source.  Versions then changed on the source behind the
+    migration's back (slot 0 pages 1-6 to 7, slot 1 pages 7 and 9 to 3): all 768 pages are
+    checked, 8 differ, and the examples are the first five in slot then page order."""
+    data = session(
+        costs=ZERO_COSTS,
+        memslots=[
+            {"id": 0, "base": BASE, "size": "1MiB", "flags": ["log_dirty"], "backing": "4KiB"},
+            {"id": 1, "base": BASE + (1 << 20), "size": "2MiB", "flags": ["log_dirty"]},
+        ],
+        workloads=[],
+    )
+    sim, result = run(data)
+    assert result["verification"] == {"pages_checked": 768, "mismatches": 0}
+    sim.vm.slots[0].version[1:7] = 7
+    sim.vm.slots[1].version[[7, 9]] = 3
+    got = sim.migration.verify()
+    examples = [{"slot": 0, "page": p, "source": 7, "dest": 0} for p in range(1, 6)]
+    assert got == {"pages_checked": 768, "mismatches": 8, "examples": examples}
+    assert sim.migration.verification == got

@@ -262,21 +262,21 @@ def test_qemu_round_records_by_hand(tmp_path):
     bytes/ms × 300 ms.  Its GET reports pages 5 and 300; 5 was sent (new again), 300 still
     waits: 2 dirty, 1 new, 512 - 205 + 1 = 308 pages left.  The GET write-protects the two
     pages (two walks L1-L3: 2 reads a level, 2 L3 writes) and flushes the memslot's TLB
-    once (kvm_get_dirty_log_protect): 6 × 1 + 2 × 10 + 100 = 126 ns; the two write faults
+    once (kvm_get_dirty_log_protect): 6 × 1 + 2 × 10 + 49,975 = 50,001 ns; the two write faults
     relaxed permissions with a TLBI by IPA each (not the harvest's).  308 × 4 KiB fit the
-    threshold: sync (round 2 closes when its 126 ns are over, nothing sent), then the
+    threshold: sync (round 2 closes when its 50,001 ns are over, nothing sent), then the
     stop-and-copy round, which no sync ends (0 dirty, 0 new) and where no vCPU runs.  The
-    switchover (100 ms + 126 ns) sends the 308 pages at the link's 10 Gbit/s, not rate-
+    switchover (100.050001 ms: "100.1 ms") sends the 308 pages at the link's 10 Gbit/s, not rate-
     limited (ram_save_complete): 308 × 4104 bytes in 1,011,225.6 ns; its final GET finds
     nothing and costs nothing."""
-    costs = dict(ZERO_COSTS, desc_read=1, desc_write=10, tlbi_range=100, tlbi_ipa=1000)
+    costs = dict(ZERO_COSTS, desc_read=1, desc_write=10, tlbi_range=49975, tlbi_ipa=1000)
     sim, result = run(_two_writes(tmp_path, "qemu", costs))
     assert result["outcome"] == "completed"
     assert result["downtime_ms"] == pytest.approx(1.0112256, rel=1e-12)
-    assert sim.migration.t_stop_ns == 100_000_126
+    assert sim.migration.t_stop_ns == 100_050_001
     reason = "1,261,568 dirty bytes ≤ threshold 2,523,960 bytes (measured bandwidth × downtime "
     said = [m.split("] ", 1)[1] for m in sim.messages]
-    assert f"switchover at 100.0 ms: {reason}limit, QEMU 10.1)" in said
+    assert f"switchover at 100.1 ms: {reason}limit, QEMU 10.1)" in said
     rounds = result["rounds"]
     assert [set(r) - ROUND_KEYS for r in rounds] == [set(), set(), {"stop_and_copy"}]
     assert [set(r) for r in rounds[:2]] == [ROUND_KEYS, ROUND_KEYS]
@@ -295,14 +295,14 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert (first["faults"], first["ring_full_exits"]) == (2, 0)
     assert first["tlbi"] == {"range": 1, "ipa": 2}
     assert (first["desc_reads"], first["desc_writes"]) == ({"L1": 2, "L2": 2, "L3": 2}, {"L3": 2})
-    assert first["harvest_model_ns"] == 126.0 and first["walk_model_ns"] == {"range": 126.0}
+    assert first["harvest_model_ns"] == 50001.0 and first["walk_model_ns"] == {"range": 50001.0}
     assert set(first["walk_wall_us"]) == set(first["walk_cpu_us"]) == {"range"}
     assert set(first["strategy_counts"]) == {"range"}
     assert [r["round"] for r in rounds] == [r["dirty_sync_count"] for r in rounds] == [1, 2, 3]
-    assert [r["t_end_ns"] for r in rounds[:2]] == [100_000_000, 100_000_126]
+    assert [r["t_end_ns"] for r in rounds[:2]] == [100_000_000, 100_050_001]
     last = rounds[2]
     assert (last["pages_sent"], last["dirty_pages"], last["new_dirty_pages"]) == (308, 0, 0)
-    assert last["t_end_ns"] == 100_000_126 + 1_011_225  # int() of the end
+    assert last["t_end_ns"] == 100_050_001 + 1_011_225  # int() of the end
     assert [r["guest_slowdown"] for r in rounds] == [0.0, 0.0, 0.0]
 
 

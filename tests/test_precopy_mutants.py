@@ -339,3 +339,49 @@ def test_verify_counts_every_page_and_names_the_first_five_mismatches(tmp_path):
     examples = [{"slot": 0, "page": p, "source": 7, "dest": 0} for p in range(1, 6)]
     assert got == {"pages_checked": 768, "mismatches": 8, "examples": examples}
     assert sim.migration.verification == got
+
+
+def _rates_session(tmp_path, **migration):
+    """64 MiB at 8 MiB/s (pass 1 takes 8 s: no sync of QEMU's own before 3 s), harvest
+    events at 0.5, 1.5, 2.0 and 2.8 s.  Pages 0-30 were sent in the first 100 ms, so a write
+    to them is new in the migration bitmap; pages 16000-16004 are still to send."""
+    rows = [(300, p) for p in (0, 1, 2, 16000)]
+    rows += [(1000, p) for p in (10, 11, 12, 13, 14, 16001)]
+    rows += [(1800, p) for p in (20, 21, 22, 23, 24, 25, 26, 16002, 16003)]
+    rows += [(2500, p) for p in (30, 16004)]
+    trace = tmp_path / "r.csv"
+    trace.write_text(
+        "t_ns,ipa\n" + "".join(f"{t * 1_000_000},{BASE + p * 4096}\n" for t, p in rows)
+    )
+    return session(
+        costs=ZERO_COSTS,
+        workloads=[{"name": "t", "kind": "trace", "path": str(trace)}],
+        migration={"bandwidth": "8MiB/s", "timeout_s": 3, **migration},
+        events=[{"t_ms": t, "action": "harvest"} for t in (500, 1500, 2000, 2800)],
+    )
+
+
+def test_dirty_rates_over_two_periods(tmp_path):
+    """migration_bitmap_sync (QEMU 10.1): the rates are computed when ``end_time >
+    time_last_bitmap_sync + 1000`` over the pages of every sync since then, and the period's
+    counters start again.  Syncs (reported, new): 0.5 s (4, 3), 1.5 s (6, 5): due, 8 new and
+    10 reported pages over 1.5 s; 2.0 s (9, 7), not due; 2.8 s (2, 1): due, 8 and 11 over
+    1.3 s.  The run gives up at its 3 s timeout, the rates as they were."""
+    _, result = run(_rates_session(tmp_path))
+    rounds = result["rounds"]
+    assert [r["t_end_ns"] // 1_000_000 for r in rounds] == [500, 1500, 2000, 2800, 3000]
+    assert [(r["dirty_pages"], r["new_dirty_pages"]) for r in rounds[:4]] == [
+        (4, 3), (6, 5), (9, 7), (2, 1)
+    ]  # fmt: skip
+    new = [r["dirty_pages_rate"] for r in rounds]
+    reported = [r["reported_pages_rate"] for r in rounds]
+    assert new == pytest.approx([0, 8 / 1.5, 8 / 1.5, 8 / 1.3, 8 / 1.3])
+    assert reported == pytest.approx([0, 10 / 1.5, 10 / 1.5, 11 / 1.3, 11 / 1.3])
+    assert result["reason"] == "not converged within 3 s (timeout)"
+
+
+def test_the_timeout_counts_from_the_migrations_start(tmp_path):
+    """start_ms 50, timeout_s 3: QEMU gives up 3 s after the migration began (3.05 s)."""
+    _, result = run(_rates_session(tmp_path, start_ms=50))
+    assert result["rounds"][-1]["t_end_ns"] == 3_050_000_000
+    assert result["total_time_ms"] == 3000.0

@@ -5,6 +5,7 @@ worked out by hand from the trace and QEMU's migration/ram.c rules, never read b
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -385,3 +386,79 @@ def test_the_timeout_counts_from_the_migrations_start(tmp_path):
     _, result = run(_rates_session(tmp_path, start_ms=50))
     assert result["rounds"][-1]["t_end_ns"] == 3_050_000_000
     assert result["total_time_ms"] == 3000.0
+
+
+def _send_order_by_hand(slots, cursor, limit):
+    """Plain reference of QEMU's page order (ram_find_and_save_block: the dirty pages from
+    the last page sent on, block by block in order, wrapping round once to the blocks and
+    pages before it): every dirty page tested one at a time."""
+    order = sorted(slots)
+    here = cursor[0] in slots
+    first = order.index(cursor[0]) if here else 0
+    offset = cursor[1] if here else 0
+    seq = []
+    for k in range(len(order)):
+        sid = order[(first + k) % len(order)]
+        start = offset if k == 0 else 0
+        seq += [(sid, p) for p in range(start, slots[sid][1]) if p in slots[sid][0]]
+    sid = order[first] if order else None
+    seq += [(sid, p) for p in range(offset) if sid is not None and p in slots[sid][0]]
+    out = []
+    for sid, p in seq[: max(limit, 0)]:
+        if out and out[-1][0] == sid:
+            out[-1][1].append(p)
+        else:
+            out.append((sid, [p]))
+    return out
+
+
+def test_collect_follows_the_send_order_from_the_cursor():
+    """Slots 0, 2 and 5 (100, 64 and 130 pages, seeded random dirty pages); the cursor in
+    each slot at its first, a middle and its last page and past its end, or in a slot that
+    is gone (slot 3: the next pass starts at slot 0, page 0); every limit from 0 to more
+    than all dirty pages.  No slot at all: nothing."""
+    rng = np.random.default_rng(7)
+    slots, fake = {}, {}
+    for sid, n in ((0, 100), (2, 64), (5, 130)):
+        dirty = set(np.flatnonzero(rng.random(n) < 0.3).tolist()) | {0, n - 1}
+        bitmap = np.zeros((n + 63) // 64, np.uint64)
+        for p in dirty:
+            bitmap[p // 64] |= np.uint64(1 << (p % 64))
+        slots[sid] = (dirty, n)
+        fake[sid] = SimpleNamespace(bitmap=bitmap, dest=np.zeros(n, np.uint32))
+    total = sum(len(d) for d, _ in slots.values())
+    cursors = [(3, 17)] + [(s, o) for s, (_, n) in slots.items() for o in (0, 1, 40, n - 1, n)]
+    for cursor in cursors:
+        mig = SimpleNamespace(slots=fake, cursor=cursor)
+        for limit in (0, 1, 2, 5, 31, total - 1, total, total + 3):
+            got = [(sid, p.tolist()) for sid, p in P.Migration._collect(mig, limit)]
+            assert got == _send_order_by_hand(slots, cursor, limit), (cursor, limit)
+    assert P.Migration._collect(SimpleNamespace(slots={}, cursor=(0, 0)), 4) == []
+
+
+def _late_by_hand(pages, ticks, rel, wt):
+    """Plain reference: a write is late when its page is one of those sent and it came in a
+    later tick than the page's send (the page went with the version before it)."""
+    sent = {int(p): int(t) for p, t in zip(pages, ticks, strict=True)}
+    writes = zip(rel.tolist(), wt.tolist(), strict=True)
+    return [r for r, w in writes if r in sent and w > sent[r]]
+
+
+def test_later_writes_against_a_plain_reference():
+    """Pages sent in batch ticks 2-6 (increasing offsets, non-decreasing ticks), writes in
+    ticks 0-8 to pages in, between, below and above them, the first and last page included,
+    writes in the very tick of a send (not late); empty inputs give an empty int64 array."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 8))
+        pages = np.sort(rng.choice(np.arange(10, 40), n, replace=False)).astype(np.int64)
+        ticks = np.sort(rng.integers(2, 7, n)).astype(np.int64)
+        k = int(rng.integers(1, 12))
+        rel = rng.choice(np.r_[pages, pages[0], pages[-1], 5, 25, 45], k).astype(np.int64)
+        wt = np.sort(rng.integers(0, 9, k)).astype(np.int64)
+        got = DF.later_writes(pages, ticks, rel, wt)
+        assert got.tolist() == _late_by_hand(pages, ticks, rel, wt)
+    one = np.array([12], np.int64)
+    for args in ((one[:0], one[:0], one, one), (one, one, one[:0], one[:0])):
+        got = DF.later_writes(*args)
+        assert got.dtype == np.int64 and got.size == 0

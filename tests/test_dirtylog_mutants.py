@@ -612,3 +612,26 @@ def test_many_repeats_of_a_few_low_pages_in_a_one_word_bitmap():
     assert words.tolist() == [0xFFFF]
     DL.clear_bits(words, np.repeat(np.arange(8), 512))
     assert words.tolist() == [0xFF00]
+
+
+# -- KVM_CLEAR_DIRTY_LOG ---------------------------------------------------------------------------
+
+
+def test_clears_flush_once_per_ioctl_that_cleared_a_set_bit():
+    """kvm_clear_dirty_log_protect: each ioctl ANDs its mask out of the bitmap, re-protects
+    what was really set, and flushes once if it re-protected anything.  Pages 0, 5, 64 and
+    199 dirty; CLEAR (0, 64, page 0), (64, 64, page 65: not set), (192, 8, page 199): two
+    flushes, 3 words read, 2 pages re-protected; pages 5 and 64 stay dirty and writable."""
+    vm = _bitmap_vm("manual-clear")
+    flushes = vm.pgt.tlbi["range"]
+    calls = [
+        (0, 64, np.array([1], np.uint64)),
+        (64, 64, np.array([2], np.uint64)),
+        (192, 8, np.array([1 << 7], np.uint64)),
+    ]
+    op = DL.clear_dirty_log_many(vm, 0, calls)
+    assert (op.name, op.words, op.pages) == ("clear", 3, 2)
+    assert vm.pgt.tlbi["range"] - flushes == 2 and op.tlbi == {"range": 2}
+    assert op.counters.total_writes() == 2
+    assert vm.slots[0].bitmap.tolist() == [1 << 5, 1, 0, 0]
+    assert [p for p, w in enumerate(_writable(vm, 200)) if w] == [5, 64]

@@ -479,7 +479,9 @@ class VM:
             slot = slots[i]
             version = self.slots[slot.id].version
             where = pages.gfn[sel] - slot.base_gfn
-            version[where] += pages.writes[sel].astype(version.dtype)  # wraps as += does
+            version[where] += pages.writes[sel].astype(
+                version.dtype, copy=False
+            )  # wraps as += does
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> int:
         """user_mem_abort on a write to a read-only block while logging (a permission fault;
@@ -893,7 +895,7 @@ class _Pages:
                 vcpu_first=v,
                 vcpu_write=v,
                 first=None,
-                writes=np.diff(starts, append=n),
+                writes=_run_lengths(starts, n),
                 writer=writer,
                 batch=gfn,
             )
@@ -910,7 +912,7 @@ class _Pages:
                 vcpu_first=v,
                 vcpu_write=v,
                 first=first,
-                writes=np.diff(starts, append=n),
+                writes=_run_lengths(starts, n),
                 writer=writer,
             )
         assert order is not None
@@ -951,6 +953,17 @@ def _runs(gfn: np.ndarray, full_order: bool = False) -> tuple[np.ndarray, ...]:
         order = keys & mask
         return g[starts] + lo, starts, order[starts], order
     return g[starts] + lo, starts, keys[starts] & mask, None
+
+
+def _run_lengths(starts: np.ndarray, n: int) -> np.ndarray:
+    """Length of each run of a sorted batch of ``n`` accesses from its start to the next
+    run's (the last one's to ``n``), as ``uint32``, the version counters' type (a batch is
+    at most ``ACCESS_SLICE`` accesses): ``np.diff(starts, append=n)`` without its
+    concatenation, and no conversion when the versions are bumped."""
+    out = np.empty(starts.size, dtype=np.uint32)
+    np.subtract(starts[1:], starts[:-1], out=out[:-1], casting="unsafe")
+    out[-1:] = n - starts[-1:]
+    return out
 
 
 def _constant(a: np.ndarray) -> int | None:

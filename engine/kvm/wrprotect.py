@@ -357,6 +357,12 @@ def _span_walk_in_tables(
     else:
         hi, lo = fls64(masks), ffs64(masks)
     first = base_gfn + offsets + lo
+    if single and offsets.size:  # (a ring reset's usual words: every table mapped)
+        level, pos, d = pgt.lookup(first << g.page_shift)
+        if bool((level == 3).all()):
+            _WordChunks.upper_walks(pgt, counters, int(pos.size))
+            _protect_spans(pgt, pos, d, counters)
+            return np.zeros(offsets.size, dtype=bool)
     region = first >> g.bits_per_level
     if single:  # a one-page span is inside its table: every word looks it up, no expansion
         table = pgt.last_level_tables(region << g.level_shift(2))
@@ -372,15 +378,20 @@ def _span_walk_in_tables(
     pos = table[idx] * E + (first[idx] & (E - 1))
     if not single:
         pos = expand_runs(pos, (hi - lo + 1)[idx])
+    _protect_spans(pgt, pos, pgt.flat[pos], counters)
+    return ~fast
+
+
+def _protect_spans(pgt: PageTable, pos: np.ndarray, d: np.ndarray, counters: WalkCounters) -> None:
+    """The last-level part of ``_span_walk_in_tables``: the entries at ``pos`` (their
+    descriptors ``d``; a position may repeat) read, the valid writable ones protected, each
+    changed entry counted as one write."""
     counters.reads[3] += int(pos.size)
-    flat = pgt.flat
-    d = flat[pos]
     change = (d & U64(D.VALID | D.S2AP_W)) == U64(D.VALID | D.S2AP_W)
     cpos = pos[change]
     if cpos.size:
-        flat[cpos] = d[change] & ~U64(D.S2AP_W)
+        pgt.flat[cpos] = d[change] & ~U64(D.S2AP_W)
         counters.writes[3] += int(unique_fast(cpos).size)  # an entry in two spans: one write
-    return ~fast
 
 
 # -- range: stage2_wp_range -> puds -> pmds -> ptes -------------------------------------------

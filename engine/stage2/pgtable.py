@@ -137,7 +137,7 @@ class PageTable:
         """
         ipa = np.atleast_1d(np.asarray(ipa, dtype=np.int64))
         hit, pos = self._mapped_leaves(ipa)
-        if hit.all():  # (every region has its last-level table: no walk)
+        if hit is None or hit.all():  # (every region has its last-level table: no walk)
             return np.full(ipa.shape, 3, dtype=np.int8), pos, self.flat[pos]
         if hit.any():  # the rest is walked
             miss = np.flatnonzero(~hit)
@@ -198,7 +198,8 @@ class PageTable:
         from the region map (KVM's stage 2 has at least two levels, so level 2 exists:
         ``Geometry.levels``)."""
         hit, pos = self._mapped_leaves(ipa)
-        return np.where(hit, pos >> self.geom.bits_per_level, -1)
+        pos >>= self.geom.bits_per_level
+        return pos if hit is None else np.where(hit, pos, -1)
 
     def entry_ipa(self, pos: np.ndarray | int) -> np.ndarray | int:
         """IPA where the region mapped by the entry at flat position ``pos`` starts."""
@@ -238,18 +239,22 @@ class PageTable:
         region, ids = region[inside], ids[inside]
         self._leaf_tables[region[self._leaf_tables[region] == ids]] = -1
 
-    def _mapped_leaves(self, ipa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(whether each IPA's region has a last-level table, the flat position of its entry
-        there) from the region map."""
+    def _mapped_leaves(self, ipa: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(whether each IPA's region has a last-level table, None when every one has, the
+        flat position of its entry there) from the region map.  The usual batch lies below
+        the map's top and finds a table everywhere: one maximum and one minimum tell, with
+        no per-IPA masks (figure 4's lookups)."""
         lt = self._leaf_tables
         region = ipa >> self.geom.level_shift(2)
-        if not lt.size:
+        if not lt.size or not ipa.size:
             return np.zeros(ipa.shape, dtype=bool), region
-        table = lt[np.minimum(region, lt.size - 1)].astype(np.int64)
-        hit = (table >= 0) & (region < lt.size)
-        table <<= self.geom.bits_per_level
-        table |= (ipa >> self.geom.level_shift(3)) & (self.E - 1)
-        return hit, table
+        below = int(region.max()) < lt.size
+        table = lt[region] if below else lt[np.minimum(region, lt.size - 1)]
+        hit = None if below and int(table.min()) >= 0 else (table >= 0) & (region < lt.size)
+        pos = table.astype(np.int64)
+        pos <<= self.geom.bits_per_level
+        pos |= (ipa >> self.geom.level_shift(3)) & (self.E - 1)
+        return hit, pos
 
     # -- map ---------------------------------------------------------------------------------
 

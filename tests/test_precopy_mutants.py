@@ -305,6 +305,8 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert (last["pages_sent"], last["dirty_pages"], last["new_dirty_pages"]) == (308, 0, 0)
     assert last["t_end_ns"] == 100_050_001 + 1_011_225  # int() of the end
     assert [r["guest_slowdown"] for r in rounds] == [0.0, 0.0, 0.0]
+    counters = ("transferred_bytes", "pages_sent", "duplicate", "normal", "normal_bytes")
+    assert all(type(r[k]) is int for r in [result, *rounds] for k in counters if k in r)
 
 
 def test_xen_rounds_count_the_cleans_before_them(tmp_path):
@@ -462,3 +464,18 @@ def test_later_writes_against_a_plain_reference():
     for args in ((one[:0], one[:0], one, one), (one, one, one[:0], one[:0])):
         got = DF.later_writes(*args)
         assert got.dtype == np.int64 and got.size == 0
+
+
+def test_a_16k_page_counts_four_normal_target_pages(tmp_path):
+    """QEMU counts 4 KiB target pages (TARGET_PAGE_SIZE on arm64): a 16 KiB guest page sent
+    whole is 4 normal pages of 4,104 stream bytes each, as whole numbers (uint64 counters)."""
+    data = _two_writes(tmp_path, "qemu", ZERO_COSTS)
+    data["geometry"] = {"granule": "16KiB", "ipa_bits": 40}
+    data["memslots"][0]["backing"] = "16KiB"
+    _, result = run(data)
+    sent = sum(r["pages_sent"] for r in result["rounds"])
+    assert sent >= 128 and result["outcome"] == "completed"
+    assert (result["normal"], result["duplicate"]) == (4 * sent, 0)
+    assert result["transferred_bytes"] == 4 * 4104 * sent
+    assert type(result["normal"]) is int
+    assert all(type(r["normal"]) is int for r in result["rounds"])

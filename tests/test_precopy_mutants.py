@@ -299,6 +299,9 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert first["harvest_model_ns"] == 50001.0 and first["walk_model_ns"] == {"range": 50001.0}
     assert set(first["walk_wall_us"]) == set(first["walk_cpu_us"]) == {"range"}
     assert set(first["strategy_counts"]) == {"range"}
+    measured = first["strategy_counts"]["range"]  # the same walk's times, in µs both
+    assert first["walk_wall_us"]["range"] == measured["wall_us"] > 0
+    assert first["walk_cpu_us"]["range"] == measured["cpu_us"]
     assert [r["round"] for r in rounds] == [r["dirty_sync_count"] for r in rounds] == [1, 2, 3]
     assert [r["t_end_ns"] for r in rounds[:2]] == [100_000_000, 100_050_001]
     last = rounds[2]

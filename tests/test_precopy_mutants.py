@@ -482,3 +482,40 @@ def test_a_16k_page_counts_four_normal_target_pages(tmp_path):
     assert result["transferred_bytes"] == 4 * 4104 * sent
     assert type(result["normal"]) is int
     assert all(type(r["normal"]) is int for r in result["rounds"])
+
+
+@pytest.mark.parametrize(("granule", "size", "per"), [("4KiB", 4096, 1), ("16KiB", 16384, 4)])
+def test_zero_and_normal_pages_of_two_unpopulated_slots(tmp_path, granule, size, per):
+    """Two slots the guest never populated (2 MiB and 1 MiB), pages 3 and 100 of slot 0 and
+    page 7 of slot 1 written at 1 ms; the migration starts at 5 ms and pass 1 sends every page
+    in its first tick (10 Gbit/s link), the written ones as normal pages (8-byte header +
+    4 KiB a target page) and the rest as zero pages (header + 1 byte, save_zero_page), counted
+    in 4 KiB target pages (``per`` a guest page).  Nothing is left: QEMU completes, every page
+    was last sent in round 1."""
+    trace = tmp_path / "z.csv"
+    rows = [(0, 3), (0, 100), (1, 7)]
+    base = {0: BASE, 1: BASE + (2 << 20)}
+    trace.write_text("t_ns,ipa\n" + "".join(f"1000000,{base[s] + p * size}\n" for s, p in rows))
+    slot = {"flags": ["log_dirty"], "backing": granule, "populate": False}
+    data = session(
+        costs=ZERO_COSTS,
+        geometry={"granule": granule, "ipa_bits": 40},
+        memslots=[
+            {"id": 0, "base": BASE, "size": "2MiB", **slot},
+            {"id": 1, "base": base[1], "size": "1MiB", **slot},
+        ],
+        workloads=[{"name": "t", "kind": "trace", "path": str(trace)}],
+        migration={"bandwidth": "8MiB/s", "start_ms": 5},
+    )
+    sim, result = run(data)
+    pages = (3 << 20) // size
+    zero, normal = (pages - 3) * per, 3 * per
+    assert (result["duplicate"], result["normal"]) == (zero, normal)
+    assert result["transferred_bytes"] == zero * 9 + normal * 4104
+    first = result["rounds"][0]
+    assert (first["pages_sent"], first["duplicate"], first["normal"]) == (pages, zero, normal)
+    assert first["transferred_bytes"] == zero * 9 + normal * 4104
+    assert first["remaining_bytes"] == 0 and result["outcome"] == "completed"
+    counters = ("transferred_bytes", "duplicate", "normal")
+    assert all(type(r[k]) is int for r in [result, first] for k in counters)
+    assert all((m.last_sent == 1).all() for m in sim.migration.slots.values())

@@ -625,10 +625,13 @@ def test_dbm_a_page_read_then_written_turns_dirty_with_no_second_exit(batches):
     """DBM (the what-if mode): while logging, a read of an unmapped page maps it read-only
     with DBM set (writable-clean, one translation fault); the write after it turns it
     writable-dirty in hardware: no exit, no TLBI, nothing marked in software, counted in
-    dbm_dirty.  By hand: 1 fault, 1 translation fault, 0 permission faults, dbm_dirty 1, the
+    dbm_dirty.  By hand: 1 fault, 1 translation fault, 0 permission faults, the
     page writable, whether the two accesses come in one batch or two (the one-timeline rule;
-    one batch used to count a permission fault and a TLBI for the write)."""
+    one batch used to count a permission fault and a TLBI for the write).  A write of a
+    write-protected page before them turned dirty by DBM too: dbm_dirty 2 in all."""
     vm = _vm("dbm", 1, [], [0])
+    # first, a write of write-protected (writable-clean) page 1: dirty by DBM, no exit
+    vm.access(np.array([BGFN + 1]), np.zeros(1, np.int64), np.ones(1, bool))
     g, v, w = np.full(2, BGFN + NPG), np.zeros(2, np.int64), np.array([False, True])
     step = 2 // batches
     faults = sum(
@@ -637,7 +640,7 @@ def test_dbm_a_page_read_then_written_turns_dirty_with_no_second_exit(batches):
     )
     assert faults.tolist() == [1]
     assert vm.stats["translation_faults"] == 1 and vm.stats["permission_faults"] == 0
-    assert vm.stats["dbm_dirty"] == 1 and vm.pgt.tlbi["ipa"] == 0
+    assert vm.stats["dbm_dirty"] == 2 and vm.pgt.tlbi["ipa"] == 0
     _, _, desc = vm.pgt.lookup(np.array([BASE + (NPG << 12)], np.int64))
     assert D.is_writable(desc).tolist() == [True]
 
@@ -742,3 +745,22 @@ def test_a_full_ring_of_a_vcpu_without_accesses_is_reported():
     # stored and marked in the backup bitmap, the ring still reported (this batch raised)
     got = _check("ring", 2, [], [SOFT, 0], [(-1, 3, True)])
     assert got["ring_full"] == {0} and got["bitmaps"] == [{3}, set()] and got["applied"] == 1
+
+
+def test_a_page_past_the_slots_last_block_is_relaxed_not_mapped_as_a_block():
+    """A 3 MiB slot backed by 2 MiB pages: page 600 (in the second 2 MiB, which passes the
+    slot's end) read while logging is mapped read-only; logging off, a write to it is a
+    permission fault that relaxes the page (one TLBI by IPA): no block is mapped there
+    (fault_supports_stage2_huge_mapping refuses a block past the slot's end, mmu.c v6.17)."""
+    vm = VM(G, Tracking("bitmap", "range", RING), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 3 << 20, slot_flags(log_dirty=True), 2 << 20)
+    g, v = np.array([BGFN + 600]), np.zeros(1, np.int64)
+    vm.access(g, v, np.zeros(1, bool))
+    vm.set_memslot(0, BASE, 3 << 20, 0, 2 << 20)
+    vm.pgt.tlbi.clear()
+    res = vm.access(g, v, np.ones(1, bool))
+    level, _, desc = vm.pgt.lookup(np.array([BASE + 600 * 4096, BASE + 601 * 4096]))
+    assert res.faults.tolist() == [1] and vm.stats["permission_faults"] == 1
+    assert vm.stats["block_maps"] == 0 and vm.pgt.tlbi["ipa"] == 1
+    assert level[0] == 3 and D.is_valid(desc).tolist() == [True, False]
+    assert D.is_writable(desc).tolist() == [True, False]

@@ -12,6 +12,8 @@ protect the bitmap is copied as it is), ``kvm_clear_dirty_log_protect``, virt/kv
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -668,3 +670,73 @@ def test_clear_on_a_missing_slot_or_one_without_logging_says_which():
     assert str(e.value) == (
         "ENOENT: slot: KVM_CLEAR_DIRTY_LOG on slot 3: dirty logging is not enabled"
     )
+
+
+def test_no_clear_calls_is_a_clear_that_did_nothing():
+    """An empty list of CLEARs: an op named "clear" with nothing read, cleared or flushed,
+    and no record for a replay (no ioctl was made)."""
+    vm = _bitmap_vm("manual-clear")
+    vm.oplog = []
+    op = DL.clear_dirty_log_many(vm, 0, [])
+    assert (op.name, op.words, op.pages, dict(op.tlbi)) == ("clear", 0, 0, {})
+    assert vm.oplog == [] and vm.slots[0].bitmap.tolist() == WORDS
+
+
+def test_overlapping_clears_clear_each_bit_once():
+    """Two CLEARs of word 0, pages 0 and 1 then page 1 again (done one ioctl after the
+    other): the second finds page 1 already clear and re-protects nothing, so 2 pages and
+    one flush in all, 2 words read."""
+    vm = _vm("manual-clear", npages=200)
+    flushes = vm.pgt.tlbi["range"]
+    calls = [(0, 64, np.array([0b11], np.uint64)), (0, 64, np.array([0b10], np.uint64))]
+    op = DL.clear_dirty_log_many(vm, 0, calls)
+    assert (op.name, op.words, op.pages) == ("clear", 2, 2)
+    assert vm.pgt.tlbi["range"] - flushes == 1 and op.counters.total_writes() == 2
+    assert int(vm.slots[0].bitmap[0]) == 2**64 - 4
+    assert [p for p, w in enumerate(_writable(vm, 200)) if not w] == [0, 1]
+
+
+def test_initially_set_eager_clears_together_are_the_ioctls_one_after_another():
+    """INITIALLY_SET with eager split: each CLEAR write-protects its words and then splits
+    the blocks they touch (kvm_arch_mmu_enable_log_dirty_pt_masked), so a later ioctl
+    finds pages where an earlier one split.  Two ioctls in one 2 MiB block (pages 0 and
+    64) given together count, split and protect as the same two given one at a time."""
+
+    def run(together):
+        vm = VM(G, Tracking("manual-clear", "range", eager_split=2 << 20, initially_set=True))
+        vm.set_memslot(0, BASE, 1024 * 4096, 0, 2 << 20, populate=True)
+        vm.set_memslot(0, BASE, 1024 * 4096, slot_flags(log_dirty=True), 2 << 20)
+        calls = [(0, 64, np.array([1], np.uint64)), (64, 64, np.array([1], np.uint64))]
+        ops = (
+            [DL.clear_dirty_log_many(vm, 0, calls)]
+            if together
+            else [DL.clear_dirty_log(vm, 0, *c) for c in calls]
+        )
+        reads = sum((o.counters.reads for o in ops), start=Counter())
+        writes = sum((o.counters.writes for o in ops), start=Counter())
+        tlbi = sum((o.tlbi for o in ops), start=Counter())
+        return reads, writes, tlbi, sum(o.splits for o in ops), _leaves(vm, 1024)
+
+    one_by_one = run(False)
+    assert one_by_one[3] == 1 and one_by_one[4][0][:512] == [3] * 512
+    assert run(True) == one_by_one
+
+
+@pytest.mark.parametrize(
+    ("calls", "pages", "flushes", "words"),
+    [
+        # word 2 cleared by the second ioctl (2 words) and again by the third
+        ([(0, 64, [1]), (64, 128, [1, 1]), (128, 64, [1])], [0, 64, 128], 2, 4),
+        # word 5 cleared twice, after word 0
+        ([(0, 64, [1]), (320, 64, [1]), (320, 64, [1])], [0, 320], 2, 3),
+    ],
+)
+def test_three_clears_with_a_word_cleared_twice(calls, pages, flushes, words):
+    """A later ioctl that clears a word an earlier one cleared finds those bits clear:
+    no re-protection and no flush for it (kvm_clear_dirty_log_protect per ioctl)."""
+    vm = _vm("manual-clear", npages=400)
+    flushes0 = vm.pgt.tlbi["range"]
+    op = DL.clear_dirty_log_many(vm, 0, [(f, n, np.array(m, np.uint64)) for f, n, m in calls])
+    assert (op.words, op.pages) == (words, len(pages))
+    assert vm.pgt.tlbi["range"] - flushes0 == flushes
+    assert [p for p, w in enumerate(_writable(vm, 400)) if not w] == pages

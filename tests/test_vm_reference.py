@@ -764,3 +764,20 @@ def test_a_page_past_the_slots_last_block_is_relaxed_not_mapped_as_a_block():
     assert vm.stats["block_maps"] == 0 and vm.pgt.tlbi["ipa"] == 1
     assert level[0] == 3 and D.is_valid(desc).tolist() == [True, False]
     assert D.is_writable(desc).tolist() == [True, False]
+
+
+def test_a_cut_page_written_later_by_another_vcpu_is_that_vcpus_push():
+    """Ring mode: vCPU 0 (one entry of room) writes page 1 (its push fills the ring: that
+    write and its later ones wait), then pages 2-25; vCPU 1 (24 entries of room) writes
+    pages 2-25 after it, then vCPU 2 (three entries of room) writes them and pages 40-43
+    (writable since an earlier batch).  With vCPU 0's writes held back, each of pages 2-25
+    is first written by vCPU 1: 24 entries, the last (page 25, access 48) filling its ring,
+    so that store waits; vCPU 2 pushes nothing (every page it writes is writable by then)
+    and its ring does not fill.  By hand: deferred = vCPU 0's 25 accesses and access 48,
+    ring-full {0, 1}."""
+    pages = list(range(2, 26))
+    seq = [(0, 1, True)] + [(0, p, True) for p in pages]
+    seq += [(1, p, True) for p in pages] + [(2, p, True) for p in pages + [40, 41, 42, 43]]
+    got = _check("ring", 3, [40, 41, 42, 43], [SOFT - 1, SOFT - 24, SOFT - 3], seq)
+    assert got["deferred"] == [*range(25), 48] and got["ring_full"] == {0, 1}
+    assert got["rings"] == [[(0, 1)], [(0, p) for p in pages], []]

@@ -384,6 +384,10 @@ def test_dirty_rates_over_two_periods(tmp_path):
     assert new == pytest.approx([0, 8 / 1.5, 8 / 1.5, 8 / 1.3, 8 / 1.3])
     assert reported == pytest.approx([0, 10 / 1.5, 10 / 1.5, 11 / 1.3, 11 / 1.3])
     assert result["reason"] == "not converged within 3 s (timeout)"
+    # 205 pages start in each 100 ms window (i × 4104 <= 838,860.8): 5, 10, 5, 8, 2 windows
+    sent = [205 * w for w in (5, 10, 5, 8, 2)]
+    assert [(r["pages_sent"], r["normal"]) for r in rounds] == list(zip(sent, sent, strict=True))
+    assert [r["transferred_bytes"] for r in rounds] == [4104 * n for n in sent]
 
 
 def test_the_timeout_counts_from_the_migrations_start(tmp_path):

@@ -740,3 +740,14 @@ def test_three_clears_with_a_word_cleared_twice(calls, pages, flushes, words):
     assert (op.words, op.pages) == (words, len(pages))
     assert vm.pgt.tlbi["range"] - flushes0 == flushes
     assert [p for p, w in enumerate(_writable(vm, 400)) if not w] == pages
+
+
+def test_a_dbm_scan_keeps_the_bits_already_in_the_bitmap():
+    """DBM: a host write (no vCPU running: mark_page_dirty) sets its bit in the bitmap; the
+    scan at GET adds the pages the hardware dirtied (512 pages: one whole last-level table,
+    cleaned in place) to it, so the GET reports both the host's page 3 and the vCPU's 5."""
+    vm = _vm("dbm", npages=512, write=False)
+    g = np.array([BGFN + 3, BGFN + 5], np.int64)
+    vm.access(g, np.array([-1, 0], np.int64), np.ones(2, bool))
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert DL.bitmap_pages(words).tolist() == [3, 5]

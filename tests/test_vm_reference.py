@@ -781,3 +781,28 @@ def test_a_cut_page_written_later_by_another_vcpu_is_that_vcpus_push():
     got = _check("ring", 3, [40, 41, 42, 43], [SOFT - 1, SOFT - 24, SOFT - 3], seq)
     assert got["deferred"] == [*range(25), 48] and got["ring_full"] == {0, 1}
     assert got["rings"] == [[(0, 1)], [(0, p) for p in pages], []]
+
+
+def test_ring_admission_pushes_by_hand_around_a_cut():
+    """Ring mode, one entry of room per vCPU.  (1) vCPU 0 writes page 1 (fills: that write
+    and its writes of pages 3 and 5 wait); vCPU 1 then writes page 5, whose first write is
+    now its own: a push that fills vCPU 1's ring, so that store waits too.  (2) vCPU 0 reads
+    write-protected page 2 (no push: a read), then writes page 3 (the push that fills).
+    (3) below."""
+    got = _check(
+        "ring",
+        2,
+        [],
+        [SOFT - 1, SOFT - 1],
+        [(0, 1, True), (0, 3, True), (0, 5, True), (1, 5, True)],
+    )
+    assert got["deferred"] == [0, 1, 2, 3] and got["ring_full"] == {0, 1}
+    assert got["rings"] == [[(0, 1)], [(0, 5)]]
+    got = _check("ring", 1, [], [SOFT - 1], [(0, 2, False), (0, 3, True)])
+    assert got["deferred"] == [1] and got["ring_full"] == {0} and got["rings"] == [[(0, 3)]]
+    # (3) as (1), vCPU 0 writing page 1 again after page 5: vCPU 1's write of page 5 still
+    # pushes and fills (each kept write's page is also a held-back write's)
+    seq = [(0, 1, True), (0, 5, True), (0, 1, True), (1, 5, True)]
+    got = _check("ring", 2, [], [SOFT - 1, SOFT - 1], seq)
+    assert got["deferred"] == [0, 1, 2, 3] and got["ring_full"] == {0, 1}
+    assert got["rings"] == [[(0, 1)], [(0, 5)]]

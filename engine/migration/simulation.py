@@ -810,8 +810,10 @@ class Simulation:
         base: dict[str, Any] = {"name": self.cfg.name, "t_ns": self.t_ns, "ticks": self.tick}
         if self.migration is not None:
             base.update(self.migration.result())
-        base["vm_stats"] = dict(self.vm.stats)
-        base["tlbi"] = dict(self.vm.pgt.tlbi)
+        # counters in name order: a Counter keeps the order its keys first appeared in, which
+        # depends on how ticks were batched (the JSON must not: one timeline)
+        base["vm_stats"] = dict(sorted(self.vm.stats.items()))
+        base["tlbi"] = dict(sorted(self.vm.pgt.tlbi.items()))
         base["messages"] = list(self.messages)
         base["refused_events"] = list(self.refused_events)
         return base

@@ -479,9 +479,8 @@ class VM:
             slot = slots[i]
             version = self.slots[slot.id].version
             where = pages.gfn[sel] - slot.base_gfn
-            version[where] += pages.writes[sel].astype(
-                version.dtype, copy=False
-            )  # wraps as += does
+            writes = pages.writes[sel].astype(version.dtype, copy=False)
+            version[where] += writes  # wraps as += does
 
     def _split_for_write(self, pos: np.ndarray, levels: np.ndarray) -> int:
         """user_mem_abort on a write to a read-only block while logging (a permission fault;

@@ -22,10 +22,13 @@ the original) are left out of the denominator.  Survivors are printed with their
 mutmut itself drops every verdict of a group when the group's test list changes (a new test
 file, a new node id) and then runs only the mutants it is asked for, so a rerun of a part (or
 of the survivors) used to leave the rest without a verdict: ``--no-run`` then said "run
-incomplete".  Each group therefore keeps its own record, ``verdicts.json`` in its work
-directory: every verdict mutmut reaches, with the hash of the mutated function's source and
-the test list it was reached with.  A mutant mutmut has no verdict for takes the recorded one
-while its function is unchanged and the group's tests still include the recorded ones.
+incomplete".  Each group therefore keeps its own record, ``mutation/verdicts/<group>.json``
+(committed, so a new checkout or machine starts from it): every verdict mutmut reaches, with
+the hash of the mutated function's source and the test list it was reached with.  A mutant
+mutmut has no verdict for takes the recorded one while its function is unchanged and the
+group's tests still include the recorded ones.  Where mutmut has not generated the group's
+mutants yet (a new checkout), ``--no-run`` generates the list of mutants and their function
+hashes in-process, without running a test, and reports from the record alone.
 
 A large group can be run a part at a time: ``--only PATTERN`` (repeatable; shell-style
 wildcards over mutant names, e.g. ``'*x__check_clear__*'``) runs only the matching mutants,
@@ -56,7 +59,7 @@ WORK = ROOT / "build" / "mutation"
 LINKED = ("engine", "app", "tests", "resources")
 GOAL = 0.90
 TIMEOUT_MULTIPLIER = 60.0  # mutmut's default 15 (see prepare)
-RECORD = "verdicts.json"  # the group's own record of verdicts (see the module docstring)
+RECORDS = HERE / "verdicts"  # each group's committed record of verdicts (module docstring)
 KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}  # mutmut's codes: failed, error, timeout, crash
 
 
@@ -137,7 +140,7 @@ def run_group(
     match one of its patterns."""
     if not keep and not only:
         shutil.rmtree(work / "mutants", ignore_errors=True)
-        (work / RECORD).unlink(missing_ok=True)
+        record_path(work).unlink(missing_ok=True)
     status = mutmut_run(work, max_children, only, full=False)
     record(work, group)
     if status != 0:
@@ -170,9 +173,65 @@ def mean_seconds(work: Path, group: dict, names: list[str]) -> float | None:
 
 
 def _metas(work: Path, group: dict) -> list[dict]:
-    """mutmut's ``.meta`` data of the group's files (those generated so far)."""
+    """mutmut's ``.meta`` data of the group's files; for a file mutmut has not mutated yet
+    (a new checkout), its mutant names and function hashes generated without a verdict."""
     metas = [work / "mutants" / (src + ".meta") for src in group["mutate"]]
-    return [json.loads(m.read_text()) for m in metas if m.exists()]
+    out = [json.loads(m.read_text()) for m in metas if m.exists()]
+    missing = [src for src, m in zip(group["mutate"], metas, strict=True) if not m.exists()]
+    return out + (_generate(work, missing) if missing else [])
+
+
+_GENERATE = """
+import json, sys
+from pathlib import Path
+from mutmut.mutation.file_mutation import mutate_file_contents
+from mutmut.utils.format_utils import get_mutant_name
+out = []
+for src in sys.argv[1:]:
+    made = mutate_file_contents(src, Path(src).read_text())
+    names = [get_mutant_name(Path(src), n) for n in made.mutant_names]
+    out.append({"exit_code_by_key": dict.fromkeys(names),
+                "hash_by_function_name": dict(made.hash_by_function_name)})
+print(json.dumps(out))
+"""
+
+
+def _generate(work: Path, sources: list[str]) -> list[dict]:
+    """The mutants mutmut would make of ``sources`` and their functions' hashes, in the shape
+    of its ``.meta`` data with no verdicts (mutmut's own generator, run in the work directory
+    for its configuration; no test runs)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GENERATE, *sources],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def record_path(work: Path) -> Path:
+    """The group's committed record of verdicts (the work directory is named after it)."""
+    return RECORDS / f"{work.name}.json"
+
+
+def _load_record(work: Path) -> dict:
+    path = record_path(work)
+    return json.loads(path.read_text()) if path.exists() else {"tests": {}, "verdicts": {}}
+
+
+def _save_record(work: Path, rec: dict) -> None:
+    """One verdict a line, in name order, so a commit's diff shows which verdicts changed."""
+    lines = [f"{json.dumps(m)}: {json.dumps(v)}" for m, v in sorted(rec["verdicts"].items())]
+    text = (
+        '{"tests": '
+        + json.dumps(rec["tests"], sort_keys=True)
+        + ',\n"verdicts": {\n'
+        + ",\n".join(lines)
+        + "\n}}\n"
+    )
+    RECORDS.mkdir(exist_ok=True)
+    record_path(work).write_text(text)
 
 
 def _function(mutant: str) -> str:
@@ -182,10 +241,9 @@ def _function(mutant: str) -> str:
 
 
 def record(work: Path, group: dict) -> None:
-    """Add mutmut's present verdicts to the group's record (``RECORD``): each with its
+    """Add mutmut's present verdicts to the group's record (``record_path``): each with its
     function's source hash and the test list it was reached with."""
-    path = work / RECORD
-    rec = json.loads(path.read_text()) if path.exists() else {"tests": {}, "verdicts": {}}
+    rec = _load_record(work)
     tests = sorted(group["tests"])
     key = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:12]
     rec["tests"][key] = tests
@@ -194,15 +252,14 @@ def record(work: Path, group: dict) -> None:
         for mutant, code in data["exit_code_by_key"].items():
             if code is not None:
                 rec["verdicts"][mutant] = [code, hashes.get(_function(mutant)), key]
-    path.write_text(json.dumps(rec, indent=0, sort_keys=True))
+    _save_record(work, rec)
 
 
 def results(work: Path, group: dict) -> dict[str, int | None]:
     """mutant name -> exit code, for the group's files: mutmut's verdict, or else the
     recorded one if the function's source is unchanged and the group's tests include the
     tests it was reached with (None: no valid verdict)."""
-    path = work / RECORD
-    rec = json.loads(path.read_text()) if path.exists() else {"tests": {}, "verdicts": {}}
+    rec = _load_record(work)
     tests = set(group["tests"])
     out: dict[str, int | None] = {}
     for data in _metas(work, group):

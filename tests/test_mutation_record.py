@@ -1,0 +1,65 @@
+"""mutation/run.py's committed record of verdicts: a verdict is reused only while its
+function's source hash is unchanged and the group's tests still include those it was reached
+with; the record is written one verdict a line, in name order."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("mutation_run", ROOT / "mutation" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RECORDS", tmp_path / "verdicts")
+    return module
+
+
+def _meta(work: Path, src: str, codes: dict, hashes: dict) -> None:
+    meta = work / "mutants" / (src + ".meta")
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": hashes}))
+
+
+def test_a_recorded_verdict_holds_while_the_function_and_tests_are_unchanged(run, tmp_path):
+    work = tmp_path / "g"
+    group = {"mutate": ["m.py"], "tests": ["tests/a.py", "tests/b.py"]}
+    a, b = "m.xǁCǁf__mutmut_1", "m.g__mutmut_2"
+    _meta(work, "m.py", {a: 1, b: 0}, {"xǁCǁf": "h1", "g": "h2"})
+    run.record(work, group)
+    # a new checkout: mutmut has no verdicts yet, the functions are unchanged
+    _meta(work, "m.py", {a: None, b: None}, {"xǁCǁf": "h1", "g": "h2"})
+    assert run.results(work, group) == {a: 1, b: 0}
+    # g's source changed: its verdict no longer counts
+    _meta(work, "m.py", {a: None, b: None}, {"xǁCǁf": "h1", "g": "h3"})
+    assert run.results(work, group) == {a: 1, b: None}
+    # the group lost a test the verdicts were reached with: none counts
+    assert run.results(work, {**group, "tests": ["tests/a.py"]}) == {a: None, b: None}
+    # ... and gained one: they still count
+    more = {**group, "tests": ["tests/a.py", "tests/b.py", "tests/c.py"]}
+    assert run.results(work, more) == {a: 1, b: None}
+
+
+def test_the_record_is_one_verdict_a_line_in_name_order(run, tmp_path):
+    work = tmp_path / "g"
+    group = {"mutate": ["m.py"], "tests": ["tests/a.py"]}
+    _meta(
+        work,
+        "m.py",
+        {"m.z__mutmut_1": 1, "m.a__mutmut_1": 0, "m.a__mutmut_2": None},
+        {"z": "hz", "a": "ha"},
+    )
+    run.record(work, group)
+    lines = run.record_path(work).read_text().splitlines()
+    assert run.record_path(work) == tmp_path / "verdicts" / "g.json"
+    assert [line.split(":")[0] for line in lines[2:-1]] == ['"m.a__mutmut_1"', '"m.z__mutmut_1"']
+    rec = json.loads(run.record_path(work).read_text())
+    key = next(iter(rec["tests"]))
+    assert rec["verdicts"] == {"m.a__mutmut_1": [0, "ha", key], "m.z__mutmut_1": [1, "hz", key]}

@@ -291,7 +291,8 @@ def report(
     With ``only``, just the mutants matching its patterns count (a sample)."""
     if only:
         codes = {m: c for m, c in codes.items() if matches(m, only)}
-        name = f"{name} (only {' '.join(only)})"
+        shown = " ".join(only) if len(only) <= 3 else f"{len(only)} patterns"
+        name = f"{name} (only {shown})"
     eq = [m for m in codes if m in equivalent]
     live = {m: c for m, c in codes.items() if m not in equivalent}
     unchecked = [m for m, c in live.items() if c is None]

@@ -63,3 +63,13 @@ def test_the_record_is_one_verdict_a_line_in_name_order(run, tmp_path):
     rec = json.loads(run.record_path(work).read_text())
     key = next(iter(rec["tests"]))
     assert rec["verdicts"] == {"m.a__mutmut_1": [0, "ha", key], "m.z__mutmut_1": [1, "hz", key]}
+
+
+def test_a_report_over_many_patterns_names_their_count_not_each(run, capsys):
+    codes = {"m.a__mutmut_1": 1, "m.b__mutmut_1": 1}
+    group = {"mutate": ["m.py"], "tests": [], "rules": True}
+    only = ["*a__*", "*b__*", "*c__*", "*d__*"]
+    assert run.report("g", group, codes, {}, only) == (1.0, True)
+    assert "== g (only 4 patterns) (rules): 2/2 killed = 100.0 %" in capsys.readouterr().out
+    run.report("g", group, codes, {}, only[:3])
+    assert "== g (only *a__* *b__* *c__*) (rules): 2/2 killed" in capsys.readouterr().out

@@ -9,9 +9,9 @@ after ``translation_faults`` depending on whether a read and a write of a page s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from engine.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_vm_stats_and_tlbi_keys_are_in_name_order(tmp_path):
     out = tmp_path / "r.json"
     session = ROOT / "resources" / "sessions" / "mode-dbm.json"
-    cmd = [sys.executable, "-m", "engine.cli", "run", str(session), "--json", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["run", str(session), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     # mode-dbm's counters first appear as mmio_exits, user_exits, dbm_dirty
     assert list(result["vm_stats"]) == ["dbm_dirty", "mmio_exits", "user_exits"]

@@ -7,9 +7,10 @@ masks are derived in each test's docstring, not read from the engine."""
 
 from __future__ import annotations
 
+from traces import manual_clear_trace_session
+
 from engine.migration.simulation import Simulation
 
-SLOT0 = 0x4000_0000
 PAGE_MS = 4104 * 8 / 64e6 * 1e3  # one page and its 8-byte header at 64 Mbit/s: 0.513 ms
 
 
@@ -18,23 +19,8 @@ def session(tmp_path) -> dict:
     (two whole chunks and one of 3 pages) sent at 64 Mbit/s, 1 ms ticks; at 50 ms the guest
     writes page 70 (chunk 0, already cleared: write-protected, so logged) and page 200
     (chunk 1, not yet cleared: initially-set leaves it writable, so not logged)."""
-    rows = [f"50000000,{SLOT0 + p * 4096},0" for p in (70, 200)]
-    (tmp_path / "w.csv").write_text("t_ns,ipa,vcpu\n" + "\n".join(rows) + "\n")
-    return {
-        "format": "dirtylog-session",
-        "version": 2,
-        "seed": 1,
-        "vcpus": 1,
-        "tracking": {"mode": "manual-clear", "initially_set": True, "clear_chunk": "512KiB"},
-        "memslots": [{"id": 0, "base": hex(SLOT0), "size": "1036KiB", "flags": ["log_dirty"]}],
-        "workloads": [{"name": "w", "kind": "trace", "path": str(tmp_path / "w.csv")}],
-        "migration": {
-            "bandwidth": "64Mbit/s",
-            "link_speed": "64Mbit/s",
-            "downtime_limit_ms": 20,
-            "timeout_s": 2,
-        },
-    }
+    writes = [(50_000_000, 70), (50_000_000, 200)]
+    return manual_clear_trace_session(tmp_path, writes, "1036KiB", "512KiB")
 
 
 def run(tmp_path) -> tuple[Simulation, list[tuple[int, list[int]]]]:

@@ -19,6 +19,7 @@ import pytest
 from budget import examples
 from hypothesis import Phase, given, reject, settings
 from hypothesis import strategies as st
+from traces import manual_clear_trace_session
 
 from engine.kvm import dirtylog as DL
 from engine.migration.precopy import without_measured
@@ -463,23 +464,8 @@ def test_a_ring_mode_batch_runs_through_ring_fills_each_pass_ending_where_a_ring
 def clear_session(tmp_path: Path) -> dict:
     """Manual clear with initially-set bits, 64-page chunks, a 1 MiB slot sent at about two
     pages a tick; a trace writes page 64 + i of chunk 1 at i + 0.5 ms (tick i), i < 64."""
-    rows = [f"{i * 1_000_000 + 500_000},{SLOT0 + (64 + i) * 4096},0" for i in range(64)]
-    (tmp_path / "w.csv").write_text("t_ns,ipa,vcpu\n" + "\n".join(rows) + "\n")
-    return {
-        "format": "dirtylog-session",
-        "version": 2,
-        "seed": 1,
-        "vcpus": 1,
-        "tracking": {"mode": "manual-clear", "initially_set": True, "clear_chunk": "256KiB"},
-        "memslots": [{"id": 0, "base": hex(SLOT0), "size": "1MiB", "flags": ["log_dirty"]}],
-        "workloads": [{"name": "w", "kind": "trace", "path": str(tmp_path / "w.csv")}],
-        "migration": {
-            "bandwidth": "64Mbit/s",
-            "link_speed": "64Mbit/s",
-            "downtime_limit_ms": 20,
-            "timeout_s": 2,
-        },
-    }
+    writes = [(i * 1_000_000 + 500_000, 64 + i) for i in range(64)]
+    return manual_clear_trace_session(tmp_path, writes, "1MiB", "256KiB")
 
 
 def test_a_clear_inside_a_batch_splits_the_guest_writes_at_its_tick(tmp_path):

@@ -500,6 +500,25 @@ def test_a_reset_merges_neighbouring_entries_into_masks_per_slot():
     assert op.counters.total_writes() == 5  # one descriptor per page of the 5
 
 
+def test_a_reset_over_two_slots_adds_up_each_strategy_s_stats():
+    """One reset, masks in two slots (protect runs once per slot): slot 0 pages 1, 2, 3 (one
+    mask, 0b111), slot 1 pages 9 and 100 (two masks).  Every strategy of compare mode did
+    3 words, 5 pages and 5 page writes in all (2 of each in slot 1 alone), as op.counters
+    says for the chosen one: a strategy's record is the sum over the slots, not the last's."""
+    vm = VM(G, Tracking("ring", "range", ring_entries=256, compare=True), nr_vcpus=1)
+    for sid, base in ((0, BASE), (1, BASE + (64 << 20))):
+        vm.set_memslot(sid, base, 200 * 4096, 0, 4096, populate=True)
+        vm.set_memslot(sid, base, 200 * 4096, slot_flags(log_dirty=True), 4096)
+    _ring_writes(vm, [BGFN + 1, BGFN + 2, BGFN + 3, S1 + 9, S1 + 100], [0] * 5)
+    DL.collect_rings(vm)
+    op = DL.reset_rings(vm)
+    assert (op.pages, op.words) == (5, 3) and _counts(op.counters)[1] == {3: 5}
+    assert sorted(op.strategies) == sorted(STRATS)
+    for name, st in op.strategies.items():
+        assert (st.strategy, st.words, st.pages) == (name, 3, 5)
+        assert _counts(st.counters)[1] == {3: 5}
+
+
 def test_entries_of_two_rings_never_share_a_mask():
     """kvm_dirty_ring_reset walks one vCPU's ring at a time, its mask starting afresh: page
     5 in ring 0 and page 6 in ring 1 (one slot) are two masks (2 words), not (5, 0b11)."""

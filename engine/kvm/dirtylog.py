@@ -64,14 +64,20 @@ class OpStats:
         self.pages += other.pages
         self.splits += other.splits
         self.wall_ns += other.wall_ns
-        for name, st in other.strategies.items():
-            mine = self.strategies.setdefault(name, ProtectStats(name))
-            mine.counters.add(st.counters)
-            mine.words += st.words
-            mine.pages += st.pages
-            mine.wall_ns += st.wall_ns
-            mine.cpu_ns += st.cpu_ns
-            mine.rmap_bytes = max(mine.rmap_bytes, st.rmap_bytes)
+        for st in other.strategies.values():
+            self.add_strategy(st)
+
+    def add_strategy(self, st: ProtectStats) -> None:
+        """Add one strategy's stats to its record here: an operation that protects several
+        times (a ring reset, once per slot) did the sum of them.  The reverse map's bytes
+        are a size, not a count: the larger stays."""
+        mine = self.strategies.setdefault(st.strategy, ProtectStats(st.strategy))
+        mine.counters.add(st.counters)
+        mine.words += st.words
+        mine.pages += st.pages
+        mine.wall_ns += st.wall_ns
+        mine.cpu_ns += st.cpu_ns
+        mine.rmap_bytes = max(mine.rmap_bytes, st.rmap_bytes)
 
 
 class _Measure:
@@ -307,10 +313,10 @@ def protect(
         for name in STRATEGIES:
             if name == vm.tracking.strategy or (name == "rmap" and vm.pgt.rmap is None):
                 continue  # (compare switched on mid-run: there is no reverse map to use)
-            op.strategies[name] = run_strategy(name, vm.pgt, base, offsets, masks, starts)
+            op.add_strategy(run_strategy(name, vm.pgt, base, offsets, masks, starts))
             vm.pgt.pool[rows] = saved
     chosen = run_strategy(vm.tracking.strategy, vm.pgt, base, offsets, masks, starts)
-    op.strategies[vm.tracking.strategy] = chosen
+    op.add_strategy(chosen)
     op.counters.add(chosen.counters)
 
 

@@ -369,13 +369,28 @@ def test_enable_with_eager_split_splits_every_block_of_the_slot():
 
 def test_eager_split_of_a_1_gib_block_goes_down_to_pages():
     """A 1 GiB block splits into 512 blocks of 2 MiB, each into 512 pages: 513 splits, no
-    block left at level 1 or 2 (the split loop's third pass finds none and stops)."""
+    block left at level 1 or 2."""
     vm = _populated(npages=1 << 18, backing=1 << 30, eager_split=2 << 20)
     vm.set_memslot(0, BASE, 1 << 30, slot_flags(log_dirty=True), 1 << 30)
     levels, writable = _leaves(vm, 1 << 18)
     assert set(levels) == {3} and not any(writable)
     op = next(o for o in vm.op_log if o.name == "enable")
     assert op.splits == 513
+
+
+def test_eager_split_of_1_gib_and_2_mib_blocks_in_one_walk_leaves_only_pages():
+    """A slot of 1 GiB + 4 MiB + 8 pages at 1 GiB backed by 1 GiB pages is mapped as a
+    1 GiB block, two 2 MiB blocks and 8 pages.  The eager split turns both kinds into
+    read-only pages: 1 + 512 splits for the 1 GiB block (its 512 new 2 MiB blocks are split
+    as well) and 2 for the 2 MiB blocks, 515 in all, each a break-before-make TLBI."""
+    npages = (1 << 18) + 1024 + 8
+    vm = _populated(npages=npages, backing=1 << 30, eager_split=2 << 20)
+    assert Counter(_leaves(vm, npages)[0]) == {1: 1 << 18, 2: 1024, 3: 8}
+    vm.set_memslot(0, BASE, npages * 4096, slot_flags(log_dirty=True), 1 << 30)
+    levels, writable = _leaves(vm, npages)
+    assert set(levels) == {3} and not any(writable)
+    op = next(o for o in vm.op_log if o.name == "enable")
+    assert op.splits == 515 and op.tlbi == {"range": 1, "ipa_is": 515}
 
 
 def test_dbm_enable_splits_and_marks_every_page_clean_and_dbm():

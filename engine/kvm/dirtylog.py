@@ -137,21 +137,20 @@ def enable_logging(vm, st) -> OpStats:
 
 
 def _split_slot(vm, s, start: int | None = None, end: int | None = None) -> None:
-    """Split every block leaf in [start, end) of a slot down to pages (eager split)."""
+    """Split every block leaf in [start, end) of a slot down to pages (eager split).
+
+    One walk does it: ``span_batches`` descends a level's table entries only after the
+    batch was handled, so the tables its splits made (filled with next-level blocks, or
+    pages) are walked at the next level, down to the pages' level, which holds no block."""
     start = s.base if start is None else start
     end = s.end if end is None else end
-    for _ in range(3):
-        found = False
-        for batch in leaf_batches(vm.pgt, start, end):
-            if batch.level == 3:
-                break
-            pos = batch.positions()
-            blocks = pos[D.is_leaf(vm.pgt.flat[pos], batch.level)]
-            if blocks.size:
-                vm.pgt.split_blocks(unique_fast(blocks), batch.level, populate=True)
-                found = True
-        if not found:
+    for batch in leaf_batches(vm.pgt, start, end):
+        if batch.level == 3:
             return
+        pos = batch.positions()
+        blocks = pos[D.is_leaf(vm.pgt.flat[pos], batch.level)]
+        if blocks.size:
+            vm.pgt.split_blocks(unique_fast(blocks), batch.level, populate=True)
 
 
 def disable_logging(vm, st) -> None:

@@ -264,7 +264,11 @@ def test_qemu_round_records_by_hand(tmp_path):
     waits: 2 dirty, 1 new, 512 - 205 + 1 = 308 pages left.  The GET write-protects the two
     pages (two walks L1-L3: 2 reads a level, 2 L3 writes) and flushes the memslot's TLB
     once (kvm_get_dirty_log_protect): 6 × 1 + 2 × 10 + 49,975 = 50,001 ns; the two write faults
-    relaxed permissions with a TLBI by IPA each (not the harvest's).  308 × 4 KiB fit the
+    relaxed permissions with a TLBI by IPA each (not the harvest's).  Round 1 also holds the
+    setup (migration_bitmap_sync counts the setup sync as 1 before its GET): the enable's
+    write-protect of the 512 pages (one walk: L1, L2 and 512 L3 reads, 512 L3 writes) and its
+    memslot flush, 514 + 5,120 + 49,975 = 55,609 ns (the setup time), and the setup GET, which
+    finds nothing (0 ns): 105,610 ns in all, two range flushes.  308 × 4 KiB fit the
     threshold: sync (round 2 closes when its 50,001 ns are over, nothing sent), then the
     stop-and-copy round, which no sync ends (0 dirty, 0 new) and where no vCPU runs.  The
     switchover (100.050001 ms: "100.1 ms") sends the 308 pages at the link's 10 Gbit/s, not rate-
@@ -294,9 +298,11 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert (first["dirty_pages_rate"], first["reported_pages_rate"]) == (0.0, 0.0)
     assert (first["expected_downtime_ms"], first["throttle_pct"]) == (300.0, 0)
     assert (first["faults"], first["ring_full_exits"]) == (2, 0)
-    assert first["tlbi"] == {"range": 1, "ipa": 2}
-    assert (first["desc_reads"], first["desc_writes"]) == ({"L1": 2, "L2": 2, "L3": 2}, {"L3": 2})
-    assert first["harvest_model_ns"] == 50001.0 and first["walk_model_ns"] == {"range": 50001.0}
+    assert first["tlbi"] == {"range": 2, "ipa": 2}
+    reads, writes = {"L1": 3, "L2": 3, "L3": 514}, {"L3": 514}
+    assert (first["desc_reads"], first["desc_writes"]) == (reads, writes)
+    assert first["harvest_model_ns"] == 105_610.0 and result["setup_time_ms"] == 0.055609
+    assert first["walk_model_ns"] == {"range": 6 + 20 + 2 * 49975}  # the GET's walk, 2 flushes
     assert set(first["walk_wall_us"]) == set(first["walk_cpu_us"]) == {"range"}
     assert set(first["strategy_counts"]) == {"range"}
     measured = first["strategy_counts"]["range"]  # the same walk's times, in µs both
@@ -310,6 +316,22 @@ def test_qemu_round_records_by_hand(tmp_path):
     assert [r["guest_slowdown"] for r in rounds] == [0.0, 0.0, 0.0]
     counters = ("transferred_bytes", "pages_sent", "duplicate", "normal", "normal_bytes")
     assert all(type(r[k]) is int for r in [result, *rounds] for k in counters if k in r)
+
+
+@pytest.mark.parametrize("policy", ["qemu", "xen"])
+def test_round_one_holds_the_enable_and_the_setup_sync(tmp_path, policy):
+    """The setup's harvest work is round 1's in both modes: QEMU's migration_bitmap_sync counts
+    the setup sync (ram_init_bitmaps) as dirty-sync-count 1 before its GET, and Xen's pass 1
+    follows enable_logdirty.  By hand (the costs of test_qemu_round_records_by_hand): the
+    enable 514 reads + 512 writes × 10 + a memslot flush 49,975 = 55,609 ns, the setup GET
+    0 ns (QEMU), the GET or CLEAN ending round 1 (pages 5 and 300) 50,001 ns: 105,610 ns,
+    and two range flushes in round 1's TLBIs; the setup time is the enable (+ setup GET)."""
+    costs = dict(ZERO_COSTS, desc_read=1, desc_write=10, tlbi_range=49975, tlbi_ipa=1000)
+    _, result = run(_two_writes(tmp_path, policy, costs))
+    first = result["rounds"][0]
+    assert first["harvest_model_ns"] == 105_610.0
+    assert first["tlbi"] == {"range": 2, "ipa": 2}
+    assert result["setup_time_ms"] == 0.055609
 
 
 def test_xen_rounds_count_the_cleans_before_them(tmp_path):

@@ -211,11 +211,12 @@ class Migration:
         self.phase = "iterating"
         self.t_start_ns = t_ns
         before = len(self.vm.op_log)
+        tlbi0 = Counter(self.vm.pgt.tlbi)  # round 1 counts the enable's flushes too
         for st in self.vm.slots.values():
             self.add_slot(st.slot.id, all_dirty=True)
         enable_cost = sum(op.model_ns(self.vm.costs) for op in self.vm.op_log[before:])
         self.busy_until_ns = t_ns + int(enable_cost)
-        self.acc = RoundAcc(t_ns, tlbi0=Counter(self.vm.pgt.tlbi))
+        self.acc = RoundAcc(t_ns, tlbi0=tlbi0)
         self.acc.harvest.add(_merge(self.vm.op_log[before:]))
         self.win_start = t_ns
         self.period = {"t": t_ns, "xfer0": 0, "new": 0, "high": 0}
@@ -962,8 +963,10 @@ class Migration:
             self._rates(t, dirty, new)
         if self.round > 0:
             self._close_round(t, dirty, new)
+            self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
+        # else QEMU's setup sync: migration_bitmap_sync counts it (0 → 1) before its GET, so
+        # it and the enable before it belong to round 1, whose record start() opened
         self.round += 1
-        self.acc = RoundAcc(t, tlbi0=Counter(self.vm.pgt.tlbi))
         return dirty, new
 
     def _rates(self, t: int, reported: int, new: int) -> None:

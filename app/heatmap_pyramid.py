@@ -12,7 +12,7 @@ on, an edit, a switchover, a block split for ``prot``).
 
 Memory: under 2 × pages / 2**base values of the layer's dtype.  For a 1 TiB guest of 4 KiB
 pages (268 M pages, 1 M cells on screen: levels 6 to 8) that is 7.3 M values: 28 MiB for
-write heat (float32) or versions (uint32), 14 MiB for the round last sent (int16), 7 MiB for
+write heat (float32), versions (uint32) or the round last sent (int32), 7 MiB for
 dirty or protection (uint8), plus the simulation's change marks (one byte per 64 pages:
 4 MiB).  Qt-free: it runs in the worker thread.
 """

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from test_migration import ZERO_COSTS, session
 
+from app.heatmap_data import to_codes
 from engine.migration import qemu_rules as Q
 from engine.migration.precopy import Migration, Sent
 from engine.migration.simulation import Simulation
@@ -273,3 +274,39 @@ def test_send_counted_matches_a_page_by_page_loop(left, link, window):
     )
     assert got.dry is want.dry and got.link_bound is want.link_bound  # booleans, not None
     assert sum(n for n, _ in pages.counted) == want.pages == left - pages.left
+
+
+def _sent_in_round(policy: str, r: int):
+    """A 64 MiB guest migrating (policy ``policy``, ``max_rounds`` at its largest, 100,000),
+    moved to round ``r`` after its first 2 ms, then run 1 ms more: the pages that tick sends
+    are sent in round ``r``.  Returns the simulation."""
+    data = session(costs=ZERO_COSTS, migration={"policy": policy, "max_rounds": 100_000})
+    sim = Simulation.from_dict(data)
+    sim.advance(2)
+    assert sim.migration.phase == "iterating"
+    sim.migration.round = r
+    sim.advance(1)
+    return sim
+
+
+@pytest.mark.parametrize("policy", ["qemu", "xen"])
+@pytest.mark.parametrize("r", [32767, 32768, 100_000])
+def test_last_sent_keeps_rounds_past_int16(policy, r):
+    """max_rounds (and xen_max_rounds) go to 100,000, so a page can be sent in round 32,768
+    or later: the round-last-sent layer records the round itself on each side of int16's
+    32,767 and at 100,000 (QEMU's counted sends through ``flush``, Xen's through
+    ``_send_pages_of``); pages sent before the round moved keep an earlier round (1)."""
+    sim = _sent_in_round(policy, r)
+    layer = sim.layer("last_sent")
+    assert int(layer.max()) == r
+    assert set(np.unique(layer).tolist()) == {-1, 1, r}
+
+
+def test_last_sent_heat_map_codes_past_round_129():
+    """The heat map colours round r of a top round T as code 2 + r × 253 // T (heatmap_data
+    ``to_codes``): round 130 of 130 is the top code 255.  130 × 253 = 32,890 is past int16,
+    so the layer's dtype must hold it (an int16 layer gave code 149)."""
+    sim = _sent_in_round("qemu", 130)
+    codes, top = to_codes(sim.layer("last_sent"), "last_sent")
+    assert top == 130.0
+    assert set(np.unique(codes).tolist()) == {1, 2 + 253 // 130, 255}

@@ -3,7 +3,7 @@
 **Memory** (``estimate_bytes``) adds up everything a run allocates: per guest page its leaf
 descriptor (8 B), source and destination versions (4 + 4 B), the KVM and migration bitmaps
 (0.5 B), upper-level tables and the harvest's temporaries (2 B), the reverse map (8 B) and
-compare mode's scratch tables (8 B) when used, the app's layers (10 B); per workload what it
+compare mode's scratch tables (8 B) when used, the app's layers (12 B); per workload what it
 keeps (a Zipf CDF and permutation, 40 B a page of its target while built; a memstress order,
 8-16 B a page) and one batch of its accesses (96 B an access: times, gfns, vCPUs, random draws
 and their sorted copies, ``MAX_BATCH_TICKS`` ticks at its peak rate); a trace's rows (28 B
@@ -68,7 +68,7 @@ def _trace_rows(plan_trace) -> int:
 def memory_parts(cfg: SessionCfg, plan: Plan, track_last_sent: bool = True) -> list[Cost]:
     """The estimate's parts, in bytes, each with its field."""
     t = cfg.tracking
-    per_page = 8 + 4 + 4 + 0.5 + 2 + (2 if track_last_sent else 0) + (8 if track_last_sent else 0)
+    per_page = 8 + 4 + 4 + 0.5 + 2 + (4 if track_last_sent else 0) + (8 if track_last_sent else 0)
     per_page += 8 if t.strategy == "rmap" or t.compare else 0
     per_page += 8 if t.compare else 0
     parts = [Cost(BASE_BYTES, "memslots"), Cost(plan.pages_ever * per_page, "memslots")]

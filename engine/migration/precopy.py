@@ -47,6 +47,8 @@ U64 = np.uint64
 NS = 1_000_000_000
 MAX_QUIET = 1 << 30  # no bound from sending
 REAP_NS = NS  # accel/kvm/kvm-all.c kvm_dirty_ring_reaper_thread: sleep(1) between reaps
+# the round a page was last sent in: max_rounds and xen_max_rounds go to 100,000, past int16
+LAST_SENT = np.int32
 
 
 @dataclass
@@ -253,7 +255,7 @@ class Migration:
                 f"slot {s.id} has no log_dirty flag: its writes cannot be tracked, so every sync "
                 "marks it all dirty (it is sent again each round and in stop-and-copy)"
             )
-        last = np.full(s.npages, -1, dtype=np.int16) if self.track_last_sent else None
+        last = np.full(s.npages, -1, dtype=LAST_SENT) if self.track_last_sent else None
         populated = bool(getattr(self.sim, "slot_populated", {}).get(s.id, True))
         self.slots[s.id] = SlotMig(
             bitmap, np.zeros(s.npages, dtype=np.uint32), last, None, tracked, populated
@@ -804,7 +806,7 @@ class Migration:
                 late = DF.later_writes(pages, t, gfn[sel] - s.base_gfn, wt[sel])
                 subtract_ones(m.dest, late)
             if m.last_sent is not None:
-                m.last_sent[pages] = min(self.round, 32767)
+                m.last_sent[pages] = self.round
             self.cursor = (sid, int(pages[-1]) + 1)
 
     def uniform_cost(self) -> int | None:
@@ -872,7 +874,7 @@ class Migration:
         costs = self._costs(sid, pages)
         m.dest[pages] = self.vm.slots[sid].version[pages]
         if m.last_sent is not None:
-            m.last_sent[pages] = min(self.round, 32767)
+            m.last_sent[pages] = self.round
         nbytes = int(costs.sum())
         per = max(1, self.page // Q.TARGET_PAGE)
         zero = (

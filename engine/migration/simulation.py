@@ -99,7 +99,7 @@ from engine.kvm.vm import VM, Tracking, slot_flags
 from engine.migration import snapshot as S
 from engine.migration.budget import MAX_BATCH_TICKS, check_memory, check_work
 from engine.migration.changes import PageChanges
-from engine.migration.precopy import Migration
+from engine.migration.precopy import LAST_SENT, Migration
 from engine.migration.preflight import memslot_exists, preflight
 from engine.migration.workloads import Accesses, Region, Workload, make_workload
 from engine.stage2.geometry import Geometry
@@ -903,7 +903,7 @@ class Simulation:
         if name == "last_sent":
             m = self.migration.slots.get(s.id) if self.migration else None
             if m is None or m.last_sent is None:
-                return np.full(s.npages, -1, dtype=np.int16)
+                return np.full(s.npages, -1, dtype=LAST_SENT)
             return m.last_sent
         if name == "prot":
             return prot_layer(self.vm, s)
@@ -987,7 +987,7 @@ class Simulation:
     def _layer_dtype(self, name: str) -> np.dtype:
         if name == "version":
             return next(iter(self.vm.slots.values())).version.dtype if self.vm.slots else np.uint32
-        return np.dtype({"heat": np.float32, "last_sent": np.int16}.get(name, np.uint8))
+        return np.dtype({"heat": np.float32, "last_sent": LAST_SENT}.get(name, np.uint8))
 
     def _slot_span(self, name: str, s, a: int, b: int) -> np.ndarray:
         """Pages [a, b) of a slot's layer (``dirty``: what the dirty log holds now, the KVM
@@ -1021,7 +1021,7 @@ class Simulation:
         if name == "last_sent":
             m = self.migration.slots.get(s.id) if self.migration else None
             if m is None or m.last_sent is None:
-                return np.full(n, -1, dtype=np.int16)
+                return np.full(n, -1, dtype=LAST_SENT)
         return self._slot_layer(name, s)[where]
 
     def _dirty_words(self, st, where) -> np.ndarray | None:

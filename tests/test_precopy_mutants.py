@@ -545,3 +545,143 @@ def test_zero_and_normal_pages_of_two_unpopulated_slots(tmp_path, granule, size,
     counters = ("transferred_bytes", "duplicate", "normal")
     assert all(type(r[k]) is int for r in [result, first] for k in counters)
     assert all((m.last_sent == 1).all() for m in sim.migration.slots.values())
+
+
+# -- counted_ticks: QEMU's sender over a batch's ticks, counted ----------------------------------
+
+MS = 1_000_000
+EDGES = [k * MS for k in range(121)]  # 120 ticks of 1 ms
+NORMAL = 4104  # a 4 KiB page's record: 8-byte header + data
+LINK_MS = 1_250_000  # bytes the default 10 Gbit/s link carries in 1 ms
+
+
+def _counting(tracking=None, slot_size="64MiB", **migration):
+    """A migration of the 64 MiB guest of ``session`` (no modelled costs) just started at 0
+    (setup sync done: every page to send), its sends counted at 4,104 bytes a page from batch
+    tick 0, as a lazy batch sets them up (``Simulation._run_ticks``): (simulation, migration)."""
+    data = session(costs=ZERO_COSTS, migration=migration)
+    data["memslots"][0]["size"] = slot_size
+    if tracking:
+        data["tracking"] = {**data["tracking"], **tracking}
+    sim = Simulation.from_dict(data)
+    m = sim.migration
+    m.start(0)
+    m.defer_tick, m.defer_cost = 0, NORMAL
+    return sim, m  # (the migration holds its simulation weakly)
+
+
+def test_counted_ticks_sends_a_window_share_then_waits_for_its_end():
+    """max-bandwidth 256 Mbit/s: 3,200,000 bytes a 100 ms window.  By hand, 1 ms ticks at
+    1,250,000 link bytes each (+ the carry): tick 0 sends 304 pages (1,247,616 bytes, 2,384
+    carried), tick 1 305 (1,252,384 bytes of budget, 664 carried), tick 2 171 — the pages
+    that start while at most the share is used (1,952,384 bytes then 700,664 left: i × 4104 <=
+    700,664 for i = 0..170), the window's limit, not the link's, so nothing is carried.  The
+    limit is then exceeded (3,201,120 bytes): ticks 3-98 wait; tick 99 ends at 100 ms, where
+    the wait ends (a loop turn): it is left to ``tick``."""
+    sim, m = _counting()
+    assert m.counted_ticks(EDGES, 0) == 99
+    d = m._deferred
+    assert (d.ticks, d.counts, d.sent) == ([0, 1, 2], [304, 305, 171], 780)
+    assert m._remaining == 16384 - 780
+    assert m.total_bytes == m.acc.transferred_bytes == 780 * NORMAL == 3_201_120
+    assert m.normal == m.acc.normal == m.acc.pages_sent == m.total_pages_sent == 780
+    assert m.carry_bytes == 0.0 and not m.decision_due
+
+
+def test_counted_ticks_on_the_link_stops_at_max_wait():
+    """No rate limit to speak of (100 Gbit/s): the link holds the sender, every tick sends what
+    fits with the carry, so after k ticks floor(k × 1,250,000 / 4104) pages are out.  MAX_WAIT
+    breaks ram_save_iterate 51 ms after it began (at 0): tick 50, ending at 51 ms, is left to
+    ``tick``.  50 ticks: 15,229 pages (62,499,816 bytes), 184 bytes carried."""
+    sim, m = _counting(bandwidth="100Gbit/s")
+    assert m.counted_ticks(EDGES, 0) == 50
+    assert m._deferred.sent == 15_229 == (50 * LINK_MS) // NORMAL
+    assert m.carry_bytes == 50 * LINK_MS - 15_229 * NORMAL == 184
+    assert m._remaining == 16384 - 15_229
+
+
+def test_counted_ticks_from_a_later_tick_and_after_a_harvest():
+    """From batch tick 5 (5 ms): ticks 5-49 send (45 ms), tick 50 is MAX_WAIT's.  A harvest
+    holding the thread to 10.5 ms: ticks before it send nothing, tick 10 sends for its last
+    0.5 ms; ticks 10-49 (to 50 ms) carry 39.5 ms worth: floor(39.5 × 1,250,000 / 4104) =
+    12,030 pages."""
+    sim, m = _counting(bandwidth="100Gbit/s")
+    assert m.counted_ticks(EDGES, 5) == 50
+    assert m._deferred.sent == (45 * LINK_MS) // NORMAL == 13_706
+    assert m._deferred.ticks[0] == 5
+    sim, m = _counting(bandwidth="100Gbit/s")
+    m.busy_until_ns = 10 * MS + MS // 2
+    assert m.counted_ticks(EDGES, 0) == 50
+    sent = (79 * LINK_MS // 2) // NORMAL
+    assert (m._deferred.sent, m._deferred.ticks[0]) == (sent, 10) == (12_030, 10)
+    assert m.carry_bytes == 79 * LINK_MS // 2 - sent * NORMAL
+
+
+def test_counted_ticks_leaves_the_tick_that_empties_the_bitmap():
+    """A 512-page guest: tick 0 sends 304 pages; tick 1 could send 305, more than the 208
+    left, so it is the sender's last (dry: a loop turn) and is left to ``tick``."""
+    sim, m = _counting(slot_size="2MiB", bandwidth="100Gbit/s")
+    assert m.counted_ticks(EDGES, 0) == 1
+    assert (m._deferred.sent, m._remaining) == (304, 208)
+
+
+def _set(attr, value):
+    return lambda m: setattr(m, attr, value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "change"),
+    [
+        ({"policy": "xen"}, None),
+        ({"policy": "fixed"}, None),
+        ({}, _set("phase", "done")),
+        ({}, _set("defer_tick", None)),
+        ({}, _set("decision_due", True)),
+        ({}, _set("_remaining", None)),
+        ({"max_rounds": 1}, _set("round", 2)),
+        ({"tracking": {"mode": "manual-clear"}}, None),  # a CLEAR may come first: no look-ahead
+    ],
+)
+def test_counted_ticks_runs_nothing_that_is_not_only_a_count(kw, change):
+    """Xen, policy fixed, a migration not iterating, sends not counted, a decision due, the
+    pending count unknown, max_rounds passed, manual clear without its look-ahead: tick 3 is
+    left to ``tick`` (3 is returned) and nothing is counted."""
+    tracking = kw.pop("tracking", None)
+    sim, m = _counting(tracking, bandwidth="100Gbit/s", **kw)
+    if change:
+        change(m)
+    assert m.counted_ticks(EDGES, 3) == 3
+    assert (m._deferred, m.total_bytes, m.carry_bytes) == (None, 0, 0.0)
+
+
+def test_counted_ticks_runs_at_max_rounds_itself():
+    """round == max_rounds is not past it (the give-up is at round > max_rounds)."""
+    sim, m = _counting(bandwidth="100Gbit/s", max_rounds=1)
+    assert m.round == 1
+    assert m.counted_ticks(EDGES, 3) == 50
+
+
+@pytest.mark.parametrize(
+    ("kw", "attr", "want"),
+    [
+        ({"timeout_s": 0.02}, None, 19),  # the timeout check at 20 ms
+        ({"tracking": {"mode": "ring", "ring_entries": 256}}, "reap_next", 29),
+        ({"auto_converge": True, "qemu": "10.1"}, "throttle_timer_next", 29),
+        ({"auto_converge": True, "qemu": "8.2"}, "throttle_timer_next", 50),  # no timer
+        ({"auto_converge": False, "qemu": "10.1"}, "throttle_timer_next", 50),
+        ({"kubevirt": {"progress_timeout_s": 150}}, "kubevirt", 29),
+    ],
+)
+def test_counted_ticks_stops_before_a_timer_or_limit(kw, attr, want):
+    """The tick ending at or past a due timer (the ring reaper, the throttle's dirty-sync
+    timer from QEMU 9.2 under auto-converge, KubeVirt's monitor) or at the timeout is left to
+    ``tick``: here each is made due at 30 ms (tick 29), the timeout at 20 ms (tick 19);
+    without the timer the link's MAX_WAIT turn (tick 50) comes first."""
+    tracking = kw.pop("tracking", None)
+    sim, m = _counting(tracking, bandwidth="100Gbit/s", **kw)
+    if attr == "kubevirt":
+        m.kubevirt.next_ns = 30 * MS
+    elif attr:
+        setattr(m, attr, 30 * MS)
+    assert m.counted_ticks(EDGES, 0) == want
+    assert m._deferred.sent == (want * LINK_MS) // NORMAL

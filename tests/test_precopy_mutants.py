@@ -685,3 +685,112 @@ def test_counted_ticks_stops_before_a_timer_or_limit(kw, attr, want):
         setattr(m, attr, 30 * MS)
     assert m.counted_ticks(EDGES, 0) == want
     assert m._deferred.sent == (want * LINK_MS) // NORMAL
+
+
+# -- quiet_ticks: how long a batch may run before anything but sending can happen ---------------
+
+
+def _quiet(slot_size="64MiB", **migration):
+    """As ``_counting``, the slot backed by 4 KiB pages (any whole number of pages)."""
+    data = session(costs=ZERO_COSTS, migration=migration)
+    data["memslots"][0].update(size=slot_size, backing="4KiB")
+    sim = Simulation.from_dict(data)
+    sim.migration.start(0)
+    return sim, sim.migration
+
+
+def test_quiet_ticks_qemu_bound_by_the_windows():
+    """QEMU, 16,384 pages pending, 256 Mbit/s (3,200,000 bytes a window), 300 ms limit, 1 ms
+    ticks, at 0.  No sync before what is pending falls to the largest threshold a window can
+    measure: (32,000,000 + 2 × 4104 × 10) bytes/s × 0.3 s = 9,624,624 bytes = 2,349 pages + 1
+    = 2,350; 14,034 pages must go first.  The link sends at most 304 + 2 pages a tick (14,034
+    // 306 = 45 ticks); the windows 780 pages now (3,200,000 // 4104 + 1) by the window's end
+    at 100 ms, then 781 a window: 100 + (14,034 - 780) // 781 × 100 = 1,700 ticks, the larger
+    bound, under the 120 s timeout."""
+    sim, m = _quiet()
+    assert m._quiet_sending(MS) == 1700
+    assert m.quiet_ticks(0, MS) == 1700
+
+
+def test_quiet_ticks_qemu_with_avail_switchover_bandwidth():
+    """avail-switchover-bandwidth 100 MB/s over the windows' 32.08 MB/s: the threshold is at
+    most 30,000,000 bytes = 7,324 pages + 1; 16,384 - 7,325 = 9,059 pages must go: 100 +
+    (9,059 - 780) // 781 × 100 = 1,100 ticks."""
+    sim, m = _quiet(avail_switchover_bandwidth=100_000_000)
+    assert m.quiet_ticks(0, MS) == 1100
+
+
+@pytest.mark.parametrize(("pages", "want"), [(2350 + 779, 2), (2350 + 780, 100)])
+def test_quiet_ticks_qemu_within_this_window_share(pages, want):
+    """With fewer pages to go before a sync is possible than this window's share (780), the
+    link bounds them: 779 // 306 = 2 ticks; with 780, the window's end (100 ticks)."""
+    sim, m = _quiet(f"{pages * 4}KiB")
+    assert m._quiet_sending(MS) == m.quiet_ticks(0, MS) == want
+
+
+@pytest.mark.parametrize(
+    ("migration", "due", "want"),
+    [
+        ({}, False, 2),  # the sender runs dry: (512 - 1) // 306 + 1 = 2 ticks
+        ({}, True, 1),  # a decision is due now
+        ({"bandwidth": "8Mbit/s", "downtime_limit_ms": 2000}, False, 51),  # MAX_WAIT
+    ],
+)
+def test_quiet_ticks_qemu_when_a_sync_is_possible(migration, due, want):
+    """512 pages, under the largest threshold (2,350 pages; at 8 Mbit/s and 2 s, 529): a sync
+    may come at the next decision, so a batch stops where QEMU decides: a decision due now,
+    the first tick the sender may run dry (at most 306 pages a tick), or MAX_WAIT (51 ms) and
+    the window's end (100 ms) when this window's share (8 Mbit/s: 100,000 // 4104 + 1 = 25
+    pages) runs out first."""
+    sim, m = _quiet("2MiB", **migration)
+    m.decision_due = due
+    assert m._quiet_sending(MS) == 0
+    assert m.quiet_ticks(0, MS) == want
+
+
+def test_quiet_ticks_xen_by_its_bandwidth():
+    """Xen sends at ``bandwidth`` (32,000,000 bytes/s: 7 pages + 2 a tick) and harvests only
+    when nothing is left: 16,384 // 9 = 1,820 ticks.  The throttle timer is QEMU's: ignored."""
+    sim, m = _quiet(policy="xen", auto_converge=True, qemu="10.1")
+    m.throttle_timer_next = 30 * MS
+    assert m._quiet_sending(MS) == 1820
+    assert m.quiet_ticks(0, MS) == 1820
+
+
+@pytest.mark.parametrize(
+    ("t", "migration", "want"),
+    [(0, {}, 100), (99_500_000, {}, 1), (100_000_000, {}, 1), (0, {"timeout_s": 0.05}, 50)],
+)
+def test_quiet_ticks_fixed_until_the_next_harvest(t, migration, want):
+    """Policy fixed harvests every 100 ms (the first at 100 ms): ticks to it, rounded up, at
+    least 1, or to the timeout when that comes first."""
+    sim, m = _quiet(policy="fixed", **migration)
+    assert m.quiet_ticks(t, MS) == want
+
+
+@pytest.mark.parametrize(
+    ("migration", "timer", "want"),
+    [
+        ({"auto_converge": True, "qemu": "10.1"}, "throttle_timer_next", 30),
+        ({"auto_converge": False, "qemu": "10.1"}, "throttle_timer_next", 1700),
+        ({"auto_converge": True, "qemu": "8.2"}, "throttle_timer_next", 1700),
+        ({"kubevirt": {"progress_timeout_s": 150}}, "kubevirt", 400),  # its first sample
+        ({"timeout_s": 0.5}, None, 500),
+    ],
+)
+def test_quiet_ticks_stop_at_timers(migration, timer, want):
+    """A timer due ends a batch: the throttle's dirty-sync timer (QEMU >= 9.2 under
+    auto-converge; here made due at 30 ms), KubeVirt's 400 ms samples, the timeout."""
+    sim, m = _quiet(**migration)
+    if timer == "throttle_timer_next":
+        m.throttle_timer_next = 30 * MS
+    assert m.quiet_ticks(0, MS) == want
+
+
+def test_quiet_ticks_ring_reaper():
+    """Ring mode: the reaper collects every second (the first at 1 s): 1,000 ticks."""
+    data = session(costs=ZERO_COSTS, tracking={"mode": "ring", "ring_entries": 256})
+    data["memslots"][0]["backing"] = "4KiB"
+    sim = Simulation.from_dict(data)
+    sim.migration.start(0)
+    assert sim.migration.quiet_ticks(0, MS) == 1000

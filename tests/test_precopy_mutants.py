@@ -794,3 +794,47 @@ def test_quiet_ticks_ring_reaper():
     sim = Simulation.from_dict(data)
     sim.migration.start(0)
     assert sim.migration.quiet_ticks(0, MS) == 1000
+
+
+# -- result: what a run reports before, during and without a migration's end ----------------------
+
+NOT_SWITCHED = {"pages_checked": 0, "mismatches": 0, "note": "no switchover happened"}
+
+
+def _result_before_start(policy: str) -> dict:
+    """Every field of a migration not started yet: nothing sent, no round, no slot (setup
+    adds them), the expected downtime at its start value, the downtime limit (300 ms)."""
+    return {
+        "outcome": "not-started", "reason": "", "policy": policy,
+        "qemu": None if policy == "xen" else "10.1",
+        "total_time_ms": 0.0, "downtime_ms": 0.0, "expected_downtime_ms": 300.0,
+        "setup_time_ms": 0.0, "transferred_bytes": 0, "duplicate": 0, "normal": 0,
+        "normal_bytes": 0, "rounds_count": 0, "dirty_sync_count": 0, "dirty_pages_rate": 0.0,
+        "mbps": 0.0, "remaining_bytes": 0, "throttle_pct": 0, "verification": NOT_SWITCHED,
+        "rounds": [],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["qemu", "xen"])
+def test_result_before_the_migration_starts(policy):
+    """A migration's report before its start, QEMU's release named, Xen's None."""
+    sim = Simulation.from_dict(session(costs=ZERO_COSTS, migration={"policy": policy}))
+    assert sim.migration.result() == _result_before_start(policy)
+    assert not sim.migration.active and not sim.migration.guest_paused
+
+
+def test_result_while_running():
+    """5 ms into a QEMU migration of 16,384 pages (256 Mbit/s: 780 pages in the first
+    window's share, sent by 3 ms, test_counted_ticks_sends_a_window_share_then_waits_for_its_end):
+    running for 5 ms, the setup sync counted (1), no round closed, 15,604 pages left (pages
+    written again wait for the next sync), 780 normal pages of 4,104 bytes on the wire."""
+    sim = Simulation.from_dict(session(costs=ZERO_COSTS))
+    sim.advance(5)
+    want = {
+        **_result_before_start("qemu"),
+        "outcome": "running", "total_time_ms": 5.0, "transferred_bytes": 780 * NORMAL,
+        "normal": 780, "normal_bytes": 780 * 4096, "dirty_sync_count": 1,
+        "remaining_bytes": (16384 - 780) * 4096,
+    }  # fmt: skip
+    assert sim.migration.result() == want
+    assert sim.migration.active and not sim.migration.guest_paused

@@ -806,3 +806,136 @@ def test_ring_admission_pushes_by_hand_around_a_cut():
     got = _check("ring", 2, [], [SOFT - 1, SOFT - 1], seq)
     assert got["deferred"] == [0, 1, 2, 3] and got["ring_full"] == {0, 1}
     assert got["rings"] == [[(0, 1)], [(0, 5)]]
+
+
+def test_memslot_changes_and_access_batches_are_logged_for_a_replay():
+    """With an operation log (``dirtylog kvm replay``), each KVM_SET_USER_MEMORY_REGION is one
+    record: slot, base gfn, pages (0 for a delete), flags as given, the slot's backing (the
+    old slot's for a delete), whether the guest touched every page right after a create
+    (only a create populates), and the modelled cost of what the call itself did (logging on
+    write-protects: that enable's cost, not an earlier one's).  Each batch is one record: its
+    gfns, writes and vCPUs as read-only copies (int64, bool, int64), the fault exits of the
+    whole batch, the vCPUs whose ring filled (ascending) and how many of its first accesses
+    were held back before.  By hand: ring mode, vCPUs 0 and 1 with one entry of room each;
+    vCPU 1 writes page 2 (a push that fills: held back), vCPU 0 writes page 1 (fills too),
+    then reads page 200 of the unlogged slot (held back): 2 faults, ring-full (0, 1).  After
+    the rings are reset, the read alone: 1 fault (page 200 unmapped), nothing held back."""
+    vm = VM(G, Tracking("ring", "range", RING), nr_vcpus=2)
+    vm.oplog = []
+    log = slot_flags(log_dirty=True)
+    vm.set_memslot(0, BASE, 4 << 20, 0, 2 << 20, populate=True)
+    vm.set_memslot(0, BASE, 4 << 20, log, 2 << 20, populate=True)  # flags only: no populate
+    vm.set_memslot(1, BASE + (4 << 20), 1 << 20, log, 4096)
+    vm.set_memslot(2, BASE + (8 << 20), 1 << 20, 0, 4096)
+    ops = vm.op_log
+    assert [op.name for op in ops] == ["enable", "enable"]
+    want = [
+        (0, BGFN, 1024, 0, 2 << 20, True, 0.0),
+        (0, BGFN, 1024, log, 2 << 20, False, ops[0].model_ns(vm.costs)),
+        (1, BGFN + 1024, 256, log, 4096, False, ops[1].model_ns(vm.costs)),
+        (2, BGFN + 2048, 256, 0, 4096, False, 0.0),
+    ]
+    got = [
+        (r.slot, r.base_gfn, r.npages, r.flags, r.backing, r.populate, r.model_ns) for r in vm.oplog
+    ]
+    assert got == want and ops[0].model_ns(vm.costs) > 0 and ops[1].model_ns(vm.costs) > 0
+    assert all(type(r.model_ns) is float for r in vm.oplog)
+    vm.set_memslot(0, BASE, 0, log)  # delete: the old slot's backing, nothing populated
+    r = vm.oplog[-1]
+    assert (r.slot, r.base_gfn, r.npages, r.flags, r.backing, r.populate, r.model_ns) == (
+        0,
+        BGFN,
+        0,
+        log,
+        2 << 20,
+        False,
+        0.0,
+    )
+    vm.rings = [DirtyRing(RING) for _ in range(2)]
+    for ring in vm.rings:
+        ring.push(np.full(SOFT - 1, 2, np.uint32), np.arange(SOFT - 1, dtype=np.uint64))
+    g = np.array([BGFN + 1024 + 2, BGFN + 1024 + 1, BGFN + 2048 + 200], np.int64)
+    v, w = np.array([1, 0, 0]), np.array([True, True, False])
+    res = vm.access(g, v, w, retried=2)
+    rec = vm.oplog[-1]
+    assert rec.gfn.tolist() == g.tolist() and rec.vcpu.tolist() == [1, 0, 0]
+    assert rec.write.tolist() == [True, True, False]
+    assert (rec.gfn.dtype, rec.write.dtype, rec.vcpu.dtype) == (np.int64, np.bool_, np.int64)
+    assert not (rec.gfn.flags.writeable or rec.write.flags.writeable or rec.vcpu.flags.writeable)
+    assert (rec.faults, rec.ring_full, rec.retried) == (2, (0, 1), 2)
+    assert res.deferred.tolist() == [0, 1, 2] and vm.awaiting_retry
+    vm.rings = [DirtyRing(RING) for _ in range(2)]
+    vm.access(g[2:], v[2:], w[2:])
+    assert vm.oplog[-1].retried == 0 and vm.oplog[-1].faults == 1 and not vm.awaiting_retry
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"),
+    [
+        (
+            {"mode": "pml"},
+            "tracking.mode",
+            "must be one of bitmap, manual-clear, ring, dbm, got 'pml'",
+        ),
+        (
+            {"strategy": "walk"},
+            "tracking.strategy",
+            "must be one of range, masked-skip, visitor, rmap, got 'walk'",
+        ),
+        (
+            {"mode": "bitmap", "initially_set": True},
+            "tracking.initially_set",
+            "needs mode manual-clear (INITIALLY_SET requires MANUAL_PROTECT_ENABLE)",
+        ),
+        (
+            {"mode": "ring", "initially_set": True},
+            "tracking.initially_set",
+            "needs mode manual-clear (INITIALLY_SET requires MANUAL_PROTECT_ENABLE)",
+        ),
+        ({"eager_split": -1}, "tracking.eager_split", "must be 0 (off) or a size such as 2MiB"),
+    ],
+)
+def test_tracking_refuses_an_unknown_mode_or_strategy_and_initially_set_without_manual(
+    kwargs, field, rule
+):
+    """The session's tracking object: the four modes and the four strategies by name;
+    KVM_DIRTY_LOG_INITIALLY_SET only with manual protect (kvm_vm_ioctl_enable_cap_generic
+    accepts it only together with KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, kvm_main.c v6.17); an
+    eager-split chunk below 0 is no size.  Each refusal names its field and rule."""
+    from engine.util.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        Tracking(**kwargs)
+    assert (exc.value.field, exc.value.rule) == (field, rule)
+
+
+def test_tracking_accepts_each_mode_strategy_initially_set_with_manual_and_no_eager_split():
+    """The other side of each refusal: every mode and strategy, INITIALLY_SET with
+    manual-clear (``manual`` true only for it), eager split 0 (off)."""
+    for mode in ("bitmap", "manual-clear", "ring", "dbm"):
+        for strategy in ("range", "masked-skip", "visitor", "rmap"):
+            t = Tracking(mode, strategy, eager_split=0)
+            assert (t.mode, t.strategy, t.manual) == (mode, strategy, mode == "manual-clear")
+    assert Tracking("manual-clear", initially_set=True).initially_set
+
+
+def test_vm_set_up_rings_reverse_map_and_ring_size_by_mode():
+    """A VM in ring mode gets one ring per vCPU of the configured size, checked against the
+    granule (KVM_CAP_DIRTY_LOG_RING_ACQ_REL: 256 entries are one 4 KiB page, less than one
+    16 KiB page); the other modes get no rings and never check the size.  The stage-2 table
+    keeps a reverse map only for the rmap strategy or compare mode.  A new VM has no pending
+    retry and no operation log."""
+    from engine.util.errors import KvmError
+
+    vm = VM(G, Tracking("ring", "range", RING), nr_vcpus=3)
+    assert [r.size for r in vm.rings] == [RING] * 3 and len({id(r) for r in vm.rings}) == 3
+    assert vm.pgt.rmap is None and vm.oplog is None and vm.awaiting_retry is False
+    g16 = Geometry(16384, 36)
+    with pytest.raises(KvmError) as exc:
+        VM(g16, Tracking("ring", "range", 256))
+    assert (exc.value.errno_name, exc.value.field) == ("EINVAL", "tracking.ring_entries")
+    assert VM(g16, Tracking("ring", "range", 1024)).rings[0].size == 1024
+    for mode in ("bitmap", "manual-clear", "dbm"):
+        assert VM(g16, Tracking(mode, "range", 256), nr_vcpus=2).rings == []
+    assert VM(G, Tracking("bitmap", "rmap")).pgt.rmap == {}
+    assert VM(G, Tracking("bitmap", "range", compare=True)).pgt.rmap == {}

@@ -720,12 +720,42 @@ def test_quiet_ticks_qemu_with_avail_switchover_bandwidth():
     assert m.quiet_ticks(0, MS) == 1100
 
 
-@pytest.mark.parametrize(("pages", "want"), [(2350 + 779, 2), (2350 + 780, 100)])
+@pytest.mark.parametrize(
+    ("pages", "want"),
+    [
+        (2350 + 306, 1),  # 306 // 306
+        (2350 + 604, 1),  # 604 // 306
+        (2350 + 779, 2),
+        (2350 + 780, 100),  # this window's 780, then none: its end
+        (2350 + 780 + 781, 200),  # and one more window of 781
+    ],
+)
 def test_quiet_ticks_qemu_within_this_window_share(pages, want):
     """With fewer pages to go before a sync is possible than this window's share (780), the
-    link bounds them: 779 // 306 = 2 ticks; with 780, the window's end (100 ticks)."""
+    link bounds them at 304 + 2 a tick: 306 // 306 = 1, 604 // 306 = 1, 779 // 306 = 2 ticks;
+    with 780, the window's end (100 ticks); 781 more take one more window (200)."""
     sim, m = _quiet(f"{pages * 4}KiB")
     assert m._quiet_sending(MS) == m.quiet_ticks(0, MS) == want
+
+
+def test_quiet_ticks_qemu_one_page_over_with_the_window_spent():
+    """2,351 pages: one must go before a sync is possible; this window has 1,000 bytes left,
+    room for one page to start (1,000 // 4104 + 1).  The page is not fewer than that room, so
+    the bound is the windows' (the end of this one: 100 ticks), not 0."""
+    sim, m = _quiet(f"{2351 * 4}KiB")
+    m.win_xfer0 = -3_199_000  # 3,199,000 bytes of the 3,200,000 used
+    assert m._quiet_sending(MS) == m.quiet_ticks(0, MS) == 100
+
+
+def test_quiet_ticks_qemu_later_in_the_window():
+    """At 50 ms into the first window (nothing sent yet): its end is 50 ticks away, so the
+    windows bound 50 + 1,600 = 1,650 ticks; with a 0.5 s timeout, 450 ticks to it."""
+    sim, m = _quiet()
+    sim.t_ns = 50 * MS
+    assert m._quiet_sending(MS) == m.quiet_ticks(50 * MS, MS) == 1650
+    sim, m = _quiet(timeout_s=0.5)
+    sim.t_ns = 50 * MS
+    assert m.quiet_ticks(50 * MS, MS) == 450
 
 
 @pytest.mark.parametrize(
@@ -734,6 +764,7 @@ def test_quiet_ticks_qemu_within_this_window_share(pages, want):
         ({}, False, 2),  # the sender runs dry: (512 - 1) // 306 + 1 = 2 ticks
         ({}, True, 1),  # a decision is due now
         ({"bandwidth": "8Mbit/s", "downtime_limit_ms": 2000}, False, 51),  # MAX_WAIT
+        ({"bandwidth": "8Mbit/s", "downtime_limit_ms": 2000, "timeout_s": 0.02}, False, 20),
     ],
 )
 def test_quiet_ticks_qemu_when_a_sync_is_possible(migration, due, want):
@@ -744,6 +775,26 @@ def test_quiet_ticks_qemu_when_a_sync_is_possible(migration, due, want):
     pages) runs out first."""
     sim, m = _quiet("2MiB", **migration)
     m.decision_due = due
+    assert m._quiet_sending(MS) == 0
+    assert m.quiet_ticks(0, MS) == want
+
+
+@pytest.mark.parametrize(
+    ("pages", "migration", "want"),
+    [
+        (305, {}, 1),  # 304 // 306 + 1
+        (307, {}, 2),  # 306 // 306 + 1
+        (605, {}, 2),  # 604 // 306 + 1
+        (25, {"bandwidth": "8Mbit/s", "downtime_limit_ms": 2000}, 1),  # the share's 25
+        (26, {"bandwidth": "8Mbit/s", "downtime_limit_ms": 2000}, 51),  # one more: MAX_WAIT
+    ],
+)
+def test_quiet_ticks_qemu_until_the_sender_may_run_dry(pages, migration, want):
+    """Under the threshold, when this window's share covers what is left (8 Mbit/s: 100,000
+    bytes, 25 pages start while at most that is used), the batch ends at the first tick the
+    sender may run dry, at most 306 pages a tick: (left - 1) // 306 + 1 ticks; when the share
+    does not (26 pages), at the next decision: MAX_WAIT's 51 ms before the window's 100."""
+    sim, m = _quiet(f"{pages * 4}KiB", **migration)
     assert m._quiet_sending(MS) == 0
     assert m.quiet_ticks(0, MS) == want
 
@@ -759,7 +810,13 @@ def test_quiet_ticks_xen_by_its_bandwidth():
 
 @pytest.mark.parametrize(
     ("t", "migration", "want"),
-    [(0, {}, 100), (99_500_000, {}, 1), (100_000_000, {}, 1), (0, {"timeout_s": 0.05}, 50)],
+    [
+        (0, {}, 100),
+        (500_000, {}, 100),  # 99.5 ticks: rounded up
+        (99_500_000, {}, 1),
+        (100_000_000, {}, 1),
+        (0, {"timeout_s": 0.05}, 50),
+    ],
 )
 def test_quiet_ticks_fixed_until_the_next_harvest(t, migration, want):
     """Policy fixed harvests every 100 ms (the first at 100 ms): ticks to it, rounded up, at
@@ -776,6 +833,7 @@ def test_quiet_ticks_fixed_until_the_next_harvest(t, migration, want):
         ({"auto_converge": True, "qemu": "8.2"}, "throttle_timer_next", 1700),
         ({"kubevirt": {"progress_timeout_s": 150}}, "kubevirt", 400),  # its first sample
         ({"timeout_s": 0.5}, None, 500),
+        ({"timeout_s": 0.001}, None, 1),
     ],
 )
 def test_quiet_ticks_stop_at_timers(migration, timer, want):

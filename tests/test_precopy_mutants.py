@@ -646,6 +646,7 @@ def test_counted_ticks_runs_nothing_that_is_not_only_a_count(kw, change):
     """Xen, policy fixed, a migration not iterating, sends not counted, a decision due, the
     pending count unknown, max_rounds passed, manual clear without its look-ahead: tick 3 is
     left to ``tick`` (3 is returned) and nothing is counted."""
+    kw = dict(kw)  # (the parameters are shared by every run of the test)
     tracking = kw.pop("tracking", None)
     sim, m = _counting(tracking, bandwidth="100Gbit/s", **kw)
     if change:
@@ -677,6 +678,7 @@ def test_counted_ticks_stops_before_a_timer_or_limit(kw, attr, want):
     timer from QEMU 9.2 under auto-converge, KubeVirt's monitor) or at the timeout is left to
     ``tick``: here each is made due at 30 ms (tick 29), the timeout at 20 ms (tick 19);
     without the timer the link's MAX_WAIT turn (tick 50) comes first."""
+    kw = dict(kw)  # (the parameters are shared by every run of the test)
     tracking = kw.pop("tracking", None)
     sim, m = _counting(tracking, bandwidth="100Gbit/s", **kw)
     if attr == "kubevirt":

@@ -555,12 +555,12 @@ NORMAL = 4104  # a 4 KiB page's record: 8-byte header + data
 LINK_MS = 1_250_000  # bytes the default 10 Gbit/s link carries in 1 ms
 
 
-def _counting(tracking=None, slot_size="64MiB", **migration):
+def _counting(tracking=None, slot_size="64MiB", flags=("log_dirty",), **migration):
     """A migration of the 64 MiB guest of ``session`` (no modelled costs) just started at 0
     (setup sync done: every page to send), its sends counted at 4,104 bytes a page from batch
     tick 0, as a lazy batch sets them up (``Simulation._run_ticks``): (simulation, migration)."""
     data = session(costs=ZERO_COSTS, migration=migration)
-    data["memslots"][0]["size"] = slot_size
+    data["memslots"][0].update(size=slot_size, flags=list(flags))
     if tracking:
         data["tracking"] = {**data["tracking"], **tracking}
     sim = Simulation.from_dict(data)
@@ -898,3 +898,34 @@ def test_result_while_running():
     }  # fmt: skip
     assert sim.migration.result() == want
     assert sim.migration.active and not sim.migration.guest_paused
+
+
+def test_counted_ticks_goes_on_counting_into_the_batchs_sends():
+    """Two calls in one batch (ticks 0-9, then from 10): the second adds to the first's
+    count, as one call over ticks 0-49 would: 15,229 pages by MAX_WAIT."""
+    sim, m = _counting(bandwidth="100Gbit/s")
+    assert m.counted_ticks(EDGES[:11], 0) == 10
+    assert m._deferred.sent == (10 * LINK_MS) // NORMAL
+    assert m.counted_ticks(EDGES, 10) == 50
+    assert (m._deferred.sent, m._deferred.ticks[0]) == (15_229, 0)
+
+
+def test_counted_ticks_manual_clear_up_to_its_look_ahead():
+    """Manual clear: tick 0 run by ``tick`` sends 304 pages and looks ahead (one scan of the
+    bitmap) as far as the link could carry in the batch's ticks left (outside a batch: 1):
+    304 + 304 + 2 = 610 pages; the setup GET found nothing, so no chunk needs a CLEAR.  Tick
+    1 sends 305 (609 in all); tick 2's 171 would pass the look-ahead: left to ``tick``."""
+    sim, m = _counting({"mode": "manual-clear"})
+    m.tick(0, MS)
+    d = m._deferred
+    assert (d.sent, d.ahead_limit, d.clear_at.size) == (304, 610, 0)
+    assert m.counted_ticks(EDGES, 1) == 2
+    assert d.sent == 609
+
+
+def test_counted_ticks_manual_clear_of_an_untracked_slot_only():
+    """Manual clear mode, the only slot without logging: no GET, nothing to CLEAR, so the
+    ticks are counted as in bitmap mode (to MAX_WAIT's tick 50)."""
+    sim, m = _counting({"mode": "manual-clear"}, flags=(), bandwidth="100Gbit/s")
+    assert m.slots[0].clear_snapshot is None
+    assert m.counted_ticks(EDGES, 0) == 50

@@ -816,10 +816,12 @@ def test_memslot_changes_and_access_batches_are_logged_for_a_replay():
     write-protects: that enable's cost, not an earlier one's).  Each batch is one record: its
     gfns, writes and vCPUs as read-only copies (int64, bool, int64), the fault exits of the
     whole batch, the vCPUs whose ring filled (ascending) and how many of its first accesses
-    were held back before.  By hand: ring mode, vCPUs 0 and 1 with one entry of room each;
-    vCPU 1 writes page 2 (a push that fills: held back), vCPU 0 writes page 1 (fills too),
-    then reads page 200 of the unlogged slot (held back): 2 faults, ring-full (0, 1).  After
-    the rings are reset, the read alone: 1 fault (page 200 unmapped), nothing held back."""
+    were held back before (the batch given as int32 gfns, int8 vCPUs and 0/1 writes).  By
+    hand: ring mode, vCPUs 0 and 1 with one entry of room each; vCPU 1 writes page 2 (a push
+    that fills: held back), vCPU 0 writes page 1 (fills too), then reads page 200 of the
+    unlogged slot (held back): 2 faults, one each, one dirty event each, ring-full (0, 1).
+    After the rings are reset, the read alone: 1 fault (page 200 unmapped), nothing held
+    back."""
     vm = VM(G, Tracking("ring", "range", RING), nr_vcpus=2)
     vm.oplog = []
     log = slot_flags(log_dirty=True)
@@ -856,7 +858,8 @@ def test_memslot_changes_and_access_batches_are_logged_for_a_replay():
         ring.push(np.full(SOFT - 1, 2, np.uint32), np.arange(SOFT - 1, dtype=np.uint64))
     g = np.array([BGFN + 1024 + 2, BGFN + 1024 + 1, BGFN + 2048 + 200], np.int64)
     v, w = np.array([1, 0, 0]), np.array([True, True, False])
-    res = vm.access(g, v, w, retried=2)
+    # any integer and truth-value arrays: converted, and logged as int64, bool and int64
+    res = vm.access(g.astype(np.int32), v.astype(np.int8), [1, 1, 0], retried=2)
     rec = vm.oplog[-1]
     assert rec.gfn.tolist() == g.tolist() and rec.vcpu.tolist() == [1, 0, 0]
     assert rec.write.tolist() == [True, True, False]
@@ -864,6 +867,9 @@ def test_memslot_changes_and_access_batches_are_logged_for_a_replay():
     assert not (rec.gfn.flags.writeable or rec.write.flags.writeable or rec.vcpu.flags.writeable)
     assert (rec.faults, rec.ring_full, rec.retried) == (2, (0, 1), 2)
     assert res.deferred.tolist() == [0, 1, 2] and vm.awaiting_retry
+    # whole-number counts per vCPU (a run's JSON prints them as integers)
+    assert res.faults.dtype == res.dirty_events.dtype == np.int64
+    assert res.faults.tolist() == [1, 1] and res.dirty_events.tolist() == [1, 1]
     vm.rings = [DirtyRing(RING) for _ in range(2)]
     vm.access(g[2:], v[2:], w[2:])
     assert vm.oplog[-1].retried == 0 and vm.oplog[-1].faults == 1 and not vm.awaiting_retry

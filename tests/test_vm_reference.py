@@ -945,3 +945,39 @@ def test_vm_set_up_rings_reverse_map_and_ring_size_by_mode():
         assert VM(g16, Tracking(mode, "range", 256), nr_vcpus=2).rings == []
     assert VM(G, Tracking("bitmap", "rmap")).pgt.rmap == {}
     assert VM(G, Tracking("bitmap", "range", compare=True)).pgt.rmap == {}
+
+
+def test_eager_split_refusals_name_the_field_and_list_the_granules_sizes():
+    """KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE (arm.c, v6.17): EINVAL for a chunk that is not 0 or
+    a size kvm_is_block_size_supported accepts, the sentence listing them ascending (4K
+    granule: the page, 2 MiB and 1 GiB; 16K: 16 KiB and 32 MiB; 64K: 64 KiB and 512 MiB,
+    kvm_supported_block_sizes without LPA2), under the field the caller names; EINVAL once a
+    memslot exists, whatever the chunk."""
+    from engine.kvm.vm import eager_split_sizes
+    from engine.util.errors import KvmError
+
+    assert eager_split_sizes(G) == (4 << 10, 2 << 20, 1 << 30)
+    assert eager_split_sizes(Geometry(16384, 40)) == (16 << 10, 32 << 20)
+    assert eager_split_sizes(Geometry(65536, 42)) == (64 << 10, 512 << 20)
+    vm = VM(G)
+    with pytest.raises(KvmError) as exc:
+        vm.enable_eager_split(3 << 20, field="session.eager")
+    assert str(exc.value) == (
+        "EINVAL: session.eager: 3MiB is not 0 or a block size of the 4KiB granule "
+        "(4KiB, 2MiB, 1GiB)"
+    )
+    vm.enable_eager_split(0)
+    vm.set_memslot(0, BASE, 2 << 20)
+    for chunk in (0, 2 << 20):
+        with pytest.raises(KvmError) as exc:
+            vm.enable_eager_split(chunk)
+        assert str(exc.value) == (
+            "EINVAL: tracking.eager_split: the eager-split chunk can only be set while no "
+            "memslot exists"
+        )
+
+
+def test_slot_flags_are_kvm_uapi_bits():
+    """include/uapi/linux/kvm.h: KVM_MEM_LOG_DIRTY_PAGES is bit 0, KVM_MEM_READONLY bit 1."""
+    assert [slot_flags(), slot_flags(True), slot_flags(readonly=True)] == [0, 1, 2]
+    assert slot_flags(log_dirty=True, readonly=True) == 3

@@ -31,6 +31,8 @@ pages apart.
 
 from __future__ import annotations
 
+from random import Random
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -981,3 +983,73 @@ def test_slot_flags_are_kvm_uapi_bits():
     """include/uapi/linux/kvm.h: KVM_MEM_LOG_DIRTY_PAGES is bit 0, KVM_MEM_READONLY bit 1."""
     assert [slot_flags(), slot_flags(True), slot_flags(readonly=True)] == [0, 1, 2]
     assert slot_flags(log_dirty=True, readonly=True) == 3
+
+
+# -- the ring path's shortcuts against plain references ----------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@example(set(), Random(0))
+@given(st.sets(st.integers(0, 300), max_size=40), st.randoms(use_true_random=False))
+def test_in_time_order_is_an_argsort_by_first_write(times, rnd):
+    """``_in_time_order(t, idx)`` lists ``idx`` by ascending ``t`` (distinct batch indices):
+    the plain ``idx[np.argsort(t)]``, for page indices 0..n-1 in any order."""
+    from engine.kvm.vm import _in_time_order
+
+    t = np.array(sorted(times, key=lambda _: rnd.random()), dtype=np.int64)
+    idx = np.array(rnd.sample(range(t.size), t.size), dtype=np.int64)
+    assert _in_time_order(t, idx).tolist() == idx[np.argsort(t)].tolist()
+
+
+def _probe_fields(probe) -> dict:
+    p = probe.pages
+    names = ("gfn", "sidx", "written", "first_is_write", "vcpu_first", "vcpu_write", "writes")
+    out = {n: getattr(p, n).tolist() for n in names}
+    out |= {"t_first": p.t_first.tolist(), "t_write": p.t_write.tolist(), "writer": p.writer}
+    return out | {n: getattr(probe, n).tolist() for n in ("level", "pos", "desc")}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 15)), min_size=1, max_size=40),
+    st.sets(st.integers(0, 15)),
+    st.sets(st.integers(0, 15)),
+)
+def test_a_probe_cut_to_whole_pages_is_the_probe_of_the_kept_accesses(seq, dropped, written):
+    """``_Probe.kept`` against probing the kept accesses afresh (``VM._probe``): a batch of
+    writes by up to three vCPUs over 16 pages of a logging slot (the pages ``written`` made
+    writable by an earlier batch, the rest write-protected), every access to the pages
+    ``dropped`` cut (whole pages, as a ring admission's cut that ``kept`` is used for).
+    Every field of the pages and their leaves is the fresh probe's, batch indices counted
+    among the kept accesses; ``writer`` is the whole batch's (a vCPU that made every access
+    made every kept one)."""
+    vm = VM(Geometry(4096, 40), Tracking("ring", "range", 256), nr_vcpus=3)
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096, populate=True)
+    vm.set_memslot(0, BASE, 1 << 20, slot_flags(log_dirty=True), 4096)
+    if written:
+        pages = BASE // 4096 + np.array(sorted(written), np.int64)
+        vm.access(pages, np.zeros(pages.size, np.int64), np.ones(pages.size, bool))
+    slots = vm.memslots.sorted()
+    gfn = BASE // 4096 + np.array([p for _, p in seq], np.int64)
+    vcpu = np.array([v for v, _ in seq], np.int64)
+    write, sidx = np.ones(gfn.size, bool), np.zeros(gfn.size, np.int64)
+    kept = ~np.isin(gfn - BASE // 4096, list(dropped))
+    full = vm._probe(gfn, vcpu, write, sidx, slots)
+    got = full.kept(kept)
+    if not kept.any():
+        assert got.pages.gfn.size == 0 and got.pos.size == 0
+        return
+    want = _probe_fields(vm._probe(gfn[kept], vcpu[kept], write, sidx[kept], slots))
+    want["writer"] = full.pages.writer
+    assert _probe_fields(got) == want
+
+
+def test_a_probe_with_a_read_is_not_cut():
+    """A batch with a read: a kept page's first write may be a dropped access's, so
+    ``_Probe.kept`` gives None (the kept accesses are probed again)."""
+    vm = VM(Geometry(4096, 40), Tracking("ring", "range", 256), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 1 << 20, slot_flags(log_dirty=True), 4096)
+    gfn, slots = BASE // 4096 + np.array([1, 2], np.int64), vm.memslots.sorted()
+    ones, zeros = np.ones(2, bool), np.zeros(2, np.int64)
+    assert vm._probe(gfn, zeros, np.array([True, False]), zeros, slots).kept(ones) is None
+    assert vm._probe(gfn, zeros, ones, zeros, slots).kept(ones) is not None

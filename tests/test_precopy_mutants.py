@@ -555,7 +555,7 @@ NORMAL = 4104  # a 4 KiB page's record: 8-byte header + data
 LINK_MS = 1_250_000  # bytes the default 10 Gbit/s link carries in 1 ms
 
 
-def _counting(tracking=None, slot_size="64MiB", flags=("log_dirty",), **migration):
+def _counting(tracking=None, slot_size="64MiB", flags=("log_dirty",), start=0, **migration):
     """A migration of the 64 MiB guest of ``session`` (no modelled costs) just started at 0
     (setup sync done: every page to send), its sends counted at 4,104 bytes a page from batch
     tick 0, as a lazy batch sets them up (``Simulation._run_ticks``): (simulation, migration)."""
@@ -565,7 +565,7 @@ def _counting(tracking=None, slot_size="64MiB", flags=("log_dirty",), **migratio
         data["tracking"] = {**data["tracking"], **tracking}
     sim = Simulation.from_dict(data)
     m = sim.migration
-    m.start(0)
+    m.start(start)
     m.defer_tick, m.defer_cost = 0, NORMAL
     return sim, m  # (the migration holds its simulation weakly)
 
@@ -929,3 +929,97 @@ def test_counted_ticks_manual_clear_of_an_untracked_slot_only():
     sim, m = _counting({"mode": "manual-clear"}, flags=(), bandwidth="100Gbit/s")
     assert m.slots[0].clear_snapshot is None
     assert m.counted_ticks(EDGES, 0) == 50
+
+
+@pytest.mark.parametrize(
+    ("bandwidth", "want", "sent"), [(18_350_000, 99, 448), (18_390_000, 1, 304)]
+)
+def test_counted_ticks_stops_where_a_chunk_needs_its_clear(bandwidth, want, sent):
+    """Manual clear, chunks of 256 KiB (64 pages), the setup GET having reported page 500
+    (chunk 448-511): the first send of rank 448 must CLEAR that chunk first, so a tick
+    sending past rank 448 is left to ``tick``.  Tick 0 (by ``tick``) sends 304 pages,
+    link-bound; tick 1 is bound by the window: max-bandwidth 18,350,000 bytes/s leaves
+    1,835,000 - 1,247,616 = 587,384 bytes, 144 pages start (143 × 4104 <= 587,384): ranks
+    304-447, up to the chunk, not into it: counted, and the share is spent (wait to tick
+    99).  At 18,390,000 (590,976 bytes left) 145 would start: rank 448 is among them, so
+    tick 1 is left to ``tick``."""
+    sim, m = _counting({"mode": "manual-clear", "clear_chunk": "256KiB"}, bandwidth=bandwidth)
+    m.slots[0].clear_snapshot[500 // 64] = np.uint64(1 << (500 % 64))
+    m.tick(0, MS)
+    d = m._deferred
+    assert (d.sent, d.clear_at.tolist()) == (304, [448])
+    assert m.counted_ticks(EDGES, 1) == want
+    assert d.sent == sent
+
+
+def test_counted_ticks_counts_the_window_from_its_start():
+    """A window that began after 5,000,000 bytes were sent (win_xfer0): the share is counted
+    from there, so the first window's 304 + 305 + 171 pages go as from nothing."""
+    sim, m = _counting()
+    m.total_bytes = m.win_xfer0 = 5_000_000
+    assert m.counted_ticks(EDGES, 0) == 99
+    assert m._deferred.counts == [304, 305, 171]
+
+
+def test_counted_ticks_timeout_from_the_migrations_start():
+    """A migration started at 5 ms with a 20 ms timeout: the timeout check is due at 25 ms
+    (tick 24, left to ``tick``); ticks 5-23 send 19 ms of the link: floor(19 × 1,250,000 /
+    4104) = 5,787 pages (none before the start's 5 ms, which the setup holds)."""
+    sim, m = _counting(bandwidth="100Gbit/s", timeout_s=0.02, start=5 * MS)
+    assert m.counted_ticks(EDGES, 0) == 24
+    assert (m._deferred.sent, m._deferred.ticks[0]) == ((19 * LINK_MS) // NORMAL, 5) == (5787, 5)
+
+
+def test_counted_ticks_a_window_with_nothing_left_still_starts_a_page():
+    """The rate limit is exceeded only above the share (migration_rate_exceeded): with
+    exactly the share used (3,200,000 bytes) one page still starts in tick 0, then the
+    sender waits for the window's end."""
+    sim, m = _counting()
+    m.total_bytes = 3_200_000
+    assert m.counted_ticks(EDGES, 0) == 99
+    assert m._deferred.counts == [1]
+
+
+def _tick_by_tick(ticks: int, **migration) -> float:
+    """The carry ``tick`` leaves after ticks 0 .. ticks - 1 of a fresh ``_counting`` run."""
+    sim, m = _counting(**migration)
+    for k in range(ticks):
+        m.tick(k * MS, (k + 1) * MS)
+    return m.carry_bytes
+
+
+@pytest.mark.parametrize(
+    ("ticks", "bandwidth", "carry"),
+    [
+        (3, "256Mbit/s", 0.0),  # tick 2 bound by the window: the link idles after it
+        (1, 12_450_000, 2384.0),  # 304 pages by the link and by the window (1,245,000 bytes)
+    ],
+)
+def test_counted_ticks_leaves_the_carry_of_tick(ticks, bandwidth, carry):
+    """The carry after the batch's last tick is the one ``tick`` leaves, tick by tick: none
+    after a tick the window's share bound (tick 2 of test_counted_ticks_sends_a_window_share
+    _then_waits_for_its_end); 1,250,000 - 304 × 4104 = 2,384 bytes when the link and the
+    window allow the same 304 pages (a share of 1,245,000 bytes: 303 × 4104 <= 1,245,000)."""
+    sim, m = _counting(bandwidth=bandwidth)
+    assert m.counted_ticks(EDGES[: ticks + 1], 0) == ticks
+    assert m.carry_bytes == _tick_by_tick(ticks, bandwidth=bandwidth) == carry
+
+
+@pytest.mark.parametrize(
+    ("link", "bandwidth", "want", "sent"),
+    [
+        (63_000_000, "256Mbit/s", 99, 780),  # tick 50 passes the share: no MAX_WAIT turn
+        (62_800_000, 32_011_200, 50, 765),  # tick 50 reaches the share exactly: MAX_WAIT
+    ],
+)
+def test_counted_ticks_max_wait_only_within_the_share(link, bandwidth, want, sent):
+    """MAX_WAIT ends ram_save_iterate at 51 ms only while the rate limit is not exceeded
+    (above the share).  At 63,000 bytes/ms the share (3,200,000 bytes) is passed in tick 50
+    itself (767 pages by 50 ms, then 13 start within the 52,232 bytes left): no loop turn
+    there, the wait runs to the window's end (tick 99).  At 62,800 bytes/ms with a share of
+    780 pages exactly (3,201,120 bytes), tick 50 would bring the total to 780 pages (floor(51
+    × 62,800 / 4104)), the share reached, not passed: MAX_WAIT's turn, left to ``tick``
+    after 765 pages (floor(50 × 62,800 / 4104))."""
+    sim, m = _counting(bandwidth=bandwidth, link_speed=link)
+    assert m.counted_ticks(EDGES, 0) == want
+    assert m._deferred.sent == sent

@@ -1023,3 +1023,46 @@ def test_counted_ticks_max_wait_only_within_the_share(link, bandwidth, want, sen
     sim, m = _counting(bandwidth=bandwidth, link_speed=link)
     assert m.counted_ticks(EDGES, 0) == want
     assert m._deferred.sent == sent
+
+
+# -- start: ram_save_setup at any time ------------------------------------------------------------
+
+
+def test_start_at_1_5_s_sets_every_timer_from_it():
+    """QEMU started at 1.5 s (no modelled costs): the window, the rate period and
+    ram_save_iterate begin then; the throttle's dirty-sync timer is due 5 s later (6.5 s),
+    the ring reaper at the next whole second (2 s: kvm_dirty_ring_reaper_thread sleeps 1 s
+    between reaps, from the VM's start), policy fixed's next harvest at 1.6 s; the setup
+    sync is dirty-sync-count 1, its GET reports nothing new (every page is to send)."""
+    sim = Simulation.from_dict(session(costs=ZERO_COSTS))
+    m = sim.migration
+    m.start(1_500_000_000)
+    assert (m.phase, m.t_start_ns, m.busy_until_ns, m.setup_ns) == ("iterating", 1.5e9, 1.5e9, 0)
+    assert (m.win_start, m.iterate_t0, m.win_xfer0) == (1.5e9, 1.5e9, 0)
+    assert m.period == {"t": 1.5e9, "xfer0": 0, "new": 0, "high": 0, "reported": 0}
+    assert (m.throttle_timer_next, m.reap_next, m.next_harvest_ns) == (6.5e9, 2e9, 1.6e9)
+    assert (m.round, m.syncs, m.kubevirt, m.remaining_pages()) == (1, 1, None, 16384)
+    assert sim.messages[-1].endswith("] migration started: 16,384 pages to send")
+
+
+@pytest.mark.parametrize(("pages", "stop"), [(49, True), (50, False)])
+def test_start_xen_pass_one_follows_enable_logdirty(pages, stop):
+    """Xen: no CLEAN before pass 1 (round 1, no sync counted), and a guest of fewer than
+    xen_min_pages (50) pages stops after its first batch."""
+    sim, m = _quiet(f"{pages * 4}KiB", policy="xen")
+    assert (m.round, m.syncs, m.iter_pages, m.stop_after_batch) == (1, 0, 0, stop)
+
+
+def test_start_kubevirt_counts_every_slots_memory():
+    """KubeVirt's completion timeout is completionTimeoutPerGiB × the memory in GB rounded up:
+    900 MiB + 64 MiB = 1,010,827,264 bytes: 2 GB, 300 s (either slot alone is 1 GB); its
+    first sample is 400 ms after the start."""
+    data = session(costs=ZERO_COSTS, migration={"kubevirt": {"completion_timeout_per_gib": 150}})
+    data["memslots"][0]["size"] = "900MiB"
+    data["memslots"].append(
+        {"id": 1, "base": "0x80000000", "size": "64MiB", "flags": ["log_dirty"], "backing": "2MiB"}
+    )
+    sim = Simulation.from_dict(data)
+    sim.migration.start(7 * MS)
+    kv = sim.migration.kubevirt
+    assert (kv.acceptable_s, kv.next_ns, kv.start) == (300, 407 * MS, 7 * MS)

@@ -1053,3 +1053,29 @@ def test_a_probe_with_a_read_is_not_cut():
     ones, zeros = np.ones(2, bool), np.zeros(2, np.int64)
     assert vm._probe(gfn, zeros, np.array([True, False]), zeros, slots).kept(ones) is None
     assert vm._probe(gfn, zeros, ones, zeros, slots).kept(ones) is not None
+
+
+def test_a_moved_readonly_logging_slot_keeps_its_bitmap_and_content():
+    """kvm_prepare_memory_region: a slot that has LOG_DIRTY_PAGES before and after a MOVE
+    keeps its bitmap, a READONLY one included (it has a bitmap but is never write-protected:
+    memslot_is_logging is false for it, mmu.c v6.17); the content moves with the slot.
+    Manual protect with INITIALLY_SET: the bitmap starts all ones over 70 pages; a CLEAR of
+    pages 0-63 leaves 64-69; after the move GET still reports 64-69 (a new bitmap would be
+    all ones again).  A writable logging slot moved the same way keeps its written page's
+    version and its dirty bit (page 5)."""
+    vm = VM(G, Tracking("manual-clear", "range", initially_set=True), nr_vcpus=1)
+    ro = slot_flags(log_dirty=True, readonly=True)
+    vm.set_memslot(0, BASE, 70 << 12, ro, 4096, populate=True)
+    DL.clear_dirty_log(vm, 0, 0, 64, [2**64 - 1])
+    vm.set_memslot(0, BASE + (1 << 30), 70 << 12, ro, 4096)
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert DL.bitmap_pages(words).tolist() == list(range(64, 70))
+    assert not vm.slots[0].logging
+    bm = VM(G, Tracking("bitmap", "range"), nr_vcpus=1)
+    log = slot_flags(log_dirty=True)
+    bm.set_memslot(0, BASE, 64 << 12, log, 4096)
+    bm.access(np.array([BGFN + 5]), np.zeros(1, np.int64), np.ones(1, bool))
+    bm.set_memslot(0, BASE + (1 << 30), 64 << 12, log, 4096)
+    assert bm.slots[0].version[5] == 1 and bm.slots[0].logging
+    words, _ = DL.get_dirty_log(bm, 0)
+    assert DL.bitmap_pages(words).tolist() == [5]

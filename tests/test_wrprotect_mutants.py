@@ -118,6 +118,25 @@ def test_ring_masks_of_a_slot_at_1_gib_leave_the_tables_at_ipa_0_alone(offsets, 
     _assert_matches_references(pgt, BASE_GFN, offsets, masks)
 
 
+def test_one_bit_words_with_an_unmapped_page_find_their_own_tables():
+    """One-bit words, one of them over an unmapped page (gfn 4096, IPA 16 MiB: its walk
+    stops above level 3), so not every word's page is found at level 3 in one lookup and
+    each word looks its own last-level table up by region instead: page 603 (region 1, IPA
+    2 MiB) and page 1 (region 0) are protected, the pages at 1 GiB and the rest of regions 0
+    and 1 stay writable (a region number shifted the wrong way names region 0's table, or
+    for gfn 1 shifted up by a level, the table at 1 GiB); counts are the references'."""
+    pgt = _low_and_high_layout()
+    level, _, _ = pgt.lookup(np.array([603, 4096]) << 12)
+    assert level.tolist()[0] == 3 and level.tolist()[1] < 3
+    offsets, masks = [600, 4096, 0], [1 << 3, 1, 1 << 1]
+    for name in ("range", "visitor"):
+        t = pgt.copy()
+        run_strategy(name, t, 0, np.array(offsets), np.array(masks, np.uint64))
+        assert _protected(t, 0, 2 * REGION) == {1, 603}, name
+        assert _protected(t, BASE_GFN, 2 * REGION) == set(), name
+    _assert_matches_references(pgt, 0, offsets, masks)
+
+
 @pytest.mark.parametrize(
     ("offsets", "masks", "pages"),
     [

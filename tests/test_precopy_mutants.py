@@ -881,6 +881,7 @@ def test_result_before_the_migration_starts(policy):
     sim = Simulation.from_dict(session(costs=ZERO_COSTS, migration={"policy": policy}))
     assert sim.migration.result() == _result_before_start(policy)
     assert not sim.migration.active and not sim.migration.guest_paused
+    assert sim.snapshot().outcome is None  # no outcome yet (the status line's "done · ...")
 
 
 def test_result_while_running():
@@ -1051,6 +1052,7 @@ def test_start_xen_pass_one_follows_enable_logdirty(pages, stop):
     xen_min_pages (50) pages stops after its first batch."""
     sim, m = _quiet(f"{pages * 4}KiB", policy="xen")
     assert (m.round, m.syncs, m.iter_pages, m.stop_after_batch) == (1, 0, 0, stop)
+    assert m.last_harvest == {}  # round 1 without a harvest: nothing reported (the app reads it)
 
 
 def test_start_kubevirt_counts_every_slots_memory():
@@ -1066,3 +1068,19 @@ def test_start_kubevirt_counts_every_slots_memory():
     sim.migration.start(7 * MS)
     kv = sim.migration.kubevirt
     assert (kv.acceptable_s, kv.next_ns, kv.start) == (300, 407 * MS, 7 * MS)
+
+
+def test_the_first_pass_starts_at_the_lowest_slot():
+    """Two 64 MiB slots (ids 0 and 1): the sender's first pass goes in RAMBlock order from
+    the first slot's first page, so the first 1 ms tick's 304 pages are slot 0's pages
+    0-303, sent in round 1, and nothing of slot 1 yet."""
+    data = session(costs=ZERO_COSTS)
+    data["memslots"].append(
+        {"id": 1, "base": "0x80000000", "size": "64MiB", "flags": ["log_dirty"], "backing": "2MiB"}
+    )
+    sim = Simulation.from_dict(data)
+    sim.advance(1)
+    sent = {
+        sid: np.flatnonzero(m.last_sent >= 0).tolist() for sid, m in sim.migration.slots.items()
+    }
+    assert sent == {0: list(range(304)), 1: []}

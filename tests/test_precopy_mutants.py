@@ -1084,3 +1084,26 @@ def test_the_first_pass_starts_at_the_lowest_slot():
         sid: np.flatnonzero(m.last_sent >= 0).tolist() for sid, m in sim.migration.slots.items()
     }
     assert sent == {0: list(range(304)), 1: []}
+
+
+@pytest.mark.parametrize(
+    ("qemu", "syncs", "le"), [("7.2", 2, "<"), ("8.2", 3, "<"), ("9.2", 2, "<"), ("10.1", 2, "≤")]
+)
+def test_a_decision_before_any_window_is_measured(qemu, syncs, le):
+    """1 MiB idle guest (256 pages × 4,104 bytes: all sent in the first 1 ms tick, under the
+    link's 1,250,000 bytes and the window's share).  The sender runs dry, a decision at 1 ms,
+    before any window was measured: the threshold is still 0 (mbps 0).  Nothing is pending:
+    8.2 syncs at pending <= threshold (0 <= 0: sync 2), the others only below it (0 < 0: no
+    sync); every release then completes (pending 0), and the final sync of the stop-and-copy
+    is the last (8.2: 3, else 2)."""
+    data = session(costs=ZERO_COSTS, workloads=[], migration={"qemu": qemu})
+    data["memslots"][0].update(size="1MiB", backing="4KiB")
+    _, result = run(data)
+    assert (result["outcome"], result["dirty_sync_count"]) == ("completed", syncs)
+    rounds = result["rounds"]
+    assert [(r["pages_sent"], r["t_end_ns"]) for r in rounds] == [(256, MS)] + [(0, MS)] * (
+        syncs - 1
+    )
+    assert {(r["threshold_bytes"], r["mbps"]) for r in rounds} == {(0.0, 0.0)}
+    reason = f"0 dirty bytes {le} threshold 0 bytes (measured bandwidth × downtime limit, "
+    assert result["reason"] == f"{reason}QEMU {qemu})"

@@ -785,3 +785,25 @@ def test_a_dbm_scan_keeps_the_bits_already_in_the_bitmap():
     vm.access(g, np.array([-1, 0], np.int64), np.ones(2, bool))
     words, _ = DL.get_dirty_log(vm, 0)
     assert DL.bitmap_pages(words).tolist() == [3, 5]
+
+
+# -- next_set_bits: words whose bits add up to a full word's count -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "want"),
+    [
+        ([0xFFFF0000, 0xFFFF], [*range(16, 32), *range(64, 80)]),  # 32 bits in 2 words
+        (
+            [0xF0, 0xF0, 0xF0, 0xF0],
+            [4, 5, 6, 7, 68, 69, 70, 71, 132, 133, 134, 135, 196, 197, 198, 199],
+        ),
+        ([1 << 63] * 8, [64 * k + 63 for k in range(8)]),  # 8 bits in 8 words
+    ],
+)
+def test_only_whole_words_give_their_bits_as_one_range(words, want):
+    """Bits set in every position of the words (64 per word) are offsets 0 .. 64n - 1; words
+    whose bits merely add up to 64 / n (16 bits in 4 words, 8 in 8, 32 in 2) are not full
+    and give their own offsets (by hand: 64 x word + bit)."""
+    got = DL.next_set_bits(np.array(words, np.uint64), 0, 64 * len(words), 1000)
+    assert got.tolist() == want and got.dtype == np.int64

@@ -1079,3 +1079,23 @@ def test_a_moved_readonly_logging_slot_keeps_its_bitmap_and_content():
     assert bm.slots[0].version[5] == 1 and bm.slots[0].logging
     words, _ = DL.get_dirty_log(bm, 0)
     assert DL.bitmap_pages(words).tolist() == [5]
+
+
+def test_a_cut_keeps_the_pushes_only_when_no_kept_write_shares_a_dropped_page():
+    """``VM._cut_keeps_pushes`` by hand, accesses to pages 1, 2, 1, 3 (access 3 a read):
+    dropping access 2 (page 1, also written by kept access 0) changes page 1's first write
+    among the kept ones: False; dropping access 1 (page 2, written by nobody else): True;
+    dropping access 3 (a read of page 3): True; dropping nothing or everything: True; an
+    access allowed again (1, dropped before): False."""
+    gfn = np.array([1, 2, 1, 3], np.int64)
+    write = np.array([True, True, True, False])
+    every = np.ones(4, bool)
+
+    def keeps(allowed, new_allowed) -> bool:
+        return VM._cut_keeps_pushes(gfn, write, np.array(allowed), np.array(new_allowed))
+
+    assert not keeps(every, [True, True, False, True])
+    assert keeps(every, [True, False, True, True])
+    assert keeps(every, [True, True, True, False])
+    assert keeps(every, every) and keeps(every, ~every)
+    assert not keeps([True, False, True, True], every)

@@ -703,7 +703,9 @@ class VM:
         A push is the first write to a page that is not writable, by a running vCPU, in a
         logging slot (``_dry_run_events``: the pushes of the accesses still allowed).  Cutting
         a vCPU's accesses after its filling push can make another vCPU's later write to one of
-        the cut pages a first write, so the cut is repeated until nothing changes.
+        the cut pages a first write, so the cut is repeated until nothing changes; a cut whose
+        pages no allowed access writes (``_cut_keeps_pushes``) changes no push still allowed,
+        so it is final.
         """
         counts = np.bincount(vcpu[ok & (vcpu >= 0)], minlength=self.nr_vcpus)
         if all(int(c) < r.room() for c, r in zip(counts, self.rings, strict=False)):
@@ -727,26 +729,30 @@ class VM:
         allowed = ok
         rooms = np.array([r.room() for r in self.rings], dtype=np.int64)
         filling: dict[int, int] = {}
+        index = np.arange(gfn.size)
         for _ in range(self.nr_vcpus + 1):
-            cut = np.zeros(gfn.size, dtype=bool)
             filling = {}
             by = vcpu[events]  # (pushes are by running vCPUs: ids >= 0)
             pushes = np.bincount(by, minlength=self.nr_vcpus)[: self.nr_vcpus]
+            # each vCPU's last access allowed (all of them: the batch's size; a host
+            # write's -1 reads the last vCPU's, and ``ok`` already excludes it)
+            last = np.full(self.nr_vcpus, gfn.size, dtype=np.int64)
             for v in np.flatnonzero(pushes >= rooms).tolist():  # the rings that fill
                 room = int(rooms[v])
-                last = int(events[by == v][room - 1]) if room > 0 else -1
-                cut[last + 1 :] |= vcpu[last + 1 :] == v
+                at = int(events[by == v][room - 1]) if room > 0 else -1
+                last[v] = at
                 res.ring_full.add(v)
-                if last >= 0:
-                    filling[v] = last
-            new_allowed = ok & ~cut
+                if at >= 0:
+                    filling[v] = at
+            new_allowed = ok & (index <= last[vcpu])
             if np.array_equal(new_allowed, allowed):
                 break
-            events = self._events_after_cut(gfn, write, allowed, new_allowed, events)
-            if events is None:
-                events = self._dry_run_events(gfn, vcpu, write, sidx, new_allowed, logging)
-                probe = None  # a cut page is also written by an allowed access: probed again
+            same = self._cut_keeps_pushes(gfn, write, allowed, new_allowed)
             allowed = new_allowed
+            if same:  # the pushes still allowed are the old ones: each ring that filled
+                break  # fills again at the same push and no other does (the same cut)
+            events = self._dry_run_events(gfn, vcpu, write, sidx, new_allowed, logging)
+            probe = None  # a cut page is also written by an allowed access: probed again
         retry = np.zeros(gfn.size, dtype=bool)
         retry[list(filling.values())] = True
         res.deferred = np.flatnonzero((ok & ~allowed) | retry)
@@ -764,21 +770,21 @@ class VM:
         return np.sort(pages.t_write[need])
 
     @staticmethod
-    def _events_after_cut(gfn, write, allowed, new_allowed, events) -> np.ndarray | None:
-        """The pushes once ``allowed`` shrinks to ``new_allowed``, when no page written by a
-        dropped access is also written by an access still allowed: each page's first write
-        among the allowed ones is then what it was, so the pushes are the old ones still
-        allowed.  None otherwise (the caller runs the dry run again)."""
+    def _cut_keeps_pushes(gfn, write, allowed, new_allowed) -> bool:
+        """Whether the pushes once ``allowed`` shrinks to ``new_allowed`` are the old ones
+        still allowed: when no page written by a dropped access is also written by an
+        access still allowed, each page's first write among the allowed ones is what it
+        was.  False when an access is allowed again (its pushes are not known) or a page is
+        shared (the caller runs the dry run again)."""
         if (new_allowed & ~allowed).any():
-            return None  # (an access allowed again: its pushes are not known)
+            return False
         dropped = gfn[allowed & ~new_allowed & write]
-        if dropped.size:
-            dropped = np.sort(dropped)
-            kept = gfn[new_allowed & write]
-            at = np.minimum(np.searchsorted(dropped, kept), dropped.size - 1)
-            if (dropped[at] == kept).any():
-                return None
-        return events[new_allowed[events]]
+        if not dropped.size:
+            return True
+        dropped = np.sort(dropped)
+        kept = gfn[new_allowed & write]
+        at = np.minimum(np.searchsorted(dropped, kept), dropped.size - 1)
+        return not (dropped[at] == kept).any()
 
     def _dry_run_events(self, gfn, vcpu, write, sidx, allowed, logging) -> np.ndarray:
         """Access indices that would push a dirty entry: first writes to non-writable pages."""

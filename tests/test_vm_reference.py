@@ -1099,3 +1099,23 @@ def test_a_cut_keeps_the_pushes_only_when_no_kept_write_shares_a_dropped_page():
     assert keeps(every, [True, True, True, False])
     assert keeps(every, every) and keeps(every, ~every)
     assert not keeps([True, False, True, True], every)
+
+
+@pytest.mark.parametrize("mode", ["bitmap", "dbm"])
+def test_populating_a_logging_slot_maps_read_only_pages(mode):
+    """VM.populate (a guest touching every page of a slot) while the slot logs: each page
+    faults in as a read would (user_mem_abort with logging_active: force_pte, read-only, so
+    the first write still traps), whatever the 2 MiB backing allows; in DBM mode the leaves
+    are writable-clean (DBM set).  A slot that does not log maps its 2 MiB blocks writable."""
+    vm = VM(G, Tracking(mode, "range"), nr_vcpus=1)
+    vm.set_memslot(0, BASE, 4 << 20, slot_flags(log_dirty=True), 2 << 20)
+    vm.set_memslot(1, BASE + (4 << 20), 2 << 20, 0, 2 << 20)
+    vm.populate(0)
+    vm.populate(1)
+    pages = BASE + np.array([0, 511, 512, 1023, 1024], np.int64) * 4096
+    level, _, desc = vm.pgt.lookup(pages)
+    assert level.tolist() == [3, 3, 3, 3, 2] and D.is_valid(desc).all()
+    assert D.is_writable(desc).tolist() == [False] * 4 + [True]
+    dbm = (desc & np.uint64(D.DBM)) != 0
+    assert dbm.tolist() == [mode == "dbm"] * 4 + [False]
+    assert not vm.pgt.lookup(np.array([BASE - 4096, BASE + (6 << 20)], np.int64))[2].any()

@@ -1119,3 +1119,29 @@ def test_xen_pages_sent_one_at_a_time_add_up():
     m.tick(MS, 2 * MS)
     assert (m.total_pages_sent, m.iter_pages, m.total_bytes) == (15, 15, 15 * 4096)
     assert m.remaining_pages() == 16384 - 15
+
+
+@pytest.mark.parametrize(("bandwidth", "slot1"), [(32_000_000, []), (37_000_000, [0, 1])])
+def test_a_send_across_two_slots_takes_the_first_n_in_order(bandwidth, slot1):
+    """Xen, pages written at once (sends not counted), slot 0 of 7 pages then slot 1 of 64:
+    a 1 ms tick at 32,000,000 bytes/s carries 7 pages (28,672 of 32,000 bytes): slot 0's
+    7 and none of slot 1, though the batch collected its first page too; at 37,000,000
+    bytes/s 9 (36,864 of 37,000 bytes): slot 0's 7, then slot 1's pages 0 and 1."""
+    data = session(costs=ZERO_COSTS, migration={"policy": "xen", "bandwidth": bandwidth})
+    data["memslots"] = [
+        {"id": 0, "base": "0x40000000", "size": "28KiB", "flags": ["log_dirty"], "backing": "4KiB"},
+        {
+            "id": 1,
+            "base": "0x80000000",
+            "size": "256KiB",
+            "flags": ["log_dirty"],
+            "backing": "4KiB",
+        },
+    ]
+    sim = Simulation.from_dict(data)
+    m = sim.migration
+    m.start(0)
+    m.tick(0, MS)
+    sent = {sid: np.flatnonzero(s.last_sent >= 0).tolist() for sid, s in m.slots.items()}
+    assert sent == {0: list(range(7)), 1: slot1}
+    assert m.total_pages_sent == 7 + len(slot1)

@@ -326,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("groups", nargs="*", choices=[[], *groups], help="default: all groups")
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="reuse the previous run's verdicts")
-    ap.add_argument("--no-run", action="store_true", help="only report the cached results")
+    ap.add_argument(
+        "--no-run",
+        action="store_true",
+        help="only report the results (recording the verdicts of a run that was stopped)",
+    )
     ap.add_argument(
         "--only",
         action="append",
@@ -341,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         work = prepare(name, groups[name])
         if not args.no_run:
             run_group(work, groups[name], args.max_children, args.keep, args.only, equivalent)
+        elif (work / "mutants").is_dir():
+            record(work, groups[name])  # (the verdicts of a run stopped before it recorded)
         codes = results(work, groups[name])
         scores[name] = report(name, groups[name], codes, equivalent, args.only)
     print(

@@ -1119,6 +1119,9 @@ def test_xen_pages_sent_one_at_a_time_add_up():
     m.tick(MS, 2 * MS)
     assert (m.total_pages_sent, m.iter_pages, m.total_bytes) == (15, 15, 15 * 4096)
     assert m.remaining_pages() == 16384 - 15
+    # in address order, tick 1 going on right after tick 0's last page (the cursor: page 7)
+    assert np.flatnonzero(m.slots[0].last_sent >= 0).tolist() == list(range(15))
+    assert m.cursor == (0, 15)
 
 
 @pytest.mark.parametrize(("bandwidth", "slot1"), [(32_000_000, []), (37_000_000, [0, 1])])

@@ -1119,3 +1119,20 @@ def test_populating_a_logging_slot_maps_read_only_pages(mode):
     dbm = (desc & np.uint64(D.DBM)) != 0
     assert dbm.tolist() == [mode == "dbm"] * 4 + [False]
     assert not vm.pgt.lookup(np.array([BASE - 4096, BASE + (6 << 20)], np.int64))[2].any()
+
+
+def test_a_cut_after_a_host_write_keeps_the_vcpus_own_pages():
+    """A ring admission whose batch begins with a host write (not a vCPU access: the cut's
+    probe covers the vCPU accesses only, so its kept mask is theirs, not the batch's).  By
+    hand, ring mode, one vCPU with one entry of room: the host writes page 3 (stored,
+    marked in the backup bitmap); vCPU 0 writes page 1 (permission fault: relaxed, one TLBI
+    by IPA, the push that fills its ring, so the store waits); its write of page 2 is held
+    back.  Page 1 is writable but unchanged, page 2 still write-protected."""
+    seq = [(-1, 3, True), (0, 1, True), (0, 2, True)]
+    got = _check("ring", 1, [], [SOFT - 1], seq)
+    assert got["faults"] == [1] and got["dirty_events"] == [1]
+    assert got["rings"] == [[(0, 1)]] and got["ring_full"] == {0}
+    assert got["deferred"] == [1, 2] and got["applied"] == 1 and got["tlbi"] == 1
+    assert got["bitmaps"] == [{3}, set()]
+    assert got["versions"][1:4] == [0, 0, 1]
+    assert got["writable"][1:3] == [True, False]

@@ -457,3 +457,19 @@ def test_protect_stats_as_dict_by_hand():
         "wall_us": 0.0,
         "cpu_us": 0.0,
     }
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_strategy_s_measured_times_are_those_of_its_own_call(name):
+    """``run_strategy``'s wall and CPU nanoseconds are the strategy call's own elapsed time
+    (a difference of two clock readings), so each lies between 0 and what the caller measures
+    around ``run_strategy`` with the same clocks (perf_counter_ns, thread_time_ns)."""
+    import time
+
+    pgt = _in_order()
+    offsets, masks = np.arange(0, 3072, 64, dtype=np.int64), np.full(48, 0xFF, np.uint64)
+    t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+    stats = run_strategy(name, pgt, BASE_GFN, offsets, masks)
+    wall, cpu = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+    assert 0 <= stats.wall_ns <= wall and 0 <= stats.cpu_ns <= cpu
+    assert stats.pages == 48 * 8

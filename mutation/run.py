@@ -31,7 +31,8 @@ mutants yet (a new checkout), ``--no-run`` generates the list of mutants and the
 hashes in-process, without running a test, and reports from the record alone.
 
 A large group can be run a part at a time: ``--only PATTERN`` (repeatable; shell-style
-wildcards over mutant names, e.g. ``'*x__check_clear__*'``) runs only the matching mutants,
+wildcards over mutant names, e.g. ``'*x__check_clear__*'``) runs only the matching mutants
+that are not killed already (``--keep`` alone: those without a verdict),
 keeps the other verdicts of the previous run, and scores only the matching mutants (the
 report says so: a sample, not the group's score).
 
@@ -136,12 +137,19 @@ def run_group(
     derandomized examples (a failure there is a real kill, and cheap), then its survivors
     (but the listed equivalents) again with the tests' own example counts, so the verdicts
     are the whole targeted suite's.  Unless ``keep`` (or ``only``), drop the previous run's
-    mutants, verdicts and test map first; with ``only``, run just the mutants whose names
-    match one of its patterns."""
+    mutants, verdicts and test map first and run every mutant; with ``keep``, run just the
+    mutants without a verdict (``todo``); with ``only``, just those matching one of its
+    patterns that are not killed already."""
+    names: list[str] = []
     if not keep and not only:
         shutil.rmtree(work / "mutants", ignore_errors=True)
         record_path(work).unlink(missing_ok=True)
-    status = mutmut_run(work, max_children, only, full=False)
+    else:
+        names = todo(results(work, group), only, equivalent)
+        if not names:
+            print("== nothing to run: every mutant asked for has its verdict")
+            return
+    status = mutmut_run(work, max_children, names, full=False)
     record(work, group)
     if status != 0:
         return  # (mutmut said why: e.g. a test failing without any mutant)
@@ -154,6 +162,19 @@ def run_group(
         print(f"== rerunning the {len(survivors)} survivors with the full example counts")
         mutmut_run(work, max_children, survivors, full=True)
         record(work, group)
+
+
+def todo(codes: dict[str, int | None], only: list[str], equivalent: dict) -> list[str]:
+    """The mutants a ``--keep`` or ``--only`` run has left to run: with ``only``, those matching
+    it but not killed already (a survivor runs again: a test may have been added since);
+    otherwise those without a verdict.  Listed equivalents never run.  (mutmut itself knows
+    only the verdicts in its work directory: asked for everything, it reran the recorded
+    verdicts of a new checkout, and a pattern reran mutants already killed.)"""
+    return [
+        m
+        for m, c in codes.items()
+        if m not in equivalent and c not in KILLED and (matches(m, only) if only else c is None)
+    ]
 
 
 def matches(mutant: str, patterns: list[str]) -> bool:

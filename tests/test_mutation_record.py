@@ -73,3 +73,15 @@ def test_a_report_over_many_patterns_names_their_count_not_each(run, capsys):
     assert "== g (only 4 patterns) (rules): 2/2 killed = 100.0 %" in capsys.readouterr().out
     run.report("g", group, codes, {}, only[:3])
     assert "== g (only *a__* *b__* *c__*) (rules): 2/2 killed" in capsys.readouterr().out
+
+
+def test_a_kept_run_asks_mutmut_only_for_what_has_no_verdict(run):
+    """``--keep`` runs the mutants without a verdict; ``--only`` the matching ones not killed
+    (a survivor again: a test may have been added); listed equivalents never run."""
+    codes = {"m.a__mutmut_1": 1, "m.a__mutmut_2": 0, "m.a__mutmut_3": None, "m.b__mutmut_1": None}
+    codes["m.b__mutmut_2"] = 36  # a timeout counts as killed
+    equivalent = {"m.b__mutmut_1": "why"}
+    assert run.todo(codes, [], equivalent) == ["m.a__mutmut_3"]
+    assert run.todo(codes, ["m.a__*"], equivalent) == ["m.a__mutmut_2", "m.a__mutmut_3"]
+    assert run.todo(codes, ["m.b__*"], equivalent) == []
+    assert run.todo(codes, ["m.b__*"], {}) == ["m.b__mutmut_1"]

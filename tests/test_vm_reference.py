@@ -1136,3 +1136,58 @@ def test_a_cut_after_a_host_write_keeps_the_vcpus_own_pages():
     assert got["bitmaps"] == [{3}, set()]
     assert got["versions"][1:4] == [0, 0, 1]
     assert got["writable"][1:3] == [True, False]
+
+
+def test_a_vm_has_one_vcpu_unless_told():
+    """``VM(geom, tracking)`` models one vCPU: one dirty ring in ring mode."""
+    vm = VM(G, Tracking("ring", "range", RING))
+    assert vm.nr_vcpus == 1 and len(vm.rings) == 1
+
+
+def test_page_versions_are_32_bit_and_wrap():
+    """A page's version (the writes the destination must match) is a uint32 counter (4 B a
+    page in the memory budget) and wraps like one: 2**32 - 1 plus one write is 0."""
+    vm = VM(G, Tracking("bitmap"))
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)
+    version = vm.slots[0].version
+    assert version.dtype == np.uint32 and version.shape == (256,)
+    version[5] = 2**32 - 1
+    vm.access(np.array([BGFN + 5, BGFN + 6], np.int64), np.zeros(2, np.int64), np.ones(2, bool))
+    assert version[5:7].tolist() == [0, 1]
+
+
+def test_a_move_that_turns_logging_on_allocates_the_bitmap():
+    """kvm_prepare_memory_region: a MOVE keeps the old bitmap only when the slot logged before
+    and after; a slot moved with KVM_MEM_LOG_DIRTY_PAGES newly set gets a new, empty bitmap
+    and logs (GET answers, nothing dirty), and one moved with it cleared has none (ENOENT)."""
+    vm = VM(G, Tracking("bitmap"))
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)
+    vm.set_memslot(0, BASE + (4 << 20), 1 << 20, slot_flags(log_dirty=True), 4096)
+    st = vm.slots[0]
+    assert st.logging and st.bitmap is not None and not st.bitmap.any()
+    words, _ = DL.get_dirty_log(vm, 0)
+    assert words.size == 4 and not words.any()
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)  # moved back, logging off
+    assert not vm.slots[0].logging and vm.slots[0].bitmap is None
+
+
+@pytest.mark.parametrize("initially_set", [False, True])
+def test_a_readonly_logging_slot_starts_clean_unless_initially_set(initially_set):
+    """kvm_prepare_memory_region gives a READONLY slot with LOG_DIRTY_PAGES a bitmap (never
+    write-protected: memslot_is_logging is false for it), all ones only with
+    KVM_DIRTY_LOG_INITIALLY_SET (manual protect and init-set both), zeros otherwise."""
+    vm = VM(G, Tracking("manual-clear", initially_set=initially_set))
+    vm.set_memslot(0, BASE, 1 << 20, slot_flags(log_dirty=True, readonly=True), 4096)
+    st = vm.slots[0]
+    assert not st.logging and st.bitmap is not None
+    assert DL.bitmap_pages(st.bitmap).size == (256 if initially_set else 0)
+
+
+def test_a_slot_keeps_its_name_and_has_none_unless_given():
+    """KVM has no slot names; ours label slots in the app: none unless given, and a flags
+    change without a name keeps the old one."""
+    vm = VM(G, Tracking("bitmap"))
+    vm.set_memslot(0, BASE, 1 << 20, 0, 4096)
+    vm.set_memslot(1, BASE + (4 << 20), 1 << 20, 0, 4096, name="ram")
+    vm.set_memslot(1, BASE + (4 << 20), 1 << 20, slot_flags(log_dirty=True), 4096)
+    assert vm.memslots.get(0).name == "" and vm.memslots.get(1).name == "ram"

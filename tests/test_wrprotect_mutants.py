@@ -473,3 +473,21 @@ def test_a_strategy_s_measured_times_are_those_of_its_own_call(name):
     wall, cpu = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
     assert 0 <= stats.wall_ns <= wall and 0 <= stats.cpu_ns <= cpu
     assert stats.pages == 48 * 8
+
+
+def test_words_over_a_region_without_its_last_level_table_take_the_general_path():
+    """Two harvest words, one in each of two 2 MiB regions: the first region's pages sit in
+    last-level table 2 (4K granule, 36-bit IPA: one root table, then the level-2 table 1),
+    the second region is not mapped (no table: -1).  Table ids 2 and -1 are not consecutive
+    tables, so the words' chunks cannot come from the first one's (masked-skip takes the
+    general path): every strategy protects the first word's 64 pages and nothing else, as the
+    references do."""
+    pgt = PageTable(Geometry(4096, 36), rmap=True)
+    pgt.map_range(BASE, 2 << 20, 4096)
+    assert pgt.last_level_tables(np.array([BASE, BASE + (2 << 20)])).tolist() == [2, -1]
+    offsets, masks = np.array([0, 512], np.int64), np.full(2, ~np.uint64(0), np.uint64)
+    _assert_matches_references(pgt, BASE_GFN, offsets, masks)
+    for name in STRATEGIES:
+        mine = pgt.copy()
+        run_strategy(name, mine, BASE_GFN, offsets, masks)
+        assert _protected(mine, BASE_GFN, 1024) == set(range(64)), name

@@ -79,8 +79,10 @@ def load_equivalent() -> dict[str, str]:
     return out
 
 
-def prepare(name: str, group: dict) -> Path:
-    """Create or refresh the group's work directory; return it."""
+def prepare(name: str, group: dict, timeout_multiplier: float = TIMEOUT_MULTIPLIER) -> Path:
+    """Create or refresh the group's work directory; return it.  ``timeout_multiplier``:
+    mutmut's, see below (a quiet machine can take mutmut's own 15 or less: a mutant that
+    loops then costs minutes, not the better part of an hour)."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
     tests = [t for t in group["tests"] if (ROOT / t.split("::")[0]).exists()]
@@ -99,7 +101,7 @@ def prepare(name: str, group: dict) -> Path:
         # mutmut ends a mutant's tests after (estimate + 1) x multiplier x 2 CPU seconds, or
         # half that in wall time; its default 15 let a loaded, niced run (20x slower by the
         # wall clock) record tests that were still passing as timeouts, i.e. as kills
-        f"timeout_multiplier = {TIMEOUT_MULTIPLIER}",
+        f"timeout_multiplier = {timeout_multiplier}",
         "",
         "[tool.pytest.ini_options]",
     ]
@@ -348,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="reuse the previous run's verdicts")
     ap.add_argument(
+        "--timeout-multiplier",
+        type=float,
+        default=TIMEOUT_MULTIPLIER,
+        help="mutmut's: a mutant's tests end after (their recorded seconds + 1) x this x 2 CPU"
+        f" seconds, counted a kill (default {TIMEOUT_MULTIPLIER:g}, safe on a loaded machine;"
+        " 8 will do on a quiet one)",
+    )
+    ap.add_argument(
         "--no-run",
         action="store_true",
         help="only report the results (recording the verdicts of a run that was stopped)",
@@ -363,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     equivalent = load_equivalent()
     scores = {}
     for name in args.groups or list(groups):
-        work = prepare(name, groups[name])
+        work = prepare(name, groups[name], args.timeout_multiplier)
         if not args.no_run:
             run_group(work, groups[name], args.max_children, args.keep, args.only, equivalent)
         elif (work / "mutants").is_dir():

@@ -85,3 +85,17 @@ def test_a_kept_run_asks_mutmut_only_for_what_has_no_verdict(run):
     assert run.todo(codes, ["m.a__*"], equivalent) == ["m.a__mutmut_2", "m.a__mutmut_3"]
     assert run.todo(codes, ["m.b__*"], equivalent) == []
     assert run.todo(codes, ["m.b__*"], {}) == ["m.b__mutmut_1"]
+
+
+def test_the_timeout_multiplier_reaches_mutmuts_configuration(run, tmp_path, monkeypatch):
+    """`--timeout-multiplier` (a quiet machine can afford mutmut's 15 or less) goes into the
+    group's generated pyproject.toml; the default stays 60 for a loaded machine."""
+    monkeypatch.setattr(run, "WORK", tmp_path / "work")
+    monkeypatch.setattr(run, "LINKED", ())
+    group = {"mutate": ["engine/util/units.py"], "tests": ["tests/test_units.py"]}
+    cfg = run.prepare("units", group, 8.0) / "pyproject.toml"
+    assert "timeout_multiplier = 8.0\n" in cfg.read_text()
+    assert (
+        "timeout_multiplier = 60.0\n"
+        in (run.prepare("units", group) / "pyproject.toml").read_text()
+    )

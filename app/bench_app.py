@@ -30,7 +30,8 @@ def fig_frame_rate(app, npages: int, frames: int) -> dict:
     (``full_fold_ms_per_frame``) for comparison.  Units: frames per second and milliseconds
     of wall time, measured on this host.
     """
-    from app.heatmap import HeatMap, coloured
+    from app.heatmap import HeatMap
+    from app.heatmap_colours import coloured
     from app.heatmap_data import render
     from app.heatmap_pyramid import SimLayerPyramid, kept_levels, overview_factor
     from engine.cli.bench_migration import realtime_session

@@ -9,13 +9,11 @@ stalls of figure 10).  Beside it a colour bar with the
 mode's unit (or its categories); above it a one-line caption (mode, fold, diff files); under
 it a fixed-height info strip describing the hovered page as of the latest frame (the worker
 writes the text, so it follows the run, a reset or a deleted slot).  Memslot boundaries are
-drawn as lines with their names; a click asks the tree to select the page's leaf.
+drawn as lines with their names; a click asks the tree to select the page's leaf.  The colour
+coding itself (tables, words, the bar's ticks) lives in ``app/heatmap_colours.py``.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import functools
 
 import numpy as np
 import pyqtgraph as pg
@@ -23,75 +21,11 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QFontMetrics, QImage
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from app.heatmap_data import DIFF_NAMES, MODE_LABELS, HeatImage
-from engine.migration.snapshot import PROT_NAMES, Snapshot
+from app.heatmap_colours import CATEGORIES, bar_ticks, coloured, lut
+from app.heatmap_data import MODE_LABELS, HeatImage
+from engine.migration.snapshot import Snapshot
 
 HOVER_HINT = "hover over a page: its address, value, leaf descriptor, version and dirty bits"
-PROT_COLOURS = (
-    (60, 60, 60),  # unmapped
-    (60, 120, 230),  # write-protected page: blue
-    (235, 70, 50),  # writable page: red
-    (120, 215, 120),  # write-protected block: light green
-    (205, 80, 215),  # writable block: magenta
-    (250, 205, 50),  # writable-clean (DBM): yellow
-)
-DIFF_COLOURS = ((60, 60, 60), (230, 80, 60), (60, 140, 230), (240, 220, 80))
-CATEGORIES = {
-    "prot": (PROT_NAMES, PROT_COLOURS),
-    "diff": (DIFF_NAMES, DIFF_COLOURS),
-    "dirty": (("clean", "dirty"), ((235, 235, 235), (220, 40, 40))),
-}
-
-
-def _ramp(name: str, n: int = 255) -> np.ndarray:
-    """``n`` colours from the start to the end of a colour map (both ends included)."""
-    cmap = pg.colormap.get(name)
-    return cmap.getLookupTable(0.0, 1.0, n, alpha=False)
-
-
-@functools.cache
-def _lut(mode: str) -> np.ndarray:
-    """256 RGB entries: index 0 = no page (dark grey), 1..255 the mode's scale.  Built once
-    per mode (a colour map is read from pyqtgraph's files) and read-only: shared by every
-    image item that shows the mode."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[0] = (40, 40, 40)
-    if mode in ("heat", "version"):
-        lut[1:] = _ramp("inferno")
-    elif mode == "last_sent":
-        lut[1] = (90, 90, 90)  # never sent
-        lut[2:] = _ramp("viridis", 254)  # round 0 .. the top round: the whole ramp
-    elif mode == "dirty":
-        lut[1:128] = CATEGORIES["dirty"][1][0]
-        lut[128:] = CATEGORIES["dirty"][1][1]
-    elif mode in ("diff", "prot"):
-        colours = CATEGORIES[mode][1]
-        lut[1:] = colours[-1]
-        for code, colour in enumerate(colours):
-            lut[1 + code] = colour
-    return lut
-
-
-MODES = ("heat", "version", "last_sent", "dirty", "diff", "prot")
-
-
-def _words(lut: np.ndarray) -> np.ndarray:
-    """A (256, 3) uint8 RGB table as 256 uint32 words 0xffRRGGBB (QImage's RGB32)."""
-    r, g, b = (lut[:, i].astype(np.uint32) for i in range(3))
-    words = np.uint32(0xFF000000) | (r << 16) | (g << 8) | b
-    words.setflags(write=False)
-    return words
-
-
-# built here, in the GUI thread, at import: the worker only reads them
-_WORDS = {mode: _words(_lut(mode)) for mode in MODES}
-
-
-def coloured(image: HeatImage) -> HeatImage:
-    """``image`` with its codes in the mode's colours (``HeatImage.rgb``): each code ``c``
-    becomes ``_lut(mode)[c]`` as a word 0xffRRGGBB.  Qt-free; the worker calls it so the GUI
-    thread does no per-cell work."""
-    return dataclasses.replace(image, rgb=_WORDS[image.mode].take(image.codes))
 
 
 class ColourImage(pg.ImageItem):
@@ -159,7 +93,7 @@ class ColourBar(pg.PlotItem):
             self._show_mode(img.mode)
         if img.mode in CATEGORIES:
             return
-        ticks = self._ticks(img)
+        ticks = bar_ticks(img)
         px = self.getViewBox().height() / 255  # pixels per code
         key = tuple((label, round(pos * px)) for pos, label in ticks)
         if key != self.shown_ticks:
@@ -171,7 +105,7 @@ class ColourBar(pg.PlotItem):
         self.mode, self.shown_ticks = mode, None
         axis = self.getAxis("right")
         metrics = QFontMetrics(axis.style.get("tickFont") or QFont())
-        self.bar.setLookupTable(_lut(mode))
+        self.bar.setLookupTable(lut(mode))
         if mode in CATEGORIES:
             names, _ = CATEGORIES[mode]
             self.setFixedWidth(50 + max(metrics.horizontalAdvance(n) for n in names))
@@ -199,26 +133,6 @@ class ColourBar(pg.PlotItem):
             self.bar.setRect(QRectF(0, 0, 1, 255))
             self.setYRange(0, 255, padding=0)
         self.setXRange(0, 1, padding=0)
-
-    @staticmethod
-    def _ticks(img: HeatImage) -> list[tuple[float, str]]:
-        """Tick positions (codes 1..255) of round values on the mode's scale."""
-        top = max(img.scale, 1e-9)
-        if img.mode == "last_sent":
-            ticks = [(0.5, "never")]  # rounds count from 1: no "0" on top of "never"
-            step = max(1, int(np.ceil(top / 6)))
-            for r in sorted({1, *range(step, int(top) + 1, step)}):
-                ticks.append((1 + r * 253 / top, str(r)))
-            return ticks
-        if img.mode == "heat":
-            pos = [(0.0, "0")]
-            values = [v for v in (0.1, 1, 10, 100, 1e3, 1e4, 1e5, 1e6) if v < top * 0.9]
-            pos += [(np.log1p(v) / np.log1p(top) * 254, f"{v:g}") for v in values]
-            pos.append((254.0, f"≥ {top:.3g}"))
-            return pos
-        values = [v for v in (1, 10, 100, 1e3, 1e4, 1e5, 1e6) if v < top * 0.9]
-        pos = [(0.0, "0")] + [(np.log2(v + 1) / np.log2(top + 1) * 254, f"{v:g}") for v in values]
-        return pos + [(254.0, f"{top:,.0f}")]
 
 
 class HeatMap(QWidget):

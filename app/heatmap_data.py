@@ -3,7 +3,7 @@
 The image is one cell per page, ``pages_per_row`` pages a row.  When the guest has more pages
 than the view has cells, consecutive pages are folded into one cell by ``max`` (a single hot or
 dirty page stays visible).  Values are mapped to 0..255 codes with fixed levels per mode, so
-colours never flicker between frames; the lookup tables live in ``app/heatmap.py``.
+colours never flicker between frames; the lookup tables live in ``app/heatmap_colours.py``.
 """
 
 from __future__ import annotations

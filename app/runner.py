@@ -35,7 +35,7 @@ from PySide6.QtCore import (
 )
 
 from app.effective import effective_settings
-from app.heatmap import coloured
+from app.heatmap_colours import coloured
 from app.heatmap_data import HeatImage, render, render_detail
 from app.heatmap_pyramid import (
     ArrayPyramid,

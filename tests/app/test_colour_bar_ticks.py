@@ -1,4 +1,4 @@
-"""The colour bar's ticks (``ColourBar._ticks``), worked out by hand from the codes.
+"""The colour bar's ticks (``bar_ticks``), worked out by hand from the codes.
 
 The bar draws code c (1..255) as the band [c - 1, c].  last_sent: "never" is code 1 (its band's
 middle, 0.5), round r is code 2 + 253 r / top, so its tick sits at the bottom of its band,
@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.heatmap import ColourBar, _lut
+from app.heatmap_colours import bar_ticks, lut
 
 
 def _ticks(mode, scale):
-    return ColourBar._ticks(SimpleNamespace(mode=mode, scale=scale))
+    return bar_ticks(SimpleNamespace(mode=mode, scale=scale))
 
 
 @pytest.mark.parametrize(
@@ -92,8 +92,8 @@ def test_every_decade_up_to_a_million():
 @pytest.mark.parametrize("mode", ["heat", "dirty", "prot", "last_sent", "version", "diff"])
 def test_lookup_tables_are_256_rgb_bytes(mode):
     """pyqtgraph's fast path takes a uint8 (256, 3) table for a uint8 image."""
-    lut = _lut(mode)
-    assert lut.dtype == np.uint8 and lut.shape == (256, 3)
+    table = lut(mode)
+    assert table.dtype == np.uint8 and table.shape == (256, 3)
 
 
 @pytest.mark.parametrize("mode", ["heat", "version"])

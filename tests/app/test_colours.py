@@ -159,13 +159,13 @@ def test_worker_coloured_image_draws_what_the_lookup_table_drew(heatmap, mode):
     import pyqtgraph as pg
     from PySide6.QtGui import QImage
 
-    from app.heatmap import _lut, coloured
+    from app.heatmap_colours import coloured, lut
     from app.heatmap_data import HeatImage
 
     codes = np.arange(256, dtype=np.uint8).reshape(16, 16)
     img = HeatImage(codes, mode, 1, 16, 256, 1.0)
     reference = pg.ImageItem(axisOrder="row-major")
-    reference.setLookupTable(_lut(mode))
+    reference.setLookupTable(lut(mode))
     reference.setImage(codes, autoLevels=False, levels=(0, 255))
     reference.render()
     for frame in (img, coloured(img)):

@@ -1,7 +1,7 @@
 """The heat map's codes (``app.heatmap_data``, no Qt), each worked out by hand.
 
 Code 0 is "no page"; each mode maps its values to 1..255 (the colour bar's lookup tables in
-``app/heatmap.py`` are checked against rendered pixels in ``test_colours.py``):
+``app/heatmap_colours.py`` are checked against rendered pixels in ``test_colours.py``):
 heat 1 + 254·ln(1 + v)/ln(1 + top); dirty 1 or 255; prot and diff 1 + state; last_sent 1 for
 never, else 2 + 253·round // top (integer division); version 1 + 254·log2(v + 1)/log2(top + 1).
 """

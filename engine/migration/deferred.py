@@ -135,10 +135,12 @@ def _chunks_with_bits(snap: np.ndarray, chunks: np.ndarray, chunk: int) -> np.nd
 
 
 def clear_sent(bitmap: np.ndarray, pages: np.ndarray) -> None:
-    """Clear the bits of ``pages`` (sorted page offsets) in ``bitmap`` (uint64 words, KVM
-    layout).  Pages collected from the bitmap are every set bit from the first to the last
-    (``Migration._collect``): then the words in between are zeroed as a range, keeping only
-    the first and last words' bits outside it; otherwise bit by bit (``DL.clear_bits``)."""
+    """Clear the bits of ``pages`` (sorted page offsets whose bits are set: the flush's sends,
+    collected from ``bitmap``) in ``bitmap`` (uint64 words, KVM layout).  Pages that are every
+    set bit from the first to the last (``Migration._collect``) have their words in between
+    zeroed as a range, keeping only the first and last words' bits outside it; otherwise they
+    are cleared bit by bit (``DL.clear_bits``).  A page whose bit is clear breaks the count
+    that tells the two apart."""
     if not pages.size:
         return
     a, b = int(pages[0]), int(pages[-1]) + 1

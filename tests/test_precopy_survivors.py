@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_migration import ZERO_COSTS, session
 
+from engine.kvm import dirtylog as DL
 from engine.kvm.oplog import SetMemslot
 from engine.migration import deferred as DF
 from engine.migration.simulation import Simulation
@@ -300,6 +301,178 @@ def test_total_time_is_zero_before_the_start():
     sim.advance(10)
     result = sim.migration.result()
     assert (result["outcome"], result["total_time_ms"]) == ("not-started", 0.0)
+
+
+# -- setup: slots joining the migration ------------------------------------------------------------
+
+
+def _two_slots(**kw):
+    """Slot 0 (64 pages) asks for dirty logging, slot 1 (64 pages) does not."""
+    data = session(costs=ZERO_COSTS, workloads=[], **kw)
+    data["memslots"] = [
+        {"id": 0, "base": BASE, "size": "256KiB", "flags": ["log_dirty"], "backing": "4KiB"},
+        {"id": 1, "base": BASE + (1 << 20), "size": "256KiB", "backing": "4KiB"},
+    ]
+    return Simulation.from_dict(data)
+
+
+def test_setup_turns_logging_on_only_where_the_slot_asks_for_it():
+    """memory_global_dirty_log_start → kvm_log_start → kvm_slot_update_flags: one
+    KVM_SET_USER_MEMORY_REGION for slot 0 (flags KVM_MEM_LOG_DIRTY_PAGES, 1), none for slot 1,
+    whose flags would not change ("If nothing changed effectively, no need to issue
+    ioctl").  Slot 1's writes cannot be tracked, and the log says so, for slot 1 only."""
+    sim = _two_slots()
+    sim.vm.oplog = []
+    sim.migration.start(0)
+    sets = [(op.slot, op.flags) for op in sim.vm.oplog if isinstance(op, SetMemslot)]
+    assert sets == [(0, 1)]
+    said = [m.split("] ", 1)[1] for m in sim.messages]
+    untracked = [m for m in said if "log_dirty" in m]
+    assert untracked == [
+        "slot 1 has no log_dirty flag: its writes cannot be tracked, so every sync marks it "
+        "all dirty (it is sent again each round and in stop-and-copy)"
+    ]
+    assert [s.tracked for s in sim.migration.slots.values()] == [True, False]
+
+
+def test_a_slot_joins_all_dirty():
+    """add_slot: a RAMBlock joins the migration with every page to send
+    (ram_list_init_bitmaps sets the whole bitmap), the default: a 64-page slot taken out and
+    added back has its 64 pages pending."""
+    sim = _two_slots()
+    m = sim.migration
+    m.start(0)
+    m.remove_slot(1)
+    assert m.remaining_pages() == 64
+    m.add_slot(1)
+    assert m.remaining_pages() == 128
+    assert DL.bitmap_pages(m.slots[1].bitmap).tolist() == list(range(64))
+
+
+def test_the_per_page_arrays_take_four_bytes_a_page():
+    """The destination holds the source's page versions, uint32 as the source's (a 16 M-page
+    guest: 64 MiB, not 128); the round each page was last sent in is int32 (rounds go to
+    100,000, past int16), kept only when the heat map asks for it (``track_last_sent``)."""
+    sim, m = _started()
+    s = m.slots[0]
+    assert s.dest.dtype == sim.vm.slots[0].version.dtype == np.uint32
+    assert s.last_sent.dtype == np.int32 and (s.last_sent == -1).all()
+    data = session(costs=ZERO_COSTS, workloads=[])
+    sim = Simulation.from_dict(data, track_last_sent=False)
+    sim.migration.start(0)
+    assert sim.migration.slots[0].last_sent is None
+
+
+def test_removing_a_slot_drops_its_pending_ring_entries():
+    """A memslot deleted mid-migration takes its RAMBlock out of the migration: its bitmap
+    and the ring entries the reaper collected for it but no sync took yet both go (a slot
+    with the same id added later starts all dirty, not with the old slot's entries)."""
+    sim, m = _started(tracking={"mode": "ring", "ring_entries": 256})
+    m.add_ring_pages(np.zeros(2, np.int64), np.array([3, 9], np.int64))
+    assert 0 in m.ring_pending
+    m.remove_slot(0)
+    assert m.ring_pending == {} and m.slots == {}
+
+
+def test_deleting_a_slot_before_the_migration_starts():
+    """A memslot deleted at 2 ms, before the migration (start_ms 5) made its slots: nothing of
+    it to drop; the migration then starts with slot 0 alone, and round 1's record counts the
+    TLB flushes from the start on only: the enable's memslot flush (one range flush), not the
+    delete's unmap flush at 2 ms (docs/fidelity.md: round 1 holds the enable and the setup
+    sync; the setup GET finds nothing dirty, so it flushes nothing)."""
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[],
+        migration={"start_ms": 5, "bandwidth": "8MiB/s"},
+        events=[{"t_ms": 2, "action": "delete_memslot", "id": 1}],
+    )
+    data["memslots"] = [
+        {"id": 0, "base": BASE, "size": "2MiB", "flags": ["log_dirty"], "backing": "4KiB"},
+        {"id": 1, "base": BASE + (4 << 20), "size": "1MiB", "backing": "4KiB"},
+    ]
+    sim = Simulation.from_dict(data)
+    while sim.migration.phase == "idle":
+        sim.advance(1)
+    m = sim.migration
+    assert sorted(m.slots) == [0] and m.t_start_ns == 5 * MS
+    m.sync(sim.t_ns)
+    assert m.rounds[0]["tlbi"] == {"range": 1}
+
+
+# -- flush: counted sends written at the batch's end -----------------------------------------------
+
+SLOW_LINK = 8_208_000  # bytes/s: two pages of 4,104 bytes a 1 ms tick
+
+
+def _small_slots(tmp_path, rows, readonly=()):
+    """Six slots of 2 pages (1 MiB apart), sent at two pages a tick, no rate limit to speak of;
+    ``rows`` (t_ns, slot, page) written by a trace."""
+    path = tmp_path / "w.csv"
+    path.write_text(
+        "t_ns,ipa\n"
+        + "".join(f"{t},{BASE + s * (1 << 20) + p * 4096}\n" for t, s, p in sorted(rows))
+    )
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[{"name": "w", "kind": "trace", "path": str(path)}],
+        migration={"bandwidth": 1e9, "link_speed": SLOW_LINK},
+    )
+    data["memslots"] = [
+        {
+            "id": i,
+            "base": BASE + i * (1 << 20),
+            "size": "8KiB",
+            "flags": ["log_dirty"] + (["readonly"] if i in readonly else []),
+            "backing": "4KiB",
+        }
+        for i in range(6)
+    ]
+    return Simulation.from_dict(data)
+
+
+def test_each_page_gets_the_version_it_was_sent_with(tmp_path):
+    """Each page's version is copied to the destination when it is sent (the module
+    docstring), whatever batch the ticks run in.  Two pages a tick in slot order: slot 0 in
+    tick 0, slot 1 (read-only) in tick 1, slot 2 in tick 2.  Writes: slot 0 page 0 at 1.5 ms
+    (tick 1, after its send: the destination keeps version 0), slot 2 page 0 at 2.5 ms (tick
+    2, before its send that tick: version 1 goes), slot 1 page 0 at 2.5 ms (a read-only slot:
+    the write exits to user space, version 0 stays and so does the destination's).  After 3
+    ticks: slots 0-2 sent in round 1, 3-5 not yet."""
+    sim = _small_slots(tmp_path, [(1_500_000, 0, 0), (2_500_000, 2, 0), (2_500_000, 1, 0)], (1,))
+    sim.advance(3)
+    m = sim.migration
+    assert [s.last_sent.tolist() for s in m.slots.values()] == [[1, 1]] * 3 + [[-1, -1]] * 3
+    assert [sim.vm.slots[i].version.tolist() for i in range(3)] == [[1, 0], [0, 0], [1, 0]]
+    assert [m.slots[i].dest.tolist() for i in range(3)] == [[0, 0], [0, 0], [1, 0]]
+
+
+def test_a_flush_copies_the_pages_sent_and_no_other(tmp_path):
+    """Round 1's bitmap made to hold pages 0, 1 and 4 of slot 0 (8 pages), then slot 1's 16
+    pages; two pages a tick: pages 0 and 1 in tick 0, page 4 and slot 1's page 0 in tick 1.
+    Pages 2 and 4 are written at 0.5 ms: page 4 goes after it (version 1 on the
+    destination), page 2 is not sent (its destination stays 0)."""
+    path = tmp_path / "w.csv"
+    path.write_text("t_ns,ipa\n" + "".join(f"500000,{BASE + p * 4096}\n" for p in (2, 4)))
+    data = session(
+        costs=ZERO_COSTS,
+        workloads=[{"name": "w", "kind": "trace", "path": str(path)}],
+        migration={"bandwidth": 1e9, "link_speed": SLOW_LINK},
+    )
+    data["memslots"] = [
+        {"id": 0, "base": BASE, "size": "32KiB", "flags": ["log_dirty"], "backing": "4KiB"},
+        {"id": 1, "base": BASE + (1 << 20), "size": "64KiB", "flags": ["log_dirty"]},
+    ]
+    data["memslots"][1]["backing"] = "4KiB"
+    sim = Simulation.from_dict(data)
+    m = sim.migration
+    m.start(0)
+    m.slots[0].bitmap[0] = np.uint64(0b10011)
+    m.remaining_pages_changed()
+    sim.advance(2)
+    assert m.slots[0].last_sent.tolist() == [1, 1, -1, -1, 1, -1, -1, -1]
+    assert m.slots[1].last_sent.tolist()[:2] == [1, -1]
+    assert sim.vm.slots[0].version.tolist() == [0, 0, 1, 0, 1, 0, 0, 0]
+    assert m.slots[0].dest.tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
 
 
 # -- deferred.py ----------------------------------------------------------------------------------

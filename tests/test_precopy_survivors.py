@@ -149,8 +149,9 @@ def test_xen_sends_no_zero_page_records():
 def test_uniform_cost_by_zero_page_detection():
     """Every page costs the same when no page can go as a zero page: Xen (4,096 bytes, no
     headers), a QEMU guest that populated its memory, or zero-page-detection ``none`` (QEMU
-    9.0+ ram.c save_zero_page returns early unless detection is ``legacy``): 8 + 4,096
-    bytes.  With ``legacy`` and a slot never touched, zero pages cost 9 bytes: not uniform."""
+    9.0+ ram.c save_zero_page: ``if (migrate_zero_page_detection() ==
+    ZERO_PAGE_DETECTION_NONE) return 0``): 8 + 4,096 bytes.  With ``legacy`` and a slot
+    never touched, zero pages cost 9 bytes: not uniform."""
     assert _sim(populate=False, policy="xen").migration.uniform_cost() == 4096
     for populate, detection, want in [
         (True, "legacy", 4104),
@@ -183,8 +184,9 @@ def test_quiet_ticks_with_zero_pages(populate, detection, want):
     bound_by_the_windows): with every page at 4,104 bytes no sync is possible for 1,700
     ticks.  zero-page-detection ``none`` keeps that bound for an untouched slot (no page is
     cheaper).  With ``legacy`` an untouched page may go as 9 bytes: the window's share
-    (3,200,000 // 9 + 1 pages) covers the 14,034 pages that must go first and the link
-    carries 1,250,000 // 9 + 2 = 138,890 a tick, so a sync may come after 1 tick."""
+    (3,200,000 // 9 + 1 pages) covers the 14,034 pages that must go first, and the link
+    carries 1,250,000 // 9 + 2 = 138,890 a tick, more than the 16,384 pending: the sender
+    may run dry in its first tick, a decision with a sync possible: 1 tick."""
     sim, m = _started(
         "64MiB", populate=populate, zero_page_detection=detection, bandwidth="256Mbit/s"
     )

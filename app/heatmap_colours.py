@@ -10,7 +10,7 @@ mutation group ``colours`` covers whole (``mutation/modules.toml``).
 from __future__ import annotations
 
 import dataclasses
-import functools
+import threading
 
 import numpy as np
 import pyqtgraph as pg
@@ -40,11 +40,9 @@ def ramp(name: str, n: int = 255) -> np.ndarray:
     return cmap.getLookupTable(0.0, 1.0, n, alpha=False)
 
 
-@functools.cache
-def lut(mode: str) -> np.ndarray:
-    """256 RGB entries: index 0 = no page (dark grey), 1..255 the mode's scale.  Built once
-    per mode (a colour map is read from pyqtgraph's files) and read-only: shared by every
-    image item that shows the mode."""
+def colour_table(mode: str) -> np.ndarray:
+    """A new (256, 3) uint8 RGB table for ``mode``: index 0 = no page (dark grey), 1..255 the
+    mode's scale (a pyqtgraph colour map) or its categories."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[0] = (40, 40, 40)
     if mode in ("heat", "version"):
@@ -74,15 +72,33 @@ def rgb32(lut: np.ndarray) -> np.ndarray:
     return words
 
 
-# built here, in the GUI thread, at import: the worker only reads them
-_WORDS = {mode: rgb32(lut(mode)) for mode in MODES}
+# mode -> (its table, the table as RGB32 words), each built once, on first use, under the lock
+# (the GUI thread and the worker both ask) and read-only after: shared by every image item
+# and frame of the mode.  Not built at import: mutation testing imports the module once and
+# runs each mutant in a fork of that process, so a table built at import escaped every mutant.
+_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def _tables(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    with _TABLES_LOCK:
+        if mode not in _TABLES:
+            table = colour_table(mode)
+            table.setflags(write=False)
+            _TABLES[mode] = (table, rgb32(table))
+        return _TABLES[mode]
+
+
+def lut(mode: str) -> np.ndarray:
+    """The mode's (256, 3) uint8 RGB table (``colour_table``), built once and read-only."""
+    return _tables(mode)[0]
 
 
 def coloured(image: HeatImage) -> HeatImage:
     """``image`` with its codes in the mode's colours (``HeatImage.rgb``): each code ``c``
     becomes ``lut(mode)[c]`` as a word 0xffRRGGBB.  Qt-free; the worker calls it so the GUI
     thread does no per-cell work."""
-    return dataclasses.replace(image, rgb=_WORDS[image.mode].take(image.codes))
+    return dataclasses.replace(image, rgb=_tables(image.mode)[1].take(image.codes))
 
 
 def bar_ticks(img: HeatImage) -> list[tuple[float, str]]:

@@ -45,6 +45,18 @@ def no_modal_dialogs(monkeypatch):
     return shown
 
 
+@pytest.fixture(autouse=True)
+def colour_tables_built_afresh():
+    """Each test builds the heat map's colour tables it uses (``app/heatmap_colours.py`` keeps
+    them once built): mutation testing maps each function to the tests that call it, and with
+    the tables kept, only the first test of a run built them, so only it was run against the
+    tables' mutants."""
+    from app import heatmap_colours
+
+    with heatmap_colours._TABLES_LOCK:
+        heatmap_colours._TABLES.clear()
+
+
 @pytest.fixture
 def window(qtbot, tmp_path):
     """The main window with its own settings and autosave folder under ``tmp_path``, shown at

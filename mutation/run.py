@@ -59,7 +59,8 @@ HERE = ROOT / "mutation"
 WORK = ROOT / "build" / "mutation"
 LINKED = ("engine", "app", "tests", "resources")
 GOAL = 0.90
-TIMEOUT_MULTIPLIER = 60.0  # mutmut's default 15 (see prepare)
+TIMEOUT_MULTIPLIER = 60.0  # mutmut's default 15 (see prepare): a loaded machine
+QUIET_TIMEOUT_MULTIPLIER = 8.0  # a quiet one (see default_timeout_multiplier)
 RECORDS = HERE / "verdicts"  # each group's committed record of verdicts (module docstring)
 KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}  # mutmut's codes: failed, error, timeout, crash
 
@@ -79,12 +80,30 @@ def load_equivalent() -> dict[str, str]:
     return out
 
 
-def prepare(name: str, group: dict, timeout_multiplier: float = TIMEOUT_MULTIPLIER) -> Path:
+def default_timeout_multiplier(load: float | None = None, cpus: int | None = None) -> float:
+    """The multiplier for this machine: 8 when its 1-minute load average is below its CPU
+    count (tests run at full speed, so a mutant that loops ends in minutes), else 60 (a loaded
+    machine runs tests many times slower by the wall clock; 15 once counted passing tests as
+    timeouts, i.e. as kills).  ``load``/``cpus``: this machine's unless given."""
+    load = os.getloadavg()[0] if load is None else load
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return QUIET_TIMEOUT_MULTIPLIER if load < cpus else TIMEOUT_MULTIPLIER
+
+
+def prepare(name: str, group: dict, timeout_multiplier: float | None = None) -> Path:
     """Create or refresh the group's work directory; return it.  ``timeout_multiplier``:
-    mutmut's, see below (a quiet machine can take mutmut's own 15 or less: a mutant that
-    loops then costs minutes, not the better part of an hour)."""
+    mutmut's, see below (``default_timeout_multiplier``); None keeps the work directory's
+    last one (a changed one makes mutmut drop its timeout verdicts), else 60."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
+    cfg = work / "pyproject.toml"
+    if timeout_multiplier is None:
+        last = [
+            float(line.split("=")[1])
+            for line in (cfg.read_text().splitlines() if cfg.exists() else [])
+            if line.startswith("timeout_multiplier = ")
+        ]
+        timeout_multiplier = last[0] if last else TIMEOUT_MULTIPLIER
     tests = [t for t in group["tests"] if (ROOT / t.split("::")[0]).exists()]
     for sub in LINKED:
         link = work / sub
@@ -107,7 +126,6 @@ def prepare(name: str, group: dict, timeout_multiplier: float = TIMEOUT_MULTIPLI
     ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in pytest_cfg["ini_options"].items()]
     text = "\n".join(lines) + "\n"
-    cfg = work / "pyproject.toml"
     if not cfg.exists() or cfg.read_text() != text:
         cfg.write_text(text)
     return work
@@ -352,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--timeout-multiplier",
         type=float,
-        default=TIMEOUT_MULTIPLIER,
+        default=None,
         help="mutmut's: a mutant's tests end after (their recorded seconds + 1) x this x 2 CPU"
-        f" seconds, counted a kill (default {TIMEOUT_MULTIPLIER:g}, safe on a loaded machine;"
-        " 8 will do on a quiet one)",
+        f" seconds, counted a kill (default {QUIET_TIMEOUT_MULTIPLIER:g} while the load average"
+        f" is below the CPU count, else {TIMEOUT_MULTIPLIER:g}: a loaded machine is slow by the"
+        " wall clock)",
     )
     ap.add_argument(
         "--no-run",
@@ -370,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run and score only the mutants matching this wildcard pattern (repeatable)",
     )
     args = ap.parse_args(argv)
+    if args.timeout_multiplier is None and not args.no_run:  # (a report keeps the last one)
+        args.timeout_multiplier = default_timeout_multiplier()
+        print(
+            f"== mutmut's timeout multiplier: {args.timeout_multiplier:g} (load average"
+            f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; --timeout-multiplier sets it)"
+        )
     equivalent = load_equivalent()
     scores = {}
     for name in args.groups or list(groups):

@@ -88,14 +88,24 @@ def test_a_kept_run_asks_mutmut_only_for_what_has_no_verdict(run):
 
 
 def test_the_timeout_multiplier_reaches_mutmuts_configuration(run, tmp_path, monkeypatch):
-    """`--timeout-multiplier` (a quiet machine can afford mutmut's 15 or less) goes into the
-    group's generated pyproject.toml; the default stays 60 for a loaded machine."""
+    """`--timeout-multiplier` goes into the group's generated pyproject.toml; a report (None)
+    keeps the work directory's last one, and a new work directory starts at 60."""
     monkeypatch.setattr(run, "WORK", tmp_path / "work")
     monkeypatch.setattr(run, "LINKED", ())
     group = {"mutate": ["engine/util/units.py"], "tests": ["tests/test_units.py"]}
-    cfg = run.prepare("units", group, 8.0) / "pyproject.toml"
-    assert "timeout_multiplier = 8.0\n" in cfg.read_text()
-    assert (
-        "timeout_multiplier = 60.0\n"
-        in (run.prepare("units", group) / "pyproject.toml").read_text()
-    )
+
+    def written(multiplier):
+        return (run.prepare("units", group, multiplier) / "pyproject.toml").read_text()
+
+    assert "timeout_multiplier = 60.0\n" in written(None)
+    assert "timeout_multiplier = 8.0\n" in written(8.0)
+    assert "timeout_multiplier = 8.0\n" in written(None)
+    assert "timeout_multiplier = 60.0\n" in written(60.0)
+
+
+@pytest.mark.parametrize(
+    ("load", "cpus", "want"), [(0.0, 2, 8.0), (1.99, 2, 8.0), (2.0, 2, 60.0), (11.5, 2, 60.0)]
+)
+def test_the_default_multiplier_is_8_only_below_one_busy_process_a_cpu(run, load, cpus, want):
+    """Quiet (load average below the CPU count): 8; at or above it: 60."""
+    assert run.default_timeout_multiplier(load, cpus) == want

@@ -57,8 +57,10 @@ def test_backing_must_be_a_leaf_size():
     assert e.value.errno_name == "EINVAL" and e.value.field == "backing"
     m16 = Memslots(14, 40)
     m16.set_user_memory_region(1, 4 * GiB, GiB, 0, backing=32 << 20)
-    with pytest.raises(KvmError):
+    with pytest.raises(KvmError) as e:  # 2 MiB is a 4K granule's level-2 block, not 16K's
         m16.set_user_memory_region(2, 8 * GiB, GiB, 0, backing=2 << 20)
+    assert e.value.errno_name == "EINVAL" and e.value.field == "backing"
+    assert 2 not in m16 and len(m16) == 1  # refused: nothing created
 
 
 def test_create_move_flags_delete_and_no_op():

@@ -5,6 +5,8 @@ fsync(2) man pages; the ext4/XFS "replace via rename" idiom): write the new cont
 temporary file beside the target, flush Python's buffer, fsync the temporary file, rename it
 over the target, then fsync the directory so the rename itself is on disk.  Renaming before
 the fsync can leave an empty or partial file under the target's name after a power cut.
+A sweep's rows file (``engine.sweep.rows.write_rows``) is written by the same helper
+(``engine.util.safeio.replace_atomically`` then ``fsync_dir``) and is held to the same order.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import os
 
 import pytest
 
-from engine.files import session as S
 from engine.files.session import parse_session, save_session_file
+from engine.sweep.grid import Axis
+from engine.sweep.rows import read_rows, write_rows
+from engine.util import safeio
 from tests.test_session_schema import V1
 
 
@@ -45,11 +49,9 @@ class _RecordingFile:
         return self._fh.__exit__(*exc)
 
 
-@pytest.fixture
-def recorded(monkeypatch, tmp_path):
-    """Save a changed session over an existing one, recording every file-system call."""
-    path = tmp_path / "s.json"
-    save_session_file(path, parse_session(copy.deepcopy(V1)))
+def _record(monkeypatch, action) -> list[tuple]:
+    """Run ``action()`` recording every file-system call of the durable-write helpers
+    (``engine.util.safeio``: the session save and a sweep's rows both go through it)."""
     calls: list[tuple] = []
     fds: dict[int, str] = {}
     real_open, real_os_open = open, os.open
@@ -79,15 +81,26 @@ def recorded(monkeypatch, tmp_path):
         calls.append(("os.close", fds.get(fd, fd)))
         return real_close(fd)
 
-    monkeypatch.setattr(S, "open", rec_open, raising=False)
+    monkeypatch.setattr(safeio, "open", rec_open, raising=False)
     monkeypatch.setattr(os, "open", rec_os_open)
     monkeypatch.setattr(os, "fsync", rec_fsync)
     monkeypatch.setattr(os, "replace", rec_replace)
     monkeypatch.setattr(os, "close", rec_close)
+    try:
+        action()
+    finally:
+        monkeypatch.undo()
+    return calls
+
+
+@pytest.fixture
+def recorded(monkeypatch, tmp_path):
+    """Save a changed session over an existing one, recording every file-system call."""
+    path = tmp_path / "s.json"
+    save_session_file(path, parse_session(copy.deepcopy(V1)))
     data = copy.deepcopy(V1)
     data["name"] = "new"
-    save_session_file(path, parse_session(data))
-    monkeypatch.undo()
+    calls = _record(monkeypatch, lambda: save_session_file(path, parse_session(data)))
     return path, calls
 
 
@@ -119,3 +132,47 @@ def test_each_step_happens_exactly_once(recorded):
     assert kinds.count("rename") == 1
     assert kinds.count("fsync") == 2  # the file, then the directory
     assert kinds.count("flush") == 1
+
+
+_ROW = {
+    "point": 1,
+    "migration.auto_converge": False,
+    "outcome": "completed",
+    "session_sha256": "ab",
+}
+
+
+@pytest.fixture(params=["csv", "json"])
+def recorded_rows(request, monkeypatch, tmp_path):
+    """Rewrite an existing sweep rows file (CSV or JSON) with one more row, recorded."""
+    path = tmp_path / f"rows.{request.param}"
+    axes = [Axis("migration.auto_converge", (False, True))]
+    write_rows(path, [_ROW], axes, "s.json")
+    rows = [_ROW, {**_ROW, "point": 2, "migration.auto_converge": True, "session_sha256": "cd"}]
+    calls = _record(monkeypatch, lambda: write_rows(path, rows, axes, "s.json"))
+    return path, calls
+
+
+def test_sweep_rows_write_flush_fsync_rename_then_fsync_the_directory(recorded_rows):
+    """The rows file follows the session save's order exactly (the module docstring's
+    sources): a power cut during a long sweep leaves the previous rows or the new ones,
+    never an empty file under the rows' name (it was: write_text then rename, no fsync)."""
+    path, calls = recorded_rows
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    kinds = [c[0] for c in calls]
+    assert calls[0] == ("open", tmp, "w")
+    fd = [c[1] for c in calls if c[0] == "write"]
+    assert fd and len(set(fd)) == 1
+    flush = kinds.index("flush")
+    fsync_file = calls.index(("fsync", tmp))
+    rename = calls.index(("rename", tmp, str(path)))
+    dir_open = calls.index(("os.open", str(path.parent)))
+    fsync_dir = calls.index(("fsync", str(path.parent)))
+    assert kinds.index("write") < flush < fsync_file < rename < dir_open < fsync_dir
+    assert max(i for i, k in enumerate(kinds) if k == "write") < flush
+    assert calls[-1] == ("os.close", str(path.parent))
+    assert kinds.count("rename") == 1
+    assert kinds.count("fsync") == 2  # the file, then the directory
+    assert kinds.count("flush") == 1
+    assert [r["point"] for r in read_rows(path)] == [1, 2]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

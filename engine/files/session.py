@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.files import jsontree
 from engine.util.errors import ConfigError, clip, shown
-from engine.util.safeio import read_text_capped
+from engine.util.safeio import fsync_dir, read_text_capped, replace_atomically
 from engine.util.units import parse_bandwidth, parse_size
 
 FORMAT = "dirtylog-session"
@@ -585,57 +584,14 @@ def save_session_files(
     for folder, names in folders.items():
         _remove_stale_temps(folder, names)
     for path, data in zip(targets, sessions, strict=True):
-        _replace_atomically(path, dump_session(data))
+        replace_atomically(path, dump_session(data), verb="saved")
     for folder in folders:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _target(path: Path) -> Path:
     """Where a save writes: through a symlink, the link's target."""
     return Path(os.path.realpath(path)) if os.path.islink(path) else path
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    try:
-        old = os.stat(path)
-    except OSError:
-        old = None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if old is not None:
-            os.chmod(tmp, stat.S_IMODE(old.st_mode))
-        if old is not None and old.st_nlink > 1:
-            _rewrite_in_place(path, text)
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(str(path), f"cannot be saved ({exc.strerror or exc})") from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _rewrite_in_place(path: Path, text: str) -> None:
-    """Overwrite a hard-linked file's contents (one inode, every name) and fsync it."""
-    with open(path, "r+", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.truncate()
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")

@@ -4,8 +4,9 @@ One row per point: ``point`` (its 1-based index in the grid), one column per var
 (named by its path, the value as given), the result columns of ``engine.sweep.point`` and
 ``session_sha256`` (the point's session as run; ``--resume`` skips a point whose digest is
 already in the file).  JSON adds the axes and what each column means (``columns``).  Files are
-written atomically (a temporary file renamed over the old one), so an interrupted sweep leaves
-the rows finished so far.
+written atomically and durably (``engine.util.safeio.replace_atomically``: a temporary file
+flushed and fsynced, renamed over the old one, then the folder fsynced), so an interrupted sweep
+or a power cut leaves the rows finished so far.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from engine.sweep.grid import Axis, parse_token
 from engine.sweep.point import RESULT_COLUMNS
 from engine.util.errors import ConfigError
-from engine.util.safeio import read_text_capped
+from engine.util.safeio import fsync_dir, read_text_capped, replace_atomically
 
 FORMAT = "dirtylog-sweep-rows"
 VERSION = 1
@@ -78,21 +78,13 @@ def write_rows(
             "rows": [{k: r.get(k, "") for k in header} for r in ordered],
         }
         text = json.dumps(doc, indent=1) + "\n"
-    _atomic_write(Path(path), text)
+    path = Path(path)
+    replace_atomically(path, text, verb="written")
+    fsync_dir(path.parent)
 
 
 def _cell(v: Any) -> Any:
     return json.dumps(v) if isinstance(v, bool) or v is None else v
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(str(path), f"cannot be written ({exc.strerror or exc})") from None
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -249,8 +249,12 @@ class SimWorker(QObject):
         """Where simulated time should be now: speed × wall time since the anchor.  A goal
         (next harvest, N rounds) runs as fast as possible.  When the engine falls more than
         MAX_LAG_S of wall time behind, the anchor moves up: it does not try to catch up in a
-        burst, and the achieved speed shows it is slower."""
+        burst, and the achieved speed shows it is slower.  Without a migration the goal is
+        a simulated time, so the batches stop on it (not up to MAX_BATCH ticks past it, as
+        far as the last batch's wall-time sizing let them run)."""
         if self._run_until_round is not None:
+            if self.sim.migration is None:
+                return float(self._run_until_round * 1_000_000_000)
             return float("inf")
         wall0, sim0 = self._anchor
         target = sim0 + self.speed * (now - wall0) * 1e9

@@ -93,50 +93,85 @@ def _populated(m: Machine, pages: int, flags: int = 0) -> np.ndarray:
 
 
 def _one_repeat(pages: int, rng: np.random.Generator) -> dict[str, float]:
-    out: dict[str, float] = {}
-    nwords = (pages + 63) // 64
-    shuffled = None
+    """One repeat of every figure of ``FIGURES`` (ns), measured on fresh VMs."""
+    return unit_costs(_measure(pages, rng), pages)
+
+
+def _measure(pages: int, rng: np.random.Generator) -> dict[str, float]:
+    """The raw samples of one repeat, each in ns (``unit_costs`` names them)."""
+    raw: dict[str, float] = {}
     with Machine() as m:
-        out["python_ioctl"] = py = _median_ns(
+        raw["python_ioctl"] = _median_ns(
             lambda: fcntl.ioctl(m.vm, U.KVM_CHECK_EXTENSION, U.KVM_CAP_USER_MEMORY), 200
         )
-        out["run_round_trip"] = _median_ns(lambda: m.run(0, np.zeros(0, np.uint64)), 20) - py
+        raw["run_empty"] = _median_ns(lambda: m.run(0, np.zeros(0, np.uint64)), 20)
         addrs = _populated(m, pages)
         shuffled = rng.permutation(addrs)
         m.set_flags(1, U.KVM_MEM_LOG_DIRTY_PAGES)
-        out["enable_per_page"] = (m.last_ns - py) / pages
+        raw["enable"] = m.last_ns
         m.add_slot(2, GPA + (pages + 512) * PAGE, 64 * PAGE, U.KVM_MEM_LOG_DIRTY_PAGES)
-        small = _median_ns(lambda: m.get_dirty_log(2), 9)  # one word: the fixed cost
-        big = _median_ns(lambda: m.get_dirty_log(1), 9)
-        out["get_per_word"] = max(0.0, big - small) / max(1, nwords - 1)
-        out["get_fixed"] = small - py
+        raw["get_one_word"] = _median_ns(lambda: m.get_dirty_log(2), 9)
+        raw["get_clean_slot"] = _median_ns(lambda: m.get_dirty_log(1), 9)
         m.get_dirty_log(1)
-        first = m.run(0, shuffled).wall_ns
-        again = m.run(0, shuffled).wall_ns
-        out["fault_exit"] = (first - again) / pages
+        raw["faulting_run"] = m.run(0, shuffled).wall_ns
+        raw["writable_run"] = m.run(0, shuffled).wall_ns
         m.get_dirty_log(1)
-        extra = m.last_ns - py - out["get_fixed"] - out["get_per_word"] * nwords
-        out["get_per_dirty_page"] = max(0.0, extra) / pages
+        raw["get_dirty_slot"] = m.last_ns
         m.set_flags(1, 0)
-        out["disable_per_page"] = (m.last_ns - py) / pages
+        raw["disable"] = m.last_ns
     with Machine(manual=True) as m:
         _populated(m, pages)
         m.set_flags(1, U.KVM_MEM_LOG_DIRTY_PAGES)
         m.run(0, shuffled)
         words = m.get_dirty_log(1)
         zero = np.zeros(1, dtype=np.uint64)
-        out["clear_per_ioctl"] = _median_ns(lambda: m.clear_dirty_log(1, 0, 64, zero), 50) - py
+        raw["clear_64_clean"] = _median_ns(lambda: m.clear_dirty_log(1, 0, 64, zero), 50)
         m.clear_dirty_log(1, 0, pages, words)
-        out["clear_per_dirty_page"] = (m.last_ns - py) / pages
+        raw["clear_dirty_slot"] = m.last_ns
     with Machine(ring_entries=max(256, 1 << int(pages + 64).bit_length())) as m:
         _populated(m, pages)
         m.set_flags(1, U.KVM_MEM_LOG_DIRTY_PAGES)
-        first = m.run(0, shuffled).wall_ns
-        again = m.run(0, shuffled).wall_ns
-        out["ring_push"] = (first - again) / pages - out["fault_exit"]
+        raw["ring_faulting_run"] = m.run(0, shuffled).wall_ns
+        raw["ring_writable_run"] = m.run(0, shuffled).wall_ns
         _, offsets = m.collect_rings()
         m.reset_rings()
-        out["ring_reset_entry"] = (m.last_ns - py) / max(1, offsets.size)
+        raw["ring_reset"] = m.last_ns
+        raw["ring_entries"] = int(offsets.size)
+    return raw
+
+
+def unit_costs(raw: dict[str, float], pages: int) -> dict[str, float]:
+    """Every figure of ``FIGURES`` (ns per its unit) from one repeat's raw samples (ns; a slot
+    of ``pages`` 4 KiB pages, ``(pages + 63) // 64`` bitmap words):
+
+    - ``python_ioctl``: median of a KVM_CHECK_EXTENSION; ``run_empty``: median KVM_RUN of no
+      writes; ``enable``/``disable``: the KVM_SET_USER_MEMORY_REGION turning logging on/off;
+    - ``get_one_word``/``get_clean_slot``: median KVM_GET_DIRTY_LOG of a one-word slot and of
+      the clean slot; ``get_dirty_slot``: the GET after every page was written once;
+    - ``faulting_run``/``writable_run``: KVM_RUN writing every page in random order after a
+      GET (each write faults) and again (none does); ``ring_*`` the same in ring mode,
+      ``ring_reset`` the KVM_RESET_DIRTY_RINGS of its ``ring_entries`` entries;
+    - ``clear_64_clean``: median KVM_CLEAR_DIRTY_LOG of 64 clean pages; ``clear_dirty_slot``:
+      one CLEAR of the whole dirty slot.
+
+    Single-ioctl figures subtract ``python_ioctl``; per-word figures divide by the words the
+    clean slot has beyond the one-word slot's one."""
+    py = raw["python_ioctl"]
+    nwords = (pages + 63) // 64
+    out: dict[str, float] = {"python_ioctl": py, "run_round_trip": raw["run_empty"] - py}
+    out["enable_per_page"] = (raw["enable"] - py) / pages
+    small, big = raw["get_one_word"], raw["get_clean_slot"]  # one word: the fixed cost
+    out["get_per_word"] = max(0.0, big - small) / max(1, nwords - 1)
+    out["get_fixed"] = small - py
+    out["fault_exit"] = (raw["faulting_run"] - raw["writable_run"]) / pages
+    extra = raw["get_dirty_slot"] - py - out["get_fixed"] - out["get_per_word"] * nwords
+    out["get_per_dirty_page"] = max(0.0, extra) / pages
+    out["disable_per_page"] = (raw["disable"] - py) / pages
+    out["clear_per_ioctl"] = raw["clear_64_clean"] - py
+    out["clear_per_dirty_page"] = (raw["clear_dirty_slot"] - py) / pages
+    ring_fault = (raw["ring_faulting_run"] - raw["ring_writable_run"]) / pages
+    out["ring_push"] = ring_fault - out["fault_exit"]
+    out["ring_reset_entry"] = (raw["ring_reset"] - py) / max(1, raw["ring_entries"])
     return out
 
 

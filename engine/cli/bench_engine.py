@@ -204,13 +204,13 @@ def fig_reference(npages: int) -> Figure:
 _WRITE_PASSES = 5  # figure 4: measured batches, after one pass that warms the slot's arrays
 
 
-def fig_write_path(nwrites: int) -> Figure:
-    """Figure 4: 1 M random writes to a logged slot, ns per write: the best of
+def fig_write_path(nwrites: int, npages: int = 1 << 22) -> Figure:
+    """Figure 4: 1 M random writes to a logged slot of ``npages`` pages, ns per write (a
+    batch's wall seconds × 1e9 ÷ ``nwrites``): the best of
     ``_WRITE_PASSES`` batches (each a fresh draw, each followed by a GET that write-protects
     the pages again), after a first batch that is reported but not counted: it is the first
     touch of the slot's bitmap and version arrays (numpy leaves them to the kernel's lazy
     zero pages), 2-4x the steady cost on this host.  Wall seconds of the ``VM.access`` call."""
-    npages = 1 << 22
     vm = _logged_vm(npages)
     s = vm.slots[0].slot
     vm.set_memslot(0, s.base, s.size, slot_flags(log_dirty=True), 4096)

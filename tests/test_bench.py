@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_bench_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "engine.cli.main", "bench", "--quick", "--json", str(out)],
         cwd=ROOT,
@@ -26,6 +28,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    whole_run_s = time.monotonic() - started  # every figure's wall time is a part of it
     data = json.loads(out.read_text())
     assert {"python", "numpy", "cpus"} <= set(data["machine"])
     figures = {f["id"]: f for f in data["figures"]}
@@ -66,6 +69,21 @@ def test_quick_bench_reports_every_figure(tmp_path):
         assert d["mismatches"] == 0 and d["outcome"] == "completed", figures[fid]
         assert first_pass <= d["simulated_s"] <= first_pass / (1 - (512 << 20) / 1.25e9), d
         assert d["rounds"] >= 3, d
+    # each value is its detail's arithmetic (tests/test_figures_arithmetic.py works these by
+    # hand on a fake clock): figure 5 simulated s / wall s, where a run's wall seconds are
+    # part of the whole benchmark's; 1 enable / copy; 2 and 3 the best and worst strategy;
+    # 6 peak RSS bytes / 2^20 pages
+    for fid in modes:
+        d = figures[fid]["detail"]
+        assert 0 < d["wall_s"] < whole_run_s, (d, whole_run_s)
+        assert figures[fid]["value"] == round(d["simulated_s"] / d["wall_s"], 2)
+    d = figures[1]["detail"]
+    assert figures[1]["value"] == round(d["enable_s"] / d["copy_s"], 2)
+    assert figures[2]["value"] == min(v["ratio"] for v in figures[2]["detail"].values())
+    assert figures[3]["value"] == min(v["speedup"] for v in figures[3]["detail"].values())
+    d = figures[6]["detail"]
+    assert figures[6]["value"] == round(d["rss"] / (1 << 20), 2)
+    assert 0 < d["wall_s"] < whole_run_s and d["pages_checked"] > 0
     # figure 4: the best of five measured batches, after a first batch that is shown apart
     write = figures[4]
     assert len(write["detail"]["batches_ns_per_write"]) == 5

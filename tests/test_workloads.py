@@ -160,6 +160,26 @@ def test_perftest_prints_the_selftest_lines(capsys):
     import re
 
     assert re.search(r"Iteration 1 dirty memory time: \d+\.\d{9}s", out)
+    # the values (tests/test_figures_arithmetic.py has more): 64 MiB = 16384 pages a vCPU, each
+    # store 25 ns; populate faults on each page (fault_exit 2500 ns); INITIALLY_SET, so
+    # iteration 1 takes no exit; GET copies the 512-word bitmap (2 ns a word) and disabling
+    # frees it; the totals add the printed lines and the average is their third
+    ns = {
+        head: [int(a + b) for a, b in re.findall(r"(\d+)\.(\d{9})s", line)]
+        for line in out.splitlines()
+        for head in [re.split(r": | took ", line)[0]]
+    }
+    assert ns["Populate memory time"] == [16384 * 2525] == [41_369_600]
+    assert ns["Iteration 1 dirty memory time"] == [16384 * 25]
+    for it in (2, 3):  # the slowest vCPU's stores, and an exit for each page it wrote (~half)
+        faults, rest = divmod(ns[f"Iteration {it} dirty memory time"][0] - 16384 * 25, 2500)
+        assert rest == 0 and 7800 < faults < 8600
+    for it in (1, 2, 3):
+        assert ns[f"Iteration {it} get dirty log time"] == [512 * 2]
+    assert ns["Disabling dirty logging time"] == [512 * 2]
+    assert ns["Get dirty log over 3 iterations"] == [3 * 1024, 1024]
+    clears = [ns[f"Iteration {it} clear dirty log time"][0] for it in (1, 2, 3)]
+    assert ns["Clear dirty log over 3 iterations"] == [sum(clears), sum(clears) // 3]
     assert cli_main(["perftest", "-i", "1"]) == 2
 
 

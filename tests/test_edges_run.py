@@ -24,6 +24,7 @@ from engine.stage2.pgtable import PageTable
 from engine.util.errors import ConfigError, KvmError
 
 MS = 1_000_000
+S = 1_000_000_000
 GIB = 1 << 30
 
 
@@ -338,3 +339,216 @@ def test_no_slot_or_only_deleted_ones_is_no_shift():
     """No slot with pages (a deletion has npages 0): nothing to place, shift 0."""
     assert gpa_shift([], LO, HI) == 0
     assert gpa_shift([_slot(0, 1 << 39, 0)], LO, HI) == 0
+
+
+# -- more of the clock: migration start, progress reports, exit periods, step_round ------------
+
+
+@pytest.mark.parametrize(("start_ms", "t_ms"), [(4.5, 5), (5, 5), (5.5, 6)])
+def test_the_migration_starts_at_the_first_tick_at_or_after_start_ms(start_ms, t_ms):
+    """Step 1 of a tick: the migration starts if its start_ms has come, at the first tick
+    that begins at or after it (1 ms ticks: 4.5 and 5 ms start at 5 ms, 5.5 at 6 ms)."""
+    sim = _sim(migration={"policy": "qemu", "bandwidth": "64Mbit/s", "timeout_s": 60,
+                          "start_ms": start_ms})  # fmt: skip
+    m = sim.migration
+    while m.phase == "idle":
+        sim.advance(1)
+    assert m.t_start_ns == t_ms * MS and sim.tick == t_ms + 1
+
+
+def test_progress_is_reported_every_simulated_100_ms():
+    """run(progress): called after the first batch (t >= 0), then whenever t_ns reaches the
+    last report + 100 ms: 1 ms batches of a 0.35 s run give 1, 101, 201 and 301 ms."""
+    sim = _sim(migration={"timeout_s": 0.35})
+    seen = []
+    sim.run(progress=lambda s: seen.append(s.t_ns // MS), max_batch_ticks=1)
+    assert seen == [1, 101, 201, 301]
+
+
+def test_exit_time_is_settled_at_every_64th_tick_only():
+    """The exits owed are settled at the start of ticks that are multiples of
+    EXIT_PERIOD_TICKS (64), at any batch size: ticks 0, 64 and 128 of 130."""
+    for batch in (1, 256):
+        sim = _sim(migration={"timeout_s": 0.13})
+        settled: list[int] = []
+        real = sim._settle_exits
+
+        def settle(real=real, sim=sim, settled=settled):
+            settled.append(sim.tick)
+            real()
+
+        sim._settle_exits = settle
+        sim.run(max_batch_ticks=batch)
+        assert settled == [0, 64, 128], batch
+
+
+def test_step_round_runs_to_the_first_harvest_however_long_it_takes():
+    """step_round runs until the round number changes, bounded by timeout_s (s, × 1e9) + a
+    tick.  16 MiB at 64 Mbit/s: the first step takes the migration from idle into round 1,
+    the second runs round 1, which sends every page (about 1.8 s, far past a bound in ms),
+    to its harvest: one round closed, the run stopped on its end."""
+    sim = _sim(
+        memslots=[{"id": 0, "base": "0x40000000", "size": "16MiB", "flags": ["log_dirty"],
+                   "backing": "4KiB"}],
+        migration={"policy": "qemu", "bandwidth": "64Mbit/s", "timeout_s": 60},
+    )  # fmt: skip
+    sim.step_round()
+    assert sim.migration.round == 1 and sim.migration.rounds == []
+    sim.step_round()
+    rounds = sim.migration.rounds
+    assert len(rounds) == 1 and sim.t_ns == rounds[0]["t_end_ns"] > S
+
+
+def test_step_round_without_a_migration_runs_to_the_end():
+    """No migration, no rounds: step_round ends with the run (50 ms)."""
+    sim = _sim()
+    sim.step_round()
+    assert sim.t_ns == 50 * MS and sim.finished
+
+
+# -- more live edits ---------------------------------------------------------------------------
+
+
+def test_a_live_edit_is_recorded_at_the_current_time_in_ms():
+    """apply_edit records t_ms = t_ns / 1e6: after 7 ticks of 1 ms, 7.0 (not 0.007), and
+    its message is stamped 7.0 ms; a replay of the saved session applies it at tick 7."""
+    sim = _sim()
+    sim.run_for(7 * MS)
+    sim.apply_edit({"action": "pause_vcpu", "vcpu": 1})
+    assert sim.session["events"] == [{"t_ms": 7.0, "action": "pause_vcpu", "vcpu": 1}]
+    assert sim.messages[-1] == "[7.0 ms] applied pause_vcpu: vcpu=1"
+    again = Simulation.from_dict(sim.session)
+    again.run_for(7 * MS)
+    assert again.paused_vcpus == set()
+    again.advance(1)
+    assert again.paused_vcpus == {1}
+
+
+@pytest.mark.parametrize(
+    ("rng", "ok"),
+    [
+        ("0x40000000:4096", True),  # one page
+        ("0x40000000:0", False),  # no page
+        ("0x40000000:4095", False),  # not a whole page
+        ("0x40000001:4096", False),  # base not on a page
+    ],
+)
+def test_a_live_workload_range_is_whole_non_zero_pages(rng, ok):
+    """A workload's range BASE:SIZE must be whole pages and at least one: 4096 bytes at a
+    page boundary is taken; 0, 4095 bytes, or a base 1 byte off are refused naming
+    workload.range."""
+    sim = _sim()
+    ev = {"action": "add_workload", "name": "r", "kind": "uniform", "vcpu": 1, "range": rng,
+          "rate": "100 pages/s"}  # fmt: skip
+    if ok:
+        sim.apply_edit(ev)
+        assert sim.targets["r"] == {"range": rng}
+        return
+    with pytest.raises(ConfigError) as err:
+        sim.apply_edit(ev)
+    assert err.value.field == "workload.range"
+    assert err.value.rule == "base and size must be whole, non-zero pages"
+
+
+@pytest.mark.parametrize(("vcpus_in_trace", "ok"), [([0, 1, 1], True), ([0, 1, 2], False)])
+def test_a_live_trace_naming_a_vcpu_the_session_lacks_is_refused(tmp_path, vcpus_in_trace, ok):
+    """A trace's vcpu column must name vCPUs below vcpus (2): rows 0, 1, 1 are taken; a row
+    naming vCPU 2 (= vcpus) is refused, naming workload.path and the row (3)."""
+    path = tmp_path / "w.csv"
+    rows = "".join(f"{(i + 1) * MS},{0x40000000 + i * 4096:#x},{v}\n"
+                   for i, v in enumerate(vcpus_in_trace))  # fmt: skip
+    path.write_text("t_ns,ipa,vcpu\n" + rows)
+    sim = _sim()
+    ev = {"action": "add_workload", "name": "t", "kind": "trace", "path": str(path)}
+    if ok:
+        sim.apply_edit(ev)
+        assert [w.name for w in sim.workloads] == ["u", "t"]
+        return
+    with pytest.raises(ConfigError) as err:
+        sim.apply_edit(ev)
+    assert err.value.field == "workload.path"
+    assert err.value.rule == "row 3 of the trace names vcpu 2, but the session has 2 vCPUs"
+
+
+@pytest.mark.parametrize(
+    ("field", "ok"),
+    [("strategy", True), ("compare", True), ("mode", False), ("ring_entries", False)],
+)
+def test_only_strategy_and_compare_change_live(field, ok):
+    """set_tracking live: strategy and compare are taken; any other tracking field is
+    refused naming it: by the event schema (field ``mode``) and, for an event that reached
+    the engine unchecked, by the engine itself (``tracking.mode``)."""
+    sim = _sim()
+    value = {"strategy": "visitor", "compare": False, "mode": "ring", "ring_entries": 512}[field]
+    ev = {"action": "set_tracking", field: value}
+    if ok:
+        sim.apply_edit(ev)
+        assert getattr(sim.vm.tracking, field) == value
+        return
+    with pytest.raises(ConfigError) as err:
+        sim.apply_edit(ev)
+    assert err.value.field == field
+    with pytest.raises(ConfigError) as err:
+        sim._apply({"t_ms": 0.0, **ev})
+    assert err.value.field == f"tracking.{field}"
+    assert err.value.rule == "can only be changed before the run starts (live: strategy, compare)"
+    assert sim.vm.tracking.mode == "bitmap" and sim.vm.tracking.ring_entries != 512
+
+
+def test_harvest_is_taken_only_while_iterating():
+    """A live harvest needs logging on: refused (field action) before the migration starts
+    (start_ms 5: idle at 3 ms), taken while iterating (a new sync), refused once it is over."""
+    sim = _sim(migration={"policy": "qemu", "bandwidth": "1Gbit/s", "timeout_s": 60,
+                          "start_ms": 5})  # fmt: skip
+    m = sim.migration
+    sim.run_for(3 * MS)
+    with pytest.raises(ConfigError) as err:
+        sim.apply_edit({"action": "harvest"})
+    assert err.value.field == "action" and m.phase == "idle"
+    sim.run_for(5 * MS)
+    assert m.phase == "iterating"
+    syncs = m.syncs
+    sim.apply_edit({"action": "harvest"})
+    assert m.syncs == syncs + 1
+    sim.run()
+    assert m.phase == "done"
+    with pytest.raises(ConfigError) as err:
+        sim.apply_edit({"action": "harvest"})
+    assert err.value.field == "action"
+
+
+# -- more of the replay: slot ids and the emulation note ---------------------------------------
+
+
+@pytest.mark.parametrize(("slot", "ok"), [(31999, True), (32000, False), (32001, False)])
+def test_replayable_slot_ids_are_below_32000(slot, ok):
+    """check_replayable: a slot id >= 32000 is refused naming memslots.id (x86 KVM's user
+    slots are fewer); 31999 is taken."""
+    from engine.host.replay import ReplaySetup, check_replayable
+
+    setup = ReplaySetup(mode="bitmap", initially_set=False, ring_entries=4096, vcpus=1,
+                        page_size=4096, strategy="rmap")  # fmt: skip
+    ops = [_slot(slot, GIB, 2 << 20)]
+    if ok:
+        check_replayable(setup, ops)
+        return
+    with pytest.raises(ConfigError) as err:
+        check_replayable(setup, ops)
+    assert err.value.field == "memslots.id"
+    assert err.value.rule == f"slot id {slot} is too large to replay"
+
+
+@pytest.mark.parametrize(
+    ("emulated", "exits", "noted"),
+    [(999, 0, False), (1000, 0, False), (1001, 0, True),
+     (4999, 5000, False), (5000, 5000, False), (5001, 5000, True)],
+)  # fmt: skip
+def test_the_emulation_note_needs_more_than_1000_and_more_than_the_exits(emulated, exits, noted):
+    """emulation_note: the writer ran emulated when emulated instructions exceed both 1000
+    and the exits (natively about one emulated ``out`` per batch); equal is not more."""
+    from engine.host.replay import emulation_note
+
+    note = emulation_note({}, {"insn_emulation": emulated, "exits": exits})
+    assert bool(note) == noted
+    if noted:
+        assert f"({emulated:,} emulated instructions)" in note[0]

@@ -104,6 +104,25 @@ def test_the_sidecar_holds_the_slots_own_page_count(tmp_path, npages, words):
     assert said == [f"exported 1 bitmap(s) to {tmp_path / 'bm'}"]
 
 
+def test_the_sidecar_round_is_the_harvest_number_not_the_round(tmp_path):
+    """Xen's policy starts in round 1 with no harvest (send_all_pages follows
+    enable_logdirty with no CLEAN), so its first harvest is sync 1 while the round is then
+    2: the export is named and numbered by the harvest, as ``dirtylog export --round 1``
+    names it (round-0001), and its words are that harvest's."""
+    sim = _sim(npages=100, migration={"policy": "xen"})
+    sim.keep_harvests = True
+    m = sim.migration
+    while m.syncs < 1 and not sim.finished:
+        sim.advance(1)
+    assert (m.syncs, m.round) == (1, 2)
+    written, _ = _export(sim, tmp_path / "bm")
+    assert [p.name for p in written] == ["round-0001-slot-0.bin", "round-0001-slot-0.json"]
+    side = json.loads(written[1].read_text())
+    assert side["round"] == 1 and side["t_ns"] == sim.harvests[0]["t_ns"]
+    words = np.frombuffer(written[0].read_bytes(), "<u8")
+    assert np.array_equal(words, sim.harvests[0]["slots"][0])
+
+
 def test_no_export_before_the_first_harvest(tmp_path):
     """Before any harvest there is nothing to export: no file, one message."""
     written, said = _export(_sim(), tmp_path / "bm")
@@ -211,8 +230,19 @@ def test_the_scripted_run_stops_at_the_seconds_or_rounds_asked(
     window.load_simulation(sim, None)
     shot = tmp_path / "shot.png"
     args = SimpleNamespace(run_rounds=n, screenshot=str(shot), quit=True)
-    QTimer.singleShot(60_000, qapp.quit)  # (a safety net: the test fails, it does not hang)
-    assert _scripted(qapp, window, args, QTimer) == 0
+    net = QTimer()  # a safety net: the test fails, it does not hang; stopped after, so that
+    net.setSingleShot(True)  # it cannot quit a later test's event loop
+    net.timeout.connect(qapp.quit)
+    net.start(30_000)
+    # --quit closes the window, the last one: Qt's automatic quit on that is left out here (in
+    # the test process it stopped the event loops of later app tests)
+    quit_on_close = qapp.quitOnLastWindowClosed()
+    qapp.setQuitOnLastWindowClosed(False)
+    try:
+        assert _scripted(qapp, window, args, QTimer) == 0
+    finally:
+        net.stop()
+        qapp.setQuitOnLastWindowClosed(quit_on_close)
     snap = window.last_frame.snapshot
     assert len(snap.rounds) == rounds
     if t_ns is None:
@@ -220,3 +250,156 @@ def test_the_scripted_run_stops_at_the_seconds_or_rounds_asked(
     assert snap.t_ns == t_ns == sim.t_ns
     assert shot.read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(snap.t_ns)
+
+
+# -- export names and empty files ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "what", "written"),
+    [
+        ("out/rounds", "rounds-csv", "out/rounds.csv"),  # no extension: the default added
+        ("out/rounds.txt", "rounds-csv", "out/rounds.txt"),  # one given: kept
+        ("out/graph", "graphs-svg", "out/graph.svg"),
+        ("/", "screenshot", "/"),  # no name at all: kept (writing it fails, and says so)
+    ],
+)
+def test_with_suffix_adds_the_default_only_to_a_name_without_one(given, what, written):
+    """with_suffix: a name without an extension gets the export's default; one with an
+    extension, or a path with no name, is kept as given."""
+    from pathlib import Path
+
+    from app.exports import with_suffix
+
+    assert with_suffix(given, what) == Path(written)
+
+
+def test_an_export_that_leaves_an_empty_file_says_nothing_was_written(tmp_path, monkeypatch):
+    """export_to checks the file it wrote: one of 0 bytes is reported as a failure, one of
+    a byte or more as written (the rounds CSV of no rounds is its header line)."""
+    from app import exports
+    from engine.cli import run as cli_run
+
+    said: list[str] = []
+    host = SimpleNamespace(last_frame=None, sim=None, report=said.append)
+    path = exports.ExportsMixin.export_to(host, "rounds-csv", tmp_path / "r")
+    assert path == tmp_path / "r.csv" and path.stat().st_size > 0
+    assert said == [f"exported {tmp_path / 'r.csv'}"]
+    monkeypatch.setattr(cli_run, "write_rounds_csv", lambda p, rounds: p.write_bytes(b""))
+    assert exports.ExportsMixin.export_to(host, "rounds-csv", tmp_path / "e") is None
+    assert said[-1] == f"export failed, nothing written: {tmp_path / 'e.csv'}"
+    monkeypatch.setattr(cli_run, "write_rounds_csv", lambda p, rounds: p.write_bytes(b"x"))
+    assert exports.ExportsMixin.export_to(host, "rounds-csv", tmp_path / "one") is not None
+
+
+# -- the worker's wall-clock arithmetic (a fake clock: exact binary fractions) -------------------
+
+
+def _clock(monkeypatch, now):
+    """app.runner's clock reads ``now[0]``."""
+    from app import runner
+
+    monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+
+def test_the_target_falls_behind_by_at_most_max_lag(qapp, monkeypatch):
+    """_target: speed × wall seconds since the anchor, in ns (× 1e9).  Anchor (10 s, 0),
+    speed 1, the engine still at 0: at 10.125 s the target is 0.125 s; at 10.25 s it is
+    0.25 s = MAX_LAG_S behind, not more, so kept; at 10.375 s it is 0.375 s behind, more
+    than MAX_LAG_S: the anchor moves up (to now − 0.25 s) and the target is 0.25 s."""
+    from app.runner import MAX_LAG_S
+
+    assert MAX_LAG_S == 0.25
+    w, _ = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+    for now, target, anchor in (
+        (10.125, 0.125 * S, (10.0, 0)),
+        (10.25, 0.25 * S, (10.0, 0)),
+        (10.375, 0.25 * S, (10.125, 0)),
+    ):
+        w._anchor = (10.0, 0)
+        assert w._target(now) == target
+        assert w._anchor == anchor
+    w.speed = 4.0  # 4 simulated s per wall s: the lag allowed is 4 × 0.25 s = 1 s
+    w._anchor = (10.0, 0)
+    assert w._target(10.25) == 1 * S and w._anchor == (10.0, 0)
+
+
+def test_batches_are_the_whole_ticks_to_the_target(qapp):
+    """_max_ticks: the whole ticks between now and the target (floor), at least 1, at most
+    MAX_BATCH (256) and the last batch's size: 1 ms ticks, target 5.5 ms ahead: 5; 0 ahead:
+    1; 1000 ahead: 256, or 40 after a batch sized 40."""
+    w, _ = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+    assert w._max_ticks(5.5 * MS) == 5
+    assert w._max_ticks(5 * MS) == 5
+    assert w._max_ticks(0.0) == 1
+    assert w._max_ticks(1000.0 * MS) == 256
+    w._batch_ticks = 40
+    assert w._max_ticks(1000.0 * MS) == 40
+
+
+def test_achieved_speed_needs_a_fifth_of_a_second_of_samples(qapp):
+    """achieved(): simulated seconds (ns / 1e9) per wall second between the first and last
+    sample, once they are at least 0.2 wall s apart: 0.1 simulated s over exactly 0.2 s is
+    0.5 (0.2 − 0.0 is the float 0.2: at the boundary); over 0.25 s it is 0.4; over 0.1875 s
+    it is too soon (None); one sample is too few."""
+    w, _ = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+    w._samples.append((0.0, 0))
+    assert w.achieved() is None
+    for wall, speed in ((0.2, 0.5), (0.25, 0.4), (0.1875, None)):
+        w._samples.append((wall, 100 * MS))
+        assert w.achieved() == speed, wall
+        w._samples.pop()
+
+
+def test_samples_older_than_the_window_are_dropped_keeping_two(qapp, monkeypatch):
+    """_sample keeps the samples of the last ACHIEVED_WINDOW_S (2 s): the oldest goes while
+    the second one is more than 2 s old, and two samples always stay."""
+    now = [0.0]
+    _clock(monkeypatch, now)
+    w, _ = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+    for t in (0.0, 1.0, 3.0):
+        now[0] = t
+        w._sample()
+    assert [s[0] for s in w._samples] == [0.0, 1.0, 3.0]  # the second is exactly 2 s old
+    now[0] = 3.0625
+    w._sample()
+    assert [s[0] for s in w._samples] == [1.0, 3.0, 3.0625]
+    w._samples.clear()
+    for t in (0.0, 5.0):
+        now[0] = t
+        w._sample()
+    assert [s[0] for s in w._samples] == [0.0, 5.0]  # two stay, however old
+
+
+def test_frames_are_sent_at_most_every_thirtieth_of_a_second(qapp, monkeypatch):
+    """_emit without force: a frame when FRAME_INTERVAL_S (1/30 s) has passed since the last,
+    none before; and none while the GUI has not shown the last one, until UNSHOWN_WAIT_S
+    (0.5 s) after it.  The last frame is at 0 each time, so each difference is exact."""
+    from app.runner import FRAME_INTERVAL_S, UNSHOWN_WAIT_S
+
+    now = [0.0]
+    _clock(monkeypatch, now)
+    w, frames = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+
+    def emit_at(t, shown):
+        w._last_frame, w._sent = 0.0, 1
+        w.shown = 1 if shown else 0
+        now[0] = t
+        before = len(frames)
+        w._emit()
+        return len(frames) - before
+
+    assert emit_at(FRAME_INTERVAL_S * 0.5, shown=True) == 0
+    assert emit_at(FRAME_INTERVAL_S, shown=True) == 1  # exactly one interval after
+    assert w._last_frame == FRAME_INTERVAL_S
+    assert emit_at(0.25, shown=False) == 0  # the last frame not shown yet
+    assert emit_at(UNSHOWN_WAIT_S, shown=False) == 1  # waited long enough for it
+    assert emit_at(0.25, shown=True) == 1
+
+
+@pytest.mark.parametrize(("asked", "speed"), [(0.0, 1e-3), (-5.0, 1e-3), (0.002, 0.002)])
+def test_speed_is_at_least_a_thousandth(qapp, asked, speed):
+    """set_speed: at least 1e-3 simulated s per wall s (0 or less would never advance)."""
+    w, _ = _worker(_sim(npages=512, migration={"policy": "none", "timeout_s": 4}))
+    w.set_speed(asked)
+    assert w.speed == speed

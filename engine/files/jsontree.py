@@ -24,7 +24,7 @@ MAX_INT_DIGITS = 40
 MAX_INT = 1 << 64  # no field takes an integer beyond ±2^64
 MAX_STRING_CHARS = 4096  # names, paths, sizes: a path is at most 4096 bytes on Linux
 MAX_KEY_CHARS = 64
-MAX_ENTRIES = 200_000  # list items or object keys (events are limited to 100,000)
+MAX_ENTRIES = 200_000  # list items or object keys (events: at most session.MAX_EVENTS)
 
 
 class BigInt(str):

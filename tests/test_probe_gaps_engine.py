@@ -63,3 +63,20 @@ def test_one_permission_fault_per_read_only_block_with_interleaved_writes():
     assert res.faults.tolist() == [2]
     _, _, desc = vm.pgt.lookup(np.array([BASE, BASE + M2], np.int64))
     assert D.is_writable(desc).all()
+
+
+def test_a_ring_reset_returns_only_the_entries_user_space_harvested():
+    """KVM_RESET_DIRTY_RINGS re-protects only the entries user space has harvested (flagged
+    RESET): virt/kvm/dirty_ring.c kvm_dirty_ring_reset walks from reset_index and stops at the
+    first entry not yet harvested.  Entries pushed after the harvest stay DIRTY, keep their room
+    and are returned by the next harvest, not by this reset."""
+    from engine.kvm.dirtyring import DirtyRing
+
+    ring = DirtyRing(256)
+    ring.push(np.array([1, 1, 2], np.uint32), np.array([10, 11, 5], np.uint64))
+    assert [a.tolist() for a in ring.collect()] == [[1, 1, 2], [10, 11, 5]]
+    ring.push(np.array([3, 3], np.uint32), np.array([7, 8], np.uint64))  # not harvested
+    slot, offset = ring.reset_entries()
+    assert (slot.tolist(), offset.tolist()) == ([1, 1, 2], [10, 11, 5])
+    assert (ring.reset_index, ring.fetch_index, ring.dirty_index, ring.used) == (3, 3, 5, 2)
+    assert [a.tolist() for a in ring.collect()] == [[3, 3], [7, 8]]

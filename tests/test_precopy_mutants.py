@@ -508,6 +508,10 @@ def test_a_16k_page_counts_four_normal_target_pages(tmp_path):
     assert result["transferred_bytes"] == 4 * 4104 * sent
     assert type(result["normal"]) is int
     assert all(type(r["normal"]) is int for r in result["rounds"])
+    # each round's record counts target pages too: the rounds add up to the migration's
+    assert [r["normal"] for r in result["rounds"]] == [
+        4 * r["pages_sent"] for r in result["rounds"]
+    ]
 
 
 @pytest.mark.parametrize(("granule", "size", "per"), [("4KiB", 4096, 1), ("16KiB", 16384, 4)])
